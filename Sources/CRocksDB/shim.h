@@ -1,0 +1,2 @@
+// Pulls in RocksDB's C API (from Debian's librocksdb-dev) for Swift.
+#include <rocksdb/c.h>

@@ -1,0 +1,68 @@
+import Foundation
+
+/// Checks every known volume's `/health` about once a second and keeps the registry's
+/// liveness current. Each check also tells the volume the master's URL and the URL the
+/// master knows it by, so volumes started without `-m`/`-b` still learn both.
+public final class HealthMonitor {
+    private let registry: VolumeRegistry
+    private let masterURL: String
+    private let client = HTTPClient(timeout: 1, maxIdlePerHost: 1)
+    private let queue = DispatchQueue(label: "health", attributes: .concurrent)
+    private let timer: DispatchSourceTimer
+    private let lock = NSLock()
+    private var inFlight: Set<UInt16> = []
+
+    public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1) {
+        self.registry = registry
+        self.masterURL = masterURL
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "health-timer"))
+        timer.schedule(deadline: .now(), repeating: interval)
+        timer.setEventHandler { [weak self] in self?.checkAll() }
+    }
+
+    public func start() { timer.resume() }
+    public func stop() { timer.cancel() }
+
+    private func checkAll() {
+        for volume in registry.all {
+            lock.lock()
+            let busy = !inFlight.insert(volume.id).inserted
+            lock.unlock()
+            if busy { continue } // a slow check of this volume is still running
+            queue.async { [self] in
+                check(volume)
+                lock.lock()
+                inFlight.remove(volume.id)
+                lock.unlock()
+            }
+        }
+    }
+
+    private func check(_ volume: VolumeRegistry.Volume) {
+        var headers = HTTPHeaders()
+        headers.add(VolumeHeaders.master, masterURL)
+        headers.add(VolumeHeaders.selfURL, volume.url)
+        var succeeded = false
+        var free: Int?, count: Int?
+        if let response = try? client.send("GET", HTTPURL(volume.url + "/health")!, headers: headers),
+           response.status == 200 {
+            succeeded = true
+            free = response.headers[VolumeHeaders.freeBytes].flatMap { Int($0) }
+            count = response.headers[VolumeHeaders.valueCount].flatMap { Int($0) }
+        }
+        if let change = registry.recordCheck(id: volume.id, succeeded: succeeded, freeBytes: free, valueCount: count) {
+            if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }
+        }
+    }
+}
+
+/// Header names of the master–volume conversation.
+public enum VolumeHeaders {
+    /// Sent by the master on health checks: its own base URL.
+    public static let master = "Kalavara-Master"
+    /// Sent by the master on health checks: the URL it knows the volume by.
+    public static let selfURL = "Kalavara-Volume"
+    /// Answered by a volume's health check.
+    public static let freeBytes = "Kalavara-Free-Bytes"
+    public static let valueCount = "Kalavara-Values"
+}

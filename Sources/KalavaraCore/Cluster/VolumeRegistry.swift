@@ -1,0 +1,102 @@
+import Foundation
+
+/// The volumes the master knows, their ids in index records, and whether each is alive.
+///
+/// The list is persisted in the index whenever it grows, so a restarted master still knows
+/// volumes that were added at run time. Liveness is memory only: after a restart every
+/// volume counts as alive until its health checks say otherwise.
+public final class VolumeRegistry {
+    public struct Volume {
+        public let id: UInt16
+        public let url: String
+        public let address: HTTPURL
+        public fileprivate(set) var isLive = true
+        public fileprivate(set) var consecutiveFailures = 0
+        /// From the volume's last health answer.
+        public fileprivate(set) var freeBytes: Int?
+        public fileprivate(set) var valueCount: Int?
+    }
+
+    /// Failed checks in a row before a volume counts as down: at one check a second, a
+    /// killed volume is noticed within about three seconds, and one lost packet is forgiven.
+    public static let failuresBeforeDown = 3
+
+    private let index: Index
+    private let lock = NSLock()
+    private var volumes: [Volume] = []
+
+    public init(index: Index, seeds: [String]) throws {
+        self.index = index
+        for url in try index.volumeURLs() {
+            guard let address = HTTPURL(url) else { continue }
+            volumes.append(Volume(id: UInt16(volumes.count), url: url, address: address))
+        }
+        for seed in seeds { _ = try add(seed) }
+    }
+
+    /// The canonical form of a volume base URL (`http://host:port`), or nil if `text` is not one.
+    public static func normalize(_ text: String) -> String? {
+        var trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard let url = HTTPURL(trimmed), url.pathAndQuery == "/" else { return nil }
+        return "http://\(url.authority)"
+    }
+
+    /// Adds a volume (idempotent) and marks it alive. Returns its id and whether it is new.
+    @discardableResult
+    public func add(_ text: String) throws -> (id: UInt16, isNew: Bool) {
+        guard let url = Self.normalize(text), let address = HTTPURL(url) else {
+            throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        if let existing = volumes.firstIndex(where: { $0.url == url }) {
+            volumes[existing].isLive = true
+            volumes[existing].consecutiveFailures = 0
+            return (volumes[existing].id, false)
+        }
+        guard volumes.count < Int(UInt16.max) else { throw HTTPError(507, "too many volumes") }
+        let volume = Volume(id: UInt16(volumes.count), url: url, address: address)
+        try index.setVolumeURLs(volumes.map(\.url) + [url])
+        volumes.append(volume)
+        return (volume.id, true)
+    }
+
+    public var all: [Volume] {
+        lock.lock()
+        defer { lock.unlock() }
+        return volumes
+    }
+
+    public var liveURLs: [String] { all.filter(\.isLive).map(\.url) }
+
+    public func id(of url: String) -> UInt16? {
+        let normal = Self.normalize(url) ?? url
+        return all.first(where: { $0.url == normal })?.id
+    }
+
+    public func volume(_ id: UInt16) -> Volume? {
+        lock.lock()
+        defer { lock.unlock() }
+        return Int(id) < volumes.count ? volumes[Int(id)] : nil
+    }
+
+    /// Records a health check's outcome. Returns the liveness change, if any, for logging.
+    public func recordCheck(id: UInt16, succeeded: Bool, freeBytes: Int? = nil, valueCount: Int? = nil) -> Bool? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard Int(id) < volumes.count else { return nil }
+        let wasLive = volumes[Int(id)].isLive
+        if succeeded {
+            volumes[Int(id)].consecutiveFailures = 0
+            volumes[Int(id)].isLive = true
+            if let freeBytes { volumes[Int(id)].freeBytes = freeBytes }
+            if let valueCount { volumes[Int(id)].valueCount = valueCount }
+        } else {
+            volumes[Int(id)].consecutiveFailures += 1
+            if volumes[Int(id)].consecutiveFailures >= Self.failuresBeforeDown { volumes[Int(id)].isLive = false }
+        }
+        let isLive = volumes[Int(id)].isLive
+        return isLive == wasLive ? nil : isLive
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+
+/// A connected TCP socket with a read buffer: the only HTTP type that touches a raw fd.
+///
+/// Sockets are blocking, with kernel timeouts (`SO_RCVTIMEO`/`SO_SNDTIMEO`) instead of a
+/// poll per read: one system call per read on the hot path, and a stalled peer turns into
+/// `ConnectionError.timedOut` rather than a thread stuck forever.
+public final class BufferedSocket {
+    public let fd: Int32
+    private let storage: UnsafeMutablePointer<UInt8>
+    private let capacity: Int
+    private var start = 0
+    private var end = 0
+    private var receiveTimeout: Double = -1
+    private var closed = false
+
+    public init(fd: Int32, bufferSize: Int = HTTPLimits.readBufferBytes) {
+        self.fd = fd
+        capacity = bufferSize
+        storage = .allocate(capacity: bufferSize)
+        var one: Int32 = 1
+        // Heads and small bodies go out in one write; Nagle would only add delay.
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit {
+        close()
+        storage.deallocate()
+    }
+
+    // MARK: Reading
+
+    /// Bytes received but not yet consumed.
+    public var buffered: UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: storage + start, count: end - start)
+    }
+
+    public var bufferedCount: Int { end - start }
+
+    public func consume(_ count: Int) {
+        precondition(count <= end - start)
+        start += count
+        if start == end { start = 0; end = 0 }
+    }
+
+    /// Sets how long one read may wait; applied only when it changes.
+    public func setReceiveTimeout(_ seconds: Double) {
+        guard seconds != receiveTimeout else { return }
+        receiveTimeout = seconds
+        var value = Self.timeval(seconds)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    public func setSendTimeout(_ seconds: Double) {
+        var value = Self.timeval(seconds)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Reads more bytes into the buffer. Returns false at end of stream.
+    /// The buffer must not be full (callers bound what they accumulate).
+    @discardableResult
+    public func fill() throws -> Bool {
+        if start > 0, end == capacity {
+            memmove(storage, storage + start, end - start)
+            end -= start
+            start = 0
+        }
+        precondition(end < capacity, "read buffer overflow")
+        let count = try receive(into: storage + end, count: capacity - end)
+        end += count
+        return count > 0
+    }
+
+    /// Reads into `destination`: buffered bytes first, else straight from the socket, so
+    /// large bodies are not copied through the connection buffer. Returns 0 at end of stream.
+    public func read(into destination: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard destination.count > 0 else { return 0 }
+        if start < end {
+            let count = min(destination.count, end - start)
+            destination.baseAddress!.copyMemory(from: storage + start, byteCount: count)
+            consume(count)
+            return count
+        }
+        return try receive(into: destination.baseAddress!, count: destination.count)
+    }
+
+    private func receive(into pointer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        while true {
+            let result = recv(fd, pointer, count, 0)
+            if result >= 0 { return result }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: throw ConnectionError.timedOut
+            case ECONNRESET, EPIPE, ENOTCONN, EBADF: throw ConnectionError.closedByPeer
+            default: throw ConnectionError.failed(errno: errno)
+            }
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes all of `bytes`. `more` tells the kernel further data follows at once
+    /// (a file after its head), so both can share a packet.
+    public func write(_ bytes: UnsafeRawBufferPointer, more: Bool = false) throws {
+        var offset = 0
+        let flags = Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0)
+        while offset < bytes.count {
+            let result = send(fd, bytes.baseAddress! + offset, bytes.count - offset, flags)
+            if result > 0 { offset += result; continue }
+            if result < 0, errno == EINTR { continue }
+            throw Self.writeError(errno)
+        }
+    }
+
+    public func write(_ bytes: [UInt8], more: Bool = false) throws {
+        try bytes.withUnsafeBytes { try write($0, more: more) }
+    }
+
+    /// Sends `count` bytes of an open file from `offset` with sendfile(2): the bytes go from
+    /// the page cache to the socket without passing through user space.
+    public func sendFile(_ fileFD: Int32, offset: Int, count: Int) throws {
+        var position = off_t(offset)
+        var left = count
+        while left > 0 {
+            let result = sendfile(fd, fileFD, &position, min(left, 1 << 30))
+            if result > 0 { left -= result; continue }
+            if result == 0 { throw ConnectionError.failed(errno: EIO) } // file shrank under us
+            if errno == EINTR { continue }
+            throw Self.writeError(errno)
+        }
+    }
+
+    private static func writeError(_ code: Int32) -> ConnectionError {
+        switch code {
+        case EAGAIN, EWOULDBLOCK: return .timedOut
+        case EPIPE, ECONNRESET, ENOTCONN: return .closedByPeer
+        default: return .failed(errno: code)
+        }
+    }
+
+    // MARK: Lifetime
+
+    /// Wakes any thread blocked on this socket and stops further traffic, without
+    /// releasing the descriptor (which another thread may still be using).
+    public func shutdown() {
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        _ = Glibc.close(fd)
+    }
+
+    static func timeval(_ seconds: Double) -> Glibc.timeval {
+        let whole = seconds.rounded(.down)
+        return Glibc.timeval(tv_sec: Int(whole), tv_usec: Int((seconds - whole) * 1_000_000))
+    }
+}

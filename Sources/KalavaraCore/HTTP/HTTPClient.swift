@@ -1,0 +1,166 @@
+import Foundation
+
+/// The answer to a client request, body read into memory (daemon-to-daemon calls are small).
+public struct ClientResponse {
+    public let status: Int
+    public let headers: HTTPHeaders
+    public let body: [UInt8]
+    public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// A small blocking HTTP/1.1 client for calls between daemons: commits, registration,
+/// health checks. It keeps idle keep-alive connections per host so a commit per PUT does
+/// not pay a TCP handshake, and it parses answers with the server's own parser.
+public final class HTTPClient: @unchecked Sendable {
+    public let timeout: Double
+    private let maxIdlePerHost: Int
+    private let lock = NSLock()
+    private var idle: [String: [BufferedSocket]] = [:]
+    /// The largest answer body read into memory.
+    public static let maxResponseBody = 16 * 1024 * 1024
+
+    public init(timeout: Double = 5, maxIdlePerHost: Int = 32) {
+        self.timeout = timeout
+        self.maxIdlePerHost = maxIdlePerHost
+    }
+
+    /// Sends one request and reads the answer. Throws `ConnectionError` when the server
+    /// cannot be reached or the exchange breaks.
+    public func send(_ method: String, _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(),
+                     body: [UInt8] = []) throws -> ClientResponse {
+        var head = "\(method) \(url.pathAndQuery) HTTP/1.1\r\nHost: \(url.authority)\r\n"
+        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
+        if !body.isEmpty || method == "POST" || method == "PUT" { head += "Content-Length: \(body.count)\r\n" }
+        head += "\r\n"
+        let message = Array(head.utf8) + body
+
+        // A pooled connection may have been closed by the server while idle; if it fails
+        // before any answer byte arrives, the request was not processed: retry once, fresh.
+        if let socket = takeIdle(url.authority) {
+            do {
+                return try exchange(socket, message, method: method, url: url)
+            } catch let failure as StaleConnection {
+                _ = failure
+            }
+        }
+        let socket = try Self.connect(url, timeout: timeout)
+        do {
+            return try exchange(socket, message, method: method, url: url)
+        } catch is StaleConnection {
+            throw ConnectionError.closedByPeer
+        }
+    }
+
+    private struct StaleConnection: Error {}
+
+    private func exchange(_ socket: BufferedSocket, _ message: [UInt8], method: String,
+                          url: HTTPURL) throws -> ClientResponse {
+        do {
+            try socket.write(message)
+        } catch {
+            throw StaleConnection()
+        }
+        var scanned = 0
+        var length: Int?
+        while true {
+            length = MessageHeadParser.headLength(in: socket.buffered, from: scanned)
+            if length != nil { break }
+            scanned = socket.bufferedCount
+            guard scanned < HTTPLimits.maxHeadBytes else { throw ConnectionError.failed(errno: EPROTO) }
+            let gotBytes: Bool
+            do { gotBytes = try socket.fill() } catch ConnectionError.closedByPeer where scanned == 0 {
+                throw StaleConnection()
+            }
+            if !gotBytes { if scanned == 0 { throw StaleConnection() } else { throw ConnectionError.closedByPeer } }
+        }
+        let parsed: (status: Int, headers: HTTPHeaders)
+        do {
+            parsed = try MessageHeadParser.parseResponse(UnsafeBufferPointer(rebasing: socket.buffered[0..<length!]))
+        } catch {
+            throw ConnectionError.failed(errno: EPROTO)
+        }
+        socket.consume(length!)
+        if parsed.status == 100 { // an interim answer: the real one follows
+            return try exchange(socket, [], method: method, url: url)
+        }
+        let framing = try Self.responseFraming(parsed.status, parsed.headers, method: method)
+        let body = MessageBody(socket: socket, framing: framing)
+        let bytes: [UInt8]
+        do { bytes = try body.readAll(limit: Self.maxResponseBody) } catch is HTTPError {
+            throw ConnectionError.failed(errno: EPROTO)
+        }
+        let closes = parsed.headers.listValues("Connection").contains { $0.caseInsensitiveEquals("close") }
+        if !closes, framing != .untilClose { putIdle(url.authority, socket) }
+        return ClientResponse(status: parsed.status, headers: parsed.headers, body: bytes)
+    }
+
+    static func responseFraming(_ status: Int, _ headers: HTTPHeaders, method: String) throws -> BodyFraming {
+        if method == "HEAD" || status < 200 || status == 204 || status == 304 { return .none }
+        if headers.contains("Transfer-Encoding") { return .chunked }
+        if let length = headers["Content-Length"] {
+            guard let value = try? HTTPRequest.parseContentLength(length) else {
+                throw ConnectionError.failed(errno: EPROTO)
+            }
+            return .length(value)
+        }
+        return .untilClose
+    }
+
+    // MARK: Pool
+
+    private func takeIdle(_ key: String) -> BufferedSocket? {
+        lock.lock()
+        defer { lock.unlock() }
+        return idle[key]?.popLast()
+    }
+
+    private func putIdle(_ key: String, _ socket: BufferedSocket) {
+        lock.lock()
+        defer { lock.unlock() }
+        if idle[key, default: []].count < maxIdlePerHost { idle[key, default: []].append(socket) }
+    }
+
+    // MARK: Connecting
+
+    /// Opens a TCP connection with a bounded connect time, then blocking I/O with timeouts.
+    public static func connect(_ url: HTTPURL, timeout: Double) throws -> BufferedSocket {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_NUMERICSERV
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(url.host, String(url.port), &hints, &result) == 0, let first = result else {
+            throw ConnectionError.failed(errno: EHOSTUNREACH)
+        }
+        defer { freeaddrinfo(result) }
+        var lastError = ECONNREFUSED
+        var candidate: UnsafeMutablePointer<addrinfo>? = first
+        while let info = candidate {
+            candidate = info.pointee.ai_next
+            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            guard fd >= 0 else { lastError = errno; continue }
+            var connected = Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0
+            if !connected, errno == EINPROGRESS {
+                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                if poll(&poller, 1, Int32(timeout * 1000)) == 1 {
+                    var code: Int32 = 0
+                    var size = socklen_t(MemoryLayout<Int32>.size)
+                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &size)
+                    connected = code == 0
+                    lastError = code == 0 ? lastError : code
+                } else {
+                    lastError = ETIMEDOUT
+                }
+            } else if !connected {
+                lastError = errno
+            }
+            guard connected else { Glibc.close(fd); continue }
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+            let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
+            socket.setReceiveTimeout(timeout)
+            socket.setSendTimeout(timeout)
+            return socket
+        }
+        throw lastError == ETIMEDOUT ? ConnectionError.timedOut : ConnectionError.failed(errno: lastError)
+    }
+}

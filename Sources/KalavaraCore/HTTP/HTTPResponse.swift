@@ -1,0 +1,139 @@
+import Foundation
+
+/// An open file whose bytes a response sends; the descriptor closes when the response is done.
+public final class OpenFile {
+    public let fd: Int32
+    public init(fd: Int32) { self.fd = fd }
+    deinit { Glibc.close(fd) }
+}
+
+/// A response a handler returns. The connection adds framing headers and writes it.
+public struct HTTPResponse {
+    public enum Body {
+        case empty
+        case bytes([UInt8])
+        /// `count` bytes of `file` from `offset`, sent with sendfile(2).
+        case file(OpenFile, offset: Int, count: Int)
+    }
+
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: Body
+
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: Body = .empty) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// A short plain-text answer; used for every error so clients see a reason.
+    public static func text(_ status: Int, _ message: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
+        var response = HTTPResponse(status: status, headers: headers, body: .bytes(Array((message + "\n").utf8)))
+        response.headers.set("Content-Type", "text/plain; charset=utf-8")
+        return response
+    }
+
+    public static func json(_ status: Int, _ text: String) -> HTTPResponse {
+        var response = HTTPResponse(status: status, body: .bytes(Array(text.utf8)))
+        response.headers.set("Content-Type", "application/json")
+        return response
+    }
+
+    public static func redirect(_ status: Int, to location: String) -> HTTPResponse {
+        var headers = HTTPHeaders()
+        headers.add("Location", location)
+        return HTTPResponse(status: status, headers: headers)
+    }
+
+    public static func error(_ error: HTTPError) -> HTTPResponse {
+        var response = text(error.status, error.message)
+        for (name, value) in error.headers.sorted(by: { $0.key < $1.key }) { response.headers.set(name, value) }
+        if error.closesConnection { response.headers.set("Connection", "close") }
+        return response
+    }
+
+    var bodyCount: Int {
+        switch body {
+        case .empty: return 0
+        case .bytes(let bytes): return bytes.count
+        case .file(_, _, let count): return count
+        }
+    }
+
+    /// Statuses that never carry a body (RFC 9110 §6.4.1).
+    var forbidsBody: Bool { status < 200 || status == 204 || status == 304 }
+
+    /// The status line and headers, framing included, as bytes ready to send.
+    func serializedHead(keepAlive: Bool) -> [UInt8] {
+        var head = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
+        head.reserveCapacity(256)
+        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
+        if !forbidsBody || status == 304 {
+            if !headers.contains("Content-Length") { head += "Content-Length: \(bodyCount)\r\n" }
+        }
+        if !keepAlive, !headers.contains("Connection") { head += "Connection: close\r\n" }
+        head += "Date: \(HTTPDate.now())\r\nServer: kalavara\r\n\r\n"
+        return Array(head.utf8)
+    }
+
+    public static func reason(_ status: Int) -> String {
+        switch status {
+        case 100: return "Continue"
+        case 200: return "OK"
+        case 201: return "Created"
+        case 204: return "No Content"
+        case 206: return "Partial Content"
+        case 302: return "Found"
+        case 304: return "Not Modified"
+        case 307: return "Temporary Redirect"
+        case 400: return "Bad Request"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 408: return "Request Timeout"
+        case 409: return "Conflict"
+        case 411: return "Length Required"
+        case 413: return "Content Too Large"
+        case 414: return "URI Too Long"
+        case 416: return "Range Not Satisfiable"
+        case 417: return "Expectation Failed"
+        case 431: return "Request Header Fields Too Large"
+        case 500: return "Internal Server Error"
+        case 501: return "Not Implemented"
+        case 502: return "Bad Gateway"
+        case 503: return "Service Unavailable"
+        case 504: return "Gateway Timeout"
+        case 505: return "HTTP Version Not Supported"
+        case 507: return "Insufficient Storage"
+        default: return "Status"
+        }
+    }
+}
+
+/// IMF-fixdate strings (RFC 9110 §5.6.7), cached per second because every response has one.
+public enum HTTPDate {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var cachedSecond = 0
+    nonisolated(unsafe) private static var cachedText = ""
+
+    public static func now() -> String {
+        let second = time(nil)
+        lock.lock()
+        defer { lock.unlock() }
+        if second != cachedSecond {
+            cachedSecond = second
+            cachedText = format(second)
+        }
+        return cachedText
+    }
+
+    public static func format(_ seconds: Int) -> String {
+        var value = seconds
+        var parts = tm()
+        gmtime_r(&value, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) "
+            + "\(parts.tm_year + 1900) \(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}

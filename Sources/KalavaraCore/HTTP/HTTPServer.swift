@@ -1,0 +1,210 @@
+import Foundation
+
+/// A request handler: reads the body as a stream if it wants it, returns the answer.
+/// Thrown `HTTPError`s become error answers; handlers run on the connection's thread and
+/// may block (fsync, RocksDB, calls to other daemons).
+public typealias HTTPHandler = (HTTPRequest, MessageBody) throws -> HTTPResponse
+
+/// The listener: accepts TCP connections and serves each on a thread of its own.
+///
+/// Why a thread per connection rather than an event loop: every request of this store
+/// blocks somewhere (fsync on a volume, a synced RocksDB write on the master), and blocking
+/// handlers on a shared pool would let a few slow disks stall every client. Threads make a
+/// stalled client cost only its own thread; `maxConnections` bounds how many exist, and
+/// connections beyond it get a `503` and are closed instead of exhausting descriptors.
+public final class HTTPServer {
+    public struct Configuration {
+        public var host: String
+        public var port: Int
+        /// How long one read of a request (head or body) may stall before the client is
+        /// dropped; a head must also arrive whole within it.
+        public var readTimeout: Double = 30
+        /// How long a keep-alive connection may sit between requests.
+        public var idleTimeout: Double = 30
+        /// Open client connections at most; more are refused with `503`.
+        public var maxConnections: Int = 1024
+        /// On shutdown, how long requests in flight may take to finish.
+        public var shutdownGrace: Double = 10
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public let configuration: Configuration
+    let handler: HTTPHandler
+    private var listenFD: Int32 = -1
+    public private(set) var boundPort = 0
+
+    private let lock = NSCondition()
+    private var connections: [ObjectIdentifier: ServerConnection] = [:]
+    private var idle: Set<ObjectIdentifier> = []
+    private var stopping = false
+    private var acceptThreadDone = false
+
+    public init(configuration: Configuration, handler: @escaping HTTPHandler) {
+        self.configuration = configuration
+        self.handler = handler
+    }
+
+    /// Binds, listens and starts accepting. Throws a one-line error if the address is taken.
+    public func start() throws {
+        // A client that disconnects while we write must be an error return, not a signal.
+        signal(SIGPIPE, SIG_IGN)
+        listenFD = try Self.listen(host: configuration.host, port: configuration.port)
+        boundPort = Self.localPort(listenFD)
+        let thread = Thread { [self] in acceptLoop() }
+        thread.name = "accept"
+        thread.start()
+    }
+
+    public var isStopping: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopping
+    }
+
+    public var openConnections: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return connections.count
+    }
+
+    /// Graceful stop: no new connections, idle ones closed, requests in flight given up to
+    /// `shutdownGrace` seconds to finish. Returns when all are done or the grace is over.
+    public func stop() {
+        lock.lock()
+        stopping = true
+        Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
+        for id in idle { connections[id]?.socket.shutdown() }
+        let deadline = Date(timeIntervalSinceNow: configuration.shutdownGrace)
+        while !(connections.isEmpty && acceptThreadDone) {
+            if !lock.wait(until: deadline) { break }
+        }
+        for connection in connections.values { connection.socket.shutdown() }
+        lock.unlock()
+    }
+
+    // MARK: - Connections
+
+    func connectionIsIdle(_ connection: ServerConnection, _ isIdle: Bool) {
+        lock.lock()
+        if isIdle { idle.insert(ObjectIdentifier(connection)) } else { idle.remove(ObjectIdentifier(connection)) }
+        lock.unlock()
+    }
+
+    private func acceptLoop() {
+        defer {
+            lock.lock()
+            acceptThreadDone = true
+            Glibc.close(listenFD)
+            lock.broadcast()
+            lock.unlock()
+        }
+        while !isStopping {
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                switch errno {
+                case EINTR, ECONNABORTED, EPROTO: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors: back off instead of spinning; clients wait in the backlog.
+                    Log.warning("accept: \(String(cString: strerror(errno))); backing off")
+                    usleep(50_000)
+                    continue
+                default:
+                    if !isStopping { Log.error("accept failed: \(String(cString: strerror(errno)))") }
+                    return
+                }
+            }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            admit(fd)
+        }
+    }
+
+    private func admit(_ fd: Int32) {
+        let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
+        lock.lock()
+        guard connections.count < configuration.maxConnections, !stopping else {
+            lock.unlock()
+            refuse(socket)
+            return
+        }
+        let connection = ServerConnection(socket: socket, server: self)
+        let id = ObjectIdentifier(connection)
+        connections[id] = connection
+        lock.unlock()
+
+        let thread = Thread { [self] in
+            connection.run()
+            connection.socket.close()
+            lock.lock()
+            connections[id] = nil
+            idle.remove(id)
+            lock.broadcast()
+            lock.unlock()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Answers a connection over the cap without giving it a thread.
+    private func refuse(_ socket: BufferedSocket) {
+        socket.setSendTimeout(1)
+        var response = HTTPResponse.text(503, "too many open connections, try again")
+        response.headers.set("Retry-After", "1")
+        try? socket.write(response.serializedHead(keepAlive: false) + Array("too many open connections, try again\n".utf8))
+        socket.close()
+    }
+
+    // MARK: - Sockets
+
+    private static func listen(host: String, port: Int) throws -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var result: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, String(port), &hints, &result)
+        guard status == 0, let info = result else {
+            throw ServerError("cannot resolve listen address \(host): \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ServerError("socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            let message = String(cString: strerror(errno))
+            Glibc.close(fd)
+            throw ServerError("cannot listen on \(host):\(port): \(message)")
+        }
+        guard Glibc.listen(fd, 1024) == 0 else {
+            let message = String(cString: strerror(errno))
+            Glibc.close(fd)
+            throw ServerError("listen on \(host):\(port): \(message)")
+        }
+        return fd
+    }
+
+    private static func localPort(_ fd: Int32) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
+        }
+        let family = storage.ss_family
+        return withUnsafePointer(to: &storage) { pointer -> Int in
+            if family == sa_family_t(AF_INET6) {
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+}
+
+/// A start-up failure of a server, with a message fit for one log line.
+public struct ServerError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,163 @@
+import Foundation
+
+/// A message body read as a stream: `Content-Length`, `chunked`, or until close.
+///
+/// Handlers pull bytes with `read(into:)`, so a 1 GiB upload never sits in memory; the
+/// same reader decodes request bodies on the server and response bodies in the client.
+/// A body that ends early throws `ConnectionError.closedByPeer`: the caller must treat
+/// what it received as incomplete (the volume deletes its temporary file).
+public final class MessageBody {
+    fileprivate enum State {
+        case remaining(Int)
+        case chunkSize
+        case chunkData(Int)
+        case chunkEnd
+        case trailers(Int)
+        case untilClose
+        case done
+    }
+
+    private let socket: BufferedSocket
+    private var state: State
+    /// Runs once before the first read: the server sends `100 Continue` from here.
+    private var beforeFirstRead: (() throws -> Void)?
+    public private(set) var bytesRead = 0
+
+    init(socket: BufferedSocket, framing: BodyFraming, beforeFirstRead: (() throws -> Void)? = nil) {
+        self.socket = socket
+        switch framing {
+        case .none, .length(0): state = .done
+        case .length(let count): state = .remaining(count)
+        case .chunked: state = .chunkSize
+        case .untilClose: state = .untilClose
+        }
+        self.beforeFirstRead = state.isDone ? nil : beforeFirstRead
+    }
+
+    /// True once the whole body (and any trailers) has been received.
+    public var isComplete: Bool { state.isDone }
+
+    /// The bytes still to come when the length is known in advance.
+    var knownRemaining: Int? {
+        if case .remaining(let count) = state { return count }
+        return state.isDone ? 0 : nil
+    }
+
+    /// Reads up to `buffer.count` body bytes; returns 0 only at the end of the body.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if let hook = beforeFirstRead {
+            beforeFirstRead = nil
+            try hook()
+        }
+        while true {
+            switch state {
+            case .done:
+                return 0
+            case .remaining(let left):
+                let count = try socket.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer.prefix(left)))
+                guard count > 0 else { throw ConnectionError.closedByPeer }
+                state = left == count ? .done : .remaining(left - count)
+                bytesRead += count
+                return count
+            case .untilClose:
+                let count = try socket.read(into: buffer)
+                if count == 0 { state = .done }
+                bytesRead += count
+                return count
+            case .chunkSize:
+                let line = try readLine(limit: HTTPLimits.maxChunkLineBytes, what: "chunk size line")
+                let size = try Self.parseChunkSize(line)
+                state = size == 0 ? .trailers(0) : .chunkData(size)
+            case .chunkData(let left):
+                let count = try socket.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer.prefix(left)))
+                guard count > 0 else { throw ConnectionError.closedByPeer }
+                state = left == count ? .chunkEnd : .chunkData(left - count)
+                bytesRead += count
+                return count
+            case .chunkEnd:
+                let line = try readLine(limit: 2, what: "chunk end")
+                guard line.isEmpty else { throw HTTPError.malformed("chunk data longer than its size") }
+                state = .chunkSize
+            case .trailers(let seen):
+                // Trailer fields are tolerated and ignored (RFC 9112 §7.1.2).
+                let line = try readLine(limit: HTTPLimits.maxTrailerBytes - seen, what: "trailer section")
+                state = line.isEmpty ? .done : .trailers(seen + line.count + 2)
+            }
+        }
+    }
+
+    /// Reads the whole body into memory; bodies over `limit` bytes are refused with 413.
+    public func readAll(limit: Int) throws -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let count = try chunk.withUnsafeMutableBytes { try read(into: $0) }
+            if count == 0 { return result }
+            guard result.count + count <= limit else {
+                throw HTTPError(413, "body larger than \(limit) bytes", closesConnection: true)
+            }
+            result.append(contentsOf: chunk[0..<count])
+        }
+    }
+
+    /// Reads and discards the rest of the body if at most `limit` bytes remain, so the
+    /// connection can carry the next request. Returns false if the connection must close.
+    func discardRemaining(limit: Int) -> Bool {
+        if isComplete { return true }
+        if beforeFirstRead != nil { return false } // the client still waits for 100 Continue
+        if let known = knownRemaining, known > limit { return false }
+        var scratch = [UInt8](repeating: 0, count: 16 * 1024)
+        var discarded = 0
+        do {
+            while discarded <= limit {
+                let count = try scratch.withUnsafeMutableBytes { try read(into: $0) }
+                if count == 0 { return true }
+                discarded += count
+            }
+        } catch {
+            return false
+        }
+        return false
+    }
+
+    /// One CRLF- or LF-terminated line from the socket, without its ending.
+    private func readLine(limit: Int, what: String) throws -> [UInt8] {
+        var scanned = 0
+        while true {
+            let bytes = socket.buffered
+            while scanned < bytes.count, bytes[scanned] != ASCII.lf { scanned += 1 }
+            if scanned < bytes.count {
+                var end = scanned
+                if end > 0, bytes[end - 1] == ASCII.cr { end -= 1 }
+                let line = Array(bytes[0..<end])
+                socket.consume(scanned + 1)
+                return line
+            }
+            guard bytes.count <= limit else { throw HTTPError.malformed("\(what) too long") }
+            guard try socket.fill() else { throw ConnectionError.closedByPeer }
+        }
+    }
+
+    /// chunk-size [ BWS ";" chunk-ext ]: hex digits, extensions ignored.
+    static func parseChunkSize(_ line: [UInt8]) throws -> Int {
+        var size = 0
+        var digits = 0
+        for byte in line {
+            if let value = ASCII.hexValue(byte) {
+                guard digits < 15 else { throw HTTPError.malformed("chunk size too large") }
+                size = size << 4 | Int(value)
+                digits += 1
+            } else if byte == ASCII.semicolon || byte == ASCII.space || byte == ASCII.tab {
+                break
+            } else {
+                throw HTTPError.malformed("bad chunk size")
+            }
+        }
+        guard digits > 0 else { throw HTTPError.malformed("missing chunk size") }
+        return size
+    }
+}
+
+private extension MessageBody.State {
+    var isDone: Bool { if case .done = self { return true } else { return false } }
+}

@@ -1,0 +1,77 @@
+/// Everything `master` is started with.
+public struct MasterConfiguration {
+    public var port = 6000
+    public var bindHost = "0.0.0.0"
+    public var databasePath = ""
+    public var volumes: [String] = []
+    public var replicas = 1
+    /// The URL volumes use to reach this master (for commits).
+    public var advertisedURL = ""
+    public var readTimeout = 30.0
+    public var idleTimeout = 30.0
+    public var maxConnections = 1024
+    /// How long a write ticket stays valid: an upload must be committed within it, and a
+    /// tombstone is kept at least this long so no older write can resurrect its key.
+    public var ticketLifetime = 3600.0
+    public var healthInterval = 1.0
+
+    public init() {}
+
+    static let summary = "Kalavara master: keeps the index of keys and redirects clients to volumes."
+
+    static func options() -> CommandLineOptions {
+        CommandLineOptions(command: "master", summary: summary, options: [
+            .init(["-p", "--port"], value: "PORT", default: "6000", help: "Port to listen on."),
+            .init(["-d", "--db"], value: "DIR", help: "RocksDB index directory (created if missing). Required."),
+            .init(["-v", "--volumes"], value: "URL", arity: .many,
+                  help: "Volume base URLs, e.g. http://127.0.0.1:7000. More can be added at run time."),
+            .init(["--replicas"], value: "N", default: "1", help: "Copies of each value."),
+            .init(["--bind"], value: "HOST", default: "0.0.0.0", help: "Address to listen on."),
+            .init(["--advertise"], value: "URL",
+                  help: "This master's URL as volumes reach it (default: http://127.0.0.1:PORT, or http://BIND:PORT)."),
+            .init(["--read-timeout"], value: "SECONDS", default: "30",
+                  help: "Drop a client whose request stalls this long."),
+            .init(["--idle-timeout"], value: "SECONDS", default: "30",
+                  help: "Close keep-alive connections idle this long."),
+            .init(["--max-connections"], value: "N", default: "1024",
+                  help: "Open client connections at most; more get 503."),
+            .init(["--ticket-lifetime"], value: "SECONDS", default: "3600",
+                  help: "Time allowed between a PUT's redirect and its commit."),
+        ])
+    }
+
+    /// Parses the command line. Throws `CommandLineOptions.UsageError`; returns nil for --help.
+    public static func parse(_ arguments: [String]) throws -> MasterConfiguration? {
+        var options = options()
+        try options.parse(arguments)
+        if options.helpRequested {
+            print(options.usage)
+            return nil
+        }
+        var configuration = MasterConfiguration()
+        configuration.port = try options.integer("--port", in: 1...65535)!
+        configuration.databasePath = try options.requiredString("--db")
+        configuration.volumes = try options.strings("--volumes").map { url in
+            guard let normal = VolumeRegistry.normalize(url) else {
+                throw CommandLineOptions.UsageError("not a volume base URL (want http://host:port): \(url)")
+            }
+            return normal
+        }
+        configuration.replicas = try options.integer("--replicas", in: 1...1)!
+        configuration.bindHost = options.string("--bind")!
+        configuration.readTimeout = try options.seconds("--read-timeout")!
+        configuration.idleTimeout = try options.seconds("--idle-timeout")!
+        configuration.maxConnections = try options.integer("--max-connections", in: 1...1_000_000)!
+        configuration.ticketLifetime = try options.seconds("--ticket-lifetime")!
+        if let advertised = options.string("--advertise") {
+            guard let normal = VolumeRegistry.normalize(advertised) else {
+                throw CommandLineOptions.UsageError("--advertise wants http://host:port, not \(advertised)")
+            }
+            configuration.advertisedURL = normal
+        } else {
+            let host = ["0.0.0.0", "::", "127.0.0.1"].contains(configuration.bindHost) ? "127.0.0.1" : configuration.bindHost
+            configuration.advertisedURL = "http://\(host):\(configuration.port)"
+        }
+        return configuration
+    }
+}

@@ -1,0 +1,256 @@
+import Foundation
+
+/// A volume's values as files: `DIR/data/ab/cd/<sha256(key)>.<version>`.
+///
+/// A write streams into `DIR/tmp`, is fsynced, renamed into place and its directory
+/// fsynced, so a value is either wholly there or not at all, even across a crash. Each
+/// version of a key is a file of its own: a new version never overwrites the committed
+/// one, which stays readable until the master has committed its successor.
+public final class FileStore {
+    public let root: String
+    let tmpDirectory: String
+    let dataDirectory: String
+    private let bucketLock = NSLock()
+    private var knownBuckets: Set<String> = []
+
+    /// Opens (creating) the store under `root`. Leftover temporary files are partial
+    /// writes of a previous run that never became values: they are removed.
+    public init(root: String) throws {
+        self.root = root
+        tmpDirectory = root + "/tmp"
+        dataDirectory = root + "/data"
+        for directory in [root, tmpDirectory, dataDirectory] {
+            if mkdir(directory, 0o755) != 0, errno != EEXIST {
+                throw StorageError.io("cannot create \(directory)", errno)
+            }
+        }
+        var tmpStat = stat(), dataStat = stat()
+        guard stat(tmpDirectory, &tmpStat) == 0, stat(dataDirectory, &dataStat) == 0 else {
+            throw StorageError.io("cannot stat \(root)", errno)
+        }
+        // rename(2) is atomic only within one filesystem.
+        guard tmpStat.st_dev == dataStat.st_dev else {
+            throw StorageError.io("\(tmpDirectory) and \(dataDirectory) are on different filesystems", EXDEV)
+        }
+        guard access(dataDirectory, W_OK) == 0 else { throw StorageError.io("\(dataDirectory) is not writable", errno) }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmpDirectory)) ?? [] {
+            unlink(tmpDirectory + "/" + name)
+        }
+    }
+
+    // MARK: Names
+
+    /// The hex SHA-256 of the key: the stem of every file of that key.
+    public static func fileStem(_ key: Key) -> String { SHA256.hex(key.bytes) }
+
+    func bucket(forStem stem: String) -> String {
+        let characters = Array(stem.utf8)
+        return dataDirectory + "/" + String(decoding: characters[0..<2], as: UTF8.self)
+            + "/" + String(decoding: characters[2..<4], as: UTF8.self)
+    }
+
+    func path(stem: String, version: UInt64) -> String {
+        bucket(forStem: stem) + "/" + stem + "." + String(version)
+    }
+
+    // MARK: Writing
+
+    /// Starts a new version of `key`: a temporary file holding the header.
+    public func beginWrite(key: Key, version: UInt64) throws -> PendingWrite {
+        let tmpPath = tmpDirectory + "/" + UUID().uuidString
+        let fd = Glibc.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StorageError.io("cannot create a temporary file", errno) }
+        let write = PendingWrite(store: self, key: key, version: version, fd: fd, tmpPath: tmpPath)
+        try write.append(ValueFileHeader(key: key, version: version).encoded())
+        write.valueBytes = 0
+        return write
+    }
+
+    /// Creates the bucket directories on first use and makes their entries durable.
+    func ensureBucket(_ bucket: String) throws {
+        bucketLock.lock()
+        let known = knownBuckets.contains(bucket)
+        bucketLock.unlock()
+        if known { return }
+        let parent = (bucket as NSString).deletingLastPathComponent
+        for directory in [parent, bucket] {
+            if mkdir(directory, 0o755) == 0 {
+                try Self.syncDirectory((directory as NSString).deletingLastPathComponent)
+            } else if errno != EEXIST {
+                throw StorageError.io("cannot create \(directory)", errno)
+            }
+        }
+        bucketLock.lock()
+        knownBuckets.insert(bucket)
+        bucketLock.unlock()
+    }
+
+    static func syncDirectory(_ path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw StorageError.io("cannot open \(path)", errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw StorageError.io("fsync \(path)", errno) }
+    }
+
+    // MARK: Reading
+
+    /// The committed-looking versions of `key` present here, oldest first.
+    public func versions(of key: Key) -> [UInt64] {
+        let stem = Self.fileStem(key)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: bucket(forStem: stem))) ?? []
+        let prefix = stem + "."
+        return names.compactMap { name in
+            name.hasPrefix(prefix) ? UInt64(name.dropFirst(prefix.count)) : nil
+        }.sorted()
+    }
+
+    /// Opens a version of `key` (the newest present when `version` is nil).
+    public func open(_ key: Key, version: UInt64?) throws -> StoredValue? {
+        guard let version = version ?? versions(of: key).last else { return nil }
+        let fd = Glibc.open(path(stem: Self.fileStem(key), version: version), O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw StorageError.io("cannot open value", errno)
+        }
+        let file = OpenFile(fd: fd)
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw StorageError.io("fstat", errno) }
+        var headerBytes = [UInt8](repeating: 0, count: min(Int(info.st_size), ValueFileHeader.maxEncodedBytes))
+        let count = headerBytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard count == headerBytes.count, let header = ValueFileHeader.decode(headerBytes),
+              header.key == key, header.version == version else {
+            throw StorageError.corrupt("value file for \(key) has a bad header")
+        }
+        return StoredValue(file: file, version: version, valueOffset: header.encodedCount,
+                           size: Int(info.st_size) - header.encodedCount,
+                           modified: Int(info.st_mtim.tv_sec))
+    }
+
+    // MARK: Removing
+
+    /// Removes the given version of `key`, if present. Returns whether a file went.
+    @discardableResult
+    public func remove(_ key: Key, version: UInt64) throws -> Bool {
+        let stem = Self.fileStem(key)
+        if unlink(path(stem: stem, version: version)) != 0 {
+            if errno == ENOENT { return false }
+            throw StorageError.io("cannot remove a value file", errno)
+        }
+        try Self.syncDirectory(bucket(forStem: stem))
+        return true
+    }
+
+    /// Removes every version of `key` for which `shouldRemove` holds.
+    @discardableResult
+    public func removeVersions(of key: Key, where shouldRemove: (UInt64) -> Bool) throws -> Int {
+        var removed = 0
+        for version in versions(of: key) where shouldRemove(version) {
+            if try remove(key, version: version) { removed += 1 }
+        }
+        return removed
+    }
+
+    /// Free bytes on the filesystem that holds the data.
+    public func freeBytes() -> Int {
+        var info = statvfs()
+        guard statvfs(dataDirectory, &info) == 0 else { return 0 }
+        return Int(info.f_bavail) * Int(info.f_frsize)
+    }
+}
+
+/// One version of a value, open for reading; the value starts after its header.
+public struct StoredValue {
+    public let file: OpenFile
+    public let version: UInt64
+    public let valueOffset: Int
+    public let size: Int
+    /// Seconds since the epoch.
+    public let modified: Int
+}
+
+/// A write in progress: bytes go to a temporary file until `finish` makes them a value.
+public final class PendingWrite {
+    private let store: FileStore
+    public let key: Key
+    public let version: UInt64
+    private var fd: Int32
+    private let tmpPath: String
+    /// True until the temporary file has been renamed into place or removed.
+    private var tmpFileExists = true
+    public fileprivate(set) var valueBytes = 0
+
+    fileprivate init(store: FileStore, key: Key, version: UInt64, fd: Int32, tmpPath: String) {
+        self.store = store
+        self.key = key
+        self.version = version
+        self.fd = fd
+        self.tmpPath = tmpPath
+    }
+
+    deinit { abort() }
+
+    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw StorageError.io("write", errno)
+            }
+            offset += written
+        }
+        valueBytes += bytes.count
+    }
+
+    public func append(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try append($0) } }
+
+    /// Makes the bytes durable and visible as this version: fsync the file, rename it into
+    /// its bucket, fsync the bucket. A crash before the rename leaves only a temporary file.
+    public func finish() throws {
+        guard fsync(fd) == 0 else { throw StorageError.io("fsync", errno) }
+        close(fd)
+        fd = -1
+        let stem = FileStore.fileStem(key)
+        let bucket = store.bucket(forStem: stem)
+        try store.ensureBucket(bucket)
+        guard rename(tmpPath, store.path(stem: stem, version: version)) == 0 else {
+            throw StorageError.io("rename", errno)
+        }
+        tmpFileExists = false
+        try FileStore.syncDirectory(bucket)
+    }
+
+    /// Drops the temporary file (an interrupted upload, a full disk). Safe to call twice.
+    public func abort() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+        if tmpFileExists {
+            tmpFileExists = false
+            unlink(tmpPath)
+        }
+    }
+}
+
+/// A storage failure, mapped to an HTTP answer: a full disk is `507`, the rest `500`.
+public enum StorageError: Error, CustomStringConvertible {
+    case io(String, Int32)
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .io(let what, let code): return "\(what): \(String(cString: strerror(code)))"
+        case .corrupt(let what): return what
+        }
+    }
+
+    public var httpError: HTTPError {
+        switch self {
+        case .io(_, let code) where code == ENOSPC || code == EDQUOT:
+            return HTTPError(507, "volume is out of disk space")
+        default:
+            return HTTPError(500, "storage error: \(description)")
+        }
+    }
+}

@@ -1,0 +1,45 @@
+/// What the master knows about one key: its current version and where that version lives.
+///
+/// A tombstone is a record too: it keeps the version of the delete, so a write that was
+/// issued before the delete and commits after it is recognised as older and refused, and it
+/// lists the holders that have yet to drop their copies.
+public struct IndexRecord: Equatable {
+    public var version: UInt64
+    public var isTombstone: Bool
+    /// Bytes of the value (0 for a tombstone).
+    public var size: UInt64
+    /// The volumes holding this version, as registry ids. For a tombstone: those that still
+    /// hold an older copy to remove.
+    public var holders: [UInt16]
+
+    public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16]) {
+        self.version = version
+        self.isTombstone = isTombstone
+        self.size = size
+        self.holders = holders
+    }
+
+    private static let format: UInt8 = 1
+
+    /// format · flags · version (8, LE) · size (8, LE) · holder count · holder ids (2 each).
+    /// Ids rather than URLs keep a record about 20 bytes for a single replica.
+    public func encoded() -> [UInt8] {
+        var bytes: [UInt8] = [Self.format, isTombstone ? 1 : 0]
+        bytes.reserveCapacity(19 + 2 * holders.count)
+        bytes.append(littleEndian: version)
+        bytes.append(littleEndian: size)
+        bytes.append(UInt8(holders.count))
+        for holder in holders { bytes.append(littleEndian: holder) }
+        return bytes
+    }
+
+    public init?(decoding bytes: [UInt8]) {
+        guard bytes.count >= 19, bytes[0] == Self.format else { return nil }
+        let count = Int(bytes[18])
+        guard bytes.count == 19 + 2 * count else { return nil }
+        isTombstone = bytes[1] & 1 == 1
+        version = bytes.readLittleEndian(UInt64.self, at: 2)
+        size = bytes.readLittleEndian(UInt64.self, at: 10)
+        holders = (0..<count).map { bytes.readLittleEndian(UInt16.self, at: 19 + 2 * $0) }
+    }
+}

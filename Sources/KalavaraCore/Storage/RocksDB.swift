@@ -1,0 +1,178 @@
+import CRocksDB
+import Foundation
+
+/// A RocksDB database behind a small safe Swift type; the only code that calls its C API.
+///
+/// Keys and values are byte arrays. Synced writes (`sync: true`) reach the disk before
+/// they return; RocksDB batches concurrent synced writers into one WAL fsync (group
+/// commit), so many committing threads share the cost of each flush.
+public final class RocksDB {
+    private let db: OpaquePointer
+    private let options: OpaquePointer
+    private let tableOptions: OpaquePointer
+    private let cache: OpaquePointer
+    private let filter: OpaquePointer
+    private let readOptions: OpaquePointer
+    private let syncedWrite: OpaquePointer
+    private let bufferedWrite: OpaquePointer
+    private let closeLock = NSLock()
+    private var isClosed = false
+
+    /// The error RocksDB reported, as one line.
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Opens (creating if missing) the database in directory `path`.
+    public init(path: String, blockCacheBytes: Int = 64 << 20) throws {
+        options = rocksdb_options_create()
+        rocksdb_options_set_create_if_missing(options, 1)
+        rocksdb_options_increase_parallelism(options, 2)
+        rocksdb_options_optimize_level_style_compaction(options, 64 << 20)
+        rocksdb_options_set_compression(options, Int32(rocksdb_lz4_compression))
+        rocksdb_options_set_max_open_files(options, 512)
+        rocksdb_options_set_keep_log_file_num(options, 4)
+        rocksdb_options_set_max_log_file_size(options, 8 << 20)
+
+        // Point lookups dominate (a GET per redirect): a bloom filter skips files that
+        // cannot hold the key, and a bounded block cache keeps memory flat as keys grow.
+        tableOptions = rocksdb_block_based_options_create()
+        cache = rocksdb_cache_create_lru(blockCacheBytes)
+        filter = rocksdb_filterpolicy_create_bloom(10)
+        rocksdb_block_based_options_set_block_cache(tableOptions, cache)
+        rocksdb_block_based_options_set_filter_policy(tableOptions, filter)
+        rocksdb_block_based_options_set_cache_index_and_filter_blocks(tableOptions, 1)
+        rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(tableOptions, 1)
+        rocksdb_options_set_block_based_table_factory(options, tableOptions)
+
+        readOptions = rocksdb_readoptions_create()
+        syncedWrite = rocksdb_writeoptions_create()
+        rocksdb_writeoptions_set_sync(syncedWrite, 1)
+        bufferedWrite = rocksdb_writeoptions_create()
+
+        var error: UnsafeMutablePointer<CChar>?
+        let handle = rocksdb_open(options, path, &error)
+        if let message = Self.take(error) {
+            rocksdb_readoptions_destroy(readOptions)
+            rocksdb_writeoptions_destroy(syncedWrite)
+            rocksdb_writeoptions_destroy(bufferedWrite)
+            rocksdb_options_destroy(options)
+            rocksdb_block_based_options_destroy(tableOptions)
+            rocksdb_cache_destroy(cache)
+            throw Failure(description: message)
+        }
+        db = handle!
+    }
+
+    deinit { close() }
+
+    /// Flushes and closes; later calls fail. Safe to call twice.
+    public func close() {
+        closeLock.lock()
+        defer { closeLock.unlock() }
+        guard !isClosed else { return }
+        isClosed = true
+        rocksdb_close(db)
+        rocksdb_readoptions_destroy(readOptions)
+        rocksdb_writeoptions_destroy(syncedWrite)
+        rocksdb_writeoptions_destroy(bufferedWrite)
+        rocksdb_options_destroy(options)
+        rocksdb_block_based_options_destroy(tableOptions) // also releases the filter policy
+        rocksdb_cache_destroy(cache)
+    }
+
+    public func get(_ key: [UInt8]) throws -> [UInt8]? {
+        var length = 0
+        var error: UnsafeMutablePointer<CChar>?
+        let value = key.withUnsafeBufferPointer { keyBuffer in
+            keyBuffer.withMemoryRebound(to: CChar.self) {
+                rocksdb_get(db, readOptions, $0.baseAddress, $0.count, &length, &error)
+            }
+        }
+        if let message = Self.take(error) { throw Failure(description: message) }
+        guard let value else { return nil }
+        defer { rocksdb_free(value) }
+        return Array(UnsafeRawBufferPointer(start: value, count: length).bindMemory(to: UInt8.self))
+    }
+
+    public func put(_ key: [UInt8], _ value: [UInt8], sync: Bool) throws {
+        var batch = WriteBatch()
+        batch.put(key, value)
+        try write(batch, sync: sync)
+    }
+
+    public func delete(_ key: [UInt8], sync: Bool) throws {
+        var batch = WriteBatch()
+        batch.delete(key)
+        try write(batch, sync: sync)
+    }
+
+    /// Applies all operations of `batch` atomically.
+    public func write(_ batch: WriteBatch, sync: Bool) throws {
+        let handle = rocksdb_writebatch_create()
+        defer { rocksdb_writebatch_destroy(handle) }
+        for operation in batch.operations {
+            operation.key.withUnsafeBufferPointer { key in
+                key.withMemoryRebound(to: CChar.self) { key in
+                    if let value = operation.value {
+                        value.withUnsafeBufferPointer { value in
+                            value.withMemoryRebound(to: CChar.self) { value in
+                                rocksdb_writebatch_put(handle, key.baseAddress, key.count, value.baseAddress, value.count)
+                            }
+                        }
+                    } else {
+                        rocksdb_writebatch_delete(handle, key.baseAddress, key.count)
+                    }
+                }
+            }
+        }
+        var error: UnsafeMutablePointer<CChar>?
+        rocksdb_write(db, sync ? syncedWrite : bufferedWrite, handle, &error)
+        if let message = Self.take(error) { throw Failure(description: message) }
+    }
+
+    /// Entries whose keys start with `prefix` and sort strictly after `after` (or from the
+    /// start of the prefix), in byte order, at most `limit` of them.
+    public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int) -> [(key: [UInt8], value: [UInt8])] {
+        let iterator = rocksdb_create_iterator(db, readOptions)
+        defer { rocksdb_iter_destroy(iterator) }
+        let start = after.map { $0 + [0] } ?? prefix // the smallest key greater than `after`
+        start.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { rocksdb_iter_seek(iterator, $0.baseAddress, $0.count) }
+        }
+        var result: [(key: [UInt8], value: [UInt8])] = []
+        while result.count < limit, rocksdb_iter_valid(iterator) != 0 {
+            var keyLength = 0, valueLength = 0
+            let keyPointer = rocksdb_iter_key(iterator, &keyLength)!
+            let key = Array(UnsafeRawBufferPointer(start: keyPointer, count: keyLength).bindMemory(to: UInt8.self))
+            guard key.starts(with: prefix) else { break }
+            let valuePointer = rocksdb_iter_value(iterator, &valueLength)!
+            let value = Array(UnsafeRawBufferPointer(start: valuePointer, count: valueLength).bindMemory(to: UInt8.self))
+            result.append((key, value))
+            rocksdb_iter_next(iterator)
+        }
+        return result
+    }
+
+    /// A RocksDB property such as "rocksdb.estimate-num-keys".
+    public func property(_ name: String) -> String? {
+        guard let value = rocksdb_property_value(db, name) else { return nil }
+        defer { rocksdb_free(value) }
+        return String(cString: value)
+    }
+
+    private static func take(_ error: UnsafeMutablePointer<CChar>?) -> String? {
+        guard let error else { return nil }
+        defer { rocksdb_free(error) }
+        return String(cString: error)
+    }
+}
+
+/// Operations applied together by `RocksDB.write`.
+public struct WriteBatch {
+    fileprivate var operations: [(key: [UInt8], value: [UInt8]?)] = []
+    public init() {}
+    public mutating func put(_ key: [UInt8], _ value: [UInt8]) { operations.append((key, value)) }
+    public mutating func delete(_ key: [UInt8]) { operations.append((key, nil)) }
+    public var isEmpty: Bool { operations.isEmpty }
+}

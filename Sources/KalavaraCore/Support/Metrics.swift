@@ -1,0 +1,62 @@
+import Foundation
+
+/// Counters exposed at `/metrics` in Prometheus' text format.
+///
+/// A handful of named counters behind one lock: a request costs one uncontended lock, and
+/// the text is built only when scraped.
+public final class Metrics {
+    private let lock = NSLock()
+    private var counters: [String: Int] = [:]
+    private var help: [String: String] = [:]
+    private var gauges: [String: () -> Double] = [:]
+
+    public init() {}
+
+    /// Adds `amount` to the counter `name{labels}`.
+    public func count(_ name: String, _ labels: String = "", by amount: Int = 1) {
+        let series = labels.isEmpty ? name : "\(name){\(labels)}"
+        lock.lock()
+        counters[series, default: 0] += amount
+        lock.unlock()
+    }
+
+    public func describe(_ name: String, _ text: String) {
+        lock.lock()
+        help[name] = text
+        lock.unlock()
+    }
+
+    /// A value read at scrape time.
+    public func gauge(_ name: String, _ text: String, _ read: @escaping () -> Double) {
+        lock.lock()
+        help[name] = text
+        gauges[name] = read
+        lock.unlock()
+    }
+
+    /// Counts a served request by method and status.
+    public func countRequest(method: String, status: Int) {
+        count("kalavara_http_requests_total", "method=\"\(method)\",status=\"\(status)\"")
+    }
+
+    public func render() -> String {
+        lock.lock()
+        let counterSnapshot = counters, helpSnapshot = help, gaugeSnapshot = gauges
+        lock.unlock()
+        var out = ""
+        var described: Set<String> = []
+        for series in counterSnapshot.keys.sorted() {
+            let name = String(series.prefix(while: { $0 != "{" }))
+            if described.insert(name).inserted {
+                if let text = helpSnapshot[name] { out += "# HELP \(name) \(text)\n" }
+                out += "# TYPE \(name) counter\n"
+            }
+            out += "\(series) \(counterSnapshot[series]!)\n"
+        }
+        for name in gaugeSnapshot.keys.sorted() {
+            if let text = helpSnapshot[name] { out += "# HELP \(name) \(text)\n" }
+            out += "# TYPE \(name) gauge\n\(name) \(gaugeSnapshot[name]!())\n"
+        }
+        return out
+    }
+}

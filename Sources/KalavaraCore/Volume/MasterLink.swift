@@ -1,0 +1,103 @@
+import Foundation
+
+/// The volume's side of the conversation with the master: commits, purge reports and
+/// registration heartbeats.
+final class MasterLink {
+    enum Outcome: Equatable {
+        /// The master recorded it.
+        case committed
+        /// The master said no for good (a newer version exists, ticket expired...).
+        case refused(status: Int, reason: String)
+        /// No answer, or a server error: the outcome is unknown.
+        case unreachable(String)
+    }
+
+    private let configuredMaster: String?
+    private let selfURL: String?
+    private let client = HTTPClient(timeout: 10)
+    private let lock = NSLock()
+    private var learnedMaster: String?
+    private var heartbeat: DispatchSourceTimer?
+
+    init(configuredMaster: String?, selfURL: String?) {
+        self.configuredMaster = configuredMaster
+        self.selfURL = selfURL
+    }
+
+    /// Remembers the master's URL from its health checks.
+    func learnMaster(_ url: String) {
+        guard configuredMaster == nil, VolumeRegistry.normalize(url) == url else { return }
+        lock.lock()
+        learnedMaster = url
+        lock.unlock()
+    }
+
+    /// Where to commit a ticket's write: `-m` if given, else what the ticket or health checks said.
+    func masterURL(for ticket: PlacementTicket) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        return configuredMaster ?? ticket.master ?? learnedMaster
+    }
+
+    func commitWrite(_ key: Key, _ ticket: PlacementTicket, size: Int) -> Outcome {
+        var parameters = QueryParameters()
+        parameters.add("op", "put")
+        parameters.add("key", bytes: key.bytes)
+        parameters.add("ver", String(ticket.version))
+        parameters.add("size", String(size))
+        parameters.add("h", ticket.holders.joined(separator: ","))
+        return post("/internal/commit", parameters, ticket)
+    }
+
+    func commitDelete(_ key: Key, _ ticket: PlacementTicket) -> Outcome {
+        var parameters = QueryParameters()
+        parameters.add("op", "delete")
+        parameters.add("key", bytes: key.bytes)
+        parameters.add("ver", String(ticket.version))
+        return post("/internal/commit", parameters, ticket)
+    }
+
+    func reportPurged(_ key: Key, _ ticket: PlacementTicket, holder: String) -> Outcome {
+        var parameters = QueryParameters()
+        parameters.add("key", bytes: key.bytes)
+        parameters.add("ver", String(ticket.version))
+        parameters.add("h", holder)
+        return post("/internal/purged", parameters, ticket)
+    }
+
+    private func post(_ path: String, _ parameters: QueryParameters, _ ticket: PlacementTicket) -> Outcome {
+        guard let master = masterURL(for: ticket), let url = HTTPURL("\(master)\(path)?\(parameters.encoded)") else {
+            return .unreachable("no master known: start the volume with -m or go through the master")
+        }
+        do {
+            let response = try client.send("POST", url)
+            switch response.status {
+            case 200: return .committed
+            case 400..<500: return .refused(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
+            default: return .unreachable("master answered \(response.status)")
+            }
+        } catch {
+            return .unreachable("master \(master) unreachable: \(error)")
+        }
+    }
+
+    /// With `-m` and `-b`: register now and every `interval` seconds, so the master knows
+    /// this volume and sees it alive even after the master restarts.
+    func startHeartbeat(interval: Double) {
+        guard let master = configuredMaster, let selfURL, let url = HTTPURL(master + "/admin/add-volume") else { return }
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "heartbeat"))
+        var registered: Bool?
+        timer.schedule(deadline: .now(), repeating: interval)
+        timer.setEventHandler { [client] in
+            let ok = (try? client.send("POST", url, body: Array(selfURL.utf8)))?.status == 200
+            if ok != registered {
+                if ok { Log.info("registered with master \(master) as \(selfURL)") } else { Log.warning("cannot register with master \(master); retrying") }
+                registered = ok
+            }
+        }
+        timer.resume()
+        heartbeat = timer
+    }
+
+    func stop() { heartbeat?.cancel() }
+}

@@ -1,0 +1,37 @@
+/// Which handler answers which request on a volume.
+extension Volume {
+    func route(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
+        let path = request.path
+        if path.hasPrefix("/store/") {
+            let key = try Key(percentEncoded: path.dropFirst("/store/".count))
+            let parameters = try QueryParameters(request.query)
+            let ticket = try PlacementTicket(parameters)
+            do {
+                switch request.method {
+                case "PUT": return try storeValue(key, ticket: ticket, request: request, body: body)
+                case "GET", "HEAD": return try serveValue(key, version: ticket?.version, request: request)
+                case "DELETE": return try deleteValue(key, ticket: ticket)
+                default: throw HTTPError.methodNotAllowed(["GET", "HEAD", "PUT", "DELETE"])
+                }
+            } catch let error as StorageError {
+                Log.error("\(request.method) \(key): \(error)")
+                throw error.httpError
+            }
+        }
+        switch path {
+        case "/health":
+            guard request.method == "GET" || request.method == "HEAD" else { throw HTTPError.methodNotAllowed(["GET", "HEAD"]) }
+            if let master = request.headers[VolumeHeaders.master] { self.master.learnMaster(master) }
+            var response = HTTPResponse.text(200, "ok")
+            response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
+            return response
+        case "/metrics":
+            guard request.method == "GET" || request.method == "HEAD" else { throw HTTPError.methodNotAllowed(["GET", "HEAD"]) }
+            var response = HTTPResponse.text(200, metrics.render())
+            response.headers.set("Content-Type", "text/plain; version=0.0.4")
+            return response
+        default:
+            return .text(404, "no such endpoint")
+        }
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import KalavaraCore
+import XCTest
+
+/// Starts real `master` and `volume` processes on free loopback ports, in a temporary
+/// directory, and stops them (kill -9 if need be) when the test ends.
+final class TestCluster {
+    let root: String
+    private(set) var masterPort = 0
+    private(set) var master: Process?
+    private(set) var volumes: [Int: Process] = [:]
+    var masterArguments: [String] = []
+    private var logs: [String] = []
+
+    static let binDirectory: String = {
+        if let dir = ProcessInfo.processInfo.environment["KALAVARA_BIN"] { return dir }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = (exe as NSString).deletingLastPathComponent
+        // The test binary lives in .build/<triple>/debug/<name>.xctest or next to the executables.
+        while !FileManager.default.fileExists(atPath: dir + "/master"), dir.count > 1 {
+            dir = (dir as NSString).deletingLastPathComponent
+        }
+        return dir
+    }()
+
+    init() throws {
+        root = NSTemporaryDirectory() + "kalavara-test-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        guard FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/master"),
+              FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/volume") else {
+            throw XCTSkip("master/volume binaries not found next to the tests: run `swift build` first (scripts/test does)")
+        }
+    }
+
+    deinit { shutdown() }
+
+    var masterURL: String { "http://127.0.0.1:\(masterPort)" }
+    func volumeURL(_ port: Int) -> String { "http://127.0.0.1:\(port)" }
+    func volumeDirectory(_ port: Int) -> String { root + "/volume-\(port)" }
+    var databasePath: String { root + "/db" }
+
+    /// A port nobody listens on right now.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                _ = bind(fd, $0, length)
+                _ = getsockname(fd, $0, &length)
+            }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Starts a master on a free port with the given volumes and extra flags.
+    @discardableResult
+    func startMaster(volumePorts: [Int], extra: [String] = []) throws -> Process {
+        if masterPort == 0 { masterPort = Self.freePort() }
+        var arguments = ["-p", String(masterPort), "-d", databasePath, "--bind", "127.0.0.1"]
+        if !volumePorts.isEmpty { arguments += ["-v"] + volumePorts.map(volumeURL) }
+        arguments += extra
+        masterArguments = arguments
+        let process = try launch("master", arguments, log: "master")
+        master = process
+        try waitForHealth(masterURL)
+        return process
+    }
+
+    /// Restarts the master with the arguments it had.
+    func restartMaster() throws {
+        let process = try launch("master", masterArguments, log: "master")
+        master = process
+        try waitForHealth(masterURL)
+    }
+
+    /// Starts a volume on a free port (or `port`), optionally registering with the master.
+    @discardableResult
+    func startVolume(port: Int? = nil, register: Bool = false, extra: [String] = []) throws -> Int {
+        let port = port ?? Self.freePort()
+        var arguments = ["-p", String(port), "-d", volumeDirectory(port), "--bind", "127.0.0.1"]
+        if register {
+            if masterPort == 0 { masterPort = Self.freePort() }
+            arguments += ["-m", masterURL, "-b", volumeURL(port), "--heartbeat", "0.5"]
+        }
+        arguments += extra
+        volumes[port] = try launch("volume", arguments, log: "volume-\(port)")
+        try waitForHealth(volumeURL(port))
+        return port
+    }
+
+    /// A cluster of `count` volumes and a master that knows them.
+    static func started(volumes count: Int = 1, masterExtra: [String] = []) throws -> TestCluster {
+        let cluster = try TestCluster()
+        let ports = try (0..<count).map { _ in try cluster.startVolume() }
+        try cluster.startMaster(volumePorts: ports, extra: masterExtra)
+        return cluster
+    }
+
+    var volumePorts: [Int] { volumes.keys.sorted() }
+
+    func launch(_ binary: String, _ arguments: [String], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binDirectory + "/" + binary)
+        process.arguments = arguments
+        let logPath = root + "/\(log).log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        logs.append(logPath)
+        return process
+    }
+
+    func waitForHealth(_ base: String, timeout: Double = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let response = try? HTTP.send("GET", base + "/health"), response.status == 200 { return }
+            usleep(20_000)
+        }
+        throw ClusterError("\(base) did not become healthy; logs:\n\(logText())")
+    }
+
+    func kill9(_ process: Process?) {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func killMaster() { kill9(master) }
+    func killVolume(_ port: Int) { kill9(volumes[port]) }
+
+    func logText() -> String {
+        logs.map { path in "== \(path)\n" + ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "") }.joined(separator: "\n")
+    }
+
+    /// Value files (not temporary ones) under a volume's data directory.
+    func valueFiles(_ port: Int) -> [String] {
+        let data = volumeDirectory(port) + "/data"
+        let enumerator = FileManager.default.enumerator(atPath: data)
+        var files: [String] = []
+        while let path = enumerator?.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: data + "/" + path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                files.append(path)
+            }
+        }
+        return files
+    }
+
+    func tmpFiles(_ port: Int) -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: volumeDirectory(port) + "/tmp")) ?? []
+    }
+
+    func shutdown() {
+        for process in [master] + volumes.values.map({ Optional($0) }) { kill9(process) }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+struct ClusterError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Plain HTTP for tests, on the project's own client (one connection per call).
+enum HTTP {
+    struct Answer {
+        let status: Int
+        let headers: HTTPHeaders
+        let body: [UInt8]
+        var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    static func send(_ method: String, _ url: String, body: [UInt8] = [], headers: [(String, String)] = [],
+                     timeout: Double = 10) throws -> Answer {
+        guard let parsed = HTTPURL(url) else { throw ClusterError("bad URL \(url)") }
+        let client = HTTPClient(timeout: timeout, maxIdlePerHost: 0)
+        let response = try client.send(method, parsed, headers: HTTPHeaders(headers), body: body)
+        return Answer(status: response.status, headers: response.headers, body: response.body)
+    }
+
+    /// Sends to the master and follows one redirect, as `curl -L` does.
+    static func follow(_ method: String, _ url: String, body: [UInt8] = [], headers: [(String, String)] = []) throws -> Answer {
+        let first = try send(method, url, body: body, headers: headers)
+        guard [301, 302, 303, 307, 308].contains(first.status), let location = first.headers["Location"] else { return first }
+        return try send(method, location, body: body, headers: headers)
+    }
+}
+
+/// Runs a command-line tool (curl) and returns its exit status and output.
+func runTool(_ tool: String, _ arguments: [String], stdin: Data? = nil) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [tool] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    if let stdin {
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        input.fileHandleForWriting.write(stdin)
+        input.fileHandleForWriting.closeFile()
+    } else {
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}

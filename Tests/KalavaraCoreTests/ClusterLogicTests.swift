@@ -1,0 +1,58 @@
+@testable import KalavaraCore
+import XCTest
+
+final class ClusterLogicTests: XCTestCase {
+    let volumes = (0..<5).map { "http://10.0.0.\($0):7000" }
+
+    func testPlacementIsDeterministicAndIndependentOfListOrder() throws {
+        let key = try Key("some/key")
+        let order = Placement.order(volumes, for: key)
+        XCTAssertEqual(Set(order), Set(volumes))
+        XCTAssertEqual(Placement.order(volumes.reversed(), for: key), order)
+        XCTAssertEqual(Placement.order(volumes, for: key), order)
+    }
+
+    func testPlacementSpreadsKeysEvenly() throws {
+        var counts: [String: Int] = [:]
+        for index in 0..<10_000 { counts[Placement.order(volumes, for: try Key("k\(index)"))[0], default: 0] += 1 }
+        for volume in volumes { XCTAssertEqual(Double(counts[volume] ?? 0), 2000, accuracy: 250, volume) }
+    }
+
+    func testAddingAVolumeMovesOnlyKeysItWins() throws {
+        let grown = volumes + ["http://10.0.0.9:7000"]
+        var moved = 0
+        for index in 0..<5000 {
+            let key = try Key("k\(index)")
+            let before = Placement.order(volumes, for: key)[0], after = Placement.order(grown, for: key)[0]
+            if before != after {
+                moved += 1
+                XCTAssertEqual(after, "http://10.0.0.9:7000")
+            }
+        }
+        XCTAssertEqual(Double(moved), 5000.0 / 6, accuracy: 200)
+    }
+
+    func testVersionClockIsMonotonicAndSurvivesRestart() throws {
+        var stored: UInt64 = 0
+        let clock = try VersionClock(storedCeiling: 0) { stored = $0 }
+        var last: UInt64 = 0
+        for _ in 0..<10_000 {
+            let version = try clock.next()
+            XCTAssertGreaterThan(version, last)
+            last = version
+        }
+        XCTAssertGreaterThan(stored, last)
+        XCTAssertEqual(VersionClock.issueTime(of: last), Date().timeIntervalSince1970, accuracy: 5)
+        // A restart (even with the wall clock far behind) continues above every issued version.
+        let restarted = try VersionClock(storedCeiling: stored) { stored = $0 }
+        XCTAssertGreaterThan(try restarted.next(), last)
+    }
+
+    func testIndexRecordEncoding() {
+        let record = IndexRecord(version: 1 << 60, isTombstone: true, size: 12345, holders: [0, 7, 65535])
+        XCTAssertEqual(IndexRecord(decoding: record.encoded()), record)
+        XCTAssertEqual(IndexRecord(version: 1, size: 0, holders: [3]).encoded().count, 21)
+        XCTAssertNil(IndexRecord(decoding: []))
+        XCTAssertNil(IndexRecord(decoding: Array(record.encoded().dropLast())))
+    }
+}

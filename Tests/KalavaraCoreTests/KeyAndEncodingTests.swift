@@ -1,0 +1,111 @@
+@testable import KalavaraCore
+import XCTest
+
+final class KeyAndEncodingTests: XCTestCase {
+    func testKeyRules() throws {
+        XCTAssertEqual(try Key(percentEncoded: "a/b%20c").description, "a/b c")
+        XCTAssertEqual(try Key(percentEncoded: "a/../b").bytes, Array("a/../b".utf8))
+        XCTAssertEqual(try Key(percentEncoded: "plus+sign").description, "plus+sign")
+        let errors: [(Substring, Int)] = [("", 400), ("%00", 400), ("a%0", 400), ("%g1", 400),
+                                          (Substring(String(repeating: "x", count: 1025)), 414),
+                                          (Substring(String(repeating: "%41", count: 1025)), 414)]
+        for (text, status) in errors {
+            XCTAssertThrowsError(try Key(percentEncoded: text)) { XCTAssertEqual(($0 as? HTTPError)?.status, status, String(text)) }
+        }
+        XCTAssertNoThrow(try Key(percentEncoded: Substring(String(repeating: "%41", count: 1024))))
+    }
+
+    func testLocationEncodingEscapesDotsAndRoundTrips() throws {
+        let key = try Key(Array("a/../b c/%/ключ/.".utf8) + [1, 255])
+        let encoded = key.pathComponent
+        XCTAssertFalse(encoded.contains("."))
+        XCTAssertFalse(encoded.contains(" "))
+        XCTAssertTrue(encoded.hasPrefix("a/%2E%2E/b%20c/%25/"))
+        XCTAssertEqual(try Key(percentEncoded: Substring(encoded)), key)
+    }
+
+    func testEveryByteRoundTrips() throws {
+        let key = try Key((1...255).map { UInt8($0) })
+        XCTAssertEqual(try Key(percentEncoded: Substring(key.pathComponent)), key)
+    }
+
+    func testQueryParameters() throws {
+        let query = try QueryParameters("a=1&b=x%20y&empty=&flag&a=2")
+        XCTAssertEqual(query["a"], "1")
+        XCTAssertEqual(query["b"], "x y")
+        XCTAssertEqual(query["empty"], "")
+        XCTAssertEqual(query["flag"], "")
+        XCTAssertNil(query["missing"])
+        XCTAssertThrowsError(try QueryParameters("a=%zz"))
+        var built = QueryParameters()
+        built.add("h", "http://a:1,http://b:2")
+        built.add("k", bytes: [0, 38, 61])
+        let reparsed = try QueryParameters(Substring(built.encoded))
+        XCTAssertEqual(reparsed["h"], "http://a:1,http://b:2")
+        XCTAssertEqual(reparsed.bytes("k"), [0, 38, 61])
+    }
+
+    func testPlacementTicketRoundTripAndValidation() throws {
+        let ticket = PlacementTicket(version: 42, master: "http://m:6000", holders: ["http://a:1", "http://b:2"])
+        XCTAssertEqual(try PlacementTicket(QueryParameters(Substring(ticket.query))), ticket)
+        XCTAssertNil(try PlacementTicket(QueryParameters("x=1")))
+        for bad in ["t=2&ver=1", "t=1", "t=1&ver=0", "t=1&ver=abc", "t=1&ver=1&m=ftp%3A%2F%2Fx", "t=1&ver=1&h=nope"] {
+            XCTAssertThrowsError(try PlacementTicket(QueryParameters(Substring(bad))), bad)
+        }
+    }
+
+    func testHTTPURL() {
+        let url = HTTPURL("http://127.0.0.1:7000/store/k?x=1")
+        XCTAssertEqual(url?.host, "127.0.0.1")
+        XCTAssertEqual(url?.port, 7000)
+        XCTAssertEqual(url?.pathAndQuery, "/store/k?x=1")
+        XCTAssertEqual(HTTPURL("http://h")?.port, 80)
+        XCTAssertEqual(HTTPURL("http://[::1]:9")?.authority, "[::1]:9")
+        for bad in ["", "https://h:1", "http://", "http://h:0", "http://h:70000", "http://u@h:1", "http://h h:1", "h:1"] {
+            XCTAssertNil(HTTPURL(bad), bad)
+        }
+        XCTAssertEqual(VolumeRegistry.normalize(" http://h:1/ \n"), "http://h:1")
+        XCTAssertNil(VolumeRegistry.normalize("http://h:1/path"))
+    }
+
+    func testSHA256KnownAnswers() {
+        XCTAssertEqual(SHA256.hex([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        XCTAssertEqual(SHA256.hex([UInt8](repeating: 0x61, count: 1000)),
+                       "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+    }
+
+    func testByteRanges() {
+        XCTAssertEqual(ByteRange.parse("bytes=0-0", size: 10), .satisfiable(0..<1))
+        XCTAssertEqual(ByteRange.parse("bytes=3-", size: 10), .satisfiable(3..<10))
+        XCTAssertEqual(ByteRange.parse("bytes=-4", size: 10), .satisfiable(6..<10))
+        XCTAssertEqual(ByteRange.parse("bytes=-40", size: 10), .satisfiable(0..<10))
+        XCTAssertEqual(ByteRange.parse("bytes=8-20", size: 10), .satisfiable(8..<10))
+        XCTAssertEqual(ByteRange.parse("bytes=10-", size: 10), .unsatisfiable)
+        XCTAssertEqual(ByteRange.parse("bytes=-0", size: 10), .unsatisfiable)
+        XCTAssertEqual(ByteRange.parse("bytes=0-", size: 0), .unsatisfiable)
+        XCTAssertEqual(ByteRange.parse("bytes=5-3", size: 10), .ignored)
+        XCTAssertEqual(ByteRange.parse("bytes=1-2,3-4", size: 10), .ignored)
+        XCTAssertEqual(ByteRange.parse("pages=1-2", size: 10), .ignored)
+        XCTAssertEqual(ByteRange.parse("bytes=a-b", size: 10), .ignored)
+    }
+
+    func testCommandLineOptions() throws {
+        var options = MasterConfiguration.options()
+        try options.parse(["-p", "6001", "-d", "db", "-v", "http://a:1", "http://b:2", "--replicas=1"])
+        XCTAssertEqual(options.string("--port"), "6001")
+        XCTAssertEqual(options.strings("-v"), ["http://a:1", "http://b:2"])
+        XCTAssertEqual(try options.integer("--replicas", in: 1...3), 1)
+        XCTAssertEqual(options.string("--bind"), "0.0.0.0")
+        for bad in [["--nope"], ["-p"], ["-v"], ["-p", "1", "-p", "2"], ["--help=1"]] {
+            var fresh = MasterConfiguration.options()
+            XCTAssertThrowsError(try fresh.parse(bad), "\(bad)")
+        }
+        let configuration = try MasterConfiguration.parse(["-p", "6000", "-d", "db", "-v", "http://127.0.0.1:7000"])!
+        XCTAssertEqual(configuration.advertisedURL, "http://127.0.0.1:6000")
+        XCTAssertThrowsError(try MasterConfiguration.parse(["-p", "6000", "-d", "db", "--replicas", "0"]))
+        XCTAssertThrowsError(try VolumeConfiguration.parse(["-d", "x", "-b", "http://v:1"]))
+    }
+}

@@ -1,0 +1,111 @@
+@testable import KalavaraCore
+import Foundation
+import XCTest
+
+final class StorageTests: XCTestCase {
+    var directory: String!
+
+    override func setUp() {
+        directory = NSTemporaryDirectory() + "kalavara-unit-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
+
+    private func read(_ value: StoredValue) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: value.size)
+        _ = bytes.withUnsafeMutableBytes { pread(value.file.fd, $0.baseAddress, value.size, off_t(value.valueOffset)) }
+        return bytes
+    }
+
+    func testFileStoreWritesVersionsSideBySide() throws {
+        let store = try FileStore(root: directory + "/vol")
+        let key = try Key("a/../b")
+        for (version, text) in [(UInt64(5), "old"), (UInt64(9), "newer")] {
+            let write = try store.beginWrite(key: key, version: version)
+            try write.append(Array(text.utf8))
+            try write.finish()
+            XCTAssertEqual(write.valueBytes, text.utf8.count)
+        }
+        XCTAssertEqual(store.versions(of: key), [5, 9])
+        XCTAssertEqual(read(try XCTUnwrap(try store.open(key, version: nil))), Array("newer".utf8))
+        XCTAssertEqual(read(try XCTUnwrap(try store.open(key, version: 5))), Array("old".utf8))
+        XCTAssertNil(try store.open(key, version: 7))
+        XCTAssertNil(try store.open(try Key("other"), version: nil))
+        XCTAssertEqual(try store.removeVersions(of: key) { $0 < 9 }, 1)
+        XCTAssertEqual(store.versions(of: key), [9])
+        // Files are named by hash: nothing of the key's text reaches the file system.
+        let names = FileManager.default.enumerator(atPath: directory + "/vol/data")!.allObjects as! [String]
+        XCTAssertFalse(names.contains { $0.contains("..") })
+    }
+
+    func testAbortedWriteLeavesNothing() throws {
+        let store = try FileStore(root: directory + "/vol")
+        let key = try Key("k")
+        let write = try store.beginWrite(key: key, version: 1)
+        try write.append([1, 2, 3])
+        write.abort()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory + "/vol/tmp"), [])
+        XCTAssertNil(try store.open(key, version: nil))
+    }
+
+    func testLeftoverTemporaryFilesAreRemovedAtStart() throws {
+        _ = try FileStore(root: directory + "/vol")
+        _ = FileManager.default.createFile(atPath: directory + "/vol/tmp/partial", contents: Data([1]))
+        _ = try FileStore(root: directory + "/vol")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory + "/vol/tmp"), [])
+    }
+
+    func testFileWithWrongHeaderIsNotServed() throws {
+        let store = try FileStore(root: directory + "/vol")
+        let key = try Key("k")
+        let write = try store.beginWrite(key: key, version: 3)
+        try write.finish()
+        let path = store.path(stem: FileStore.fileStem(key), version: 3)
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try store.open(key, version: 3))
+    }
+
+    func testValueFileHeaderRoundTrip() throws {
+        let header = ValueFileHeader(key: try Key([1, 2, 255]), version: 77)
+        XCTAssertEqual(ValueFileHeader.decode(header.encoded() + [9, 9]), header)
+        XCTAssertNil(ValueFileHeader.decode(Array(header.encoded().dropLast())))
+        XCTAssertNil(ValueFileHeader.decode([UInt8](repeating: 0, count: 40)))
+    }
+
+    func testIndexPersistsRecordsVolumesAndCeiling() throws {
+        let path = directory + "/db"
+        var index: Index? = try Index(path: path)
+        let key = try Key("k")
+        try index!.setRecord(IndexRecord(version: 10, size: 3, holders: [1]), for: key)
+        try index!.setVolumeURLs(["http://a:1", "http://b:2"])
+        try index!.setVersionCeiling(99)
+        index!.close()
+        index = nil
+        let reopened = try Index(path: path)
+        XCTAssertEqual(try reopened.record(for: key), IndexRecord(version: 10, size: 3, holders: [1]))
+        XCTAssertEqual(try reopened.volumeURLs(), ["http://a:1", "http://b:2"])
+        XCTAssertEqual(try reopened.versionCeiling(), 99)
+        XCTAssertThrowsError(try Index(path: path), "a second open of a locked index must fail")
+        reopened.close()
+    }
+
+    func testIndexListingAndTombstoneQueue() throws {
+        let index = try Index(path: directory + "/db")
+        defer { index.close() }
+        for name in ["a", "b/1", "b/2", "b/3", "c"] {
+            try index.setRecord(IndexRecord(version: 1, size: 1, holders: [0]), for: try Key(name))
+        }
+        XCTAssertEqual(try index.list(prefix: Array("b/".utf8), after: nil, limit: 10).map(\.0.description), ["b/1", "b/2", "b/3"])
+        XCTAssertEqual(try index.list(prefix: Array("b/".utf8), after: Array("b/1".utf8), limit: 1).map(\.0.description), ["b/2"])
+        XCTAssertEqual(try index.list(prefix: [], after: Array("b/3".utf8), limit: 10).map(\.0.description), ["c"])
+
+        try index.setTombstone(IndexRecord(version: 20, isTombstone: true, size: 0, holders: [0]), for: try Key("a"))
+        try index.setTombstone(IndexRecord(version: 30, isTombstone: true, size: 0, holders: []), for: try Key("c"))
+        XCTAssertEqual(index.tombstones(issuedBefore: 25, limit: 10).map(\.key.description), ["a"])
+        XCTAssertEqual(index.tombstones(issuedBefore: 31, limit: 10).map(\.version), [20, 30])
+        try index.forgetTombstone(key: try Key("a"), version: 20, removeRecord: true)
+        XCTAssertNil(try index.record(for: try Key("a")))
+        XCTAssertEqual(index.tombstones(issuedBefore: 100, limit: 10).map(\.version), [30])
+    }
+}
