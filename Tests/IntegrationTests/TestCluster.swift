@@ -10,6 +10,8 @@ final class TestCluster {
     private(set) var master: Process?
     private(set) var volumes: [Int: Process] = [:]
     var masterArguments: [String] = []
+    /// Flags every volume this cluster starts gets.
+    var volumeExtra: [String] = []
     private var logs: [String] = []
 
     static let binDirectory: String = {
@@ -87,15 +89,16 @@ final class TestCluster {
             if masterPort == 0 { masterPort = Self.freePort() }
             arguments += ["-m", masterURL, "-b", volumeURL(port), "--heartbeat", "0.5"]
         }
-        arguments += extra
+        arguments += volumeExtra + extra
         volumes[port] = try launch("volume", arguments, log: "volume-\(port)")
         try waitForHealth(volumeURL(port))
         return port
     }
 
     /// A cluster of `count` volumes and a master that knows them.
-    static func started(volumes count: Int = 1, masterExtra: [String] = []) throws -> TestCluster {
+    static func started(volumes count: Int = 1, masterExtra: [String] = [], volumeExtra: [String] = []) throws -> TestCluster {
         let cluster = try TestCluster()
+        cluster.volumeExtra = volumeExtra
         let ports = try (0..<count).map { _ in try cluster.startVolume() }
         try cluster.startMaster(volumePorts: ports, extra: masterExtra)
         return cluster
@@ -152,6 +155,26 @@ final class TestCluster {
             }
         }
         return files
+    }
+
+    /// The versions of `key` stored on each volume, by port.
+    func copies(of key: String) -> [Int: [String]] {
+        let stem = FileStore.fileStem(try! Key(key))
+        var result: [Int: [String]] = [:]
+        for port in volumePorts {
+            let names = valueFiles(port).map { ($0 as NSString).lastPathComponent }.filter { $0.hasPrefix(stem + ".") }
+            if !names.isEmpty { result[port] = names.sorted() }
+        }
+        return result
+    }
+
+    /// The bytes of each copy of `key` (the value files, headers included).
+    func copyContents(of key: String) -> [Data] {
+        let stem = FileStore.fileStem(try! Key(key))
+        return volumePorts.flatMap { port in
+            valueFiles(port).filter { ($0 as NSString).lastPathComponent.hasPrefix(stem + ".") }
+                .compactMap { FileManager.default.contents(atPath: volumeDirectory(port) + "/data/" + $0) }
+        }
     }
 
     func tmpFiles(_ port: Int) -> [String] {

@@ -51,6 +51,11 @@ final class ClusterLogicTests: XCTestCase {
     func testIndexRecordEncoding() {
         let record = IndexRecord(version: 1 << 60, isTombstone: true, size: 12345, holders: [0, 7, 65535])
         XCTAssertEqual(IndexRecord(decoding: record.encoded()), record)
+        let fenced = IndexRecord(version: 5, size: 1, holders: [2], floor: 9)
+        XCTAssertEqual(IndexRecord(decoding: fenced.encoded()), fenced)
+        XCTAssertTrue(fenced.rulesOut(4))
+        XCTAssertTrue(fenced.rulesOut(9))
+        XCTAssertFalse(fenced.rulesOut(10))
         XCTAssertEqual(IndexRecord(version: 1, size: 0, holders: [3]).encoded().count, 21)
         XCTAssertNil(IndexRecord(decoding: []))
         XCTAssertNil(IndexRecord(decoding: Array(record.encoded().dropLast())))

@@ -13,6 +13,9 @@ public final class BufferedSocket {
     private var end = 0
     private var receiveTimeout: Double = -1
     private var closed = false
+    /// Client side: whether bytes of the current answer have arrived (a pooled connection
+    /// that fails before any did was closed by the server while idle, and may be retried).
+    var answerBytesSeen = false
 
     public init(fd: Int32, bufferSize: Int = HTTPLimits.readBufferBytes) {
         self.fd = fd

@@ -60,38 +60,63 @@ public final class HTTPClient: @unchecked Sendable {
         } catch {
             throw StaleConnection()
         }
-        var scanned = 0
-        var length: Int?
-        while true {
-            length = MessageHeadParser.headLength(in: socket.buffered, from: scanned)
-            if length != nil { break }
-            scanned = socket.bufferedCount
-            guard scanned < HTTPLimits.maxHeadBytes else { throw ConnectionError.failed(errno: EPROTO) }
-            let gotBytes: Bool
-            do { gotBytes = try socket.fill() } catch ConnectionError.closedByPeer where scanned == 0 {
-                throw StaleConnection()
-            }
-            if !gotBytes { if scanned == 0 { throw StaleConnection() } else { throw ConnectionError.closedByPeer } }
-        }
-        let parsed: (status: Int, headers: HTTPHeaders)
+        let response: ClientResponse
         do {
-            parsed = try MessageHeadParser.parseResponse(UnsafeBufferPointer(rebasing: socket.buffered[0..<length!]))
-        } catch {
-            throw ConnectionError.failed(errno: EPROTO)
+            response = try Self.readResponse(socket, method: method)
+        } catch ConnectionError.closedByPeer where socket.bufferedCount == 0 && !Self.answerStarted(socket) {
+            throw StaleConnection()
         }
-        socket.consume(length!)
-        if parsed.status == 100 { // an interim answer: the real one follows
-            return try exchange(socket, [], method: method, url: url)
+        let closes = response.headers.listValues("Connection").contains { $0.caseInsensitiveEquals("close") }
+        if !closes, response.headers["Content-Length"] != nil || response.headers["Transfer-Encoding"] != nil
+            || method == "HEAD" || response.status == 204 || response.status == 304 {
+            putIdle(url.authority, socket)
         }
-        let framing = try Self.responseFraming(parsed.status, parsed.headers, method: method)
-        let body = MessageBody(socket: socket, framing: framing)
-        let bytes: [UInt8]
-        do { bytes = try body.readAll(limit: Self.maxResponseBody) } catch is HTTPError {
-            throw ConnectionError.failed(errno: EPROTO)
+        return response
+    }
+
+    /// Whether any byte of an answer has been consumed on this socket (set by readResponse).
+    private static func answerStarted(_ socket: BufferedSocket) -> Bool { socket.answerBytesSeen }
+
+    /// Reads one answer (skipping interim 1xx answers) and its whole body.
+    static func readResponse(_ socket: BufferedSocket, method: String) throws -> ClientResponse {
+        while true {
+            var scanned = 0
+            var length: Int?
+            socket.answerBytesSeen = false
+            while true {
+                length = MessageHeadParser.headLength(in: socket.buffered, from: scanned)
+                if length != nil { break }
+                scanned = socket.bufferedCount
+                guard scanned < HTTPLimits.maxHeadBytes else { throw ConnectionError.failed(errno: EPROTO) }
+                guard try socket.fill() else { throw ConnectionError.closedByPeer }
+                socket.answerBytesSeen = true
+            }
+            socket.answerBytesSeen = true
+            let parsed: (status: Int, headers: HTTPHeaders)
+            do {
+                parsed = try MessageHeadParser.parseResponse(UnsafeBufferPointer(rebasing: socket.buffered[0..<length!]))
+            } catch {
+                throw ConnectionError.failed(errno: EPROTO)
+            }
+            socket.consume(length!)
+            if parsed.status < 200 { continue } // 100 Continue and friends: the real answer follows
+            let framing = try responseFraming(parsed.status, parsed.headers, method: method)
+            let body = MessageBody(socket: socket, framing: framing)
+            do {
+                let bytes = try body.readAll(limit: maxResponseBody)
+                return ClientResponse(status: parsed.status, headers: parsed.headers, body: bytes)
+            } catch is HTTPError {
+                throw ConnectionError.failed(errno: EPROTO)
+            }
         }
-        let closes = parsed.headers.listValues("Connection").contains { $0.caseInsensitiveEquals("close") }
-        if !closes, framing != .untilClose { putIdle(url.authority, socket) }
-        return ClientResponse(status: parsed.status, headers: parsed.headers, body: bytes)
+    }
+
+    /// Opens a request whose body the caller streams (see `StreamingUpload`); always on a
+    /// fresh connection, closed afterwards.
+    public func startUpload(_ method: String, _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(),
+                            contentLength: Int?) throws -> StreamingUpload {
+        let socket = try Self.connect(url, timeout: timeout)
+        return try StreamingUpload(socket: socket, url: url, method: method, headers: headers, contentLength: contentLength)
     }
 
     static func responseFraming(_ status: Int, _ headers: HTTPHeaders, method: String) throws -> BodyFraming {

@@ -4,30 +4,27 @@ import Foundation
 /// only a commit changes the index.
 ///
 /// Rules, per key, under the key's lock:
-/// - a commit older than the key's current version (value or tombstone) is refused with
-///   `409`, so concurrent writers converge on the newest version the master issued;
+/// - a commit older than the key's current version (value or tombstone), or at or below
+///   its fence (`floor`), is refused with `409`, so concurrent writers converge on the
+///   newest version the master issued, and a version declared an orphan stays one;
 /// - a commit of the current version again is accepted (a volume retrying after a lost
 ///   answer), so commits are idempotent;
 /// - a commit whose ticket is older than the ticket lifetime is refused: tombstones are
 ///   kept exactly that long, so no late write can resurrect a deleted key.
+/// Copies that stop being current on a volume not in the new holder set (a delete, a
+/// placement change) are queued for removal in the same synced batch as the record.
 extension Master {
     /// `POST /internal/commit?op=put|delete&key=K&ver=V&size=S&h=URL,URL`
     func commit(_ parameters: QueryParameters) throws -> HTTPResponse {
         let key = try Key(parameters.bytes("key") ?? [])
-        guard let version = parameters["ver"].flatMap(UInt64.init), version > 0 else {
-            throw HTTPError(400, "commit without a valid version")
-        }
-        guard version <= clock.lastIssued else { throw HTTPError(400, "commit of a version never issued") }
+        let version = try issuedVersion(parameters)
         guard VersionClock.issueTime(of: version) >= Date().timeIntervalSince1970 - configuration.ticketLifetime else {
             return .text(409, "ticket expired: commit arrived after the ticket lifetime")
         }
         switch parameters["op"] {
         case "put":
             guard let size = parameters["size"].flatMap(UInt64.init) else { throw HTTPError(400, "commit without a size") }
-            let holders = try (parameters["h"] ?? "").split(separator: ",").map { url -> UInt16 in
-                guard let id = registry.id(of: String(url)) else { throw HTTPError(400, "unknown volume \(url)") }
-                return id
-            }
+            let holders = try holderIDs(parameters["h"] ?? "")
             guard !holders.isEmpty else { throw HTTPError(400, "commit without holders") }
             return try commitWrite(key, IndexRecord(version: version, size: size, holders: holders))
         case "delete":
@@ -39,15 +36,25 @@ extension Master {
 
     private func commitWrite(_ key: Key, _ record: IndexRecord) throws -> HTTPResponse {
         try keyLocks.withLock(for: key) {
-            if let current = try index.record(for: key) {
-                if current.version > record.version {
-                    return .text(409, "a newer version (\(current.version)) is already committed")
+            let current = try index.record(for: key)
+            if let current {
+                if current.version == record.version, !current.isTombstone {
+                    return current.holders == record.holders ? .text(200, "committed") : .text(409, "version already used")
                 }
-                if current.version == record.version {
-                    return current == record ? .text(200, "committed") : .text(409, "version already used")
+                if current.rulesOut(record.version) || current.version == record.version {
+                    return .text(409, "a newer version (\(max(current.version, current.floor))) rules this write out")
                 }
             }
-            try index.setRecord(record, for: key)
+            var changes = Index.Changes()
+            var stored = record
+            stored.floor = current?.floor ?? 0
+            changes.setRecord(stored, for: key)
+            if let current, !current.isTombstone {
+                for holder in current.holders where !record.holders.contains(holder) {
+                    changes.queueRemoval(volume: holder, key: key, below: record.version)
+                }
+            }
+            try index.apply(changes)
             metrics.count("kalavara_commits_total", "op=\"put\"")
             return .text(200, "committed")
         }
@@ -56,33 +63,79 @@ extension Master {
     private func commitDelete(_ key: Key, version: UInt64) throws -> HTTPResponse {
         try keyLocks.withLock(for: key) {
             guard let current = try index.record(for: key) else { return .text(200, "nothing to delete") }
-            if current.version > version {
-                return .text(409, "a newer version (\(current.version)) is already committed")
+            if current.isTombstone, current.version >= version { return .text(200, "already deleted") }
+            if current.rulesOut(version) {
+                return .text(409, "a newer version (\(max(current.version, current.floor))) rules this delete out")
             }
-            if current.isTombstone { return .text(200, "already deleted") }
-            // The tombstone lists the holders of the deleted value until they confirm removal.
-            try index.setTombstone(IndexRecord(version: version, isTombstone: true, size: 0, holders: current.holders),
-                                   for: key)
+            // The tombstone lists the holders of the deleted value until they confirm removal;
+            // the removal queue makes sure they do, even those that are down right now.
+            var changes = Index.Changes()
+            let holders = current.holders
+            changes.setRecord(IndexRecord(version: version, isTombstone: true, size: 0, holders: holders,
+                                          floor: current.floor), for: key)
+            changes.queueExpiry(of: key, version: version)
+            for holder in holders { changes.queueRemoval(volume: holder, key: key, below: version) }
+            try index.apply(changes)
             metrics.count("kalavara_commits_total", "op=\"delete\"")
             return .text(200, "deleted")
         }
     }
 
-    /// `POST /internal/purged?key=K&ver=V&h=URL`: a holder has removed its copies of a
-    /// deleted key. The tombstone itself stays until it expires.
+    /// `POST /internal/purged?key=K&ver=V&h=URL`: a volume has removed its copies of the key
+    /// older than V. Drops the matching removal and, for a tombstone, the pending holder.
     func purged(_ parameters: QueryParameters) throws -> HTTPResponse {
         let key = try Key(parameters.bytes("key") ?? [])
         guard let version = parameters["ver"].flatMap(UInt64.init),
               let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
             throw HTTPError(400, "purge report needs ver and a known h")
         }
-        return try keyLocks.withLock(for: key) {
-            guard var record = try index.record(for: key), record.isTombstone, record.version == version else {
-                return .text(200, "nothing to record")
+        try recordRemoval(key, volume: holder, below: version)
+        return .text(200, "recorded")
+    }
+
+    /// Notes that `volume` holds no copy of `key` older than `below` any more.
+    func recordRemoval(_ key: Key, volume: UInt16, below: UInt64) throws {
+        try keyLocks.withLock(for: key) {
+            var changes = Index.Changes()
+            if let pending = try index.pendingRemoval(volume: volume, key: key), pending <= below {
+                changes.dropRemoval(volume: volume, key: key)
             }
-            record.holders.removeAll { $0 == holder }
-            try index.setRecord(record, for: key)
-            return .text(200, "recorded")
+            if var record = try index.record(for: key), record.isTombstone, record.version <= below,
+               record.holders.contains(volume) {
+                record.holders.removeAll { $0 == volume }
+                changes.setRecord(record, for: key)
+            }
+            try index.apply(changes)
+        }
+    }
+
+    /// `POST /internal/resolve?key=K&ver=V&h=URL`: a volume holds version V of K and never
+    /// learnt whether it was committed. Answers `committed` if V is the current version and
+    /// the volume one of its holders; otherwise `orphan`, after fencing V so that a commit
+    /// of V arriving later is refused: the volume may delete its file as soon as it hears.
+    func resolve(_ parameters: QueryParameters) throws -> HTTPResponse {
+        let key = try Key(parameters.bytes("key") ?? [])
+        let version = try issuedVersion(parameters)
+        guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
+            throw HTTPError(400, "resolve needs the asking volume's URL (h)")
+        }
+        return try keyLocks.withLock(for: key) {
+            var changes = Index.Changes()
+            if var record = try index.record(for: key) {
+                if record.version == version, !record.isTombstone, record.holders.contains(holder) {
+                    return .text(200, "committed")
+                }
+                if !record.rulesOut(version) {
+                    record.floor = version
+                    changes.setRecord(record, for: key)
+                }
+            } else {
+                // No record: fence with a tombstone at V, which expires like any other.
+                changes.setRecord(IndexRecord(version: version, isTombstone: true, size: 0, holders: []), for: key)
+                changes.queueExpiry(of: key, version: version)
+            }
+            try index.apply(changes)
+            return .text(200, "orphan")
         }
     }
 
@@ -95,15 +148,35 @@ extension Master {
                 let expired = index.tombstones(issuedBefore: cutoff, limit: 1000)
                 for (key, version) in expired {
                     try keyLocks.withLock(for: key) {
-                        let record = try index.record(for: key)
-                        let stillThisTombstone = record?.isTombstone == true && record?.version == version
-                        try index.forgetTombstone(key: key, version: version, removeRecord: stillThisTombstone)
+                        var changes = Index.Changes()
+                        changes.dropExpiry(of: key, version: version)
+                        if let record = try index.record(for: key), record.isTombstone, record.version == version {
+                            changes.removeRecord(for: key)
+                        }
+                        try index.apply(changes)
                     }
                 }
                 if expired.count < 1000 { break }
             }
         } catch {
             Log.error("expiring tombstones: \(error)")
+        }
+    }
+
+    // MARK: Parameters
+
+    private func issuedVersion(_ parameters: QueryParameters) throws -> UInt64 {
+        guard let version = parameters["ver"].flatMap(UInt64.init), version > 0 else {
+            throw HTTPError(400, "request without a valid version")
+        }
+        guard version <= clock.lastIssued else { throw HTTPError(400, "version \(version) was never issued") }
+        return version
+    }
+
+    private func holderIDs(_ list: String) throws -> [UInt16] {
+        try list.split(separator: ",").map { url -> UInt16 in
+            guard let id = registry.id(of: String(url)) else { throw HTTPError(400, "unknown volume \(url)") }
+            return id
         }
     }
 }

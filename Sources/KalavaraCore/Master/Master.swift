@@ -11,6 +11,7 @@ public final class Master {
     let metrics = Metrics()
     private let health: HealthMonitor
     private let tombstoneSweep: DispatchSourceTimer
+    private var removals: RemovalWorker!
     private var server: HTTPServer!
 
     public init(configuration: MasterConfiguration) throws {
@@ -32,28 +33,27 @@ public final class Master {
 
     /// Starts listening and the background work.
     public func start() throws {
-        var http = HTTPServer.Configuration(host: configuration.bindHost, port: configuration.port)
-        http.readTimeout = configuration.readTimeout
-        http.idleTimeout = configuration.idleTimeout
-        http.maxConnections = configuration.maxConnections
-        server = HTTPServer(configuration: http) { [unowned self] request, body in
+        server = HTTPServer(configuration: configuration.server) { [unowned self] request, body in
             let response = try self.route(request, body)
             metrics.countRequest(method: request.method, status: response.status)
             return response
         }
         try server.start()
         health.start()
+        removals = RemovalWorker(master: self, interval: configuration.healthInterval)
+        removals.start()
         let interval = max(1, min(60, configuration.ticketLifetime / 4))
         tombstoneSweep.schedule(deadline: .now() + interval, repeating: interval)
         tombstoneSweep.setEventHandler { [weak self] in self?.expireTombstones() }
         tombstoneSweep.resume()
-        Log.info("listening on \(configuration.bindHost):\(server.boundPort), index \(configuration.databasePath), "
+        Log.info("listening on \(configuration.server.host):\(server.boundPort), index \(configuration.databasePath), "
                  + "\(registry.all.count) volume(s), replicas \(configuration.replicas)")
     }
 
     /// Stops accepting, lets requests in flight finish, and closes the index cleanly.
     public func stop() {
         health.stop()
+        removals?.stop()
         tombstoneSweep.cancel()
         server?.stop()
         index.close()
@@ -61,20 +61,10 @@ public final class Master {
 
     /// Runs until SIGINT/SIGTERM, then stops gracefully; a second signal exits at once.
     public static func run(_ configuration: MasterConfiguration) -> Int32 {
-        Log.component = "master"
-        do {
+        Daemon.run("master") {
             let master = try Master(configuration: configuration)
             try master.start()
-            ShutdownSignal.wait()
-            Log.info("stopping")
-            master.stop()
-            Log.info("stopped")
-            return 0
-        } catch {
-            // Start-up failures (index locked or unreadable, port taken) are the operator's
-            // to fix: one line, exit status 2 like a bad flag.
-            Log.error("\(error)")
-            return 2
+            return master.stop
         }
     }
 }

@@ -1,15 +1,11 @@
 /// Everything `master` is started with.
 public struct MasterConfiguration {
-    public var port = 6000
-    public var bindHost = "0.0.0.0"
+    public var server = HTTPServer.Configuration(host: "0.0.0.0", port: 6000)
     public var databasePath = ""
     public var volumes: [String] = []
     public var replicas = 1
     /// The URL volumes use to reach this master (for commits).
     public var advertisedURL = ""
-    public var readTimeout = 30.0
-    public var idleTimeout = 30.0
-    public var maxConnections = 1024
     /// How long a write ticket stays valid: an upload must be committed within it, and a
     /// tombstone is kept at least this long so no older write can resurrect its key.
     public var ticketLifetime = 3600.0
@@ -20,21 +16,13 @@ public struct MasterConfiguration {
     static let summary = "Kalavara master: keeps the index of keys and redirects clients to volumes."
 
     static func options() -> CommandLineOptions {
-        CommandLineOptions(command: "master", summary: summary, options: [
-            .init(["-p", "--port"], value: "PORT", default: "6000", help: "Port to listen on."),
+        CommandLineOptions(command: "master", summary: summary, options: HTTPServer.Configuration.commandLineOptions(defaultPort: 6000) + [
             .init(["-d", "--db"], value: "DIR", help: "RocksDB index directory (created if missing). Required."),
             .init(["-v", "--volumes"], value: "URL", arity: .many,
                   help: "Volume base URLs, e.g. http://127.0.0.1:7000. More can be added at run time."),
             .init(["--replicas"], value: "N", default: "1", help: "Copies of each value."),
-            .init(["--bind"], value: "HOST", default: "0.0.0.0", help: "Address to listen on."),
             .init(["--advertise"], value: "URL",
                   help: "This master's URL as volumes reach it (default: http://127.0.0.1:PORT, or http://BIND:PORT)."),
-            .init(["--read-timeout"], value: "SECONDS", default: "30",
-                  help: "Drop a client whose request stalls this long."),
-            .init(["--idle-timeout"], value: "SECONDS", default: "30",
-                  help: "Close keep-alive connections idle this long."),
-            .init(["--max-connections"], value: "N", default: "1024",
-                  help: "Open client connections at most; more get 503."),
             .init(["--ticket-lifetime"], value: "SECONDS", default: "3600",
                   help: "Time allowed between a PUT's redirect and its commit."),
         ])
@@ -49,7 +37,7 @@ public struct MasterConfiguration {
             return nil
         }
         var configuration = MasterConfiguration()
-        configuration.port = try options.integer("--port", in: 1...65535)!
+        configuration.server = try HTTPServer.Configuration(parsed: options)
         configuration.databasePath = try options.requiredString("--db")
         configuration.volumes = try options.strings("--volumes").map { url in
             guard let normal = VolumeRegistry.normalize(url) else {
@@ -57,11 +45,7 @@ public struct MasterConfiguration {
             }
             return normal
         }
-        configuration.replicas = try options.integer("--replicas", in: 1...1)!
-        configuration.bindHost = options.string("--bind")!
-        configuration.readTimeout = try options.seconds("--read-timeout")!
-        configuration.idleTimeout = try options.seconds("--idle-timeout")!
-        configuration.maxConnections = try options.integer("--max-connections", in: 1...1_000_000)!
+        configuration.replicas = try options.integer("--replicas", in: 1...16)!
         configuration.ticketLifetime = try options.seconds("--ticket-lifetime")!
         if let advertised = options.string("--advertise") {
             guard let normal = VolumeRegistry.normalize(advertised) else {
@@ -69,8 +53,9 @@ public struct MasterConfiguration {
             }
             configuration.advertisedURL = normal
         } else {
-            let host = ["0.0.0.0", "::", "127.0.0.1"].contains(configuration.bindHost) ? "127.0.0.1" : configuration.bindHost
-            configuration.advertisedURL = "http://\(host):\(configuration.port)"
+            let bind = configuration.server.host
+            let host = ["0.0.0.0", "::", "127.0.0.1"].contains(bind) ? "127.0.0.1" : bind
+            configuration.advertisedURL = "http://\(host):\(configuration.server.port)"
         }
         return configuration
     }

@@ -32,6 +32,9 @@ extension Master {
         case "/internal/purged":
             try require(request, ["POST"])
             return try purged(QueryParameters(request.query))
+        case "/internal/resolve":
+            try require(request, ["POST"])
+            return try resolve(QueryParameters(request.query))
         default:
             return .text(404, "no such endpoint")
         }

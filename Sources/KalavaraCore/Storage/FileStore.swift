@@ -206,8 +206,10 @@ public final class PendingWrite {
 
     /// Makes the bytes durable and visible as this version: fsync the file, rename it into
     /// its bucket, fsync the bucket. A crash before the rename leaves only a temporary file.
-    public func finish() throws {
+    /// `beforeRename` runs once the bytes are durable (the volume journals the version there).
+    public func finish(beforeRename: () throws -> Void = {}) throws {
         guard fsync(fd) == 0 else { throw StorageError.io("fsync", errno) }
+        try beforeRename()
         close(fd)
         fd = -1
         let stem = FileStore.fileStem(key)

@@ -1,19 +1,26 @@
 import Foundation
 
-/// The master's persistent state in RocksDB: key records, the volume table and the
-/// version clock's reservation.
+/// The master's persistent state in RocksDB: key records, the volume table, the version
+/// clock's reservation, and two work queues.
 ///
-/// Key spaces: `k` + key bytes → `IndexRecord`; `m/volumes` → the registered volume URLs
-/// (a volume's id is its position); `m/version-ceiling` → no version at or above it has
-/// been handed out; `t/` + version (8 bytes, big-endian) + key → a tombstone waiting to
-/// expire, so expiry visits only expired tombstones, in version order, never every key.
-/// Every write that acknowledges something to a client is synced.
+/// Key spaces:
+/// - `k` + key → `IndexRecord`;
+/// - `m/volumes` → the registered volume URLs (a volume's id is its position);
+///   `m/version-ceiling` → no version at or above it has been handed out;
+/// - `t/` + version (8 bytes, big-endian) + key → a tombstone waiting to expire, so expiry
+///   visits only expired tombstones, oldest first;
+/// - `r/` + volume id (2 bytes, big-endian) + key → version: that volume must remove its
+///   copies of the key older than the version (superseded, deleted, or moved away while it
+///   was down). Work per pass is proportional to what is pending, never to all keys.
+///
+/// Every change that backs an answer to a client is written synced, in one batch.
 public final class Index {
     private let db: RocksDB
     private static let keyPrefix: [UInt8] = [UInt8(ascii: "k")]
     private static let volumesKey = Array("m/volumes".utf8)
     private static let versionCeilingKey = Array("m/version-ceiling".utf8)
     private static let tombstonePrefix = Array("t/".utf8)
+    private static let removalPrefix = Array("r/".utf8)
 
     public init(path: String) throws {
         do {
@@ -25,7 +32,7 @@ public final class Index {
 
     public func close() { db.close() }
 
-    // MARK: Keys
+    // MARK: Reading
 
     public func record(for key: Key) throws -> IndexRecord? {
         guard let bytes = try db.get(Self.keyPrefix + key.bytes) else { return nil }
@@ -35,23 +42,18 @@ public final class Index {
         return record
     }
 
-    /// Writes a key's record, durably.
-    public func setRecord(_ record: IndexRecord, for key: Key) throws {
-        try db.put(Self.keyPrefix + key.bytes, record.encoded(), sync: true)
+    /// Keys starting with `prefix`, after `after`, in byte order, with their records.
+    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws -> [(Key, IndexRecord)] {
+        db.scan(prefix: Self.keyPrefix + prefix, after: after.map { Self.keyPrefix + $0 }, limit: limit)
+            .compactMap { entry in
+                guard let key = try? Key(Array(entry.key.dropFirst())),
+                      let record = IndexRecord(decoding: entry.value) else { return nil }
+                return (key, record)
+            }
     }
 
-    public func removeRecord(for key: Key) throws {
-        try db.delete(Self.keyPrefix + key.bytes, sync: true)
-    }
-
-    /// Writes a tombstone and queues it for expiry, in one durable batch.
-    public func setTombstone(_ record: IndexRecord, for key: Key) throws {
-        precondition(record.isTombstone)
-        var batch = WriteBatch()
-        batch.put(Self.keyPrefix + key.bytes, record.encoded())
-        batch.put(Self.tombstoneQueueKey(version: record.version, key: key), [])
-        try db.write(batch, sync: true)
-    }
+    /// RocksDB's estimate of the number of entries.
+    public var estimatedKeyCount: Int { Int(db.property("rocksdb.estimate-num-keys") ?? "") ?? 0 }
 
     /// Queued tombstones whose version is below `version`, oldest first.
     public func tombstones(issuedBefore version: UInt64, limit: Int) -> [(key: Key, version: UInt64)] {
@@ -67,32 +69,56 @@ public final class Index {
         return result
     }
 
-    /// Drops a tombstone from the expiry queue and, when `removeRecord`, its record too.
-    public func forgetTombstone(key: Key, version: UInt64, removeRecord: Bool) throws {
-        var batch = WriteBatch()
-        batch.delete(Self.tombstoneQueueKey(version: version, key: key))
-        if removeRecord { batch.delete(Self.keyPrefix + key.bytes) }
-        try db.write(batch, sync: true)
+    /// Removals waiting for `volume`: each key with the version below which copies must go.
+    public func pendingRemovals(volume: UInt16, limit: Int) -> [(key: Key, below: UInt64)] {
+        let prefix = Self.removalPrefix + Self.bigEndian(volume)
+        return db.scan(prefix: prefix, after: nil, limit: limit).compactMap { entry in
+            guard entry.value.count == 8, let key = try? Key(Array(entry.key.dropFirst(prefix.count))) else { return nil }
+            return (key, entry.value.readLittleEndian(UInt64.self, at: 0))
+        }
     }
 
-    private static func tombstoneQueueKey(version: UInt64, key: Key) -> [UInt8] {
-        var bytes = tombstonePrefix
-        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: version >> UInt64(shift))) }
-        return bytes + key.bytes
+    public func pendingRemoval(volume: UInt16, key: Key) throws -> UInt64? {
+        guard let bytes = try db.get(Self.removalKey(volume, key)), bytes.count == 8 else { return nil }
+        return bytes.readLittleEndian(UInt64.self, at: 0)
     }
 
-    /// Keys starting with `prefix`, after `after`, in byte order, with their records.
-    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws -> [(Key, IndexRecord)] {
-        db.scan(prefix: Self.keyPrefix + prefix, after: after.map { Self.keyPrefix + $0 }, limit: limit)
-            .compactMap { entry in
-                guard let key = try? Key(Array(entry.key.dropFirst())),
-                      let record = IndexRecord(decoding: entry.value) else { return nil }
-                return (key, record)
-            }
+    // MARK: Writing
+
+    /// Changes applied together, durably, by `apply`.
+    public struct Changes {
+        fileprivate var batch = WriteBatch()
+        public init() {}
+
+        public mutating func setRecord(_ record: IndexRecord, for key: Key) {
+            batch.put(Index.keyPrefix + key.bytes, record.encoded())
+        }
+
+        public mutating func removeRecord(for key: Key) { batch.delete(Index.keyPrefix + key.bytes) }
+
+        /// Queues a tombstone to be forgotten once its version has expired.
+        public mutating func queueExpiry(of key: Key, version: UInt64) {
+            batch.put(Index.tombstoneQueueKey(version: version, key: key), [])
+        }
+
+        public mutating func dropExpiry(of key: Key, version: UInt64) {
+            batch.delete(Index.tombstoneQueueKey(version: version, key: key))
+        }
+
+        /// Queues the removal of `volume`'s copies of `key` older than `below`.
+        public mutating func queueRemoval(volume: UInt16, key: Key, below: UInt64) {
+            var value: [UInt8] = []
+            value.append(littleEndian: below)
+            batch.put(Index.removalKey(volume, key), value)
+        }
+
+        public mutating func dropRemoval(volume: UInt16, key: Key) { batch.delete(Index.removalKey(volume, key)) }
     }
 
-    /// RocksDB's estimate of the number of records.
-    public var estimatedKeyCount: Int { Int(db.property("rocksdb.estimate-num-keys") ?? "") ?? 0 }
+    public func apply(_ changes: Changes) throws {
+        guard !changes.batch.isEmpty else { return }
+        try db.write(changes.batch, sync: true)
+    }
 
     // MARK: Cluster state
 
@@ -114,5 +140,28 @@ public final class Index {
         var bytes: [UInt8] = []
         bytes.append(littleEndian: ceiling)
         try db.put(Self.versionCeilingKey, bytes, sync: true)
+    }
+
+    // MARK: Key layout
+
+    private static func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+        (0..<MemoryLayout<T>.size).reversed().map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
+    }
+
+    fileprivate static func tombstoneQueueKey(version: UInt64, key: Key) -> [UInt8] {
+        tombstonePrefix + bigEndian(version) + key.bytes
+    }
+
+    fileprivate static func removalKey(_ volume: UInt16, _ key: Key) -> [UInt8] {
+        removalPrefix + bigEndian(volume) + key.bytes
+    }
+}
+
+extension Index {
+    /// Writes a key's record, durably (a single-change `apply`).
+    public func setRecord(_ record: IndexRecord, for key: Key) throws {
+        var changes = Changes()
+        changes.setRecord(record, for: key)
+        try apply(changes)
     }
 }

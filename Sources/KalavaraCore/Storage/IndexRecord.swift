@@ -11,23 +11,32 @@ public struct IndexRecord: Equatable {
     /// The volumes holding this version, as registry ids. For a tombstone: those that still
     /// hold an older copy to remove.
     public var holders: [UInt16]
+    /// No commit of a version at or below this is accepted: versions a volume has been
+    /// told are orphans, whose late commits must fail (see `Master.resolve`).
+    public var floor: UInt64
 
-    public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16]) {
+    public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16], floor: UInt64 = 0) {
         self.version = version
         self.isTombstone = isTombstone
         self.size = size
         self.holders = holders
+        self.floor = floor
     }
+
+    /// Whether a commit of `candidate` would be older than what this record already rules out.
+    public func rulesOut(_ candidate: UInt64) -> Bool { candidate < version || candidate <= floor }
 
     private static let format: UInt8 = 1
 
-    /// format · flags · version (8, LE) · size (8, LE) · holder count · holder ids (2 each).
-    /// Ids rather than URLs keep a record about 20 bytes for a single replica.
+    /// format · flags (bit 0 tombstone, bit 1 has floor) · version (8, LE) · size (8, LE) ·
+    /// [floor (8, LE)] · holder count · holder ids (2 each). Ids rather than URLs keep a
+    /// record about 20 bytes for a single replica.
     public func encoded() -> [UInt8] {
-        var bytes: [UInt8] = [Self.format, isTombstone ? 1 : 0]
-        bytes.reserveCapacity(19 + 2 * holders.count)
+        var bytes: [UInt8] = [Self.format, (isTombstone ? 1 : 0) | (floor > 0 ? 2 : 0)]
+        bytes.reserveCapacity(27 + 2 * holders.count)
         bytes.append(littleEndian: version)
         bytes.append(littleEndian: size)
+        if floor > 0 { bytes.append(littleEndian: floor) }
         bytes.append(UInt8(holders.count))
         for holder in holders { bytes.append(littleEndian: holder) }
         return bytes
@@ -35,11 +44,15 @@ public struct IndexRecord: Equatable {
 
     public init?(decoding bytes: [UInt8]) {
         guard bytes.count >= 19, bytes[0] == Self.format else { return nil }
-        let count = Int(bytes[18])
-        guard bytes.count == 19 + 2 * count else { return nil }
+        let hasFloor = bytes[1] & 2 == 2
+        let countAt = hasFloor ? 26 : 18
+        guard bytes.count > countAt else { return nil }
+        let count = Int(bytes[countAt])
+        guard bytes.count == countAt + 1 + 2 * count else { return nil }
         isTombstone = bytes[1] & 1 == 1
         version = bytes.readLittleEndian(UInt64.self, at: 2)
         size = bytes.readLittleEndian(UInt64.self, at: 10)
-        holders = (0..<count).map { bytes.readLittleEndian(UInt16.self, at: 19 + 2 * $0) }
+        floor = hasFloor ? bytes.readLittleEndian(UInt64.self, at: 18) : 0
+        holders = (0..<count).map { bytes.readLittleEndian(UInt16.self, at: countAt + 1 + 2 * $0) }
     }
 }

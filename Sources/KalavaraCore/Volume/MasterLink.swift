@@ -13,23 +13,40 @@ final class MasterLink {
     }
 
     private let configuredMaster: String?
-    private let selfURL: String?
+    private let configuredSelf: String?
     private let client = HTTPClient(timeout: 10)
     private let lock = NSLock()
     private var learnedMaster: String?
+    private var learnedSelf: String?
     private var heartbeat: DispatchSourceTimer?
 
     init(configuredMaster: String?, selfURL: String?) {
         self.configuredMaster = configuredMaster
-        self.selfURL = selfURL
+        self.configuredSelf = selfURL
     }
 
-    /// Remembers the master's URL from its health checks.
+    /// Remembers the master's URL from its health checks or tickets (unless `-m` set it).
     func learnMaster(_ url: String) {
         guard configuredMaster == nil, VolumeRegistry.normalize(url) == url else { return }
         lock.lock()
         learnedMaster = url
         lock.unlock()
+    }
+
+    /// Remembers the URL the master knows this volume by (unless `-b` set it).
+    func learnSelf(_ url: String) {
+        guard configuredSelf == nil, VolumeRegistry.normalize(url) == url else { return }
+        lock.lock()
+        learnedSelf = url
+        lock.unlock()
+    }
+
+    /// The master and this volume's URL there, once both are known.
+    var identity: (master: String, me: String)? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let master = configuredMaster ?? learnedMaster, let me = configuredSelf ?? learnedSelf else { return nil }
+        return (master, me)
     }
 
     /// Where to commit a ticket's write: `-m` if given, else what the ticket or health checks said.
@@ -65,6 +82,23 @@ final class MasterLink {
         return post("/internal/purged", parameters, ticket)
     }
 
+    /// Asks the master whether a version this volume holds uncommitted was committed.
+    /// `.committed` if so, `.refused(200, "orphan")` if it never will be.
+    func resolve(_ key: Key, version: UInt64, master: String, me: String) -> Outcome {
+        var parameters = QueryParameters()
+        parameters.add("key", bytes: key.bytes)
+        parameters.add("ver", String(version))
+        parameters.add("h", me)
+        guard let url = HTTPURL("\(master)/internal/resolve?\(parameters.encoded)") else { return .unreachable("bad master URL") }
+        do {
+            let response = try client.send("POST", url)
+            guard response.status == 200 else { return .unreachable("master answered \(response.status): \(response.text)") }
+            return response.text.hasPrefix("committed") ? .committed : .refused(status: 200, reason: "orphan")
+        } catch {
+            return .unreachable("master \(master) unreachable: \(error)")
+        }
+    }
+
     private func post(_ path: String, _ parameters: QueryParameters, _ ticket: PlacementTicket) -> Outcome {
         guard let master = masterURL(for: ticket), let url = HTTPURL("\(master)\(path)?\(parameters.encoded)") else {
             return .unreachable("no master known: start the volume with -m or go through the master")
@@ -84,7 +118,7 @@ final class MasterLink {
     /// With `-m` and `-b`: register now and every `interval` seconds, so the master knows
     /// this volume and sees it alive even after the master restarts.
     func startHeartbeat(interval: Double) {
-        guard let master = configuredMaster, let selfURL, let url = HTTPURL(master + "/admin/add-volume") else { return }
+        guard let master = configuredMaster, let selfURL = configuredSelf, let url = HTTPURL(master + "/admin/add-volume") else { return }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "heartbeat"))
         var registered: Bool?
         timer.schedule(deadline: .now(), repeating: interval)

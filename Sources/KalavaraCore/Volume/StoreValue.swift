@@ -1,66 +1,129 @@
 import Foundation
 
-/// PUT and DELETE on a volume: make the change durable here, then commit it to the master,
-/// and answer success only once the master has recorded it.
+/// PUT and DELETE on the volume a client was sent to (the placement's first volume): make
+/// the change durable here and on the other replicas, commit it to the master, and answer
+/// success only once the master has recorded it.
 extension Volume {
-    /// Bytes moved per read/write while streaming a body to disk. Below glibc's mmap
-    /// threshold, so each request's buffer is a cheap heap allocation.
+    /// Bytes moved per read/write while streaming a body. Below glibc's mmap threshold, so
+    /// each request's buffer is a cheap heap allocation.
     static let streamBufferBytes = 64 * 1024
 
     func storeValue(_ key: Key, ticket: PlacementTicket?, request: HTTPRequest, body: MessageBody) throws -> HTTPResponse {
-        guard let ticket else {
+        guard let ticket, let me = ticket.holders.first else {
             throw HTTPError(400, "a PUT must go through the master (this request has no placement ticket)")
         }
         guard master.masterURL(for: ticket) != nil else {
             throw HTTPError(400, "no master known to commit to: start the volume with -m")
         }
-        // 1. Stream the body into a temporary file. Any failure (client gone, disk full)
-        //    drops the temporary file: nothing partial is ever visible.
-        let write = try store.beginWrite(key: key, version: ticket.version)
+        master.learnSelf(me)
+
+        // 1. Open a stream to every other replica, then receive the body once, writing each
+        //    piece here and to them as it arrives: memory stays one buffer, whatever the size.
+        var uploads: [StreamingUpload] = []
+        for replica in ticket.holders.dropFirst() {
+            guard let url = HTTPURL("\(replica)/internal/replica/\(key.pathComponent)?\(ticket.query)") else { continue }
+            do {
+                uploads.append(try replicaClient.startUpload("PUT", url, contentLength: request.framing.declaredLength))
+            } catch {
+                uploads.forEach { $0.abandon() }
+                return .text(503, "replica \(replica) unreachable: \(error)")
+            }
+        }
+        let size: Int
+        do {
+            size = try receiveValue(key, version: ticket.version, from: body, forwardingTo: uploads)
+        } catch {
+            uploads.forEach { $0.abandon() } // the replicas see the body end early and drop it
+            throw error
+        }
+
+        // 2. Every replica must say its copy is durable.
+        var failure: String?
+        var durableReplicas: [String] = []
+        for upload in uploads {
+            let answer = try? upload.finish()
+            if answer?.status == 200 {
+                durableReplicas.append("http://\(upload.url.authority)")
+            } else if failure == nil {
+                failure = "replica \(upload.url.authority) failed: " + (answer.map { "\($0.status) \($0.text)" } ?? "no answer")
+            }
+        }
+        if let failure {
+            try discard(key, version: ticket.version, replicas: durableReplicas)
+            return .text(answerStatus(for: failure), failure.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+
+        // 3. Commit. Until the master records it, this version is invisible to readers
+        //    going through the master, and the previous version stays on disk.
+        switch master.commitWrite(key, ticket, size: size) {
+        case .committed:
+            journal.strike(key, version: ticket.version)
+            try store.removeVersions(of: key) { $0 < ticket.version }
+            notifyReplicas(durableReplicas, key: key, path: "/internal/committed", query: "ver=\(ticket.version)", method: "POST")
+            var response = HTTPResponse.text(201, "stored")
+            response.headers.set("ETag", Self.etag(ticket.version))
+            return response
+        case .refused(let status, let reason):
+            try discard(key, version: ticket.version, replicas: durableReplicas)
+            return .text(status == 409 ? 409 : 502, "master refused the commit: \(reason)")
+        case .unreachable(let reason):
+            // The master may or may not have recorded it: the files stay, journaled, and the
+            // orphan sweep asks the master once the grace period has passed.
+            Log.warning("commit of \(key) v\(ticket.version) failed: \(reason)")
+            return .text(503, "value stored but not committed: \(reason)")
+        }
+    }
+
+    /// Streams a body into a new version file (and to `forwards`), journals it as
+    /// uncommitted and renames it into place. Returns the value's size. On any failure
+    /// (client gone, disk full) the temporary file is dropped: nothing partial is visible.
+    func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = []) throws -> Int {
+        let write = try store.beginWrite(key: key, version: version)
         do {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.streamBufferBytes, alignment: 16)
             defer { buffer.deallocate() }
             while true {
                 let count = try body.read(into: buffer)
                 if count == 0 { break }
-                try write.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                let piece = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+                try write.append(piece)
+                for upload in forwards { upload.write(piece) }
             }
-            // 2. fsync, rename into place, fsync the directory.
-            try write.finish()
+            try write.finish(beforeRename: { try journal.add(key, version: version) })
         } catch {
             write.abort()
             throw error
         }
-
-        // 3. Commit. Until the master records it, this version is invisible to readers
-        //    going through the master, and the previous version stays on disk.
-        switch master.commitWrite(key, ticket, size: write.valueBytes) {
-        case .committed:
-            try store.removeVersions(of: key) { $0 < ticket.version }
-            var response = HTTPResponse.text(201, "stored")
-            response.headers.set("ETag", Self.etag(ticket.version))
-            return response
-        case .refused(let status, let reason):
-            try store.remove(key, version: ticket.version)
-            return .text(status == 409 ? 409 : 502, "master refused the commit: \(reason)")
-        case .unreachable(let reason):
-            // The master may or may not have recorded it; the file stays so that a commit
-            // that did land still has its value. The client must not count on it.
-            Log.warning("commit of \(key) v\(ticket.version) failed: \(reason)")
-            return .text(503, "value stored but not committed: \(reason)")
-        }
+        return write.valueBytes
     }
+
+    /// Drops a version that will never be committed, here and on the replicas that have it.
+    private func discard(_ key: Key, version: UInt64, replicas: [String]) throws {
+        try store.remove(key, version: version)
+        journal.strike(key, version: version)
+        notifyReplicas(replicas, key: key, path: "/internal/replica", query: "exact=\(version)", method: "DELETE")
+    }
+
+    /// A full disk on a replica is the client's `507` too; anything else is a `503`.
+    private func answerStatus(for failure: String) -> Int { failure.contains(": 507 ") ? 507 : 503 }
 
     func deleteValue(_ key: Key, ticket: PlacementTicket?) throws -> HTTPResponse {
         guard let ticket else {
             throw HTTPError(400, "a DELETE must go through the master (this request has no placement ticket)")
         }
-        // The tombstone is committed first: once it is in the index no reader is sent to
-        // a copy, so removing the copies afterwards can never expose a half-deleted key.
+        if let me = ticket.holders.first { master.learnSelf(me) }
+        // The tombstone is committed first: once it is in the index no reader is sent to a
+        // copy, so removing copies afterwards never exposes a half-deleted key. Holders that
+        // cannot be reached now are in the master's removal queue.
         switch master.commitDelete(key, ticket) {
         case .committed:
             try store.removeVersions(of: key) { $0 < ticket.version }
             if let me = ticket.holders.first { _ = master.reportPurged(key, ticket, holder: me) }
+            for holder in ticket.holders.dropFirst() {
+                guard let url = HTTPURL("\(holder)/internal/replica/\(key.pathComponent)?below=\(ticket.version)"),
+                      (try? replicaClient.send("DELETE", url))?.status == 204 else { continue }
+                _ = master.reportPurged(key, ticket, holder: holder)
+            }
             return HTTPResponse(status: 204)
         case .refused(let status, let reason):
             return .text(status == 409 ? 409 : 502, "master refused the delete: \(reason)")
@@ -69,5 +132,29 @@ extension Volume {
         }
     }
 
+    /// Tells replicas an outcome without making the client wait; a replica that misses it
+    /// still learns it from its journal (orphan sweep) or the master's removal queue.
+    private func notifyReplicas(_ replicas: [String], key: Key, path: String, query: String, method: String) {
+        guard !replicas.isEmpty else { return }
+        let client = replicaClient
+        notifications.async {
+            for replica in replicas {
+                guard let url = HTTPURL("\(replica)\(path)/\(key.pathComponent)?\(query)") else { continue }
+                _ = try? client.send(method, url)
+            }
+        }
+    }
+
     static func etag(_ version: UInt64) -> String { "\"\(version)\"" }
+}
+
+extension BodyFraming {
+    /// The body length announced up front, if any.
+    var declaredLength: Int? {
+        switch self {
+        case .none: return 0
+        case .length(let count): return count
+        case .chunked, .untilClose: return nil
+        }
+    }
 }

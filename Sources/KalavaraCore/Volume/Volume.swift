@@ -5,51 +5,49 @@ import Foundation
 public final class Volume {
     public let configuration: VolumeConfiguration
     let store: FileStore
+    let journal: UncommittedJournal
     let master: MasterLink
     let metrics = Metrics()
+    /// Volume-to-volume calls: replica uploads, outcome notices, removals.
+    let replicaClient = HTTPClient(timeout: 30, maxIdlePerHost: 16)
+    /// Outcome notices to replicas go out here, after the client has its answer.
+    let notifications = DispatchQueue(label: "replica-notices")
+    private var orphans: OrphanSweeper!
     private var server: HTTPServer!
 
     public init(configuration: VolumeConfiguration) throws {
         self.configuration = configuration
         store = try FileStore(root: configuration.directory)
+        journal = try UncommittedJournal(path: configuration.directory + "/uncommitted.journal")
         master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL)
         metrics.gauge("kalavara_free_bytes", "free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
     }
 
     public func start() throws {
-        var http = HTTPServer.Configuration(host: configuration.bindHost, port: configuration.port)
-        http.readTimeout = configuration.readTimeout
-        http.idleTimeout = configuration.idleTimeout
-        http.maxConnections = configuration.maxConnections
-        server = HTTPServer(configuration: http) { [unowned self] request, body in
+        server = HTTPServer(configuration: configuration.server) { [unowned self] request, body in
             let response = try self.route(request, body)
             metrics.countRequest(method: request.method, status: response.status)
             return response
         }
         try server.start()
         master.startHeartbeat(interval: configuration.heartbeatInterval)
-        Log.info("listening on \(configuration.bindHost):\(server.boundPort), data in \(configuration.directory)")
+        orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)
+        orphans.start()
+        Log.info("listening on \(configuration.server.host):\(server.boundPort), data in \(configuration.directory)")
     }
 
     public func stop() {
+        orphans?.stop()
         master.stop()
         server?.stop()
     }
 
     /// Runs until SIGINT/SIGTERM, then stops gracefully; a second signal exits at once.
     public static func run(_ configuration: VolumeConfiguration) -> Int32 {
-        Log.component = "volume"
-        do {
+        Daemon.run("volume") {
             let volume = try Volume(configuration: configuration)
             try volume.start()
-            ShutdownSignal.wait()
-            Log.info("stopping")
-            volume.stop()
-            Log.info("stopped")
-            return 0
-        } catch {
-            Log.error("\(error)")
-            return 2
+            return volume.stop
         }
     }
 }

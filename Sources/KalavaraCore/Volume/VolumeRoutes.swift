@@ -18,10 +18,19 @@ extension Volume {
                 throw error.httpError
             }
         }
+        if path.hasPrefix("/internal/") {
+            do {
+                if let response = try replicaRoute(request, body) { return response }
+            } catch let error as StorageError {
+                Log.error("\(request.method) \(path): \(error)")
+                throw error.httpError
+            }
+        }
         switch path {
         case "/health":
             guard request.method == "GET" || request.method == "HEAD" else { throw HTTPError.methodNotAllowed(["GET", "HEAD"]) }
             if let master = request.headers[VolumeHeaders.master] { self.master.learnMaster(master) }
+            if let me = request.headers[VolumeHeaders.selfURL] { self.master.learnSelf(me) }
             var response = HTTPResponse.text(200, "ok")
             response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
             return response

@@ -1,0 +1,40 @@
+import Foundation
+
+/// Works through the master's removal queue: asks each live volume to drop copies that are
+/// no longer current (deleted keys, superseded versions on volumes that left the placement,
+/// copies on volumes that were down when a delete or overwrite happened).
+///
+/// A pass reads only pending entries, a bounded number per volume, so its cost does not
+/// grow with the number of keys. Volumes that are down are skipped until they are back.
+final class RemovalWorker {
+    private unowned let master: Master
+    private let client = HTTPClient(timeout: 5, maxIdlePerHost: 2)
+    private let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "removals"))
+    static let batchPerVolume = 200
+
+    init(master: Master, interval: Double) {
+        self.master = master
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [weak self] in self?.pass() }
+    }
+
+    func start() { timer.resume() }
+    func stop() { timer.cancel() }
+
+    private func pass() {
+        for volume in master.registry.all where volume.isLive {
+            for (key, below) in master.index.pendingRemovals(volume: volume.id, limit: Self.batchPerVolume) {
+                guard let url = HTTPURL("\(volume.url)/internal/replica/\(key.pathComponent)?below=\(below)"),
+                      let answer = try? client.send("DELETE", url), answer.status == 204 else {
+                    break // the volume is struggling: try again next pass
+                }
+                do {
+                    try master.recordRemoval(key, volume: volume.id, below: below)
+                    Log.info("removed stale copies of \(key) older than v\(below) on \(volume.url)")
+                } catch {
+                    Log.error("recording removal of \(key) on \(volume.url): \(error)")
+                }
+            }
+        }
+    }
+}

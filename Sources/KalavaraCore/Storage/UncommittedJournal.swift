@@ -1,0 +1,155 @@
+import Foundation
+
+/// A volume's list of value files whose commit it has not seen succeed.
+///
+/// A file becomes durable on a volume before the master commits it; if the commit fails,
+/// or this volume is a replica that never hears the outcome, the file would linger. Each
+/// such version is recorded here (durably, before its file is renamed into place) and
+/// struck off when the outcome is known. The orphan sweep then only has to look at the
+/// entries here that outlived the grace period, never at every file on the volume.
+///
+/// Format: an append-only text file of lines `+ VERSION HEXKEY UNIXTIME` and
+/// `- VERSION HEXKEY`. Additions are fdatasync'd (several writers share one sync); strikes
+/// are not: a lost strike only means one redundant question to the master later.
+public final class UncommittedJournal {
+    public struct Entry: Hashable {
+        public let key: Key
+        public let version: UInt64
+    }
+
+    private let path: String
+    private var fd: Int32
+    private let lock = NSLock()
+    private let syncLock = NSLock()
+    private var pending: [Entry: Double] = [:]
+    private var appended = 0 // lines written, for group sync
+    private var synced = 0
+    private var strikesSinceCompaction = 0
+
+    public init(path: String) throws {
+        self.path = path
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            for line in text.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard fields.count >= 3, let version = UInt64(fields[1]),
+                      let keyBytes = Self.unhex(fields[2]), let key = try? Key(keyBytes) else { continue }
+                let entry = Entry(key: key, version: version)
+                if fields[0] == "+" {
+                    pending[entry] = fields.count > 3 ? Double(fields[3]) ?? 0 : 0
+                } else {
+                    pending[entry] = nil
+                }
+            }
+        }
+        fd = -1
+        try rewrite()
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    public var count: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return pending.count
+    }
+
+    /// Records a version as uncommitted; durable when this returns.
+    public func add(_ key: Key, version: UInt64) throws {
+        let now = Date().timeIntervalSince1970
+        lock.lock()
+        pending[Entry(key: key, version: version)] = now
+        let written = append("+ \(version) \(Self.hex(key.bytes)) \(Int(now))\n")
+        appended += 1
+        let mine = appended
+        lock.unlock()
+        guard written else { throw StorageError.io("journal write", errno) }
+        try syncThrough(mine)
+    }
+
+    /// Strikes a version off: its outcome is known (committed, refused, or its file is gone).
+    public func strike(_ key: Key, version: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard pending.removeValue(forKey: Entry(key: key, version: version)) != nil else { return }
+        _ = append("- \(version) \(Self.hex(key.bytes))\n")
+        strikesSinceCompaction += 1
+        if strikesSinceCompaction > 10_000 + 2 * pending.count { try? rewriteLocked() }
+    }
+
+    /// Entries recorded before `time` (seconds since 1970), oldest first.
+    public func entries(olderThan time: Double, limit: Int) -> [Entry] {
+        lock.lock()
+        defer { lock.unlock() }
+        return pending.filter { $0.value < time }.sorted { $0.value < $1.value }.prefix(limit).map(\.key)
+    }
+
+    // MARK: File
+
+    /// Group sync: whoever gets the sync lock flushes every line written so far, so
+    /// concurrent writers wait for one fdatasync between them instead of one each.
+    private func syncThrough(_ line: Int) throws {
+        syncLock.lock()
+        defer { syncLock.unlock() }
+        lock.lock()
+        let target = appended
+        let alreadySynced = synced >= line
+        let descriptor = fd
+        lock.unlock()
+        if alreadySynced { return }
+        guard fdatasync(descriptor) == 0 else { throw StorageError.io("journal fdatasync", errno) }
+        lock.lock()
+        synced = max(synced, target)
+        lock.unlock()
+    }
+
+    private func append(_ line: String) -> Bool {
+        let bytes = Array(line.utf8)
+        return bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
+    }
+
+    private func rewrite() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        try rewriteLocked()
+    }
+
+    /// Replaces the file with one holding only the pending entries (tmp, fsync, rename).
+    private func rewriteLocked() throws {
+        let tmp = path + ".new"
+        var text = ""
+        for (entry, time) in pending { text += "+ \(entry.version) \(Self.hex(entry.key.bytes)) \(Int(time))\n" }
+        let newFD = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard newFD >= 0 else { throw StorageError.io("cannot create \(tmp)", errno) }
+        let bytes = Array(text.utf8)
+        guard bytes.withUnsafeBytes({ write(newFD, $0.baseAddress, $0.count) }) == bytes.count, fsync(newFD) == 0 else {
+            close(newFD)
+            throw StorageError.io("cannot write \(tmp)", errno)
+        }
+        close(newFD)
+        guard rename(tmp, path) == 0 else { throw StorageError.io("cannot replace \(path)", errno) }
+        try FileStore.syncDirectory((path as NSString).deletingLastPathComponent)
+        if fd >= 0 { close(fd) }
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        guard fd >= 0 else { throw StorageError.io("cannot open \(path)", errno) }
+        strikesSinceCompaction = 0
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes { out.append(digits[Int(byte >> 4)]); out.append(digits[Int(byte & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func unhex(_ text: Substring) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        for i in stride(from: 0, to: chars.count, by: 2) {
+            guard let high = ASCII.hexValue(chars[i]), let low = ASCII.hexValue(chars[i + 1]) else { return nil }
+            out.append(high << 4 | low)
+        }
+        return out
+    }
+}
