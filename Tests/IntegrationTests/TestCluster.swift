@@ -8,7 +8,7 @@ final class TestCluster {
     let root: String
     private(set) var masterPort = 0
     private(set) var master: Process?
-    private(set) var volumes: [Int: Process] = [:]
+    var volumes: [Int: Process] = [:]
     var masterArguments: [String] = []
     /// Flags every volume this cluster starts gets.
     var volumeExtra: [String] = []
@@ -108,7 +108,7 @@ final class TestCluster {
 
     func launch(_ binary: String, _ arguments: [String], log: String) throws -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binDirectory + "/" + binary)
+        process.executableURL = URL(fileURLWithPath: binary.hasPrefix("/") ? binary : Self.binDirectory + "/" + binary)
         process.arguments = arguments
         let logPath = root + "/\(log).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)

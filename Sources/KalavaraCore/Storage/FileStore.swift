@@ -249,7 +249,8 @@ public enum StorageError: Error, CustomStringConvertible {
 
     public var httpError: HTTPError {
         switch self {
-        case .io(_, let code) where code == ENOSPC || code == EDQUOT:
+        // EFBIG: the file size limit (RLIMIT_FSIZE) is a disk that is full for this process.
+        case .io(_, let code) where code == ENOSPC || code == EDQUOT || code == EFBIG:
             return HTTPError(507, "volume is out of disk space")
         default:
             return HTTPError(500, "storage error: \(description)")

@@ -24,6 +24,8 @@ public final class Volume {
     }
 
     public func start() throws {
+        // Past a file size limit, write(2) must fail with EFBIG (answered 507), not kill us.
+        signal(SIGXFSZ, SIG_IGN)
         server = HTTPServer(configuration: configuration.server) { [unowned self] request, body in
             let response = try self.route(request, body)
             metrics.countRequest(method: request.method, status: response.status)

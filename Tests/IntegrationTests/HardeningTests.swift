@@ -1,0 +1,241 @@
+import Foundation
+import KalavaraCore
+import XCTest
+
+/// Hostile and careless clients, full disks, signals and memory, against the real daemons.
+final class HardeningTests: XCTestCase {
+    private func connect(_ port: Int) throws -> BufferedSocket {
+        try HTTPClient.connect(HTTPURL("http://127.0.0.1:\(port)")!, timeout: 5)
+    }
+
+    /// Reads until the peer closes; returns what arrived and how long it took.
+    private func readUntilClosed(_ socket: BufferedSocket, limit: Double = 10) -> (text: String, seconds: Double) {
+        let start = monotonicSeconds()
+        socket.setReceiveTimeout(limit)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while monotonicSeconds() - start < limit {
+            guard let count = try? buffer.withUnsafeMutableBytes({ try socket.read(into: $0) }), count > 0 else { break }
+            received += buffer[0..<count]
+        }
+        return (String(decoding: received, as: UTF8.self), monotonicSeconds() - start)
+    }
+
+    private func timedHealth(_ base: String) throws -> Double {
+        let start = monotonicSeconds()
+        XCTAssertEqual(try HTTP.send("GET", base + "/health").status, 200)
+        return monotonicSeconds() - start
+    }
+
+    func testStalledAndTricklingClientsAreDroppedWithoutDelayingOthers() throws {
+        let cluster = try TestCluster.started(volumes: 1, masterExtra: ["--read-timeout", "1"])
+        defer { cluster.shutdown() }
+        // Half a head, then nothing.
+        let stalled = try connect(cluster.masterPort)
+        try stalled.write(Array("GET /health HTTP/1.1\r\nHost: x".utf8))
+        // A head that trickles in a byte at a time, forever.
+        let trickler = try connect(cluster.masterPort)
+        let trickling = Thread {
+            for byte in Array("GET /health HTTP/1.1\r\nX-Slow: ".utf8) + [UInt8](repeating: 0x61, count: 100) {
+                guard (try? trickler.write([byte])) != nil else { return }
+                usleep(200_000)
+            }
+        }
+        trickling.start()
+        // Other clients are served at once meanwhile.
+        for _ in 0..<5 { XCTAssertLessThan(try timedHealth(cluster.masterURL), 0.5) }
+
+        let stalledResult = readUntilClosed(stalled)
+        XCTAssertTrue(stalledResult.text.hasPrefix("HTTP/1.1 408"), stalledResult.text)
+        XCTAssertLessThan(stalledResult.seconds, 3)
+        let trickleResult = readUntilClosed(trickler)
+        XCTAssertTrue(trickleResult.text.hasPrefix("HTTP/1.1 408"), trickleResult.text)
+        XCTAssertLessThan(trickleResult.seconds, 4)
+    }
+
+    func testStalledUploadIsDroppedAndLeavesNoTemporaryFile() throws {
+        let cluster = try TestCluster.started(volumes: 1, volumeExtra: ["--read-timeout", "1"])
+        defer { cluster.shutdown() }
+        let location = HTTPURL(try HTTP.send("PUT", cluster.masterURL + "/store/stall").headers["Location"]!)!
+        let socket = try connect(location.port)
+        try socket.write(Array("PUT \(location.pathAndQuery) HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".utf8) + [UInt8](repeating: 1, count: 10))
+        let result = readUntilClosed(socket)
+        XCTAssertLessThan(result.seconds, 3)
+        XCTAssertTrue(result.text.hasPrefix("HTTP/1.1 408"), result.text)
+        try waitUntil("temporary file removed") { cluster.tmpFiles(location.port).isEmpty }
+        XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/store/stall").status, 404)
+    }
+
+    func testIdleKeepAliveConnectionsAreClosed() throws {
+        let cluster = try TestCluster.started(volumes: 1, masterExtra: ["--idle-timeout", "1"])
+        defer { cluster.shutdown() }
+        let socket = try connect(cluster.masterPort)
+        try socket.write(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let result = readUntilClosed(socket)
+        XCTAssertTrue(result.text.hasPrefix("HTTP/1.1 200"))
+        XCTAssertGreaterThan(result.seconds, 0.8)
+        XCTAssertLessThan(result.seconds, 3)
+    }
+
+    func testConnectionCapRefusesCleanlyAndRecovers() throws {
+        let cluster = try TestCluster.started(volumes: 1, masterExtra: ["--max-connections", "4"])
+        defer { cluster.shutdown() }
+        usleep(300_000) // let the start-up health probe's connection go
+        var held: [BufferedSocket] = []
+        for _ in 0..<4 {
+            let socket = try connect(cluster.masterPort)
+            try socket.write(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            XCTAssertTrue(try socket.fill())
+            held.append(socket)
+        }
+        let refused = try HTTP.send("GET", cluster.masterURL + "/health")
+        XCTAssertEqual(refused.status, 503)
+        XCTAssertEqual(refused.headers["Connection"], "close")
+        held.forEach { $0.close() }
+        try waitUntil("a slot frees up") { (try? HTTP.send("GET", cluster.masterURL + "/health").status) == 200 }
+    }
+
+    func testFullDiskAnswers507KeepsEarlierValuesAndServing() throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        let small = cluster.root + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        let mounted = try runTool("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", small]).status == 0
+        defer { if mounted { _ = try? runTool("umount", ["-l", small]) } }
+        let port = TestCluster.freePort()
+        let volume = [TestCluster.binDirectory + "/volume", "-p", String(port), "-d", small + "/volume", "--bind", "127.0.0.1"]
+        // Without the right to mount, a 3 MiB file size limit stands in for the small disk.
+        let command = mounted ? volume : ["/usr/bin/prlimit", "--fsize=3145728"] + volume
+        cluster.volumes[port] = try cluster.launch(command[0], Array(command.dropFirst()), log: "volume")
+        try cluster.waitForHealth(cluster.volumeURL(port))
+        try cluster.startMaster(volumePorts: [port])
+
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/early", body: Array("kept".utf8)).status, 201)
+        let big = [UInt8](repeating: 9, count: 4 << 20)
+        let full = try HTTP.follow("PUT", cluster.masterURL + "/store/too-big", body: big)
+        XCTAssertEqual(full.status, 507, full.text)
+        XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: small + "/volume/tmp")) ?? ["?"], [])
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/too-big").status, 404)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/small", body: [1, 2]).status, 201)
+    }
+
+    func testThousandsOfGarbageRequestsLeaveDaemonsCorrect() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/survivor", body: Array("intact".utf8)).status, 201)
+        var generator = SeededRandom(seed: 7)
+        let pieces = ["GET ", "PUT ", "DELETE ", "HEAD ", "/store/", "/health", "%", "%00", " HTTP/1.1", " HTTP/1.0",
+                      "\r\n", "\n", "Content-Length: ", "Transfer-Encoding: chunked", "Expect: 100-continue", "0", "5",
+                      "ffffffff", ":", " ", "\u{0}", "Range: bytes=", "-", "Connection: close"]
+        let deadline = monotonicSeconds() + 60
+        var sent = 0
+        for port in [cluster.masterPort, cluster.volumePorts[0]] {
+            for _ in 0..<1500 where monotonicSeconds() < deadline {
+                var bytes: [UInt8] = []
+                for _ in 0..<Int.random(in: 1...30, using: &generator) {
+                    if Int.random(in: 0..<5, using: &generator) == 0 {
+                        bytes += (0..<Int.random(in: 1...20, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                    } else {
+                        bytes += Array(pieces.randomElement(using: &generator)!.utf8)
+                    }
+                }
+                if Bool.random(using: &generator) { bytes += Array("\r\n\r\n".utf8) }
+                guard let socket = try? connect(port) else { continue }
+                socket.setReceiveTimeout(0.2)
+                try? socket.write(bytes)
+                shutdown(socket.fd, Int32(SHUT_WR))
+                var scratch = [UInt8](repeating: 0, count: 4096)
+                _ = try? scratch.withUnsafeMutableBytes { try socket.read(into: $0) }
+                socket.close()
+                sent += 1
+            }
+        }
+        XCTAssertGreaterThan(sent, 2000)
+        for base in [cluster.masterURL, cluster.volumeURL(cluster.volumePorts[0])] {
+            XCTAssertEqual(try HTTP.send("GET", base + "/health").status, 200)
+        }
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/survivor").text, "intact")
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/after", body: [1]).status, 201)
+        XCTAssertTrue(cluster.master!.isRunning)
+    }
+
+    func testShutdownFinishesRequestInFlightThenExits0() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        let location = HTTPURL(try HTTP.send("PUT", cluster.masterURL + "/store/inflight").headers["Location"]!)!
+        let socket = try connect(location.port)
+        try socket.write(Array("PUT \(location.pathAndQuery) HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345".utf8))
+        usleep(200_000)
+        let volume = cluster.volumes[location.port]!
+        kill(volume.processIdentifier, SIGTERM)
+        usleep(300_000)
+        XCTAssertTrue(volume.isRunning, "the volume must wait for the request in flight")
+        XCTAssertThrowsError(try HTTP.send("GET", cluster.volumeURL(location.port) + "/health", timeout: 1),
+                             "no new connections once stopping")
+        try socket.write(Array("67890".utf8))
+        let answer = readUntilClosed(socket)
+        XCTAssertTrue(answer.text.hasPrefix("HTTP/1.1 201"), answer.text)
+        XCTAssertTrue(answer.text.contains("Connection: close"), answer.text)
+        volume.waitUntilExit()
+        XCTAssertEqual(volume.terminationStatus, 0)
+    }
+
+    func testSecondSignalExitsAtOnce() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        let port = cluster.volumePorts[0]
+        let location = HTTPURL(try HTTP.send("PUT", cluster.masterURL + "/store/stuck").headers["Location"]!)!
+        let socket = try connect(port)
+        try socket.write(Array("PUT \(location.pathAndQuery) HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n1".utf8))
+        usleep(200_000)
+        let volume = cluster.volumes[port]!
+        kill(volume.processIdentifier, SIGTERM)
+        usleep(300_000)
+        XCTAssertTrue(volume.isRunning)
+        let start = monotonicSeconds()
+        kill(volume.processIdentifier, SIGINT)
+        volume.waitUntilExit()
+        XCTAssertLessThan(monotonicSeconds() - start, 2)
+        XCTAssertNotEqual(volume.terminationStatus, 0)
+        socket.close()
+    }
+
+    func testOneGibibyteValueKeepsMemoryFlat() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        let file = cluster.root + "/1g.bin"
+        XCTAssertEqual(try runTool("truncate", ["-s", "1G", file]).status, 0)
+        var result = try runTool("curl", ["-sS", "-L", "-T", file, cluster.masterURL + "/store/huge", "-w", "%{http_code}"])
+        XCTAssertTrue(result.output.hasSuffix("201"), result.output)
+        result = try runTool("curl", ["-sS", "-L", "-o", "/dev/null", cluster.masterURL + "/store/huge", "-w", "%{http_code} %{size_download}"])
+        XCTAssertEqual(result.output, "200 1073741824")
+        let volumePeak = peakResidentKiB(cluster.volumes[cluster.volumePorts[0]]!.processIdentifier)
+        let masterPeak = peakResidentKiB(cluster.master!.processIdentifier)
+        print("peak RSS after a 1 GiB value in and out: volume \(volumePeak / 1024) MiB, master \(masterPeak / 1024) MiB")
+        XCTAssertLessThan(volumePeak, 64 * 1024)
+        XCTAssertLessThan(masterPeak, 64 * 1024)
+    }
+}
+
+/// VmHWM (peak resident set) of a process, in KiB.
+func peakResidentKiB(_ pid: Int32) -> Int {
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+    return 0
+}
+
+/// SplitMix64: seeded so the garbage is the same on every run.
+struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+}
