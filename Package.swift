@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .executable(name: "master", targets: ["master"]),
         .executable(name: "volume", targets: ["volume"]),
+        .executable(name: "kalavara-load", targets: ["kalavara-load"]),
     ],
     targets: [
         // RocksDB's C API from Debian's librocksdb-dev, through a module map.
@@ -23,6 +24,9 @@ let package = Package(
         .executableTarget(name: "master", dependencies: ["KalavaraCore"],
                           swiftSettings: [.swiftLanguageMode(.v5)]),
         .executableTarget(name: "volume", dependencies: ["KalavaraCore"],
+                          swiftSettings: [.swiftLanguageMode(.v5)]),
+        // Load generator and measurement helpers for scripts/bench.
+        .executableTarget(name: "kalavara-load", dependencies: ["KalavaraCore"],
                           swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),
