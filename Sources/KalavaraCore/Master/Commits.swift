@@ -105,7 +105,8 @@ extension Master {
                 record.holders.removeAll { $0 == volume }
                 changes.setRecord(record, for: key)
             }
-            try index.apply(changes)
+            // Not synced: if a crash loses this, the removal is simply asked for again.
+            try index.apply(changes, durable: false)
         }
     }
 

@@ -94,14 +94,23 @@ public final class FileStore {
 
     // MARK: Reading
 
-    /// The committed-looking versions of `key` present here, oldest first.
+    /// The versions of `key` present here, oldest first. Reads the key's bucket directory
+    /// with readdir: a bucket holds few files, and no Foundation objects are made per name.
     public func versions(of key: Key) -> [UInt64] {
         let stem = Self.fileStem(key)
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: bucket(forStem: stem))) ?? []
-        let prefix = stem + "."
-        return names.compactMap { name in
-            name.hasPrefix(prefix) ? UInt64(name.dropFirst(prefix.count)) : nil
-        }.sorted()
+        guard let directory = opendir(bucket(forStem: stem)) else { return [] }
+        defer { closedir(directory) }
+        let prefix = Array((stem + ".").utf8)
+        var versions: [UInt64] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> [UInt8] in
+                Array(raw.prefix(while: { $0 != 0 }))
+            }
+            guard name.count > prefix.count, name.starts(with: prefix),
+                  let version = UInt64(String(decoding: name[prefix.count...], as: UTF8.self)) else { continue }
+            versions.append(version)
+        }
+        return versions.sorted()
     }
 
     /// Opens a version of `key` (the newest present when `version` is nil).

@@ -115,9 +115,11 @@ public final class Index {
         public mutating func dropRemoval(volume: UInt16, key: Key) { batch.delete(Index.removalKey(volume, key)) }
     }
 
-    public func apply(_ changes: Changes) throws {
+    /// Writes `changes` atomically. `durable: false` is for bookkeeping whose loss in a
+    /// crash costs only a redundant retry (a removal already done, asked for again).
+    public func apply(_ changes: Changes, durable: Bool = true) throws {
         guard !changes.batch.isEmpty else { return }
-        try db.write(changes.batch, sync: true)
+        try db.write(changes.batch, sync: durable)
     }
 
     // MARK: Cluster state

@@ -9,8 +9,11 @@ import Foundation
 /// entries here that outlived the grace period, never at every file on the volume.
 ///
 /// Format: an append-only text file of lines `+ VERSION HEXKEY UNIXTIME` and
-/// `- VERSION HEXKEY`. Additions are fdatasync'd (several writers share one sync); strikes
-/// are not: a lost strike only means one redundant question to the master later.
+/// `- VERSION HEXKEY`. Additions are made durable by a syncer thread that fdatasyncs
+/// whatever has been appended since its last sync: writers append before they fsync their
+/// value file and wait for the journal only after, so the two syncs overlap, and concurrent
+/// writers share one journal sync. Strikes are not synced: a lost strike only means one
+/// redundant question to the master later.
 public final class UncommittedJournal {
     public struct Entry: Hashable {
         public let key: Key
@@ -19,11 +22,12 @@ public final class UncommittedJournal {
 
     private let path: String
     private var fd: Int32
-    private let lock = NSLock()
-    private let syncLock = NSLock()
+    private let lock = NSCondition()
     private var pending: [Entry: Double] = [:]
-    private var appended = 0 // lines written, for group sync
+    private var appended = 0 // additions written, for group sync
     private var synced = 0
+    private var syncError: Int32 = 0
+    private var stopped = false
     private var strikesSinceCompaction = 0
 
     public init(path: String) throws {
@@ -43,9 +47,20 @@ public final class UncommittedJournal {
         }
         fd = -1
         try rewrite()
+        let syncer = Thread { [self] in syncLoop() }
+        syncer.name = "journal-sync"
+        syncer.start()
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit { if fd >= 0 { Glibc.close(fd) } }
+
+    /// Stops the syncer thread (after a last sync).
+    public func close() {
+        lock.lock()
+        stopped = true
+        lock.broadcast()
+        lock.unlock()
+    }
 
     public var count: Int {
         lock.lock()
@@ -53,17 +68,48 @@ public final class UncommittedJournal {
         return pending.count
     }
 
-    /// Records a version as uncommitted; durable when this returns.
-    public func add(_ key: Key, version: UInt64) throws {
+    /// Records a version as uncommitted and starts making that durable; returns a
+    /// position to pass to `waitUntilDurable`.
+    public func append(_ key: Key, version: UInt64) throws -> Int {
         let now = Date().timeIntervalSince1970
         lock.lock()
+        defer { lock.unlock() }
+        guard append("+ \(version) \(Self.hex(key.bytes)) \(Int(now))\n") else {
+            throw StorageError.io("journal write", errno)
+        }
         pending[Entry(key: key, version: version)] = now
-        let written = append("+ \(version) \(Self.hex(key.bytes)) \(Int(now))\n")
         appended += 1
-        let mine = appended
+        lock.broadcast()
+        return appended
+    }
+
+    /// Returns once the addition at `position` is on disk.
+    public func waitUntilDurable(_ position: Int) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        while synced < position, syncError == 0 { lock.wait() }
+        if syncError != 0 { throw StorageError.io("journal fdatasync", syncError) }
+    }
+
+    /// Records a version as uncommitted; durable when this returns.
+    public func add(_ key: Key, version: UInt64) throws {
+        try waitUntilDurable(try append(key, version: version))
+    }
+
+    private func syncLoop() {
+        lock.lock()
+        while true {
+            while synced >= appended, !stopped { lock.wait() }
+            if stopped, synced >= appended { break }
+            let target = appended, descriptor = fd
+            lock.unlock()
+            let failed = fdatasync(descriptor) != 0 ? errno : 0
+            lock.lock()
+            if failed != 0, failed != EBADF { syncError = failed } // EBADF: replaced by a compaction, already durable
+            synced = max(synced, target)
+            lock.broadcast()
+        }
         lock.unlock()
-        guard written else { throw StorageError.io("journal write", errno) }
-        try syncThrough(mine)
     }
 
     /// Strikes a version off: its outcome is known (committed, refused, or its file is gone).
@@ -85,23 +131,6 @@ public final class UncommittedJournal {
 
     // MARK: File
 
-    /// Group sync: whoever gets the sync lock flushes every line written so far, so
-    /// concurrent writers wait for one fdatasync between them instead of one each.
-    private func syncThrough(_ line: Int) throws {
-        syncLock.lock()
-        defer { syncLock.unlock() }
-        lock.lock()
-        let target = appended
-        let alreadySynced = synced >= line
-        let descriptor = fd
-        lock.unlock()
-        if alreadySynced { return }
-        guard fdatasync(descriptor) == 0 else { throw StorageError.io("journal fdatasync", errno) }
-        lock.lock()
-        synced = max(synced, target)
-        lock.unlock()
-    }
-
     private func append(_ line: String) -> Bool {
         let bytes = Array(line.utf8)
         return bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
@@ -122,16 +151,17 @@ public final class UncommittedJournal {
         guard newFD >= 0 else { throw StorageError.io("cannot create \(tmp)", errno) }
         let bytes = Array(text.utf8)
         guard bytes.withUnsafeBytes({ write(newFD, $0.baseAddress, $0.count) }) == bytes.count, fsync(newFD) == 0 else {
-            close(newFD)
+            Glibc.close(newFD)
             throw StorageError.io("cannot write \(tmp)", errno)
         }
-        close(newFD)
+        Glibc.close(newFD)
         guard rename(tmp, path) == 0 else { throw StorageError.io("cannot replace \(path)", errno) }
         try FileStore.syncDirectory((path as NSString).deletingLastPathComponent)
-        if fd >= 0 { close(fd) }
+        if fd >= 0 { Glibc.close(fd) }
         fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
         guard fd >= 0 else { throw StorageError.io("cannot open \(path)", errno) }
         strikesSinceCompaction = 0
+        synced = appended // the new file holds every pending entry, synced
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

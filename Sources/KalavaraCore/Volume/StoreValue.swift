@@ -58,8 +58,12 @@ extension Volume {
         switch master.commitWrite(key, ticket, size: size) {
         case .committed:
             journal.strike(key, version: ticket.version)
-            try store.removeVersions(of: key) { $0 < ticket.version }
-            notifyReplicas(durableReplicas, key: key, path: "/internal/committed", query: "ver=\(ticket.version)", method: "POST")
+            // Older versions are invisible from now on; dropping them can wait until the
+            // client has its answer.
+            afterAnswer { [self, durableReplicas] in
+                for older in store.versions(of: key) where older < ticket.version { try? dropVersion(key, older) }
+                notify(durableReplicas, key: key, path: "/internal/committed", query: "ver=\(ticket.version)", method: "POST")
+            }
             var response = HTTPResponse.text(201, "stored")
             response.headers.set("ETag", Self.etag(ticket.version))
             return response
@@ -89,7 +93,14 @@ extension Volume {
                 try write.append(piece)
                 for upload in forwards { upload.write(piece) }
             }
-            try write.finish(beforeRename: { try journal.add(key, version: version) })
+            // Journal the version before syncing the file, so both syncs run at once.
+            let position = try journal.append(key, version: version)
+            do {
+                try write.finish(beforeRename: { try journal.waitUntilDurable(position) })
+            } catch {
+                journal.strike(key, version: version)
+                throw error
+            }
         } catch {
             write.abort()
             throw error
@@ -99,9 +110,10 @@ extension Volume {
 
     /// Drops a version that will never be committed, here and on the replicas that have it.
     private func discard(_ key: Key, version: UInt64, replicas: [String]) throws {
-        try store.remove(key, version: version)
-        journal.strike(key, version: version)
-        notifyReplicas(replicas, key: key, path: "/internal/replica", query: "exact=\(version)", method: "DELETE")
+        try dropVersion(key, version)
+        afterAnswer { [self] in
+            notify(replicas, key: key, path: "/internal/replica", query: "exact=\(version)", method: "DELETE")
+        }
     }
 
     /// A full disk on a replica is the client's `507` too; anything else is a `503`.
@@ -117,12 +129,18 @@ extension Volume {
         // cannot be reached now are in the master's removal queue.
         switch master.commitDelete(key, ticket) {
         case .committed:
-            try store.removeVersions(of: key) { $0 < ticket.version }
-            if let me = ticket.holders.first { _ = master.reportPurged(key, ticket, holder: me) }
-            for holder in ticket.holders.dropFirst() {
-                guard let url = HTTPURL("\(holder)/internal/replica/\(key.pathComponent)?below=\(ticket.version)"),
-                      (try? replicaClient.send("DELETE", url))?.status == 204 else { continue }
-                _ = master.reportPurged(key, ticket, holder: holder)
+            // From here no reader is sent to any copy: remove them right after answering.
+            // What fails here stays in the master's removal queue and is retried from there.
+            afterAnswer { [self] in
+                if let me = ticket.holders.first {
+                    for version in store.versions(of: key) where version < ticket.version { try? dropVersion(key, version) }
+                    _ = master.reportPurged(key, ticket, holder: me)
+                }
+                for holder in ticket.holders.dropFirst() {
+                    guard let url = HTTPURL("\(holder)/internal/replica/\(key.pathComponent)?below=\(ticket.version)"),
+                          (try? replicaClient.send("DELETE", url))?.status == 204 else { continue }
+                    _ = master.reportPurged(key, ticket, holder: holder)
+                }
             }
             return HTTPResponse(status: 204)
         case .refused(let status, let reason):
@@ -132,16 +150,19 @@ extension Volume {
         }
     }
 
-    /// Tells replicas an outcome without making the client wait; a replica that misses it
-    /// still learns it from its journal (orphan sweep) or the master's removal queue.
-    private func notifyReplicas(_ replicas: [String], key: Key, path: String, query: String, method: String) {
-        guard !replicas.isEmpty else { return }
-        let client = replicaClient
-        notifications.async {
-            for replica in replicas {
-                guard let url = HTTPURL("\(replica)\(path)/\(key.pathComponent)?\(query)") else { continue }
-                _ = try? client.send(method, url)
-            }
+    /// Work that must happen but need not delay the client: cleanup of copies that are no
+    /// longer visible, and outcome notices to replicas. Anything lost here (a crash) is
+    /// caught by the journal's orphan sweep or the master's removal queue.
+    func afterAnswer(_ work: @escaping @Sendable () -> Void) {
+        housekeeping.async(execute: work)
+    }
+
+    /// Sends an outcome notice to each replica; a replica that misses it still learns the
+    /// outcome from its journal (orphan sweep) or the master's removal queue.
+    private func notify(_ replicas: [String], key: Key, path: String, query: String, method: String) {
+        for replica in replicas {
+            guard let url = HTTPURL("\(replica)\(path)/\(key.pathComponent)?\(query)") else { continue }
+            _ = try? replicaClient.send(method, url)
         }
     }
 

@@ -10,8 +10,8 @@ public final class Volume {
     let metrics = Metrics()
     /// Volume-to-volume calls: replica uploads, outcome notices, removals.
     let replicaClient = HTTPClient(timeout: 30, maxIdlePerHost: 16)
-    /// Outcome notices to replicas go out here, after the client has its answer.
-    let notifications = DispatchQueue(label: "replica-notices")
+    /// Cleanup and notices that run after the client has its answer (see `afterAnswer`).
+    let housekeeping = DispatchQueue(label: "housekeeping", attributes: .concurrent)
     private var orphans: OrphanSweeper!
     private var server: HTTPServer!
 
@@ -42,6 +42,8 @@ public final class Volume {
         orphans?.stop()
         master.stop()
         server?.stop()
+        housekeeping.sync(flags: .barrier) {} // let started cleanup finish
+        journal.close()
     }
 
     /// Runs until SIGINT/SIGTERM, then stops gracefully; a second signal exits at once.
