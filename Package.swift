@@ -15,10 +15,12 @@ let package = Package(
             pkgConfig: "rocksdb",
             providers: [.apt(["librocksdb-dev"])]
         ),
+        // epoll(7), which Glibc's Swift module leaves out; used by the HTTP event loop.
+        .systemLibrary(name: "CEpoll"),
         // Everything both daemons share: HTTP, storage, cluster logic, routes.
         .target(
             name: "KalavaraCore",
-            dependencies: ["CRocksDB"],
+            dependencies: ["CRocksDB", "CEpoll"],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .executableTarget(name: "master", dependencies: ["KalavaraCore"],

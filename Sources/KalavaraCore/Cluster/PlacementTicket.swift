@@ -20,6 +20,8 @@ public struct PlacementTicket: Equatable {
     }
 
     public var query: String {
+        // A read's ticket names only the version: built directly, it is on the hot path.
+        if master == nil, holders.isEmpty { return "t=\(Self.currentFormat)&ver=\(version)" }
         var parameters = QueryParameters()
         parameters.add("t", Self.currentFormat)
         parameters.add("ver", String(version))

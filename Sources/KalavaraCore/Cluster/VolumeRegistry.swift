@@ -70,6 +70,14 @@ public final class VolumeRegistry {
 
     public var liveURLs: [String] { all.filter(\.isLive).map(\.url) }
 
+    /// The URLs of the live volumes among `ids`, in that order (one lock, no copies of
+    /// the whole table: this runs for every read).
+    public func liveURLs(among ids: [UInt16]) -> [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return ids.compactMap { Int($0) < volumes.count && volumes[Int($0)].isLive ? volumes[Int($0)].url : nil }
+    }
+
     public func id(of url: String) -> UInt16? {
         let normal = Self.normalize(url) ?? url
         return all.first(where: { $0.url == normal })?.id

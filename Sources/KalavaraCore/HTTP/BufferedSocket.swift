@@ -74,6 +74,43 @@ public final class BufferedSocket {
         return count > 0
     }
 
+    /// What a read that must not block found.
+    public enum Availability { case data, nothingYet, closed }
+
+    /// Reads whatever has arrived, without waiting (for the event loop).
+    public func fillWithoutBlocking() -> Availability {
+        if start > 0, end == capacity {
+            memmove(storage, storage + start, end - start)
+            end -= start
+            start = 0
+        }
+        guard end < capacity else { return .data }
+        while true {
+            let result = recv(fd, storage + end, capacity - end, Int32(MSG_DONTWAIT))
+            if result > 0 { end += result; return .data }
+            if result == 0 { return .closed }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .nothingYet
+            default: return .closed
+            }
+        }
+    }
+
+    /// Sends as much of `bytes` as the socket takes now. Returns the count sent, or nil if
+    /// the connection failed.
+    public func sendWithoutBlocking(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var offset = 0
+        while offset < bytes.count {
+            let result = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            if result > 0 { offset += result; continue }
+            if result < 0, errno == EINTR { continue }
+            if result < 0, errno == EAGAIN || errno == EWOULDBLOCK { return offset }
+            return nil
+        }
+        return offset
+    }
+
     /// Reads into `destination`: buffered bytes first, else straight from the socket, so
     /// large bodies are not copied through the connection buffer. Returns 0 at end of stream.
     public func read(into destination: UnsafeMutableRawBufferPointer) throws -> Int {

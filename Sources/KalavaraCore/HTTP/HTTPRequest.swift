@@ -46,7 +46,7 @@ public struct HTTPRequest {
             query = nil
         }
 
-        let connection = headers.listValues("Connection")
+        let connection = headers.contains("Connection") ? headers.listValues("Connection") : []
         if connection.contains(where: { $0.caseInsensitiveEquals("close") }) {
             keepAlive = false
         } else if minorVersion == 0 {
@@ -71,9 +71,11 @@ public struct HTTPRequest {
     /// Request body framing. Rejects the ambiguous combinations that enable request
     /// smuggling: both Transfer-Encoding and Content-Length, or disagreeing lengths.
     static func requestFraming(_ headers: HTTPHeaders, minorVersion: Int) throws -> BodyFraming {
-        let codings = headers.listValues("Transfer-Encoding")
-        let lengths = headers.listValues("Content-Length")
-        if headers.contains("Transfer-Encoding") {
+        let hasCodings = headers.contains("Transfer-Encoding"), hasLength = headers.contains("Content-Length")
+        if !hasCodings, !hasLength { return .none }
+        let codings = hasCodings ? headers.listValues("Transfer-Encoding") : []
+        let lengths = hasLength ? headers.listValues("Content-Length") : []
+        if hasCodings {
             guard lengths.isEmpty else {
                 throw HTTPError.malformed("both Transfer-Encoding and Content-Length")
             }

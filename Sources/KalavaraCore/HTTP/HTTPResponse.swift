@@ -63,18 +63,38 @@ public struct HTTPResponse {
     /// Statuses that never carry a body (RFC 9110 §6.4.1).
     var forbidsBody: Bool { status < 200 || status == 204 || status == 304 }
 
-    /// The status line and headers, framing included, as bytes ready to send.
+    /// The status line and headers, framing included, as bytes ready to send. Built as
+    /// bytes directly: this runs for every response.
     func serializedHead(keepAlive: Bool) -> [UInt8] {
-        var head = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
+        var head: [UInt8] = []
         head.reserveCapacity(256)
-        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
-        if !forbidsBody || status == 304 {
-            if !headers.contains("Content-Length") { head += "Content-Length: \(bodyCount)\r\n" }
+        head += Self.statusLines[status] ?? Array("HTTP/1.1 \(status) \(Self.reason(status))\r\n".utf8)
+        for field in headers.fields {
+            head += field.name.utf8
+            head += [ASCII.colon, ASCII.space]
+            head += field.value.utf8
+            head += [ASCII.cr, ASCII.lf]
         }
-        if !keepAlive, !headers.contains("Connection") { head += "Connection: close\r\n" }
-        head += "Date: \(HTTPDate.now())\r\nServer: kalavara\r\n\r\n"
-        return Array(head.utf8)
+        if (!forbidsBody || status == 304), !headers.contains("Content-Length") {
+            head += Self.contentLengthPrefix
+            head += String(bodyCount).utf8
+            head += [ASCII.cr, ASCII.lf]
+        }
+        if !keepAlive, !headers.contains("Connection") { head += Self.connectionClose }
+        head += HTTPDate.headerLine()
+        return head
     }
+
+    private static let contentLengthPrefix = Array("Content-Length: ".utf8)
+    private static let connectionClose = Array("Connection: close\r\n".utf8)
+    private static let statusLines: [Int: [UInt8]] = {
+        var lines: [Int: [UInt8]] = [:]
+        for status in [100, 200, 201, 204, 206, 302, 304, 307, 400, 404, 405, 408, 409, 413, 414, 416, 417, 431,
+                       500, 501, 502, 503, 504, 505, 507] {
+            lines[status] = Array("HTTP/1.1 \(status) \(reason(status))\r\n".utf8)
+        }
+        return lines
+    }()
 
     public static func reason(_ status: Int) -> String {
         switch status {
@@ -114,6 +134,21 @@ public enum HTTPDate {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var cachedSecond = 0
     nonisolated(unsafe) private static var cachedText = ""
+
+    /// "Date: ...\r\nServer: kalavara\r\n\r\n": the end of every response head, as bytes,
+    /// rebuilt once a second.
+    static func headerLine() -> [UInt8] {
+        let second = time(nil)
+        lock.lock()
+        defer { lock.unlock() }
+        if second != cachedLineSecond {
+            cachedLineSecond = second
+            cachedLine = Array("Date: \(format(second))\r\nServer: kalavara\r\n\r\n".utf8)
+        }
+        return cachedLine
+    }
+    nonisolated(unsafe) private static var cachedLineSecond = 0
+    nonisolated(unsafe) private static var cachedLine: [UInt8] = []
 
     public static func now() -> String {
         let second = time(nil)

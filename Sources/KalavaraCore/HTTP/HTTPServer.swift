@@ -5,13 +5,16 @@ import Foundation
 /// may block (fsync, RocksDB, calls to other daemons).
 public typealias HTTPHandler = (HTTPRequest, MessageBody) throws -> HTTPResponse
 
-/// The listener: accepts TCP connections and serves each on a thread of its own.
+/// The listener: accepts TCP connections, hands them to the event loops, and runs
+/// requests that may block on worker threads.
 ///
-/// Why a thread per connection rather than an event loop: every request of this store
-/// blocks somewhere (fsync on a volume, a synced RocksDB write on the master), and blocking
-/// handlers on a shared pool would let a few slow disks stall every client. Threads make a
-/// stalled client cost only its own thread; `maxConnections` bounds how many exist, and
-/// connections beyond it get a `503` and are closed instead of exhausting descriptors.
+/// Why this shape: every request of this store may block somewhere (fsync on a volume, a
+/// synced RocksDB write on the master), and blocking handlers on a shared event loop would
+/// let one slow disk stall every client. So the event loops only watch idle connections and
+/// answer what can be answered at once (see `EventLoop`); everything else runs on a worker
+/// thread of its own, where it may block, so a stalled client costs only its own thread.
+/// `maxConnections` bounds the connections (and so the threads); connections beyond it get
+/// a `503` and are closed instead of exhausting descriptors.
 public final class HTTPServer {
     public struct Configuration {
         public var host: String
@@ -25,6 +28,9 @@ public final class HTTPServer {
         public var maxConnections: Int = 1024
         /// On shutdown, how long requests in flight may take to finish.
         public var shutdownGrace: Double = 10
+        /// Event loop threads. One keeps a small machine's second core for the disk and
+        /// the workers; more help on a big machine.
+        public var eventLoops: Int = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount / 2))
 
         public init(host: String, port: Int) {
             self.host = host
@@ -34,18 +40,25 @@ public final class HTTPServer {
 
     public let configuration: Configuration
     let handler: HTTPHandler
+    /// Answers a request without a body on the event loop, or returns nil to have `handler`
+    /// answer it on a worker. It must not block: no disk writes, no calls to other daemons.
+    let quickHandler: ((HTTPRequest) -> HTTPResponse?)?
+    let workers = WorkerPool()
+    private var loops: [EventLoop] = []
+    private var nextLoop = 0
     private var listenFD: Int32 = -1
     public private(set) var boundPort = 0
 
     private let lock = NSCondition()
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
-    private var idle: Set<ObjectIdentifier> = []
     private var stopping = false
     private var acceptThreadDone = false
 
-    public init(configuration: Configuration, handler: @escaping HTTPHandler) {
+    public init(configuration: Configuration, handler: @escaping HTTPHandler,
+                quickHandler: ((HTTPRequest) -> HTTPResponse?)? = nil) {
         self.configuration = configuration
         self.handler = handler
+        self.quickHandler = quickHandler
     }
 
     /// Binds, listens and starts accepting. Throws a one-line error if the address is taken.
@@ -54,6 +67,11 @@ public final class HTTPServer {
         signal(SIGPIPE, SIG_IGN)
         listenFD = try Self.listen(host: configuration.host, port: configuration.port)
         boundPort = Self.localPort(listenFD)
+        for index in 0..<configuration.eventLoops {
+            let loop = try EventLoop(server: self)
+            loop.start(name: "event-loop-\(index)")
+            loops.append(loop)
+        }
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "accept"
         thread.start()
@@ -77,7 +95,9 @@ public final class HTTPServer {
         lock.lock()
         stopping = true
         Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
-        for id in idle { connections[id]?.socket.shutdown() }
+        lock.unlock()
+        loops.forEach { $0.stop() } // closes the connections that are between requests
+        lock.lock()
         let deadline = Date(timeIntervalSinceNow: configuration.shutdownGrace)
         while !(connections.isEmpty && acceptThreadDone) {
             if !lock.wait(until: deadline) { break }
@@ -88,9 +108,20 @@ public final class HTTPServer {
 
     // MARK: - Connections
 
-    func connectionIsIdle(_ connection: ServerConnection, _ isIdle: Bool) {
+    /// Runs on a worker: serves until the connection is idle, then gives it back to its loop.
+    func serveBlocking(_ connection: ServerConnection) {
+        if connection.serveUntilIdle() {
+            connection.loop.watch(connection, isNew: false)
+        } else {
+            close(connection)
+        }
+    }
+
+    func close(_ connection: ServerConnection) {
+        connection.socket.close()
         lock.lock()
-        if isIdle { idle.insert(ObjectIdentifier(connection)) } else { idle.remove(ObjectIdentifier(connection)) }
+        connections[ObjectIdentifier(connection)] = nil
+        lock.broadcast()
         lock.unlock()
     }
 
@@ -130,22 +161,15 @@ public final class HTTPServer {
             refuse(socket)
             return
         }
-        let connection = ServerConnection(socket: socket, server: self)
-        let id = ObjectIdentifier(connection)
-        connections[id] = connection
+        let loop = loops[nextLoop % loops.count]
+        nextLoop += 1
+        let connection = ServerConnection(socket: socket, server: self, loop: loop)
+        connections[ObjectIdentifier(connection)] = connection
         lock.unlock()
-
-        let thread = Thread { [self] in
-            connection.run()
-            connection.socket.close()
-            lock.lock()
-            connections[id] = nil
-            idle.remove(id)
-            lock.broadcast()
-            lock.unlock()
-        }
-        thread.stackSize = 1 << 20
-        thread.start()
+        // Timeouts for the blocking reads and writes of workers.
+        socket.setReceiveTimeout(configuration.readTimeout)
+        socket.setSendTimeout(configuration.readTimeout)
+        loop.watch(connection, isNew: true)
     }
 
     /// Answers a connection over the cap without giving it a thread.

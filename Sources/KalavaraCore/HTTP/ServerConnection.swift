@@ -1,7 +1,10 @@
 import Foundation
 
-/// Serves the requests of one client connection, one after another, on its own thread.
+/// One client connection and the requests on it, served one after another.
 ///
+/// Between requests a connection belongs to an `EventLoop`, which answers quick requests
+/// itself (`serveQuickly`); a request that may block is served by a worker thread
+/// (`serveUntilIdle`), which hands the connection back once nothing more has arrived.
 /// A request runs to completion before the next head is read, so pipelined requests are
 /// answered in order, and a client that floods requests without reading answers is held
 /// back by TCP flow control rather than by buffers growing in the server.
@@ -9,26 +12,112 @@ final class ServerConnection {
     let socket: BufferedSocket
     private unowned let server: HTTPServer
     private let configuration: HTTPServer.Configuration
+    unowned let loop: EventLoop
+
+    /// When the connection last became idle (for the idle timeout).
+    var idleSince = monotonicSeconds()
+    /// When the first byte of the head being received arrived (for the read timeout).
+    var headStartedAt: Double?
+    /// How far the pending head has been searched for its end.
+    private var scanned = 0
+    /// Answer bytes the event loop could not send without blocking; a worker sends them.
+    private var pendingOutput: [UInt8] = []
+    private var closeAfterPendingOutput = false
 
     private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
-    init(socket: BufferedSocket, server: HTTPServer) {
+    init(socket: BufferedSocket, server: HTTPServer, loop: EventLoop) {
         self.socket = socket
         self.server = server
         self.configuration = server.configuration
+        self.loop = loop
     }
 
-    func run() {
-        socket.setSendTimeout(configuration.readTimeout)
-        while serveOneRequest() {}
+    // MARK: - On the event loop
+
+    enum QuickOutcome {
+        /// Nothing (more) to do until the client sends more.
+        case wait
+        /// The connection is done.
+        case close
+        /// A request that may block: a worker takes over.
+        case handOff
+    }
+
+    /// Reads what has arrived and answers every complete request the daemon's quick
+    /// handler can answer; never blocks.
+    func serveQuickly() -> QuickOutcome {
+        switch socket.fillWithoutBlocking() {
+        case .closed: return .close
+        case .data, .nothingYet: break
+        }
+        while true {
+            skipLeadingLineBreaks()
+            if socket.bufferedCount == 0 {
+                headStartedAt = nil
+                idleSince = monotonicSeconds()
+                return .wait
+            }
+            if headStartedAt == nil { headStartedAt = monotonicSeconds() }
+            let bytes = socket.buffered
+            guard let length = MessageHeadParser.headLength(in: bytes, from: scanned) else {
+                scanned = bytes.count
+                return bytes.count >= HTTPLimits.maxHeadBytes ? .handOff : .wait // the worker answers 431
+            }
+            // Anything unusual (errors, bodies, answers that may block) is the worker's.
+            guard length <= HTTPLimits.maxHeadBytes, let quick = server.quickHandler, !server.isStopping,
+                  let request = try? MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length])),
+                  request.framing == .none || request.framing == .length(0),
+                  let response = quick(request) else {
+                return .handOff
+            }
+            if case .file = response.body { return .handOff }
+            socket.consume(length)
+            scanned = 0
+            headStartedAt = nil
+            let keepAlive = request.keepAlive && !Self.closes(response)
+            guard sendWithoutBlocking(response, isHead: request.isHead, keepAlive: keepAlive) else { return .close }
+            if !pendingOutput.isEmpty {
+                closeAfterPendingOutput = !keepAlive
+                return .handOff
+            }
+            if !keepAlive { return .close }
+        }
+    }
+
+    /// Sends a small answer with non-blocking writes; what does not fit now is kept in
+    /// `pendingOutput`. Returns false if the connection failed.
+    @discardableResult
+    func sendWithoutBlocking(_ response: HTTPResponse, isHead: Bool = false, keepAlive: Bool) -> Bool {
+        var bytes = response.serializedHead(keepAlive: keepAlive)
+        if !isHead, !response.forbidsBody, case .bytes(let body) = response.body { bytes += body }
+        guard let sent = bytes.withUnsafeBytes({ socket.sendWithoutBlocking($0) }) else { return false }
+        if sent < bytes.count { pendingOutput = Array(bytes[sent...]) }
+        return true
+    }
+
+    // MARK: - On a worker thread
+
+    /// Serves requests, blocking as needed, until the connection is idle (returns true: back
+    /// to the event loop) or must close (false).
+    func serveUntilIdle() -> Bool {
+        if !pendingOutput.isEmpty {
+            guard (try? socket.write(pendingOutput)) != nil else { return false }
+            pendingOutput = []
+            if closeAfterPendingOutput { return false }
+        }
+        while true {
+            skipLeadingLineBreaks()
+            if socket.bufferedCount == 0 { return !server.isStopping }
+            guard serveOneRequest() else { return false }
+        }
     }
 
     /// Reads, handles and answers one request. Returns whether to keep the connection.
     private func serveOneRequest() -> Bool {
         let request: HTTPRequest
         do {
-            guard let parsed = try readHead() else { return false }
-            request = parsed
+            request = try readHead()
         } catch let error as HTTPError {
             send(.error(error), isHead: false, keepAlive: false)
             lingeringClose()
@@ -59,8 +148,7 @@ final class ServerConnection {
             response = .error(HTTPError(500, "internal error"))
         }
 
-        var keepAlive = request.keepAlive && !server.isStopping
-            && !(response.headers["Connection"]?.caseInsensitiveEquals("close") ?? false)
+        var keepAlive = request.keepAlive && !server.isStopping && !Self.closes(response)
         var unreadBody = false
         if !body.isComplete {
             if keepAlive { keepAlive = body.discardRemaining(limit: HTTPLimits.maxDrainBytes) }
@@ -74,37 +162,15 @@ final class ServerConnection {
         return true
     }
 
-    /// Waits for the next request head. Returns nil when the client closes cleanly between
-    /// requests or stays idle past the idle timeout.
-    private func readHead() throws -> HTTPRequest? {
-        // RFC 9112 §2.2: ignore empty lines before a request line.
-        func skipLeadingLineBreaks() {
-            let bytes = socket.buffered
-            var count = 0
-            while count < bytes.count, bytes[count] == ASCII.cr || bytes[count] == ASCII.lf { count += 1 }
-            socket.consume(count)
-        }
-        skipLeadingLineBreaks()
-        while socket.bufferedCount == 0 {
-            server.connectionIsIdle(self, true)
-            defer { server.connectionIsIdle(self, false) }
-            if server.isStopping { return nil }
-            socket.setReceiveTimeout(configuration.idleTimeout)
-            do {
-                guard try socket.fill() else { return nil }
-            } catch ConnectionError.timedOut {
-                return nil
-            }
-            skipLeadingLineBreaks()
-        }
-
-        // A head must arrive whole within the read timeout, however slowly it trickles in.
-        socket.setReceiveTimeout(configuration.readTimeout)
-        let deadline = monotonicSeconds() + configuration.readTimeout
-        var scanned = 0
+    /// Reads the rest of a head that has begun to arrive. It must arrive whole within the
+    /// read timeout of its first byte, however slowly it trickles in.
+    private func readHead() throws -> HTTPRequest {
+        let deadline = (headStartedAt ?? monotonicSeconds()) + configuration.readTimeout
+        defer { headStartedAt = nil }
         while true {
             let bytes = socket.buffered
             if let length = MessageHeadParser.headLength(in: bytes, from: scanned) {
+                scanned = 0
                 guard length <= HTTPLimits.maxHeadBytes else {
                     throw HTTPError(431, "request head over \(HTTPLimits.maxHeadBytes) bytes", closesConnection: true)
                 }
@@ -119,6 +185,21 @@ final class ServerConnection {
             guard monotonicSeconds() < deadline else { throw ConnectionError.timedOut }
             guard try socket.fill() else { throw ConnectionError.closedByPeer }
         }
+    }
+
+    /// RFC 9112 §2.2: empty lines before a request line are ignored.
+    private func skipLeadingLineBreaks() {
+        let bytes = socket.buffered
+        var count = 0
+        while count < bytes.count, bytes[count] == ASCII.cr || bytes[count] == ASCII.lf { count += 1 }
+        if count > 0 {
+            socket.consume(count)
+            scanned = 0
+        }
+    }
+
+    private static func closes(_ response: HTTPResponse) -> Bool {
+        response.headers["Connection"]?.caseInsensitiveEquals("close") ?? false
     }
 
     /// Writes a response; returns false if the client could not take it.

@@ -33,11 +33,15 @@ public final class Master {
 
     /// Starts listening and the background work.
     public func start() throws {
-        server = HTTPServer(configuration: configuration.server) { [unowned self] request, body in
+        server = HTTPServer(configuration: configuration.server, handler: { [unowned self] request, body in
             let response = try self.route(request, body)
             metrics.countRequest(method: request.method, status: response.status)
             return response
-        }
+        }, quickHandler: { [unowned self] request in
+            guard let response = self.quickRoute(request) else { return nil }
+            metrics.countRequest(method: request.method, status: response.status)
+            return response
+        })
         try server.start()
         health.start()
         removals = RemovalWorker(master: self, interval: configuration.healthInterval)

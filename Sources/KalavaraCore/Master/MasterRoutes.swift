@@ -40,6 +40,24 @@ extension Master {
         }
     }
 
+    /// The requests answered on the event loop: lookups that read the index and nothing
+    /// else. Returns nil for everything that may block (writes, listings, admin).
+    func quickRoute(_ request: HTTPRequest) -> HTTPResponse? {
+        guard request.method == "GET" || request.method == "HEAD" else { return nil }
+        let path = request.path
+        do {
+            if path.hasPrefix("/store/"), path.count > "/store/".count {
+                return try redirectRead(try Key(percentEncoded: path.dropFirst("/store/".count)))
+            }
+            if path == "/health" { return .text(200, "ok") }
+            return nil
+        } catch let error as HTTPError {
+            return .error(error)
+        } catch {
+            return nil // an index error: let the worker path report it
+        }
+    }
+
     private func storeRoute(_ request: HTTPRequest, key: Key) throws -> HTTPResponse {
         switch request.method {
         case "PUT": return try redirectWrite(key)
@@ -90,7 +108,7 @@ extension Master {
     }
 
     private func liveHolders(_ record: IndexRecord) -> [String] {
-        record.holders.compactMap { registry.volume($0) }.filter(\.isLive).map(\.url)
+        registry.liveURLs(among: record.holders)
     }
 
     private func location(_ volume: String, _ key: Key, _ query: String) -> String {

@@ -34,14 +34,26 @@ public final class Metrics {
         lock.unlock()
     }
 
-    /// Counts a served request by method and status.
+    private static let methods = ["GET", "HEAD", "PUT", "DELETE", "POST"]
+    private var requests: [Int: Int] = [:]
+
+    /// Counts a served request by method and status. On every request, so it builds no
+    /// strings: the labels are made at scrape time.
     public func countRequest(method: String, status: Int) {
-        count("kalavara_http_requests_total", "method=\"\(method)\",status=\"\(status)\"")
+        let methodIndex = Self.methods.firstIndex(of: method) ?? Self.methods.count
+        lock.lock()
+        requests[methodIndex * 1000 + status, default: 0] += 1
+        lock.unlock()
     }
 
     public func render() -> String {
         lock.lock()
-        let counterSnapshot = counters, helpSnapshot = help, gaugeSnapshot = gauges
+        var counterSnapshot = counters
+        let helpSnapshot = help, gaugeSnapshot = gauges
+        for (code, value) in requests {
+            let method = code / 1000 < Self.methods.count ? Self.methods[code / 1000] : "other"
+            counterSnapshot["kalavara_http_requests_total{method=\"\(method)\",status=\"\(code % 1000)\"}"] = value
+        }
         lock.unlock()
         var out = ""
         var described: Set<String> = []

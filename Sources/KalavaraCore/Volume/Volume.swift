@@ -26,11 +26,17 @@ public final class Volume {
     public func start() throws {
         // Past a file size limit, write(2) must fail with EFBIG (answered 507), not kill us.
         signal(SIGXFSZ, SIG_IGN)
-        server = HTTPServer(configuration: configuration.server) { [unowned self] request, body in
+        server = HTTPServer(configuration: configuration.server, handler: { [unowned self] request, body in
             let response = try self.route(request, body)
             metrics.countRequest(method: request.method, status: response.status)
             return response
-        }
+        }, quickHandler: { [unowned self] request in
+            // Only health checks: values go out with sendfile, which may block.
+            guard request.path == "/health", request.method == "GET" || request.method == "HEAD" else { return nil }
+            let response = health(request)
+            metrics.countRequest(method: request.method, status: response.status)
+            return response
+        })
         try server.start()
         master.startHeartbeat(interval: configuration.heartbeatInterval)
         orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)

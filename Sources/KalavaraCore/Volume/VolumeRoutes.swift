@@ -29,11 +29,7 @@ extension Volume {
         switch path {
         case "/health":
             guard request.method == "GET" || request.method == "HEAD" else { throw HTTPError.methodNotAllowed(["GET", "HEAD"]) }
-            if let master = request.headers[VolumeHeaders.master] { self.master.learnMaster(master) }
-            if let me = request.headers[VolumeHeaders.selfURL] { self.master.learnSelf(me) }
-            var response = HTTPResponse.text(200, "ok")
-            response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
-            return response
+            return health(request)
         case "/metrics":
             guard request.method == "GET" || request.method == "HEAD" else { throw HTTPError.methodNotAllowed(["GET", "HEAD"]) }
             var response = HTTPResponse.text(200, metrics.render())
@@ -42,5 +38,15 @@ extension Volume {
         default:
             return .text(404, "no such endpoint")
         }
+    }
+
+    /// `GET /health`: alive, with free space. The master's checks also say who it is and
+    /// which URL it knows this volume by, which is how a volume without -m/-b learns both.
+    func health(_ request: HTTPRequest) -> HTTPResponse {
+        if let master = request.headers[VolumeHeaders.master] { self.master.learnMaster(master) }
+        if let me = request.headers[VolumeHeaders.selfURL] { self.master.learnSelf(me) }
+        var response = HTTPResponse.text(200, "ok")
+        response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
+        return response
     }
 }

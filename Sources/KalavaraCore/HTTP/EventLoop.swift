@@ -1,0 +1,197 @@
+import CEpoll
+import Foundation
+
+/// Waits for idle connections to become readable and answers quick requests itself.
+///
+/// Why: with a thread per connection, every request on a keep-alive connection costs two
+/// context switches (the thread wakes to read, sleeps after writing), which is most of
+/// the cost of a redirect. Here one thread watches every idle connection with epoll and,
+/// for a request without a body whose answer the daemon can give without blocking
+/// (`HTTPServer.quickHandler`: an index lookup, a health check), parses, answers and goes
+/// on to the next ready connection, as nginx does. Anything else (bodies, file answers,
+/// fsyncs, calls to other daemons, errors) is handed to a worker thread that may block, and
+/// comes back here once the connection is idle again.
+///
+/// A connection is owned either by this loop or by one worker, never both: the loop stops
+/// watching it (interest set to nothing) before a worker gets it, and watches it again when
+/// the worker gives it back. While the loop owns it, events are level-triggered, so a quick
+/// request costs no epoll_ctl at all.
+final class EventLoop {
+    private let epoll: Int32
+    private unowned let server: HTTPServer
+    private let lock = NSLock()
+    private var watched: [Int32: ServerConnection] = [:]
+    private var stopping = false
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(server: HTTPServer) throws {
+        self.server = server
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard epoll >= 0 else { throw ServerError("epoll_create1: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { Glibc.close(epoll) }
+
+    func start(name: String) {
+        let thread = Thread { [self] in run() }
+        thread.name = name
+        thread.stackSize = 1 << 20
+        thread.start()
+        self.thread = thread
+    }
+
+    /// Starts (or resumes) watching a connection that has no request in progress.
+    func watch(_ connection: ServerConnection, isNew: Bool) {
+        lock.lock()
+        guard !stopping else {
+            lock.unlock()
+            server.close(connection)
+            return
+        }
+        connection.idleSince = monotonicSeconds()
+        connection.headStartedAt = nil
+        watched[connection.socket.fd] = connection
+        lock.unlock()
+        guard setInterest(connection, readable: true, isNew: isNew) else {
+            forget(connection)
+            server.close(connection)
+            return
+        }
+    }
+
+    @discardableResult
+    private func setInterest(_ connection: ServerConnection, readable: Bool, isNew: Bool = false) -> Bool {
+        var event = epoll_event()
+        event.events = readable ? EPOLLIN.rawValue | EPOLLRDHUP.rawValue : 0
+        event.data.fd = connection.socket.fd
+        return epoll_ctl(epoll, isNew ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, connection.socket.fd, &event) == 0
+    }
+
+    @discardableResult
+    private func forget(_ connection: ServerConnection) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return watched.removeValue(forKey: connection.socket.fd) != nil
+    }
+
+    /// Stops the loop and closes every connection it holds (they are between requests).
+    func stop() {
+        lock.lock()
+        stopping = true
+        lock.unlock()
+        if thread != nil { finished.wait() }
+    }
+
+    private func run() {
+        var events = [epoll_event](repeating: epoll_event(), count: 256)
+        var lastSweep = monotonicSeconds()
+        while true {
+            lock.lock()
+            let stop = stopping
+            lock.unlock()
+            if stop { break }
+            let count = events.withUnsafeMutableBufferPointer { epoll_wait(epoll, $0.baseAddress, Int32($0.count), 200) }
+            for index in 0..<max(0, Int(count)) {
+                let fd = events[index].data.fd
+                lock.lock()
+                let connection = watched[fd]
+                lock.unlock()
+                guard let connection else { continue }
+                handleReadable(connection)
+            }
+            let now = monotonicSeconds()
+            if now - lastSweep >= 0.2 {
+                sweepTimeouts(now)
+                lastSweep = now
+            }
+        }
+        lock.lock()
+        let remaining = Array(watched.values)
+        watched.removeAll()
+        lock.unlock()
+        remaining.forEach { server.close($0) }
+        finished.signal()
+    }
+
+    private func handleReadable(_ connection: ServerConnection) {
+        switch connection.serveQuickly() {
+        case .wait:
+            break
+        case .close:
+            forget(connection)
+            server.close(connection)
+        case .handOff:
+            forget(connection)
+            setInterest(connection, readable: false)
+            server.workers.run { [server] in server.serveBlocking(connection) }
+        }
+    }
+
+    /// Idle keep-alive connections past the idle timeout are closed; a head that has not
+    /// arrived whole within the read timeout gets a 408. Checked a few times a second.
+    private func sweepTimeouts(_ now: Double) {
+        lock.lock()
+        let connections = Array(watched.values)
+        lock.unlock()
+        for connection in connections {
+            if let started = connection.headStartedAt {
+                guard now - started > server.configuration.readTimeout, forget(connection) else { continue }
+                connection.sendWithoutBlocking(HTTPResponse.error(HTTPError(408, "request head not received in time",
+                                                                            closesConnection: true)), keepAlive: false)
+                server.close(connection)
+            } else if now - connection.idleSince > server.configuration.idleTimeout, forget(connection) {
+                server.close(connection)
+            }
+        }
+    }
+}
+
+/// Worker threads for requests that may block. Threads are kept for reuse while idle (up
+/// to `keepIdle` of them, for a while), so a hand-off rarely pays for creating a thread,
+/// and a new thread is started whenever queued work outnumbers waiting threads, so one
+/// long request never delays another.
+final class WorkerPool {
+    private let lock = NSCondition()
+    private var queue: [() -> Void] = []
+    private var waiting = 0
+    private let keepIdle: Int
+    private let idleSeconds: Double
+
+    init(keepIdle: Int = 16, idleSeconds: Double = 30) {
+        self.keepIdle = keepIdle
+        self.idleSeconds = idleSeconds
+    }
+
+    func run(_ work: @escaping () -> Void) {
+        lock.lock()
+        queue.append(work)
+        let needThread = queue.count > waiting
+        if !needThread { lock.signal() }
+        lock.unlock()
+        if needThread {
+            let thread = Thread { [self] in loop() }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    private func loop() {
+        lock.lock()
+        while true {
+            if !queue.isEmpty {
+                let work = queue.removeFirst()
+                lock.unlock()
+                work()
+                lock.lock()
+                continue
+            }
+            if waiting >= keepIdle { break }
+            waiting += 1
+            let signalled = lock.wait(until: Date(timeIntervalSinceNow: idleSeconds))
+            waiting -= 1
+            if !signalled, queue.isEmpty { break }
+        }
+        lock.unlock()
+    }
+}
