@@ -52,6 +52,25 @@ public struct HTTPResponse {
         return response
     }
 
+    /// This answer with a small file body read into memory, so the event loop can send it
+    /// without sendfile (which may block); nil if the body is a file over `limit` bytes.
+    /// For HEAD the file is not read: only its length matters.
+    public func inlined(upTo limit: Int, forHead isHead: Bool) -> HTTPResponse? {
+        guard case .file(let file, let offset, let count) = body else { return self }
+        var copy = self
+        if isHead {
+            copy.headers.set("Content-Length", String(count))
+            copy.body = .empty
+            return copy
+        }
+        guard count <= limit else { return nil }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let read = bytes.withUnsafeMutableBytes { pread(file.fd, $0.baseAddress, count, off_t(offset)) }
+        guard read == count else { return nil }
+        copy.body = .bytes(bytes)
+        return copy
+    }
+
     var bodyCount: Int {
         switch body {
         case .empty: return 0

@@ -31,9 +31,7 @@ public final class Volume {
             metrics.countRequest(method: request.method, status: response.status)
             return response
         }, quickHandler: { [unowned self] request in
-            // Only health checks: values go out with sendfile, which may block.
-            guard request.path == "/health", request.method == "GET" || request.method == "HEAD" else { return nil }
-            let response = health(request)
+            guard let response = quickRoute(request) else { return nil }
             metrics.countRequest(method: request.method, status: response.status)
             return response
         })

@@ -40,6 +40,28 @@ extension Volume {
         }
     }
 
+    /// Values up to this size are answered on the event loop, read into memory; larger ones
+    /// go out with sendfile from a worker. One page-cache read of a few pages is cheaper
+    /// than waking a thread.
+    static let quickValueBytes = 64 * 1024
+
+    /// The requests answered on the event loop: health checks, and reads of small values.
+    func quickRoute(_ request: HTTPRequest) -> HTTPResponse? {
+        guard request.method == "GET" || request.method == "HEAD" else { return nil }
+        if request.path == "/health" { return health(request) }
+        guard request.path.hasPrefix("/store/") else { return nil }
+        do {
+            let key = try Key(percentEncoded: request.path.dropFirst("/store/".count))
+            let ticket = try PlacementTicket(QueryParameters(request.query))
+            return try serveValue(key, version: ticket?.version, request: request)
+                .inlined(upTo: Self.quickValueBytes, forHead: request.isHead)
+        } catch let error as HTTPError {
+            return .error(error)
+        } catch {
+            return nil // a storage error: the worker path reports it
+        }
+    }
+
     /// `GET /health`: alive, with free space. The master's checks also say who it is and
     /// which URL it knows this volume by, which is how a volume without -m/-b learns both.
     func health(_ request: HTTPRequest) -> HTTPResponse {
