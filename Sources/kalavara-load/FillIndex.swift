@@ -33,6 +33,7 @@ enum FillIndex {
             }
         }
         try index.apply(changes)
+        try index.flush()
         print(String(format: "fill-index: %d keys in %.1f s", count, monotonicSeconds() - start))
     }
 }

@@ -38,6 +38,14 @@ final class AdminTests: XCTestCase {
         // New keys now land on both volumes.
         for index in 0..<30 { _ = try HTTP.follow("PUT", cluster.masterURL + "/store/n\(index)", body: [1]) }
         XCTAssertFalse(cluster.valueFiles(second).isEmpty)
+        // The listing reports each volume's value count and free space from its health checks.
+        let first = cluster.volumePorts.first { $0 != second }!
+        try waitUntil("counts reported") {
+            let text = (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes").text) ?? ""
+            return text.contains("\"url\":\"\(cluster.volumeURL(second))\",\"live\":true,\"keys\":\(cluster.valueFiles(second).count),")
+                && text.contains("\"url\":\"\(cluster.volumeURL(first))\",\"live\":true,\"keys\":\(cluster.valueFiles(first).count),")
+                && !text.contains("\"free_bytes\":null")
+        }
     }
 
     func testHealthMetricsAndWrongRequests() throws {

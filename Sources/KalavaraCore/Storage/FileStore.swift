@@ -12,6 +12,9 @@ public final class FileStore {
     let dataDirectory: String
     private let bucketLock = NSLock()
     private var knownBuckets: Set<String> = []
+    private let countLock = NSLock()
+    private var filesCounted: Int?
+    private var filesChanged = 0
 
     /// Opens (creating) the store under `root`. Leftover temporary files are partial
     /// writes of a previous run that never became values: they are removed.
@@ -36,6 +39,48 @@ public final class FileStore {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: tmpDirectory)) ?? [] {
             unlink(tmpDirectory + "/" + name)
         }
+    }
+
+    // MARK: Counting
+
+    /// Value files on this volume (a key being overwritten counts twice for a moment), or
+    /// nil until the count taken at start-up is done.
+    public var valueFileCount: Int? {
+        countLock.lock()
+        defer { countLock.unlock() }
+        return filesCounted.map { $0 + filesChanged }
+    }
+
+    /// Counts the value files once, on a background thread; from then on the count is kept
+    /// up to date as files come and go.
+    public func startCounting() {
+        let data = dataDirectory
+        Thread { [self] in
+            var count = 0
+            for top in Self.entries(data) {
+                for bucket in Self.entries(data + "/" + top) { count += Self.entries(data + "/" + top + "/" + bucket).count }
+            }
+            countLock.lock()
+            filesCounted = count
+            countLock.unlock()
+        }.start()
+    }
+
+    fileprivate func countChange(_ delta: Int) {
+        countLock.lock()
+        filesChanged += delta
+        countLock.unlock()
+    }
+
+    private static func entries(_ path: String) -> [String] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        return names
     }
 
     // MARK: Names
@@ -145,6 +190,7 @@ public final class FileStore {
             if errno == ENOENT { return false }
             throw StorageError.io("cannot remove a value file", errno)
         }
+        countChange(-1)
         try Self.syncDirectory(bucket(forStem: stem))
         return true
     }
@@ -228,6 +274,7 @@ public final class PendingWrite {
             throw StorageError.io("rename", errno)
         }
         tmpFileExists = false
+        store.countChange(1)
         try FileStore.syncDirectory(bucket)
     }
 

@@ -32,6 +32,9 @@ public final class Index {
 
     public func close() { db.close() }
 
+    /// Writes buffered records to table files (see `RocksDB.flush`).
+    public func flush() throws { try db.flush() }
+
     // MARK: Reading
 
     public func record(for key: Key) throws -> IndexRecord? {

@@ -154,6 +154,17 @@ public final class RocksDB {
         return result
     }
 
+    /// Writes the memtables out to table files (after a bulk load, so a restart does not
+    /// replay a large log).
+    public func flush() throws {
+        let options = rocksdb_flushoptions_create()
+        defer { rocksdb_flushoptions_destroy(options) }
+        rocksdb_flushoptions_set_wait(options, 1)
+        var error: UnsafeMutablePointer<CChar>?
+        rocksdb_flush(db, options, &error)
+        if let message = Self.take(error) { throw Failure(description: message) }
+    }
+
     /// A RocksDB property such as "rocksdb.estimate-num-keys".
     public func property(_ name: String) -> String? {
         guard let value = rocksdb_property_value(db, name) else { return nil }

@@ -19,6 +19,7 @@ public final class Volume {
         self.configuration = configuration
         store = try FileStore(root: configuration.directory)
         journal = try UncommittedJournal(path: configuration.directory + "/uncommitted.journal")
+        store.startCounting()
         master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL)
         metrics.gauge("kalavara_free_bytes", "free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
     }

@@ -69,6 +69,7 @@ extension Volume {
         if let me = request.headers[VolumeHeaders.selfURL] { self.master.learnSelf(me) }
         var response = HTTPResponse.text(200, "ok")
         response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
+        if let count = store.valueFileCount { response.headers.set(VolumeHeaders.valueCount, String(count)) }
         return response
     }
 }
