@@ -42,7 +42,11 @@ public final class RocksDB {
         rocksdb_block_based_options_set_block_cache(tableOptions, cache)
         rocksdb_block_based_options_set_filter_policy(tableOptions, filter)
         rocksdb_block_based_options_set_cache_index_and_filter_blocks(tableOptions, 1)
+        rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(tableOptions, 1)
         rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(tableOptions, 1)
+        // A hash index inside each data block finds a key without a binary search.
+        rocksdb_block_based_options_set_data_block_index_type(tableOptions,
+            Int32(rocksdb_block_based_table_data_block_index_type_binary_search_and_hash))
         rocksdb_options_set_block_based_table_factory(options, tableOptions)
 
         readOptions = rocksdb_readoptions_create()
