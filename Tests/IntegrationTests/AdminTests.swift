@@ -62,6 +62,13 @@ final class AdminTests: XCTestCase {
             XCTAssertEqual(wrong.status, 405)
             XCTAssertEqual(wrong.headers["Allow"], "GET, HEAD, PUT, DELETE")
         }
+        // Commits are checked: a holder named twice, or one the master does not know, is refused.
+        let redirect = try HTTP.send("PUT", cluster.masterURL + "/store/checked")
+        let version = redirect.headers["Location"]!.components(separatedBy: "ver=")[1].prefix(while: { $0.isNumber })
+        let twice = "\(volume),\(volume)".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        XCTAssertEqual(try HTTP.send("POST", cluster.masterURL + "/internal/commit?op=put&key=checked&ver=\(version)&size=1&h=\(twice)").status, 400)
+        XCTAssertEqual(try HTTP.send("POST", cluster.masterURL + "/internal/commit?op=put&key=checked&ver=\(version)&size=1&h=http%3A%2F%2Fother%3A1").status, 400)
+        XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/store/checked").status, 404)
         // A volume only takes writes that come through the master.
         XCTAssertEqual(try HTTP.send("PUT", volume + "/store/direct", body: [1]).status, 400)
         XCTAssertEqual(try HTTP.send("DELETE", volume + "/store/direct").status, 400)

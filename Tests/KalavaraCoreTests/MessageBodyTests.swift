@@ -23,14 +23,15 @@ final class MessageBodyTests: XCTestCase {
     }
 
     func testChunkedWithExtensionsAndTrailers() throws {
-        let wire = "5;name=value\r\nhello\r\nA \r\n, chunked!\r\n0\r\nX-Trailer: yes\r\n\r\nNEXT"
+        let wire = "5;name=value\r\nhello\r\n7 \r\n, chunk\r\n3 ;x\r\ned!\r\n0\r\nX-Trailer: yes\r\n\r\nNEXT"
         let body = try body(.chunked, peerWrites: Array(wire.utf8))
         XCTAssertEqual(String(decoding: try body.readAll(limit: 100), as: UTF8.self), "hello, chunked!")
         XCTAssertTrue(body.isComplete)
     }
 
     func testMalformedChunksAre400() throws {
-        for wire in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n", "\r\n", "fffffffffffffffff\r\n"] {
+        for wire in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n", "\r\n", "fffffffffffffffff\r\n",
+                     "5 garbage\r\nhello\r\n0\r\n\r\n"] {
             let body = try body(.chunked, peerWrites: Array(wire.utf8))
             XCTAssertThrowsError(try body.readAll(limit: 100), wire) { error in
                 XCTAssertEqual((error as? HTTPError)?.status, 400, wire)

@@ -12,10 +12,10 @@ import Foundation
 /// fsyncs, calls to other daemons, errors) is handed to a worker thread that may block, and
 /// comes back here once the connection is idle again.
 ///
-/// A connection is owned either by this loop or by one worker, never both: the loop stops
-/// watching it (interest set to nothing) before a worker gets it, and watches it again when
-/// the worker gives it back. While the loop owns it, events are level-triggered, so a quick
-/// request costs no epoll_ctl at all.
+/// A connection is owned either by this loop or by one worker, never both: the loop removes
+/// it from epoll before a worker gets it, and adds it again when the worker gives it back.
+/// While the loop owns it, events are level-triggered, so a quick request costs no
+/// epoll_ctl at all.
 final class EventLoop {
     private let epoll: Int32
     private unowned let server: HTTPServer
@@ -42,37 +42,34 @@ final class EventLoop {
     }
 
     /// Starts (or resumes) watching a connection that has no request in progress.
-    func watch(_ connection: ServerConnection, isNew: Bool) {
-        lock.lock()
-        guard !stopping else {
-            lock.unlock()
-            server.close(connection)
-            return
-        }
+    func watch(_ connection: ServerConnection) {
         connection.idleSince = monotonicSeconds()
         connection.headStartedAt = nil
-        watched[connection.socket.fd] = connection
+        lock.lock()
+        let stop = stopping
         lock.unlock()
-        guard setInterest(connection, readable: true, isNew: isNew) else {
-            forget(connection)
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+        event.data.fd = connection.socket.fd
+        // Registered before it is published: an event that comes first finds no connection
+        // and, being level-triggered, is reported again on the next wait.
+        guard !stop, epoll_ctl(epoll, EPOLL_CTL_ADD, connection.socket.fd, &event) == 0 else {
             server.close(connection)
             return
         }
+        lock.lock()
+        watched[connection.socket.fd] = connection
+        lock.unlock()
     }
 
-    @discardableResult
-    private func setInterest(_ connection: ServerConnection, readable: Bool, isNew: Bool = false) -> Bool {
-        var event = epoll_event()
-        event.events = readable ? EPOLLIN.rawValue | EPOLLRDHUP.rawValue : 0
-        event.data.fd = connection.socket.fd
-        return epoll_ctl(epoll, isNew ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, connection.socket.fd, &event) == 0
-    }
-
+    /// Stops watching `connection`; false if this loop was not watching it.
     @discardableResult
     private func forget(_ connection: ServerConnection) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        return watched.removeValue(forKey: connection.socket.fd) != nil
+        guard watched[connection.socket.fd] === connection else { return false }
+        watched[connection.socket.fd] = nil
+        return true
     }
 
     /// Stops the loop and closes every connection it holds (they are between requests).
@@ -123,7 +120,8 @@ final class EventLoop {
             server.close(connection)
         case .handOff:
             forget(connection)
-            setInterest(connection, readable: false)
+            // Out of epoll altogether (a disabled entry would still report hang-ups).
+            epoll_ctl(epoll, EPOLL_CTL_DEL, connection.socket.fd, nil)
             server.workers.run { [server] in server.serveBlocking(connection) }
         }
     }

@@ -94,7 +94,7 @@ public struct HTTPResponse {
             head += field.value.utf8
             head += [ASCII.cr, ASCII.lf]
         }
-        if (!forbidsBody || status == 304), !headers.contains("Content-Length") {
+        if !forbidsBody, !headers.contains("Content-Length") {
             head += Self.contentLengthPrefix
             head += String(bodyCount).utf8
             head += [ASCII.cr, ASCII.lf]

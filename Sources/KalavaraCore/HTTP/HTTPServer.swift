@@ -111,18 +111,20 @@ public final class HTTPServer {
     /// Runs on a worker: serves until the connection is idle, then gives it back to its loop.
     func serveBlocking(_ connection: ServerConnection) {
         if connection.serveUntilIdle() {
-            connection.loop.watch(connection, isNew: false)
+            connection.loop.watch(connection)
         } else {
             close(connection)
         }
     }
 
+    /// Forgets a connection, then closes its socket: in that order, so `stop` never
+    /// touches a descriptor that was closed and perhaps reused.
     func close(_ connection: ServerConnection) {
-        connection.socket.close()
         lock.lock()
         connections[ObjectIdentifier(connection)] = nil
         lock.broadcast()
         lock.unlock()
+        connection.socket.close()
     }
 
     private func acceptLoop() {
@@ -169,7 +171,7 @@ public final class HTTPServer {
         // Timeouts for the blocking reads and writes of workers.
         socket.setReceiveTimeout(configuration.readTimeout)
         socket.setSendTimeout(configuration.readTimeout)
-        loop.watch(connection, isNew: true)
+        loop.watch(connection)
     }
 
     /// Answers a connection over the cap without giving it a thread.

@@ -138,22 +138,19 @@ public final class MessageBody {
         }
     }
 
-    /// chunk-size [ BWS ";" chunk-ext ]: hex digits, extensions ignored.
+    /// chunk-size [ BWS ";" chunk-ext ]: hex digits, then nothing, or optional whitespace
+    /// and a ";" starting extensions (ignored).
     static func parseChunkSize(_ line: [UInt8]) throws -> Int {
         var size = 0
-        var digits = 0
-        for byte in line {
-            if let value = ASCII.hexValue(byte) {
-                guard digits < 15 else { throw HTTPError.malformed("chunk size too large") }
-                size = size << 4 | Int(value)
-                digits += 1
-            } else if byte == ASCII.semicolon || byte == ASCII.space || byte == ASCII.tab {
-                break
-            } else {
-                throw HTTPError.malformed("bad chunk size")
-            }
+        var index = 0
+        while index < line.count, let value = ASCII.hexValue(line[index]) {
+            guard index < 15 else { throw HTTPError.malformed("chunk size too large") }
+            size = size << 4 | Int(value)
+            index += 1
         }
-        guard digits > 0 else { throw HTTPError.malformed("missing chunk size") }
+        guard index > 0 else { throw HTTPError.malformed("missing chunk size") }
+        while index < line.count, line[index] == ASCII.space || line[index] == ASCII.tab { index += 1 }
+        guard index == line.count || line[index] == ASCII.semicolon else { throw HTTPError.malformed("bad chunk size") }
         return size
     }
 }

@@ -152,7 +152,15 @@ extension Master {
                         var changes = Index.Changes()
                         changes.dropExpiry(of: key, version: version)
                         if let record = try index.record(for: key), record.isTombstone, record.version == version {
-                            changes.removeRecord(for: key)
+                            if record.floor > record.version {
+                                // A fence above the tombstone still guards a younger ticket: keep
+                                // it as a tombstone of its own, expiring in its own time.
+                                changes.setRecord(IndexRecord(version: record.floor, isTombstone: true, size: 0,
+                                                              holders: record.holders, floor: record.floor), for: key)
+                                changes.queueExpiry(of: key, version: record.floor)
+                            } else {
+                                changes.removeRecord(for: key)
+                            }
                         }
                         try index.apply(changes)
                     }
@@ -174,10 +182,15 @@ extension Master {
         return version
     }
 
+    /// The registry ids of a commit's holders: known volumes, each once, at most 16.
     private func holderIDs(_ list: String) throws -> [UInt16] {
-        try list.split(separator: ",").map { url -> UInt16 in
+        let ids = try list.split(separator: ",").map { url -> UInt16 in
             guard let id = registry.id(of: String(url)) else { throw HTTPError(400, "unknown volume \(url)") }
             return id
         }
+        guard ids.count <= 16, Set(ids).count == ids.count else {
+            throw HTTPError(400, "a commit names each holder once, 16 at most")
+        }
+        return ids
     }
 }

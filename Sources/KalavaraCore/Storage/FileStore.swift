@@ -270,12 +270,19 @@ public final class PendingWrite {
         let stem = FileStore.fileStem(key)
         let bucket = store.bucket(forStem: stem)
         try store.ensureBucket(bucket)
-        guard rename(tmpPath, store.path(stem: stem, version: version)) == 0 else {
+        let finalPath = store.path(stem: stem, version: version)
+        guard rename(tmpPath, finalPath) == 0 else {
             throw StorageError.io("rename", errno)
         }
         tmpFileExists = false
         store.countChange(1)
-        try FileStore.syncDirectory(bucket)
+        do {
+            try FileStore.syncDirectory(bucket)
+        } catch {
+            // Not durable, so not acknowledged: it must not stay behind as a value either.
+            if unlink(finalPath) == 0 { store.countChange(-1) }
+            throw error
+        }
     }
 
     /// Drops the temporary file (an interrupted upload, a full disk). Safe to call twice.

@@ -15,7 +15,10 @@ public final class RocksDB {
     private let readOptions: OpaquePointer
     private let syncedWrite: OpaquePointer
     private let bufferedWrite: OpaquePointer
-    private let closeLock = NSLock()
+    /// Calls hold it shared; `close` holds it exclusively, so a call still running when the
+    /// daemon shuts down finishes first, and any later call fails instead of touching freed
+    /// memory.
+    private var lifetime = pthread_rwlock_t()
     private var isClosed = false
 
     /// The error RocksDB reported, as one line.
@@ -66,14 +69,26 @@ public final class RocksDB {
             throw Failure(description: message)
         }
         db = handle!
+        pthread_rwlock_init(&lifetime, nil)
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        pthread_rwlock_destroy(&lifetime)
+    }
 
-    /// Flushes and closes; later calls fail. Safe to call twice.
+    /// Runs `body` while the database is open; throws once it is closed.
+    private func whileOpen<T>(_ body: () throws -> T) throws -> T {
+        pthread_rwlock_rdlock(&lifetime)
+        defer { pthread_rwlock_unlock(&lifetime) }
+        guard !isClosed else { throw Failure(description: "the index is closed") }
+        return try body()
+    }
+
+    /// Closes; later calls fail. Safe to call twice.
     public func close() {
-        closeLock.lock()
-        defer { closeLock.unlock() }
+        pthread_rwlock_wrlock(&lifetime)
+        defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { return }
         isClosed = true
         rocksdb_close(db)
@@ -86,6 +101,10 @@ public final class RocksDB {
     }
 
     public func get(_ key: [UInt8]) throws -> [UInt8]? {
+        try whileOpen { try unlockedGet(key) }
+    }
+
+    private func unlockedGet(_ key: [UInt8]) throws -> [UInt8]? {
         var length = 0
         var error: UnsafeMutablePointer<CChar>?
         let value = key.withUnsafeBufferPointer { keyBuffer in
@@ -113,6 +132,10 @@ public final class RocksDB {
 
     /// Applies all operations of `batch` atomically.
     public func write(_ batch: WriteBatch, sync: Bool) throws {
+        try whileOpen { try unlockedWrite(batch, sync: sync) }
+    }
+
+    private func unlockedWrite(_ batch: WriteBatch, sync: Bool) throws {
         let handle = rocksdb_writebatch_create()
         defer { rocksdb_writebatch_destroy(handle) }
         for operation in batch.operations {
@@ -138,6 +161,10 @@ public final class RocksDB {
     /// Entries whose keys start with `prefix` and sort strictly after `after` (or from the
     /// start of the prefix), in byte order, at most `limit` of them.
     public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int) -> [(key: [UInt8], value: [UInt8])] {
+        (try? whileOpen { unlockedScan(prefix: prefix, after: after, limit: limit) }) ?? []
+    }
+
+    private func unlockedScan(prefix: [UInt8], after: [UInt8]?, limit: Int) -> [(key: [UInt8], value: [UInt8])] {
         let iterator = rocksdb_create_iterator(db, readOptions)
         defer { rocksdb_iter_destroy(iterator) }
         let start = after.map { $0 + [0] } ?? prefix // the smallest key greater than `after`
@@ -161,6 +188,10 @@ public final class RocksDB {
     /// Writes the memtables out to table files (after a bulk load, so a restart does not
     /// replay a large log).
     public func flush() throws {
+        try whileOpen { try unlockedFlush() }
+    }
+
+    private func unlockedFlush() throws {
         let options = rocksdb_flushoptions_create()
         defer { rocksdb_flushoptions_destroy(options) }
         rocksdb_flushoptions_set_wait(options, 1)
@@ -171,6 +202,10 @@ public final class RocksDB {
 
     /// A RocksDB property such as "rocksdb.estimate-num-keys".
     public func property(_ name: String) -> String? {
+        try? whileOpen { unlockedProperty(name) } ?? nil
+    }
+
+    private func unlockedProperty(_ name: String) -> String? {
         guard let value = rocksdb_property_value(db, name) else { return nil }
         defer { rocksdb_free(value) }
         return String(cString: value)

@@ -28,6 +28,9 @@ public final class UncommittedJournal {
     private var synced = 0
     private var syncError: Int32 = 0
     private var stopped = false
+    /// True while the syncer runs fdatasync outside the lock: the descriptor must not be
+    /// closed (and its number reused) until it is done.
+    private var syncing = false
     private var strikesSinceCompaction = 0
 
     public init(path: String) throws {
@@ -102,10 +105,12 @@ public final class UncommittedJournal {
             while synced >= appended, !stopped { lock.wait() }
             if stopped, synced >= appended { break }
             let target = appended, descriptor = fd
+            syncing = true
             lock.unlock()
             let failed = fdatasync(descriptor) != 0 ? errno : 0
             lock.lock()
-            if failed != 0, failed != EBADF { syncError = failed } // EBADF: replaced by a compaction, already durable
+            syncing = false
+            if failed != 0 { syncError = failed }
             synced = max(synced, target)
             lock.broadcast()
         }
@@ -143,7 +148,9 @@ public final class UncommittedJournal {
     }
 
     /// Replaces the file with one holding only the pending entries (tmp, fsync, rename).
+    /// Called with the lock held.
     private func rewriteLocked() throws {
+        while syncing { lock.wait() } // the syncer is using the current descriptor
         let tmp = path + ".new"
         var text = ""
         for (entry, time) in pending { text += "+ \(entry.version) \(Self.hex(entry.key.bytes)) \(Int(time))\n" }
@@ -155,13 +162,19 @@ public final class UncommittedJournal {
             throw StorageError.io("cannot write \(tmp)", errno)
         }
         Glibc.close(newFD)
-        guard rename(tmp, path) == 0 else { throw StorageError.io("cannot replace \(path)", errno) }
-        try FileStore.syncDirectory((path as NSString).deletingLastPathComponent)
+        let reopened = open(tmp, O_WRONLY | O_APPEND | O_CLOEXEC)
+        guard reopened >= 0 else { throw StorageError.io("cannot open \(tmp)", errno) }
+        guard rename(tmp, path) == 0 else {
+            Glibc.close(reopened)
+            throw StorageError.io("cannot replace \(path)", errno)
+        }
+        // From the rename on, appends must go to the new file, whatever happens next.
         if fd >= 0 { Glibc.close(fd) }
-        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
-        guard fd >= 0 else { throw StorageError.io("cannot open \(path)", errno) }
+        fd = reopened
         strikesSinceCompaction = 0
+        try FileStore.syncDirectory((path as NSString).deletingLastPathComponent)
         synced = appended // the new file holds every pending entry, synced
+        lock.broadcast()
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

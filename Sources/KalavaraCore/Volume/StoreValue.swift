@@ -58,9 +58,9 @@ extension Volume {
         switch master.commitWrite(key, ticket, size: size) {
         case .committed:
             journal.strike(key, version: ticket.version)
-            // Older versions are invisible from now on; dropping them can wait until the
-            // client has its answer.
-            afterAnswer { [self, durableReplicas] in
+            // Older versions are invisible from now on. They go a little later, so a reader
+            // the master sent to the previous version just before this commit still finds it.
+            afterAnswer(delay: Self.supersededGrace) { [self, durableReplicas] in
                 for older in store.versions(of: key) where older < ticket.version { try? dropVersion(key, older) }
                 notify(durableReplicas, key: key, path: "/internal/committed", query: "ver=\(ticket.version)", method: "POST")
             }
@@ -133,8 +133,12 @@ extension Volume {
             // What fails here stays in the master's removal queue and is retried from there.
             afterAnswer { [self] in
                 if let me = ticket.holders.first {
-                    for version in store.versions(of: key) where version < ticket.version { try? dropVersion(key, version) }
-                    _ = master.reportPurged(key, ticket, holder: me)
+                    var removedAll = true
+                    for version in store.versions(of: key) where version < ticket.version {
+                        if (try? dropVersion(key, version)) == nil { removedAll = false }
+                    }
+                    // Reported only when done: otherwise the master's removal queue retries.
+                    if removedAll { _ = master.reportPurged(key, ticket, holder: me) }
                 }
                 for holder in ticket.holders.dropFirst() {
                     guard let url = HTTPURL("\(holder)/internal/replica/\(key.pathComponent)?below=\(ticket.version)"),
@@ -153,9 +157,16 @@ extension Volume {
     /// Work that must happen but need not delay the client: cleanup of copies that are no
     /// longer visible, and outcome notices to replicas. Anything lost here (a crash) is
     /// caught by the journal's orphan sweep or the master's removal queue.
-    func afterAnswer(_ work: @escaping @Sendable () -> Void) {
-        housekeeping.async(execute: work)
+    func afterAnswer(delay: Double = 0, _ work: @escaping @Sendable () -> Void) {
+        if delay > 0 {
+            housekeeping.asyncAfter(deadline: .now() + delay, execute: work)
+        } else {
+            housekeeping.async(execute: work)
+        }
     }
+
+    /// How long a superseded version stays readable after its successor is committed.
+    static let supersededGrace = 2.0
 
     /// Sends an outcome notice to each replica; a replica that misses it still learns the
     /// outcome from its journal (orphan sweep) or the master's removal queue.
