@@ -116,16 +116,24 @@ final class MasterLink {
     }
 
     /// With `-m` and `-b`: register now and every `interval` seconds, so the master knows
-    /// this volume and sees it alive even after the master restarts.
+    /// this volume and sees it alive even after the master restarts. Until the first
+    /// registration succeeds (the master may start later), it retries every second.
     func startHeartbeat(interval: Double) {
         guard let master = configuredMaster, let selfURL = configuredSelf, let url = HTTPURL(master + "/admin/add-volume") else { return }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "heartbeat"))
         var registered: Bool?
-        timer.schedule(deadline: .now(), repeating: interval)
+        var lastSuccess = -Double.infinity
+        timer.schedule(deadline: .now(), repeating: min(1, interval))
         timer.setEventHandler { [client] in
+            guard registered != true || monotonicSeconds() - lastSuccess >= interval else { return }
             let ok = (try? client.send("POST", url, body: Array(selfURL.utf8)))?.status == 200
+            if ok { lastSuccess = monotonicSeconds() }
             if ok != registered {
-                if ok { Log.info("registered with master \(master) as \(selfURL)") } else { Log.warning("cannot register with master \(master); retrying") }
+                if ok {
+                    Log.info("registered with master \(master) as \(selfURL)")
+                } else if registered == true {
+                    Log.warning("cannot reach master \(master); retrying")
+                }
                 registered = ok
             }
         }
