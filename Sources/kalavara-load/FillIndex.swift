@@ -34,6 +34,7 @@ enum FillIndex {
         }
         try index.apply(changes)
         try index.flush()
+        try index.compact()
         print(String(format: "fill-index: %d keys in %.1f s", count, monotonicSeconds() - start))
     }
 }

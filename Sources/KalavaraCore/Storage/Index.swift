@@ -35,6 +35,9 @@ public final class Index {
     /// Writes buffered records to table files (see `RocksDB.flush`).
     public func flush() throws { try db.flush() }
 
+    /// Compacts everything into the bottom level (see `RocksDB.compact`).
+    public func compact() throws { try db.compact() }
+
     // MARK: Reading
 
     public func record(for key: Key) throws -> IndexRecord? {

@@ -200,6 +200,12 @@ public final class RocksDB {
         if let message = Self.take(error) { throw Failure(description: message) }
     }
 
+    /// Compacts the whole key range into the bottom level (after a bulk load: the shape a
+    /// long-lived index settles into).
+    public func compact() throws {
+        try whileOpen { rocksdb_compact_range(db, nil, 0, nil, 0) }
+    }
+
     /// A RocksDB property such as "rocksdb.estimate-num-keys".
     public func property(_ name: String) -> String? {
         try? whileOpen { unlockedProperty(name) } ?? nil
