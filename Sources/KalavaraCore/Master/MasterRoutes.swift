@@ -86,7 +86,7 @@ extension Master {
     /// that version so the volume never serves an older or uncommitted one.
     private func redirectRead(_ key: Key) throws -> HTTPResponse {
         guard let record = try index.record(for: key), !record.isTombstone else {
-            return .text(404, "no such key")
+            return Self.noSuchKey
         }
         guard let holder = liveHolders(record).first else {
             return .text(503, "no live volume holds this key")
@@ -106,6 +106,9 @@ extension Master {
         let ticket = PlacementTicket(version: try clock.next(), master: configuration.advertisedURL, holders: holders)
         return .redirect(307, to: location(first, key, ticket.query))
     }
+
+    /// The most common answer of all, built once.
+    private static let noSuchKey = HTTPResponse.text(404, "no such key")
 
     private func liveHolders(_ record: IndexRecord) -> [String] {
         registry.liveURLs(among: record.holders)

@@ -11,6 +11,9 @@ final class RemovalWorker {
     private let client = HTTPClient(timeout: 5, maxIdlePerHost: 2)
     private let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "removals"))
     static let batchPerVolume = 200
+    /// Removals younger than this are left alone: the volume that served the delete or the
+    /// overwrite is usually about to report them done itself.
+    static let settleSeconds = 5.0
 
     init(master: Master, interval: Double) {
         self.master = master
@@ -22,8 +25,10 @@ final class RemovalWorker {
     func stop() { timer.cancel() }
 
     private func pass() {
+        let settled = Date().timeIntervalSince1970 - Self.settleSeconds
         for volume in master.registry.all where volume.isLive {
-            for (key, below) in master.index.pendingRemovals(volume: volume.id, limit: Self.batchPerVolume) {
+            for (key, below) in master.index.pendingRemovals(volume: volume.id, limit: Self.batchPerVolume)
+            where VersionClock.issueTime(of: below) < settled {
                 guard let url = HTTPURL("\(volume.url)/internal/replica/\(key.pathComponent)?below=\(below)"),
                       let answer = try? client.send("DELETE", url), answer.status == 204 else {
                     break // the volume is struggling: try again next pass
