@@ -92,7 +92,7 @@ final class MessageHeadParserTests: XCTestCase {
 
     /// Seeded random bytes must only ever produce a request or an HTTPError, never a crash.
     func testRandomInputNeverCrashes() {
-        var generator = SeededGenerator(seed: 42)
+        var generator = SplitMix64(seed: 42)
         let alphabet = Array("GET PUT / HTTP/1.1\r\n:abc%0-;\t\u{0}\u{7F}".utf8)
         for _ in 0..<20_000 {
             let count = Int.random(in: 0..<200, using: &generator)
@@ -109,18 +109,5 @@ final class MessageHeadParserTests: XCTestCase {
                 }
             }
         }
-    }
-}
-
-/// A deterministic generator (SplitMix64) so random tests repeat exactly.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
     }
 }
