@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraCore
 import XCTest
 
 /// Acknowledged writes survive kill -9 of the daemons.
@@ -53,6 +54,9 @@ final class DurabilityTests: XCTestCase {
         // The volume cannot commit: the client must not hear 201.
         let answer = try HTTP.send("PUT", redirect.headers["Location"]!, body: [1])
         XCTAssertEqual(answer.status, 503, answer.text)
+        // Not even a client that goes straight to the volume sees the uncommitted value.
+        let port = HTTPURL(redirect.headers["Location"]!)!.port
+        XCTAssertEqual(try HTTP.send("GET", cluster.volumeURL(port) + "/store/orphan").status, 404)
         try cluster.restartMaster()
         XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/store/orphan").status, 404)
     }

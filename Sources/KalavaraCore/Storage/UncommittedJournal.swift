@@ -127,6 +127,13 @@ public final class UncommittedJournal {
         if strikesSinceCompaction > 10_000 + 2 * pending.count { try? rewriteLocked() }
     }
 
+    /// Whether this version of `key` is still waiting for its commit's outcome.
+    public func isPending(_ key: Key, version: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return pending[Entry(key: key, version: version)] != nil
+    }
+
     /// Entries recorded before `time` (seconds since 1970), oldest first.
     public func entries(olderThan time: Double, limit: Int) -> [Entry] {
         lock.lock()

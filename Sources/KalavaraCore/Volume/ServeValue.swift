@@ -2,7 +2,10 @@
 /// with validators (`ETag`, `Last-Modified`) and single byte ranges.
 extension Volume {
     func serveValue(_ key: Key, version: UInt64?, request: HTTPRequest) throws -> HTTPResponse {
-        guard let value = try store.open(key, version: version) else {
+        // Without a version (a client that came straight here), the newest version whose
+        // commit is not in doubt: a version still in the uncommitted journal may never be.
+        let chosen = version ?? store.versions(of: key).last(where: { !journal.isPending(key, version: $0) })
+        guard let chosen, let value = try store.open(key, version: chosen) else {
             return .text(404, version == nil ? "no such key" : "no such version of this key")
         }
         let etag = Self.etag(value.version)
