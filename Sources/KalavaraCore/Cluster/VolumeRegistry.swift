@@ -6,6 +6,7 @@ import Foundation
 /// volumes that were added at run time. Liveness is memory only: after a restart every
 /// volume counts as alive until its health checks say otherwise.
 public final class VolumeRegistry {
+    /// One volume as the master knows it: its id in index records, URL and liveness.
     public struct Volume {
         public let id: UInt16
         public let url: String

@@ -9,6 +9,7 @@ public final class OpenFile {
 
 /// A response a handler returns. The connection adds framing headers and writes it.
 public struct HTTPResponse {
+    /// Where the answer's bytes come from.
     public enum Body {
         case empty
         case bytes([UInt8])

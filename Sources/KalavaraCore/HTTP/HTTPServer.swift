@@ -16,6 +16,7 @@ public typealias HTTPHandler = (HTTPRequest, MessageBody) throws -> HTTPResponse
 /// `maxConnections` bounds the connections (and so the threads); connections beyond it get
 /// a `503` and are closed instead of exhausting descriptors.
 public final class HTTPServer {
+    /// Where to listen and the limits that protect the server.
     public struct Configuration {
         public var host: String
         public var port: Int

@@ -259,6 +259,26 @@ public final class PendingWrite {
 
     public func append(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try append($0) } }
 
+    /// Bytes moved per read and write while streaming a value in. Below glibc's mmap
+    /// threshold, so each write's buffer is a cheap heap allocation.
+    static let streamBufferBytes = 64 * 1024
+
+    /// Appends everything `read` produces until it returns 0, one buffer at a time (the
+    /// value is never whole in memory), showing each piece to `forEachPiece` as well: how
+    /// a volume writes an upload and forwards it to the replicas in the same pass.
+    public func appendAll(reading read: (UnsafeMutableRawBufferPointer) throws -> Int,
+                          forEachPiece: (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.streamBufferBytes, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = try read(buffer)
+            if count == 0 { return }
+            let piece = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+            try append(piece)
+            forEachPiece(piece)
+        }
+    }
+
     /// Makes the bytes durable and visible as this version: fsync the file, rename it into
     /// its bucket, fsync the bucket. A crash before the rename leaves only a temporary file.
     /// `beforeRename` runs once the bytes are durable (the volume journals the version there).

@@ -15,6 +15,7 @@ import Foundation
 /// writers share one journal sync. Strikes are not synced: a lost strike only means one
 /// redundant question to the master later.
 public final class UncommittedJournal {
+    /// One uncommitted version of one key.
     public struct Entry: Hashable {
         public let key: Key
         public let version: UInt64

@@ -8,6 +8,7 @@ import Foundation
 public struct CommandLineOptions {
     /// One option a daemon understands.
     public struct Option {
+        /// How many values the option takes: none (a switch), one, or all up to the next option.
         public enum Arity { case flag, one, many }
         public let names: [String]
         public let valueName: String

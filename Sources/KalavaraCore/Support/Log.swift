@@ -6,6 +6,7 @@ import Foundation
 /// per-request logging stays off the hot path. Each line is written with a single `write(2)`
 /// so lines from concurrent threads never interleave.
 public enum Log {
+    /// How much a line matters; lines below `threshold` are not written.
     public enum Level: Int, Comparable, Sendable {
         case debug = 0, info, warning, error
         public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }

@@ -4,10 +4,6 @@ import Foundation
 /// the change durable here and on the other replicas, commit it to the master, and answer
 /// success only once the master has recorded it.
 extension Volume {
-    /// Bytes moved per read/write while streaming a body. Below glibc's mmap threshold, so
-    /// each request's buffer is a cheap heap allocation.
-    static let streamBufferBytes = 64 * 1024
-
     func storeValue(_ key: Key, ticket: PlacementTicket?, request: HTTPRequest, body: MessageBody) throws -> HTTPResponse {
         guard let ticket, let me = ticket.holders.first else {
             throw HTTPError(400, "a PUT must go through the master (this request has no placement ticket)")
@@ -84,15 +80,8 @@ extension Volume {
     func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = []) throws -> Int {
         let write = try store.beginWrite(key: key, version: version)
         do {
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.streamBufferBytes, alignment: 16)
-            defer { buffer.deallocate() }
-            while true {
-                let count = try body.read(into: buffer)
-                if count == 0 { break }
-                let piece = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
-                try write.append(piece)
-                for upload in forwards { upload.write(piece) }
-            }
+            try write.appendAll(reading: { try body.read(into: $0) },
+                                forEachPiece: { piece in forwards.forEach { $0.write(piece) } })
             // Journal the version before syncing the file, so both syncs run at once.
             let position = try journal.append(key, version: version)
             do {
