@@ -218,6 +218,24 @@ final class HardeningTests: XCTestCase {
     }
 }
 
+extension HardeningTests {
+    /// Replication streams: the first volume forwards while it writes, so a value costs
+    /// the same memory with two copies as with one.
+    func testReplicatedLargeValueKeepsMemoryFlat() throws {
+        let cluster = try TestCluster.started(volumes: 2, masterExtra: ["--replicas", "2"])
+        defer { cluster.shutdown() }
+        let file = cluster.root + "/256m.bin"
+        XCTAssertEqual(try runTool("truncate", ["-s", "256M", file]).status, 0)
+        let result = try runTool("curl", ["-sS", "-L", "-T", file, cluster.masterURL + "/store/big", "-w", "%{http_code}"])
+        XCTAssertTrue(result.output.hasSuffix("201"), result.output)
+        XCTAssertEqual(cluster.copies(of: "big").count, 2)
+        for port in cluster.volumePorts {
+            let peak = peakResidentKiB(cluster.volumes[port]!.processIdentifier)
+            XCTAssertLessThan(peak, 64 * 1024, "volume \(port) peaked at \(peak / 1024) MiB")
+        }
+    }
+}
+
 /// VmHWM (peak resident set) of a process, in KiB.
 func peakResidentKiB(_ pid: Int32) -> Int {
     let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
