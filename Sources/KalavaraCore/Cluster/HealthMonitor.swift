@@ -65,4 +65,7 @@ public enum VolumeHeaders {
     /// Answered by a volume's health check.
     public static let freeBytes = "Kalavara-Free-Bytes"
     public static let valueCount = "Kalavara-Values"
+    /// Answered by a commit: the version of the value it replaced, so the volumes can drop
+    /// exactly that file without listing a directory.
+    public static let previousVersion = "Kalavara-Previous-Version"
 }

@@ -56,7 +56,11 @@ extension Master {
             }
             try index.apply(changes)
             metrics.count("kalavara_commits_total", "op=\"put\"")
-            return .text(200, "committed")
+            var answer = HTTPResponse.text(200, "committed")
+            if let current, !current.isTombstone {
+                answer.headers.set(VolumeHeaders.previousVersion, String(current.version))
+            }
+            return answer
         }
     }
 

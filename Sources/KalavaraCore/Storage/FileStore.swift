@@ -1,17 +1,23 @@
 import Foundation
 
-/// A volume's values as files: `DIR/data/ab/cd/<sha256(key)>.<version>`.
+/// A volume's values as files: `DIR/data/abc/<sha256(key)>.<version>`.
 ///
 /// A write streams into `DIR/tmp`, is fsynced, renamed into place and its directory
 /// fsynced, so a value is either wholly there or not at all, even across a crash. Each
 /// version of a key is a file of its own: a new version never overwrites the committed
 /// one, which stays readable until the master has committed its successor.
+///
+/// There are 4,096 bucket directories (the first three hex digits of the hash), made on
+/// first use: only the first write into each pays for creating it and syncing `data`, so a
+/// new volume is at full speed after a few thousand writes. At ten million values a bucket
+/// holds about 2,500 files, which ext4's hashed directories handle well; only rare paths
+/// list a bucket (a commit names the version it replaced).
 public final class FileStore {
     public let root: String
     let tmpDirectory: String
     let dataDirectory: String
-    private let bucketLock = NSLock()
-    private var knownBuckets: Set<String> = []
+    /// Buckets: directories under `data`, named by the first `bucketDigits` hex digits.
+    static let bucketDigits = 3
     private let countLock = NSLock()
     private var filesCounted: Int?
     private var filesChanged = 0
@@ -57,9 +63,7 @@ public final class FileStore {
         let data = dataDirectory
         Thread { [self] in
             var count = 0
-            for top in Self.entries(data) {
-                for bucket in Self.entries(data + "/" + top) { count += Self.entries(data + "/" + top + "/" + bucket).count }
-            }
+            for bucket in Self.entries(data) { count += Self.entries(data + "/" + bucket).count }
             countLock.lock()
             filesCounted = count
             countLock.unlock()
@@ -89,9 +93,7 @@ public final class FileStore {
     public static func fileStem(_ key: Key) -> String { SHA256.hex(key.bytes) }
 
     func bucket(forStem stem: String) -> String {
-        let characters = Array(stem.utf8)
-        return dataDirectory + "/" + String(decoding: characters[0..<2], as: UTF8.self)
-            + "/" + String(decoding: characters[2..<4], as: UTF8.self)
+        dataDirectory + "/" + stem.prefix(Self.bucketDigits)
     }
 
     func path(stem: String, version: UInt64) -> String {
@@ -111,23 +113,10 @@ public final class FileStore {
         return write
     }
 
-    /// Creates the bucket directories on first use and makes their entries durable.
-    func ensureBucket(_ bucket: String) throws {
-        bucketLock.lock()
-        let known = knownBuckets.contains(bucket)
-        bucketLock.unlock()
-        if known { return }
-        let parent = (bucket as NSString).deletingLastPathComponent
-        for directory in [parent, bucket] {
-            if mkdir(directory, 0o755) == 0 {
-                try Self.syncDirectory((directory as NSString).deletingLastPathComponent)
-            } else if errno != EEXIST {
-                throw StorageError.io("cannot create \(directory)", errno)
-            }
-        }
-        bucketLock.lock()
-        knownBuckets.insert(bucket)
-        bucketLock.unlock()
+    /// Creates a bucket on its first use, durably.
+    func createBucket(_ bucket: String) throws {
+        if mkdir(bucket, 0o755) != 0, errno != EEXIST { throw StorageError.io("cannot create \(bucket)", errno) }
+        try Self.syncDirectory(dataDirectory)
     }
 
     static func syncDirectory(_ path: String) throws {
@@ -289,11 +278,13 @@ public final class PendingWrite {
         fd = -1
         let stem = FileStore.fileStem(key)
         let bucket = store.bucket(forStem: stem)
-        try store.ensureBucket(bucket)
         let finalPath = store.path(stem: stem, version: version)
-        guard rename(tmpPath, finalPath) == 0 else {
-            throw StorageError.io("rename", errno)
+        var renamed = rename(tmpPath, finalPath) == 0
+        if !renamed, errno == ENOENT {
+            try store.createBucket(bucket)
+            renamed = rename(tmpPath, finalPath) == 0
         }
+        guard renamed else { throw StorageError.io("rename", errno) }
         tmpFileExists = false
         store.countChange(1)
         do {

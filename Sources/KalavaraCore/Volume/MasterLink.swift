@@ -4,8 +4,8 @@ import Foundation
 /// registration heartbeats.
 final class MasterLink {
     enum Outcome: Equatable {
-        /// The master recorded it.
-        case committed
+        /// The master recorded it; `previous` is the version it replaced, when the master said.
+        case committed(previous: UInt64?)
         /// The master said no for good (a newer version exists, ticket expired...).
         case refused(status: Int, reason: String)
         /// No answer, or a server error: the outcome is unknown.
@@ -93,7 +93,7 @@ final class MasterLink {
         do {
             let response = try client.send("POST", url)
             guard response.status == 200 else { return .unreachable("master answered \(response.status): \(response.text)") }
-            return response.text.hasPrefix("committed") ? .committed : .refused(status: 200, reason: "orphan")
+            return response.text.hasPrefix("committed") ? .committed(previous: nil) : .refused(status: 200, reason: "orphan")
         } catch {
             return .unreachable("master \(master) unreachable: \(error)")
         }
@@ -106,7 +106,7 @@ final class MasterLink {
         do {
             let response = try client.send("POST", url)
             switch response.status {
-            case 200: return .committed
+            case 200: return .committed(previous: response.headers[VolumeHeaders.previousVersion].flatMap(UInt64.init))
             case 400..<500: return .refused(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
             default: return .unreachable("master answered \(response.status)")
             }

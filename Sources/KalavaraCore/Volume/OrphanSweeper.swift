@@ -37,7 +37,7 @@ final class OrphanSweeper {
                 continue
             }
             switch volume.master.resolve(entry.key, version: entry.version, master: identity.master, me: identity.me) {
-            case .committed:
+            case .committed(_):
                 volume.journal.strike(entry.key, version: entry.version)
                 for older in volume.store.versions(of: entry.key) where older < entry.version {
                     try? volume.dropVersion(entry.key, older)

@@ -33,7 +33,7 @@ extension Volume {
             let key = try Key(percentEncoded: path.dropFirst("/internal/committed/".count))
             guard let version = parameters["ver"].flatMap(UInt64.init) else { throw HTTPError(400, "missing ver") }
             journal.strike(key, version: version)
-            for older in store.versions(of: key) where older < version { try dropVersion(key, older) }
+            dropSuperseded(key, by: version, previous: parameters["previous"].flatMap(UInt64.init))
             return .text(200, "noted")
         }
         return nil

@@ -52,13 +52,14 @@ extension Volume {
         // 3. Commit. Until the master records it, this version is invisible to readers
         //    going through the master, and the previous version stays on disk.
         switch master.commitWrite(key, ticket, size: size) {
-        case .committed:
+        case .committed(let previous):
             journal.strike(key, version: ticket.version)
-            // Older versions are invisible from now on. They go a little later, so a reader
-            // the master sent to the previous version just before this commit still finds it.
+            // The replaced version is invisible from now on. It goes a little later, so a
+            // reader the master sent to it just before this commit still finds it.
             afterAnswer(delay: Self.supersededGrace) { [self, durableReplicas] in
-                for older in store.versions(of: key) where older < ticket.version { try? dropVersion(key, older) }
-                notify(durableReplicas, key: key, path: "/internal/committed", query: "ver=\(ticket.version)", method: "POST")
+                dropSuperseded(key, by: ticket.version, previous: previous)
+                let query = "ver=\(ticket.version)" + (previous.map { "&previous=\($0)" } ?? "")
+                notify(durableReplicas, key: key, path: "/internal/committed", query: query, method: "POST")
             }
             var response = HTTPResponse.text(201, "stored")
             response.headers.set("ETag", Self.etag(ticket.version))
@@ -117,7 +118,7 @@ extension Volume {
         // copy, so removing copies afterwards never exposes a half-deleted key. Holders that
         // cannot be reached now are in the master's removal queue.
         switch master.commitDelete(key, ticket) {
-        case .committed:
+        case .committed(_):
             // From here no reader is sent to any copy: remove them right after answering.
             // What fails here stays in the master's removal queue and is retried from there.
             afterAnswer { [self] in
@@ -163,6 +164,16 @@ extension Volume {
         for replica in replicas {
             guard let url = HTTPURL("\(replica)\(path)/\(key.pathComponent)?\(query)") else { continue }
             _ = try? replicaClient.send(method, url)
+        }
+    }
+
+    /// Drops the version a commit replaced: exactly `previous` when the master named it
+    /// (no directory listing), else every older version found in the key's bucket.
+    func dropSuperseded(_ key: Key, by version: UInt64, previous: UInt64?) {
+        if let previous, previous < version {
+            try? dropVersion(key, previous)
+        } else if previous == nil {
+            for older in store.versions(of: key) where older < version { try? dropVersion(key, older) }
         }
     }
 
