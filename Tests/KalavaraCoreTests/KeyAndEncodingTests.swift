@@ -77,6 +77,13 @@ final class KeyAndEncodingTests: XCTestCase {
                        "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
     }
 
+    func testHTTPDates() {
+        XCTAssertEqual(HTTPDate.format(0), "Thu, 01 Jan 1970 00:00:00 GMT")
+        XCTAssertEqual(HTTPDate.format(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT") // RFC 9110's example
+        let line = String(decoding: HTTPDate.headerLine(), as: UTF8.self)
+        XCTAssertTrue(line.hasPrefix("Date: ") && line.hasSuffix(" GMT\r\nServer: kalavara\r\n\r\n"), line)
+    }
+
     func testByteRanges() {
         XCTAssertEqual(ByteRange.parse("bytes=0-0", size: 10), .satisfiable(0..<1))
         XCTAssertEqual(ByteRange.parse("bytes=3-", size: 10), .satisfiable(3..<10))

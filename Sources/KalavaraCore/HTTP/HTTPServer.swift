@@ -84,12 +84,6 @@ public final class HTTPServer {
         return stopping
     }
 
-    public var openConnections: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return connections.count
-    }
-
     /// Graceful stop: no new connections, idle ones closed, requests in flight given up to
     /// `shutdownGrace` seconds to finish. Returns when all are done or the grace is over.
     public func stop() {

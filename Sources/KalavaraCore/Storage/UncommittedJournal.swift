@@ -95,11 +95,6 @@ public final class UncommittedJournal {
         if syncError != 0 { throw StorageError.io("journal fdatasync", syncError) }
     }
 
-    /// Records a version as uncommitted; durable when this returns.
-    public func add(_ key: Key, version: UInt64) throws {
-        try waitUntilDurable(try append(key, version: version))
-    }
-
     private func syncLoop() {
         lock.lock()
         while true {

@@ -126,8 +126,6 @@ public struct CommandLineOptions {
     /// All values of a repeatable option, in order.
     public func strings(_ name: String) -> [String] { values[option(name).key] ?? [] }
 
-    public func flag(_ name: String) -> Bool { values[option(name).key] != nil }
-
     /// An integer option within `range`.
     public func integer(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
         guard let text = string(name) else { return nil }

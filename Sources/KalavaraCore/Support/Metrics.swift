@@ -20,12 +20,6 @@ public final class Metrics {
         lock.unlock()
     }
 
-    public func describe(_ name: String, _ text: String) {
-        lock.lock()
-        help[name] = text
-        lock.unlock()
-    }
-
     /// A value read at scrape time.
     public func gauge(_ name: String, _ text: String, _ read: @escaping () -> Double) {
         lock.lock()
