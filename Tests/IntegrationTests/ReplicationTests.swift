@@ -68,6 +68,21 @@ final class ReplicationTests: XCTestCase {
         XCTAssertEqual(Set(cluster.copyContents(of: "over")).count, 1)
     }
 
+    func testOldCopyGoesEvenIfItsVolumeDiesRightAfterTheOverwrite() throws {
+        XCTAssertEqual(try put("phoenix", "old"), 201)
+        let holders = cluster.copies(of: "phoenix").keys.sorted()
+        XCTAssertEqual(try put("phoenix", "new"), 201)
+        // Killed before its delayed cleanup (2 s): the master's removal queue still has it.
+        cluster.killVolume(holders[0])
+        usleep(3_000_000)
+        try cluster.startVolume(port: holders[0])
+        try waitUntil("the old copy removed after the restart", timeout: 20) {
+            let copies = self.cluster.copies(of: "phoenix")
+            return copies.count == 2 && copies.values.allSatisfy { $0.count == 1 }
+        }
+        XCTAssertEqual(try get("phoenix").text, "new")
+    }
+
     func testFewerLiveVolumesThanReplicasIs503() throws {
         XCTAssertEqual(try put("a", "1"), 201)
         for port in cluster.volumePorts.prefix(2) { cluster.killVolume(port) }

@@ -74,13 +74,15 @@ final class CommitProtocolTests: XCTestCase {
         XCTAssertEqual(try put("k", try master.clock.next(), holders: [c]), 200, "a newer write brings the key back")
     }
 
-    func testOverwriteOnOtherVolumesQueuesRemovalOfTheOldCopies() throws {
+    func testOverwriteQueuesRemovalOfTheOldCopies() throws {
         XCTAssertEqual(try put("k", try master.clock.next(), holders: [a, b]), 200)
         let v2 = try master.clock.next()
         XCTAssertEqual(try put("k", v2, holders: [b, c]), 200)
         let key = try Key("k")
+        // Every old holder must drop the old copy, also the one that holds the new version.
         XCTAssertEqual(try master.index.pendingRemoval(volume: master.registry.id(of: a)!, key: key), v2)
-        XCTAssertNil(try master.index.pendingRemoval(volume: master.registry.id(of: b)!, key: key))
+        XCTAssertEqual(try master.index.pendingRemoval(volume: master.registry.id(of: b)!, key: key), v2)
+        XCTAssertNil(try master.index.pendingRemoval(volume: master.registry.id(of: c)!, key: key))
     }
 
     func testResolveFencesOrphansSoLateCommitsFail() throws {

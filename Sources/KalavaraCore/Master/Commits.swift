@@ -11,8 +11,8 @@ import Foundation
 ///   answer), so commits are idempotent;
 /// - a commit whose ticket is older than the ticket lifetime is refused: tombstones are
 ///   kept exactly that long, so no late write can resurrect a deleted key.
-/// Copies that stop being current on a volume not in the new holder set (a delete, a
-/// placement change) are queued for removal in the same synced batch as the record.
+/// Copies that stop being current (a delete, an overwrite) are queued for removal in the
+/// same synced batch as the record, so none is forgotten even if its volume crashes.
 extension Master {
     /// `POST /internal/commit?op=put|delete&key=K&ver=V&size=S&h=URL,URL`
     func commit(_ parameters: QueryParameters) throws -> HTTPResponse {
@@ -50,7 +50,10 @@ extension Master {
             stored.floor = current?.floor ?? 0
             changes.setRecord(stored, for: key)
             if let current, !current.isTombstone {
-                for holder in current.holders where !record.holders.contains(holder) {
+                // Every holder of the replaced value must drop it, those that hold the new one
+                // too: they report it done themselves, and if one crashes before it does, the
+                // removal queue still has the entry.
+                for holder in current.holders {
                     changes.queueRemoval(volume: holder, key: key, below: record.version)
                 }
             }

@@ -74,6 +74,18 @@ final class MasterLink {
         return post("/internal/commit", parameters, ticket)
     }
 
+    /// Tells the master this volume holds no copy of `key` older than `below` any more,
+    /// once it knows both the master and its own URL there.
+    func reportRemoved(_ key: Key, below: UInt64) {
+        guard let (master, me) = identity else { return }
+        var parameters = QueryParameters()
+        parameters.add("key", bytes: key.bytes)
+        parameters.add("ver", String(below))
+        parameters.add("h", me)
+        guard let url = HTTPURL("\(master)/internal/purged?\(parameters.encoded)") else { return }
+        _ = try? client.send("POST", url)
+    }
+
     func reportPurged(_ key: Key, _ ticket: PlacementTicket, holder: String) -> Outcome {
         var parameters = QueryParameters()
         parameters.add("key", bytes: key.bytes)

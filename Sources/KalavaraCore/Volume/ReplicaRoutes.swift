@@ -33,7 +33,8 @@ extension Volume {
             let key = try Key(percentEncoded: path.dropFirst("/internal/committed/".count))
             guard let version = parameters["ver"].flatMap(UInt64.init) else { throw HTTPError(400, "missing ver") }
             journal.strike(key, version: version)
-            dropSuperseded(key, by: version, previous: parameters["previous"].flatMap(UInt64.init))
+            let previous = parameters["previous"].flatMap(UInt64.init)
+            if previous != nil { scheduleSupersededDrop(key, by: version, previous: previous) }
             return .text(200, "noted")
         }
         return nil

@@ -54,13 +54,14 @@ extension Volume {
         switch master.commitWrite(key, ticket, size: size) {
         case .committed(let previous):
             journal.strike(key, version: ticket.version)
-            // The replaced version is invisible from now on. It goes a little later, so a
-            // reader the master sent to it just before this commit still finds it.
-            afterAnswer(delay: Self.supersededGrace) { [self, durableReplicas] in
-                dropSuperseded(key, by: ticket.version, previous: previous)
+            // The replicas hear the outcome at once; the replaced version (invisible from now
+            // on) goes a little later everywhere, so a reader the master sent to it just
+            // before this commit still finds it.
+            afterAnswer { [self, durableReplicas] in
                 let query = "ver=\(ticket.version)" + (previous.map { "&previous=\($0)" } ?? "")
                 notify(durableReplicas, key: key, path: "/internal/committed", query: query, method: "POST")
             }
+            if previous != nil { scheduleSupersededDrop(key, by: ticket.version, previous: previous) }
             var response = HTTPResponse.text(201, "stored")
             response.headers.set("ETag", Self.etag(ticket.version))
             return response
@@ -167,13 +168,18 @@ extension Volume {
         }
     }
 
-    /// Drops the version a commit replaced: exactly `previous` when the master named it
-    /// (no directory listing), else every older version found in the key's bucket.
-    func dropSuperseded(_ key: Key, by version: UInt64, previous: UInt64?) {
-        if let previous, previous < version {
-            try? dropVersion(key, previous)
-        } else if previous == nil {
-            for older in store.versions(of: key) where older < version { try? dropVersion(key, older) }
+    /// After `supersededGrace`, drops the version a commit replaced (exactly `previous` when
+    /// the master named it, with no directory listing; else every older version in the
+    /// key's bucket) and tells the master, which queued that removal with the commit.
+    func scheduleSupersededDrop(_ key: Key, by version: UInt64, previous: UInt64?) {
+        afterAnswer(delay: Self.supersededGrace) { [self] in
+            let dropped: Bool
+            if let previous, previous < version {
+                dropped = (try? dropVersion(key, previous)) != nil
+            } else {
+                dropped = store.versions(of: key).filter { $0 < version }.allSatisfy { (try? dropVersion(key, $0)) != nil }
+            }
+            if dropped { master.reportRemoved(key, below: version) }
         }
     }
 
