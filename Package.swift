@@ -1,12 +1,22 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Every target is compiled in Swift 6 language mode: complete concurrency checking.
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
 let package = Package(
     name: "kalavara",
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "master", targets: ["master"]),
         .executable(name: "volume", targets: ["volume"]),
         .executable(name: "kalavara-load", targets: ["kalavara-load"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // RocksDB's C API from Debian's librocksdb-dev, through a module map.
@@ -17,22 +27,29 @@ let package = Package(
         ),
         // epoll(7), which Glibc's Swift module leaves out; used by the HTTP event loop.
         .systemLibrary(name: "CEpoll"),
-        // Everything both daemons share: HTTP, storage, cluster logic, routes.
+        // The system's OpenSSL libcrypto (libssl-dev): SHA-256, HMAC-SHA256, MD5.
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // zlib (zlib1g-dev): CRC-32.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Everything the daemons share: HTTP, storage, cluster logic, routes.
         .target(
             name: "KalavaraCore",
-            dependencies: ["CRocksDB", "CEpoll"],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            dependencies: [
+                "CRocksDB", "CEpoll", "CLibCrypto", "CZlib",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
         ),
-        .executableTarget(name: "master", dependencies: ["KalavaraCore"],
-                          swiftSettings: [.swiftLanguageMode(.v5)]),
-        .executableTarget(name: "volume", dependencies: ["KalavaraCore"],
-                          swiftSettings: [.swiftLanguageMode(.v5)]),
+        .executableTarget(name: "master", dependencies: ["KalavaraCore"], swiftSettings: strict),
+        .executableTarget(name: "volume", dependencies: ["KalavaraCore"], swiftSettings: strict),
         // Load generator and measurement helpers for scripts/bench.
-        .executableTarget(name: "kalavara-load", dependencies: ["KalavaraCore"],
-                          swiftSettings: [.swiftLanguageMode(.v5)]),
-        .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore"],
-                    swiftSettings: [.swiftLanguageMode(.v5)]),
-        .testTarget(name: "IntegrationTests", dependencies: ["KalavaraCore"],
-                    swiftSettings: [.swiftLanguageMode(.v5)]),
+        .executableTarget(name: "kalavara-load", dependencies: [
+            "KalavaraCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+        .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["KalavaraCore"], swiftSettings: strict),
     ]
 )

@@ -8,10 +8,10 @@ import KalavaraCore
 /// With `-o put`, clients only PUT, to keys `PREFIX0`, `PREFIX1`, ... (numbered across all
 /// clients, at most `-n`), and keep them: a write benchmark that also fills the index.
 enum Cycles {
-    static func run(_ arguments: [String]) throws {
-        let flags = try parseFlags(arguments, allowed: ["-m", "-c", "-t", "-s", "-p", "-o", "-n"])
+    static func run(_ arguments: [String: String]) throws {
+        let flags = arguments
         if flags["-o"] == "put" { return try putOnly(flags) }
-        guard let master = flags["-m"].flatMap(HTTPURL.init) else { throw CommandLineOptions.UsageError("-m MASTER_URL is required") }
+        guard let master = flags["-m"].flatMap(HTTPURL.init) else { throw LoadError("-m MASTER_URL is required") }
         let clients = Int(flags["-c"] ?? "16") ?? 16
         let seconds = Double(flags["-t"] ?? "10") ?? 10
         let size = Int(flags["-s"] ?? "1024") ?? 1024
@@ -37,7 +37,7 @@ enum Cycles {
                         t = monotonicSeconds()
                         let answer = try follow(http, "GET", master, path)
                         try expect(answer, 200, "GET")
-                        guard answer.body == value else { throw CommandLineOptions.UsageError("GET returned other bytes") }
+                        guard answer.body == value else { throw LoadError("GET returned other bytes") }
                         local.get.add((monotonicSeconds() - t) * 1e6)
                         t = monotonicSeconds()
                         try expect(follow(http, "DELETE", master, path), 204, "DELETE")
@@ -67,7 +67,7 @@ enum Cycles {
     }
 
     static func putOnly(_ flags: [String: String]) throws {
-        guard let master = flags["-m"].flatMap(HTTPURL.init) else { throw CommandLineOptions.UsageError("-m MASTER_URL is required") }
+        guard let master = flags["-m"].flatMap(HTTPURL.init) else { throw LoadError("-m MASTER_URL is required") }
         let clients = Int(flags["-c"] ?? "16") ?? 16
         let seconds = Double(flags["-t"] ?? "10") ?? 10
         let size = Int(flags["-s"] ?? "1024") ?? 1024
@@ -142,7 +142,7 @@ enum Cycles {
 
     static func expect(_ answer: ClientResponse, _ status: Int, _ what: String) throws {
         guard answer.status == status else {
-            throw CommandLineOptions.UsageError("\(what) answered \(answer.status): \(answer.text.prefix(100))")
+            throw LoadError("\(what) answered \(answer.status): \(answer.text.prefix(100))")
         }
     }
 }

@@ -5,8 +5,8 @@ import KalavaraCore
 /// a temporary directory, write it, fsync it, rename it into place and fsync the directory:
 /// the same work a volume does for a PUT, without any HTTP.
 enum DiskBaseline {
-    static func run(_ arguments: [String]) throws {
-        let flags = try parseFlags(arguments, allowed: ["-d", "-c", "-t", "-s"])
+    static func run(_ arguments: [String: String]) throws {
+        let flags = arguments
         let root = flags["-d"] ?? NSTemporaryDirectory() + "kalavara-disk-\(getpid())"
         let threads = Int(flags["-c"] ?? "16") ?? 16
         let seconds = Double(flags["-t"] ?? "5") ?? 5

@@ -21,17 +21,8 @@ struct Latencies {
     }
 }
 
-/// Parses `-x value` pairs into a dictionary, for the small option sets of these tools.
-func parseFlags(_ arguments: [String], allowed: Set<String>) throws -> [String: String] {
-    var flags: [String: String] = [:]
-    var index = 0
-    while index < arguments.count {
-        let flag = arguments[index]
-        guard allowed.contains(flag), index + 1 < arguments.count else {
-            throw CommandLineOptions.UsageError("unknown option or missing value: \(flag) (options: \(allowed.sorted().joined(separator: " ")))")
-        }
-        flags[flag] = arguments[index + 1]
-        index += 2
-    }
-    return flags
+/// A failed load run, as one line.
+struct LoadError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -3,7 +3,7 @@ import KalavaraCore
 import XCTest
 
 /// Replicas, the commit protocol and liveness, with real processes and real kills.
-final class ReplicationTests: XCTestCase {
+final class ReplicationTests: XCTestCase, @unchecked Sendable {
     var cluster: TestCluster!
 
     override func setUpWithError() throws {

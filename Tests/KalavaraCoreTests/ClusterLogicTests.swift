@@ -1,4 +1,5 @@
 @testable import KalavaraCore
+import Synchronization
 import XCTest
 
 final class ClusterLogicTests: XCTestCase {
@@ -33,8 +34,9 @@ final class ClusterLogicTests: XCTestCase {
     }
 
     func testVersionClockIsMonotonicAndSurvivesRestart() throws {
-        var stored: UInt64 = 0
-        let clock = try VersionClock(storedCeiling: 0) { stored = $0 }
+        let ceiling = Mutex<UInt64>(0)
+        var stored: UInt64 { ceiling.withLock { $0 } }
+        let clock = try VersionClock(storedCeiling: 0) { value in ceiling.withLock { $0 = value } }
         var last: UInt64 = 0
         for _ in 0..<10_000 {
             let version = try clock.next()
@@ -44,7 +46,7 @@ final class ClusterLogicTests: XCTestCase {
         XCTAssertGreaterThan(stored, last)
         XCTAssertEqual(VersionClock.issueTime(of: last), Date().timeIntervalSince1970, accuracy: 5)
         // A restart (even with the wall clock far behind) continues above every issued version.
-        let restarted = try VersionClock(storedCeiling: stored) { stored = $0 }
+        let restarted = try VersionClock(storedCeiling: stored) { value in ceiling.withLock { $0 = value } }
         XCTAssertGreaterThan(try restarted.next(), last)
     }
 

@@ -99,20 +99,30 @@ final class KeyAndEncodingTests: XCTestCase {
         XCTAssertEqual(ByteRange.parse("bytes=a-b", size: 10), .ignored)
     }
 
-    func testCommandLineOptions() throws {
-        var options = MasterConfiguration.options()
-        try options.parse(["-p", "6001", "-d", "db", "-v", "http://a:1", "http://b:2", "--replicas=1"])
-        XCTAssertEqual(options.string("--port"), "6001")
-        XCTAssertEqual(options.strings("-v"), ["http://a:1", "http://b:2"])
-        XCTAssertEqual(try options.integer("--replicas", in: 1...3), 1)
-        XCTAssertEqual(options.string("--bind"), "0.0.0.0")
-        for bad in [["--nope"], ["-p"], ["-v"], ["-p", "1", "-p", "2"], ["--help=1"]] {
-            var fresh = MasterConfiguration.options()
-            XCTAssertThrowsError(try fresh.parse(bad), "\(bad)")
+    func testCommandLines() throws {
+        let command = try MasterCommand.parse(["-p", "6001", "-d", "db", "-v", "http://a:1", "http://b:2", "--replicas=1"])
+        let parsed = command.configuration()
+        XCTAssertEqual(parsed.server.port, 6001)
+        XCTAssertEqual(parsed.volumes, ["http://a:1", "http://b:2"])
+        XCTAssertEqual(parsed.replicas, 1)
+        XCTAssertEqual(parsed.server.host, "0.0.0.0")
+        XCTAssertEqual(command.logLevel, .info)
+        for bad in [["--nope"], ["-p"], ["-v"], ["-d", "db", "-p", "x"], ["-d", "db", "--replicas", "0"],
+                    ["-d", "db", "-v", "localhost:7000"], ["-d", "db", "--read-timeout", "-1"], ["-d", "db", "--log-level", "loud"]] {
+            XCTAssertThrowsError(try MasterCommand.parse(bad), "\(bad)")
         }
-        let configuration = try MasterConfiguration.parse(["-p", "6000", "-d", "db", "-v", "http://127.0.0.1:7000"])!
+        let configuration = try MasterConfiguration.parse(["-p", "6000", "-d", "db", "-v", "http://127.0.0.1:7000"])
         XCTAssertEqual(configuration.advertisedURL, "http://127.0.0.1:6000")
-        XCTAssertThrowsError(try MasterConfiguration.parse(["-p", "6000", "-d", "db", "--replicas", "0"]))
+        XCTAssertEqual(try MasterConfiguration.parse(["-d", "db", "--advertise", "http://m:1/"]).advertisedURL, "http://m:1")
         XCTAssertThrowsError(try VolumeConfiguration.parse(["-d", "x", "-b", "http://v:1"]))
+        let volume = try VolumeConfiguration.parse(["-p", "7001", "-d", "x", "-m", "http://m:6000", "-b", "http://v:7001",
+                                                    "--log-level", "debug"])
+        XCTAssertEqual(volume.masterURL, "http://m:6000")
+        XCTAssertEqual(volume.selfURL, "http://v:7001")
+        XCTAssertEqual(try VolumeCommand.parse(["-d", "x", "--log-level", "debug"]).logLevel, .debug)
+        // Usage errors become one line in the daemons' style.
+        XCTAssertEqual(Daemon.usageMessage("Error: Unknown option '--nope'\nUsage: master ..."),
+                       "unknown option '--nope' (see --help)")
     }
+
 }

@@ -3,25 +3,35 @@ import Foundation
 /// Checks every known volume's `/health` about once a second and keeps the registry's
 /// liveness current. Each check also tells the volume the master's URL and the URL the
 /// master knows it by, so volumes started without `-m`/`-b` still learn both.
-public final class HealthMonitor {
+public final class HealthMonitor: @unchecked Sendable {
     private let registry: VolumeRegistry
     private let masterURL: String
     private let client = HTTPClient(timeout: 1, maxIdlePerHost: 1)
     private let queue = DispatchQueue(label: "health", attributes: .concurrent)
-    private let timer: DispatchSourceTimer
+    private let interval: Double
+    /// Made by `start`, so a monitor that never started holds no inactive source (releasing
+    /// one is a crash in libdispatch).
+    private var timer: DispatchSourceTimer?
+    /// Guards `inFlight`.
     private let lock = NSLock()
     private var inFlight: Set<UInt16> = []
 
     public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1) {
         self.registry = registry
         self.masterURL = masterURL
-        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "health-timer"))
-        timer.schedule(deadline: .now(), repeating: interval)
-        timer.setEventHandler { [weak self] in self?.checkAll() }
+        self.interval = interval
     }
 
-    public func start() { timer.resume() }
-    public func stop() { timer.cancel() }
+    /// Starts the checks; call once, from the thread that starts the daemon.
+    public func start() {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "health-timer"))
+        timer.schedule(deadline: .now(), repeating: interval)
+        timer.setEventHandler { [weak self] in self?.checkAll() }
+        timer.resume()
+        self.timer = timer
+    }
+
+    public func stop() { timer?.cancel() }
 
     private func checkAll() {
         for volume in registry.all {

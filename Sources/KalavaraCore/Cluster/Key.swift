@@ -2,7 +2,7 @@
 ///
 /// Keys are names, not paths: `a/../b` is a key of its own, and nothing derives a file
 /// path from the key's text (volumes hash it).
-public struct Key: Hashable, CustomStringConvertible {
+public struct Key: Hashable, CustomStringConvertible, Sendable {
     public static let maxBytes = 1024
     public let bytes: [UInt8]
 

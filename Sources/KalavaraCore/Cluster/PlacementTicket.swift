@@ -3,7 +3,7 @@
 ///
 /// Versioned (`t=1`) so later fields (a signature) can be added without confusing older
 /// volumes; the volume treats it as opaque input and validates every field.
-public struct PlacementTicket: Equatable {
+public struct PlacementTicket: Equatable, Sendable {
     static let currentFormat = "1"
 
     public var version: UInt64
@@ -12,11 +12,14 @@ public struct PlacementTicket: Equatable {
     /// The volumes of the placement, as the master knows them; the first is the volume the
     /// client was sent to.
     public var holders: [String]
+    /// The write's request id (see `RequestID`), for the logs; writes only.
+    public var requestID: String?
 
-    public init(version: UInt64, master: String? = nil, holders: [String] = []) {
+    public init(version: UInt64, master: String? = nil, holders: [String] = [], requestID: String? = nil) {
         self.version = version
         self.master = master
         self.holders = holders
+        self.requestID = requestID
     }
 
     public var query: String {
@@ -27,6 +30,7 @@ public struct PlacementTicket: Equatable {
         parameters.add("ver", String(version))
         if let master { parameters.add("m", master) }
         if !holders.isEmpty { parameters.add("h", holders.joined(separator: ",")) }
+        if let requestID { parameters.add("rid", requestID) }
         return parameters.encoded
     }
 
@@ -45,6 +49,10 @@ public struct PlacementTicket: Equatable {
         holders = (parameters["h"] ?? "").split(separator: ",").map(String.init)
         guard holders.allSatisfy({ HTTPURL($0) != nil }) else {
             throw HTTPError(400, "placement ticket names a bad volume URL")
+        }
+        if let requestID = parameters["rid"] {
+            guard RequestID.isValid(requestID) else { throw HTTPError(400, "placement ticket has a bad request id") }
+            self.requestID = requestID
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Hands out write versions: unique, increasing across the cluster's life, and telling the
 /// time they were issued.
@@ -9,40 +10,56 @@ import Foundation
 /// makes it safe to forget tombstones later. To survive restarts without a disk write per
 /// version, the clock persists a ceiling a few seconds ahead and never issues past it
 /// without raising it first; after a restart it starts at the stored ceiling.
-public final class VersionClock {
-    private let lock = NSLock()
-    private var last: UInt64
-    private var ceiling: UInt64
-    private let persistCeiling: (UInt64) throws -> Void
+///
+/// The ceiling is written outside the lock that issuing takes: a synced write must never
+/// stall a caller that only needs a version below the current ceiling. It is raised early,
+/// by whoever issues past its half-way mark, so callers seldom wait for it at all.
+public final class VersionClock: Sendable {
+    private struct State {
+        var last: UInt64
+        var ceiling: UInt64
+    }
+    private let state: Mutex<State>
+    /// Serialises ceiling writes (held across the write; issuing never takes it).
+    private let raising = Mutex(())
+    private let persistCeiling: @Sendable (UInt64) throws -> Void
     /// How far ahead of the last version the persisted ceiling is set: about 4 s of time.
     static let reservation: UInt64 = 4000 << 16
 
-    public init(storedCeiling: UInt64, persistCeiling: @escaping (UInt64) throws -> Void) throws {
+    public init(storedCeiling: UInt64, persistCeiling: @escaping @Sendable (UInt64) throws -> Void) throws {
         self.persistCeiling = persistCeiling
-        last = storedCeiling
-        ceiling = storedCeiling
+        state = Mutex(State(last: storedCeiling, ceiling: storedCeiling))
     }
 
     /// The next version.
     public func next() throws -> UInt64 {
-        lock.lock()
-        defer { lock.unlock() }
-        let version = max(last + 1, Self.now())
-        if version >= ceiling {
-            let newCeiling = version + Self.reservation
-            try persistCeiling(newCeiling)
-            ceiling = newCeiling
+        while true {
+            let (version, ceiling) = state.withLock { state -> (UInt64?, UInt64) in
+                let candidate = max(state.last + 1, Self.now())
+                guard candidate < state.ceiling else { return (nil, state.ceiling) }
+                state.last = candidate
+                return (candidate, state.ceiling)
+            }
+            if let version {
+                if version + Self.reservation / 2 >= ceiling { try raiseCeiling(above: version) }
+                return version
+            }
+            try raiseCeiling(above: max(ceiling, Self.now()))
         }
-        last = version
-        return version
+    }
+
+    /// Persists a ceiling a reservation above `version`, unless another caller already has.
+    private func raiseCeiling(above version: UInt64) throws {
+        try raising.withLock { _ in
+            let wanted = version + Self.reservation
+            guard state.withLock({ $0.ceiling }) <= version + Self.reservation / 2 else { return } // raised meanwhile
+            try persistCeiling(wanted)
+            state.withLock { $0.ceiling = max($0.ceiling, wanted) }
+        }
     }
 
     /// The newest version handed out so far.
-    public var lastIssued: UInt64 {
-        lock.lock()
-        defer { lock.unlock() }
-        return last
-    }
+    public var lastIssued: UInt64 { state.withLock { $0.last } }
 
     static func now() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) << 16 }
 

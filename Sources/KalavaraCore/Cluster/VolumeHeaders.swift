@@ -10,4 +10,6 @@ public enum VolumeHeaders {
     /// Answered by a commit: the version of the value it replaced, so the volumes can drop
     /// exactly that file without listing a directory.
     public static let previousVersion = "Kalavara-Previous-Version"
+    /// Answered by `/internal/resolve`: `committed` or `orphan`.
+    public static let resolution = "Kalavara-Resolution"
 }

@@ -1,13 +1,18 @@
 import Foundation
+import Synchronization
 
 /// The volumes the master knows, their ids in index records, and whether each is alive.
 ///
 /// The list is persisted in the index whenever it grows, so a restarted master still knows
 /// volumes that were added at run time. Liveness is memory only: after a restart every
 /// volume counts as alive until its health checks say otherwise.
-public final class VolumeRegistry {
+///
+/// Readers (every redirect, on the event loop) copy the table out of a mutex that is only
+/// ever held for an in-memory change; adding a volume writes the index outside it, under
+/// a lock of its own, so no reader ever waits for that synced write.
+public final class VolumeRegistry: Sendable {
     /// One volume as the master knows it: its id in index records, URL and liveness.
-    public struct Volume {
+    public struct Volume: Sendable {
         public let id: UInt16
         public let url: String
         public let address: HTTPURL
@@ -23,15 +28,19 @@ public final class VolumeRegistry {
     public static let failuresBeforeDown = 3
 
     private let index: Index
-    private let lock = NSLock()
-    private var volumes: [Volume] = []
+    /// The table; a volume's id is its position.
+    private let volumes: Mutex<[Volume]>
+    /// Held by `add` across its index write, so additions happen one at a time.
+    private let additions = Mutex(())
 
     public init(index: Index, seeds: [String]) throws {
         self.index = index
+        var loaded: [Volume] = []
         for url in try index.volumeURLs() {
             guard let address = HTTPURL(url) else { continue }
-            volumes.append(Volume(id: UInt16(volumes.count), url: url, address: address))
+            loaded.append(Volume(id: UInt16(loaded.count), url: url, address: address))
         }
+        volumes = Mutex(loaded)
         for seed in seeds { _ = try add(seed) }
     }
 
@@ -49,34 +58,31 @@ public final class VolumeRegistry {
         guard let url = Self.normalize(text), let address = HTTPURL(url) else {
             throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
         }
-        lock.lock()
-        defer { lock.unlock() }
-        if let existing = volumes.firstIndex(where: { $0.url == url }) {
-            volumes[existing].isLive = true
-            volumes[existing].consecutiveFailures = 0
-            return (volumes[existing].id, false)
+        return try additions.withLock { _ in
+            let known = volumes.withLock { volumes -> UInt16? in
+                guard let existing = volumes.firstIndex(where: { $0.url == url }) else { return nil }
+                volumes[existing].isLive = true
+                volumes[existing].consecutiveFailures = 0
+                return volumes[existing].id
+            }
+            if let known { return (known, false) }
+            let current = volumes.withLock { $0 }
+            guard current.count < Int(UInt16.max) else { throw HTTPError(507, "too many volumes") }
+            try index.setVolumeURLs(current.map(\.url) + [url])
+            let id = UInt16(current.count)
+            volumes.withLock { $0.append(Volume(id: id, url: url, address: address)) }
+            return (id, true)
         }
-        guard volumes.count < Int(UInt16.max) else { throw HTTPError(507, "too many volumes") }
-        let volume = Volume(id: UInt16(volumes.count), url: url, address: address)
-        try index.setVolumeURLs(volumes.map(\.url) + [url])
-        volumes.append(volume)
-        return (volume.id, true)
     }
 
-    public var all: [Volume] {
-        lock.lock()
-        defer { lock.unlock() }
-        return volumes
-    }
+    public var all: [Volume] { volumes.withLock { $0 } }
 
     public var liveURLs: [String] { all.filter(\.isLive).map(\.url) }
 
     /// The URLs of the live volumes among `ids`, in that order (one lock, no copies of
     /// the whole table: this runs for every read).
     public func liveURLs(among ids: [UInt16]) -> [String] {
-        lock.lock()
-        defer { lock.unlock() }
-        return ids.compactMap { Int($0) < volumes.count && volumes[Int($0)].isLive ? volumes[Int($0)].url : nil }
+        volumes.withLock { volumes in ids.compactMap { Int($0) < volumes.count && volumes[Int($0)].isLive ? volumes[Int($0)].url : nil } }
     }
 
     public func id(of url: String) -> UInt16? {
@@ -85,27 +91,25 @@ public final class VolumeRegistry {
     }
 
     public func volume(_ id: UInt16) -> Volume? {
-        lock.lock()
-        defer { lock.unlock() }
-        return Int(id) < volumes.count ? volumes[Int(id)] : nil
+        volumes.withLock { Int(id) < $0.count ? $0[Int(id)] : nil }
     }
 
     /// Records a health check's outcome. Returns the liveness change, if any, for logging.
     public func recordCheck(id: UInt16, succeeded: Bool, freeBytes: Int? = nil, valueCount: Int? = nil) -> Bool? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard Int(id) < volumes.count else { return nil }
-        let wasLive = volumes[Int(id)].isLive
-        if succeeded {
-            volumes[Int(id)].consecutiveFailures = 0
-            volumes[Int(id)].isLive = true
-            if let freeBytes { volumes[Int(id)].freeBytes = freeBytes }
-            if let valueCount { volumes[Int(id)].valueCount = valueCount }
-        } else {
-            volumes[Int(id)].consecutiveFailures += 1
-            if volumes[Int(id)].consecutiveFailures >= Self.failuresBeforeDown { volumes[Int(id)].isLive = false }
+        volumes.withLock { volumes in
+            guard Int(id) < volumes.count else { return nil }
+            let wasLive = volumes[Int(id)].isLive
+            if succeeded {
+                volumes[Int(id)].consecutiveFailures = 0
+                volumes[Int(id)].isLive = true
+                if let freeBytes { volumes[Int(id)].freeBytes = freeBytes }
+                if let valueCount { volumes[Int(id)].valueCount = valueCount }
+            } else {
+                volumes[Int(id)].consecutiveFailures += 1
+                if volumes[Int(id)].consecutiveFailures >= Self.failuresBeforeDown { volumes[Int(id)].isLive = false }
+            }
+            let isLive = volumes[Int(id)].isLive
+            return isLive == wasLive ? nil : isLive
         }
-        let isLive = volumes[Int(id)].isLive
-        return isLive == wasLive ? nil : isLive
     }
 }

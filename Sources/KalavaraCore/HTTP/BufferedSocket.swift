@@ -5,7 +5,11 @@ import Foundation
 /// Sockets are blocking, with kernel timeouts (`SO_RCVTIMEO`/`SO_SNDTIMEO`) instead of a
 /// poll per read: one system call per read on the hot path, and a stalled peer turns into
 /// `ConnectionError.timedOut` rather than a thread stuck forever.
-public final class BufferedSocket {
+///
+/// Sendable by hand: a socket is used by one thread at a time (its connection's owner),
+/// and handed between threads only with its connection; `shutdown` alone may come from
+/// another thread, and is a single system call on an immutable descriptor.
+public final class BufferedSocket: @unchecked Sendable {
     public let fd: Int32
     private let storage: UnsafeMutablePointer<UInt8>
     private let capacity: Int

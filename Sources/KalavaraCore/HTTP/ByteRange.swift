@@ -1,5 +1,5 @@
 /// A `Range: bytes=...` request header (RFC 9110 §14.2), single ranges only.
-public enum ByteRange: Equatable {
+public enum ByteRange: Equatable, Sendable {
     case satisfiable(Range<Int>)
     case unsatisfiable
     /// Not a single byte range we understand (multiple ranges, other units, bad syntax):

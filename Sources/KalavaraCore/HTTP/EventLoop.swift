@@ -1,5 +1,6 @@
 import CEpoll
 import Foundation
+import Synchronization
 
 /// Waits for idle connections to become readable and answers quick requests itself.
 ///
@@ -7,7 +8,7 @@ import Foundation
 /// context switches (the thread wakes to read, sleeps after writing), which is most of
 /// the cost of a redirect. Here one thread watches every idle connection with epoll and,
 /// for a request without a body whose answer the daemon can give without blocking
-/// (`HTTPServer.quickHandler`: an index lookup, a health check), parses, answers and goes
+/// (a route declared `.eventLoop`: an index lookup, a health check), parses, answers and goes
 /// on to the next ready connection, as nginx does. Anything else (bodies, file answers,
 /// fsyncs, calls to other daemons, errors) is handed to a worker thread that may block, and
 /// comes back here once the connection is idle again.
@@ -16,12 +17,16 @@ import Foundation
 /// it from epoll before a worker gets it, and adds it again when the worker gives it back.
 /// While the loop owns it, events are level-triggered, so a quick request costs no
 /// epoll_ctl at all.
-final class EventLoop {
+final class EventLoop: @unchecked Sendable {
     private let epoll: Int32
     private unowned let server: HTTPServer
-    private let lock = NSLock()
-    private var watched: [Int32: ServerConnection] = [:]
-    private var stopping = false
+    /// The connections this loop owns now, by descriptor; `stopping` ends the loop.
+    private struct Watched {
+        var connections: [Int32: ServerConnection] = [:]
+        var stopping = false
+    }
+    private let watched = Mutex(Watched())
+    /// Set once by `start`, before the thread runs; read by `stop`.
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
 
@@ -43,76 +48,70 @@ final class EventLoop {
 
     /// Starts (or resumes) watching a connection that has no request in progress.
     func watch(_ connection: ServerConnection) {
-        connection.idleSince = monotonicSeconds()
-        connection.headStartedAt = nil
-        lock.lock()
-        let stop = stopping
-        lock.unlock()
+        connection.state.becameIdle(now: server.configuration.clock.now())
         var event = epoll_event()
         event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
         event.data.fd = connection.socket.fd
-        // Registered before it is published: an event that comes first finds no connection
-        // and, being level-triggered, is reported again on the next wait.
-        guard !stop, epoll_ctl(epoll, EPOLL_CTL_ADD, connection.socket.fd, &event) == 0 else {
+        // Published before it is registered: an event for a descriptor the loop cannot find
+        // would be reported again on every wait (level-triggered) until it could, a busy
+        // spin for as long as this thread happened to be descheduled.
+        let published = watched.withLock { watched -> Bool in
+            guard !watched.stopping else { return false }
+            watched.connections[connection.socket.fd] = connection
+            return true
+        }
+        guard published, epoll_ctl(epoll, EPOLL_CTL_ADD, connection.socket.fd, &event) == 0 else {
+            if published { forget(connection) }
             server.close(connection)
             return
         }
-        lock.lock()
-        watched[connection.socket.fd] = connection
-        lock.unlock()
     }
 
     /// Stops watching `connection`; false if this loop was not watching it.
     @discardableResult
     private func forget(_ connection: ServerConnection) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        guard watched[connection.socket.fd] === connection else { return false }
-        watched[connection.socket.fd] = nil
-        return true
+        watched.withLock { watched in
+            guard watched.connections[connection.socket.fd] === connection else { return false }
+            watched.connections[connection.socket.fd] = nil
+            return true
+        }
     }
 
     /// Stops the loop and closes every connection it holds (they are between requests).
     func stop() {
-        lock.lock()
-        stopping = true
-        lock.unlock()
+        watched.withLock { $0.stopping = true }
         if thread != nil { finished.wait() }
     }
 
     private func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
-        var lastSweep = monotonicSeconds()
-        while true {
-            lock.lock()
-            let stop = stopping
-            lock.unlock()
-            if stop { break }
+        let clock = server.configuration.clock
+        var lastSweep = clock.now()
+        while !watched.withLock({ $0.stopping }) {
             let count = events.withUnsafeMutableBufferPointer { epoll_wait(epoll, $0.baseAddress, Int32($0.count), 200) }
+            let busySince = ContinuousClock.now
             for index in 0..<max(0, Int(count)) {
                 let fd = events[index].data.fd
-                lock.lock()
-                let connection = watched[fd]
-                lock.unlock()
-                guard let connection else { continue }
+                guard let connection = watched.withLock({ $0.connections[fd] }) else { continue }
                 handleReadable(connection)
             }
-            let now = monotonicSeconds()
+            let now = clock.now()
             if now - lastSweep >= 0.2 {
                 sweepTimeouts(now)
                 lastSweep = now
             }
+            if count > 0 { server.httpMetrics.loopBusy.record(ContinuousClock.now - busySince) }
         }
-        lock.lock()
-        let remaining = Array(watched.values)
-        watched.removeAll()
-        lock.unlock()
+        let remaining = watched.withLock { watched in
+            defer { watched.connections.removeAll() }
+            return Array(watched.connections.values)
+        }
         remaining.forEach { server.close($0) }
         finished.signal()
     }
 
     private func handleReadable(_ connection: ServerConnection) {
-        switch connection.serveQuickly() {
+        switch connection.serveOnLoop() {
         case .wait:
             break
         case .close:
@@ -129,17 +128,20 @@ final class EventLoop {
     /// Idle keep-alive connections past the idle timeout are closed; a head that has not
     /// arrived whole within the read timeout gets a 408. Checked a few times a second.
     private func sweepTimeouts(_ now: Double) {
-        lock.lock()
-        let connections = Array(watched.values)
-        lock.unlock()
+        let connections = watched.withLock { Array($0.connections.values) }
+        let configuration = server.configuration
         for connection in connections {
-            if let started = connection.headStartedAt {
-                guard now - started > server.configuration.readTimeout, forget(connection) else { continue }
-                connection.sendWithoutBlocking(HTTPResponse.error(HTTPError(408, "request head not received in time",
-                                                                            closesConnection: true)), keepAlive: false)
+            switch connection.state.timeoutAction(now: now, readTimeout: configuration.readTimeout,
+                                                  idleTimeout: configuration.idleTimeout) {
+            case .headTimedOut?:
+                guard forget(connection) else { continue }
+                _ = connection.sendWithoutBlocking(.error(ServerConnection.headTimeout), keepAlive: false)
                 server.close(connection)
-            } else if now - connection.idleSince > server.configuration.idleTimeout, forget(connection) {
+            case .closeIdle?:
+                guard forget(connection) else { continue }
                 server.close(connection)
+            case nil:
+                break
             }
         }
     }
@@ -149,9 +151,10 @@ final class EventLoop {
 /// to `keepIdle` of them, for a while), so a hand-off rarely pays for creating a thread,
 /// and a new thread is started whenever queued work outnumbers waiting threads, so one
 /// long request never delays another.
-final class WorkerPool {
+final class WorkerPool: @unchecked Sendable {
+    /// Guards `queue` and `waiting`.
     private let lock = NSCondition()
-    private var queue: [() -> Void] = []
+    private var queue: [@Sendable () -> Void] = []
     private var waiting = 0
     private let keepIdle: Int
     private let idleSeconds: Double
@@ -161,7 +164,7 @@ final class WorkerPool {
         self.idleSeconds = idleSeconds
     }
 
-    func run(_ work: @escaping () -> Void) {
+    func run(_ work: @escaping @Sendable () -> Void) {
         lock.lock()
         queue.append(work)
         let needThread = queue.count > waiting

@@ -1,7 +1,7 @@
 import Foundation
 
 /// The answer to a client request, body read into memory (daemon-to-daemon calls are small).
-public struct ClientResponse {
+public struct ClientResponse: Sendable {
     public let status: Int
     public let headers: HTTPHeaders
     public let body: [UInt8]

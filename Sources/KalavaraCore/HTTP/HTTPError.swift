@@ -2,7 +2,7 @@
 ///
 /// Everything below the routes throws these (parser, body reader, storage), and the
 /// connection turns them into a response in one place (`HTTPResponse.error`).
-public struct HTTPError: Error, CustomStringConvertible, Equatable {
+public struct HTTPError: Error, CustomStringConvertible, Equatable, Sendable {
     public let status: Int
     public let message: String
     /// True when the connection cannot be trusted for another request afterwards
@@ -32,7 +32,7 @@ public struct HTTPError: Error, CustomStringConvertible, Equatable {
 }
 
 /// The peer went away or the socket failed: there is nobody left to answer.
-public enum ConnectionError: Error, Equatable {
+public enum ConnectionError: Error, Equatable, Sendable {
     case closedByPeer
     case timedOut
     case failed(errno: Int32)

@@ -2,7 +2,7 @@
 ///
 /// Names are compared case-insensitively (RFC 9110 §5.1). A message has few headers, so a
 /// linear scan beats any hashing here.
-public struct HTTPHeaders: Sequence {
+public struct HTTPHeaders: Sequence, Sendable {
     public private(set) var fields: [(name: String, value: String)] = []
 
     public init() {}

@@ -1,5 +1,5 @@
 /// How the length of a message body is known (RFC 9112 §6).
-public enum BodyFraming: Equatable {
+public enum BodyFraming: Equatable, Sendable {
     case none
     case length(Int)
     case chunked
@@ -8,7 +8,7 @@ public enum BodyFraming: Equatable {
 }
 
 /// A parsed request head. The body, if any, is read separately through `MessageBody`.
-public struct HTTPRequest {
+public struct HTTPRequest: Sendable {
     public let method: String
     /// The request target as sent (origin-form, or absolute-form reduced to its path).
     public let target: String

@@ -1,16 +1,16 @@
 import Foundation
 
 /// An open file whose bytes a response sends; the descriptor closes when the response is done.
-public final class OpenFile {
+public final class OpenFile: Sendable {
     public let fd: Int32
     public init(fd: Int32) { self.fd = fd }
     deinit { Glibc.close(fd) }
 }
 
 /// A response a handler returns. The connection adds framing headers and writes it.
-public struct HTTPResponse {
+public struct HTTPResponse: Sendable {
     /// Where the answer's bytes come from.
-    public enum Body {
+    public enum Body: Sendable {
         case empty
         case bytes([UInt8])
         /// `count` bytes of `file` from `offset`, sent with sendfile(2).
@@ -34,8 +34,11 @@ public struct HTTPResponse {
         return response
     }
 
-    public static func json(_ status: Int, _ text: String) -> HTTPResponse {
-        var response = HTTPResponse(status: status, body: .bytes(Array(text.utf8)))
+    /// A JSON answer (Codable), keys in declaration order, slashes unescaped, newline-ended.
+    public static func json<Value: Encodable>(_ status: Int, _ value: Value) throws -> HTTPResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        var response = HTTPResponse(status: status, body: .bytes(Array(try encoder.encode(value)) + [ASCII.lf]))
         response.headers.set("Content-Type", "application/json")
         return response
     }

@@ -1,10 +1,5 @@
 import Foundation
 
-/// A request handler: reads the body as a stream if it wants it, returns the answer.
-/// Thrown `HTTPError`s become error answers; handlers run on the connection's thread and
-/// may block (fsync, RocksDB, calls to other daemons).
-public typealias HTTPHandler = (HTTPRequest, MessageBody) throws -> HTTPResponse
-
 /// The listener: accepts TCP connections, hands them to the event loops, and runs
 /// requests that may block on worker threads.
 ///
@@ -15,9 +10,12 @@ public typealias HTTPHandler = (HTTPRequest, MessageBody) throws -> HTTPResponse
 /// thread of its own, where it may block, so a stalled client costs only its own thread.
 /// `maxConnections` bounds the connections (and so the threads); connections beyond it get
 /// a `503` and are closed instead of exhausting descriptors.
-public final class HTTPServer {
+///
+/// Sendable by hand: `loops`, `listenFD` and `boundPort` are written by `start` before any
+/// other thread exists; everything else that changes is behind `lock`.
+public final class HTTPServer: @unchecked Sendable {
     /// Where to listen and the limits that protect the server.
-    public struct Configuration {
+    public struct Configuration: Sendable {
         public var host: String
         public var port: Int
         /// How long one read of a request (head or body) may stall before the client is
@@ -32,6 +30,12 @@ public final class HTTPServer {
         /// Event loop threads. One keeps a small machine's second core for the disk and
         /// the workers; more help on a big machine.
         public var eventLoops: Int = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount / 2))
+        /// A file answer up to this size made on the event loop is read into memory and sent
+        /// from there (one page-cache read is cheaper than waking a thread); larger ones go
+        /// out with sendfile from a worker.
+        public var inlineFileBytes = 64 * 1024
+        /// What the timeouts are measured on; tests drive a `ManualClock`.
+        public var clock: any ServerClock = MonotonicClock()
 
         public init(host: String, port: Int) {
             self.host = host
@@ -40,26 +44,25 @@ public final class HTTPServer {
     }
 
     public let configuration: Configuration
-    let handler: HTTPHandler
-    /// Answers a request without a body on the event loop, or returns nil to have `handler`
-    /// answer it on a worker. It must not block: no disk writes, no calls to other daemons.
-    let quickHandler: ((HTTPRequest) -> HTTPResponse?)?
+    let router: Router
+    let httpMetrics: HTTPMetrics
     let workers = WorkerPool()
     private var loops: [EventLoop] = []
     private var nextLoop = 0
     private var listenFD: Int32 = -1
     public private(set) var boundPort = 0
 
+    /// Guards `connections`, `stopping` and `acceptThreadDone`.
     private let lock = NSCondition()
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
     private var stopping = false
     private var acceptThreadDone = false
 
-    public init(configuration: Configuration, handler: @escaping HTTPHandler,
-                quickHandler: ((HTTPRequest) -> HTTPResponse?)? = nil) {
+    /// A server answering with `router`'s routes, measuring itself into `metrics`.
+    public init(configuration: Configuration, router: Router, metrics: Metrics) {
         self.configuration = configuration
-        self.handler = handler
-        self.quickHandler = quickHandler
+        self.router = router
+        httpMetrics = HTTPMetrics(metrics: metrics, router: router)
     }
 
     /// Binds, listens and starts accepting. Throws a one-line error if the address is taken.
@@ -116,9 +119,11 @@ public final class HTTPServer {
     /// touches a descriptor that was closed and perhaps reused.
     func close(_ connection: ServerConnection) {
         lock.lock()
-        connections[ObjectIdentifier(connection)] = nil
+        let known = connections.removeValue(forKey: ObjectIdentifier(connection)) != nil
         lock.broadcast()
         lock.unlock()
+        if known { httpMetrics.openConnections.decrement() }
+        connection.state = .closed
         connection.socket.close()
     }
 
@@ -163,6 +168,7 @@ public final class HTTPServer {
         let connection = ServerConnection(socket: socket, server: self, loop: loop)
         connections[ObjectIdentifier(connection)] = connection
         lock.unlock()
+        httpMetrics.openConnections.increment()
         // Timeouts for the blocking reads and writes of workers.
         socket.setReceiveTimeout(configuration.readTimeout)
         socket.setSendTimeout(configuration.readTimeout)
@@ -225,7 +231,7 @@ public final class HTTPServer {
 }
 
 /// A start-up failure of a server, with a message fit for one log line.
-public struct ServerError: Error, CustomStringConvertible {
+public struct ServerError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

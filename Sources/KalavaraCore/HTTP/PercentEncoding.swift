@@ -46,7 +46,7 @@ public enum PercentEncoding {
 }
 
 /// The parameters of a query string, percent-decoded, in order.
-public struct QueryParameters {
+public struct QueryParameters: Sendable {
     public private(set) var pairs: [(name: String, value: [UInt8])] = []
 
     public init() {}

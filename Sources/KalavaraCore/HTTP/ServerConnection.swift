@@ -2,27 +2,23 @@ import Foundation
 
 /// One client connection and the requests on it, served one after another.
 ///
-/// Between requests a connection belongs to an `EventLoop`, which answers quick requests
-/// itself (`serveQuickly`); a request that may block is served by a worker thread
-/// (`serveUntilIdle`), which hands the connection back once nothing more has arrived.
-/// A request runs to completion before the next head is read, so pipelined requests are
-/// answered in order, and a client that floods requests without reading answers is held
-/// back by TCP flow control rather than by buffers growing in the server.
-final class ServerConnection {
+/// Between requests a connection belongs to an `EventLoop`, which answers requests whose
+/// route runs on the loop itself (`serveOnLoop`); a request that may block is handed, parsed,
+/// to a worker thread (`serveUntilIdle`), which gives the connection back once nothing more
+/// has arrived. A request runs to completion before the next head is read, so pipelined
+/// requests are answered in order, and a client that floods requests without reading
+/// answers is held back by TCP flow control rather than by buffers growing in the server.
+///
+/// Sendable by hand: exactly one thread owns a connection at a time (the loop while it is
+/// in epoll, else one worker), and ownership passes through the worker pool's lock and
+/// epoll_ctl, which order the memory accesses.
+final class ServerConnection: @unchecked Sendable {
     let socket: BufferedSocket
     private unowned let server: HTTPServer
     private let configuration: HTTPServer.Configuration
     unowned let loop: EventLoop
-
-    /// When the connection last became idle (for the idle timeout).
-    var idleSince = monotonicSeconds()
-    /// When the first byte of the head being received arrived (for the read timeout).
-    var headStartedAt: Double?
-    /// How far the pending head has been searched for its end.
-    private var scanned = 0
-    /// Answer bytes the event loop could not send without blocking; a worker sends them.
-    private var pendingOutput: [UInt8] = []
-    private var closeAfterPendingOutput = false
+    /// Only its owner reads or changes it (see above).
+    var state: ConnectionState
 
     private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
@@ -31,112 +27,175 @@ final class ServerConnection {
         self.server = server
         self.configuration = server.configuration
         self.loop = loop
+        state = .idle(since: server.configuration.clock.now())
     }
 
     // MARK: - On the event loop
 
-    enum QuickOutcome {
+    enum LoopOutcome {
         /// Nothing (more) to do until the client sends more.
         case wait
         /// The connection is done.
         case close
-        /// A request that may block: a worker takes over.
+        /// A worker takes over, with `state` saying what it starts with.
         case handOff
     }
 
-    /// Reads what has arrived and answers every complete request the daemon's quick
-    /// handler can answer; never blocks.
-    func serveQuickly() -> QuickOutcome {
+    /// Reads what has arrived and answers every complete request whose route runs on the
+    /// loop; never blocks. Anything else is handed off parsed.
+    func serveOnLoop() -> LoopOutcome {
         switch socket.fillWithoutBlocking() {
         case .closed: return .close
         case .data, .nothingYet: break
         }
+        let now = configuration.clock.now()
         while true {
             skipLeadingLineBreaks()
             if socket.bufferedCount == 0 {
-                headStartedAt = nil
-                idleSince = monotonicSeconds()
+                state.becameIdle(now: now)
                 return .wait
             }
-            if headStartedAt == nil { headStartedAt = monotonicSeconds() }
+            let (startedAt, scanned) = state.headBytesArrived(now: now)
             let bytes = socket.buffered
-            guard let length = MessageHeadParser.headLength(in: bytes, from: scanned) else {
-                scanned = bytes.count
-                return bytes.count >= HTTPLimits.maxHeadBytes ? .handOff : .wait // the worker answers 431
+            guard let length = MessageHeadParser.headLength(in: bytes, from: scanned), length <= HTTPLimits.maxHeadBytes else {
+                if bytes.count >= HTTPLimits.maxHeadBytes {
+                    state.handOff(.badHead(Self.headTooLarge))
+                    return .handOff
+                }
+                state.headIncomplete(startedAt: startedAt, scanned: bytes.count)
+                return .wait
             }
-            // Anything unusual (errors, bodies, answers that may block) is the worker's.
-            guard length <= HTTPLimits.maxHeadBytes, let quick = server.quickHandler, !server.isStopping,
-                  let request = try? MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length])),
-                  request.framing == .none || request.framing == .length(0),
-                  let response = quick(request) else {
+            let exchange = Exchange(route: nil, started: .now, headBytes: length)
+            let request: HTTPRequest
+            do {
+                request = try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length]))
+            } catch {
+                state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
                 return .handOff
             }
-            if case .file = response.body { return .handOff }
             socket.consume(length)
-            scanned = 0
-            headStartedAt = nil
-            let keepAlive = request.keepAlive && !Self.closes(response)
-            guard sendWithoutBlocking(response, isHead: request.isHead, keepAlive: keepAlive) else { return .close }
-            if !pendingOutput.isEmpty {
-                closeAfterPendingOutput = !keepAlive
+            switch answerOnLoop(request, exchange) {
+            case .handOff(let work):
+                state.handOff(work)
+                return .handOff
+            case .sent(keepAlive: true):
+                state.becameIdle(now: now)
+            case .sent(keepAlive: false), .failed:
+                return .close
+            case .pending(let rest, let keepAlive):
+                state.handOff(.pendingOutput(rest, closeAfter: !keepAlive))
                 return .handOff
             }
-            if !keepAlive { return .close }
         }
     }
 
-    /// Sends a small answer with non-blocking writes; what does not fit now is kept in
-    /// `pendingOutput`. Returns false if the connection failed.
-    @discardableResult
-    func sendWithoutBlocking(_ response: HTTPResponse, isHead: Bool = false, keepAlive: Bool) -> Bool {
+    private enum LoopAnswer {
+        case sent(keepAlive: Bool)
+        case pending([UInt8], keepAlive: Bool)
+        case handOff(ConnectionState.Work)
+        case failed
+    }
+
+    /// Answers on the loop what may be answered there: a bodiless request to a loop route,
+    /// or to no route at all (404/405). Everything else becomes a worker's job.
+    private func answerOnLoop(_ request: HTTPRequest, _ exchange: Exchange) -> LoopAnswer {
+        var exchange = exchange
+        let bodiless = request.framing == .none || request.framing == .length(0)
+        guard bodiless, !server.isStopping else { return .handOff(.request(request, exchange)) }
+        var response: HTTPResponse
+        switch routed(request) {
+        case .failure(let unrouted):
+            response = unrouted.response
+        case .success((let index, let route)):
+            exchange.route = index
+            guard route.execution == .eventLoop else { return .handOff(.request(request, exchange)) }
+            do {
+                response = try route.handler(request, MessageBody(socket: socket, framing: .none))
+            } catch let error as HTTPError {
+                response = .error(error)
+            } catch {
+                return .handOff(.request(request, exchange)) // the worker runs it again and reports
+            }
+            if case .file = response.body {
+                guard let inlined = response.inlined(upTo: configuration.inlineFileBytes, forHead: request.isHead) else {
+                    return .handOff(.answer(response, request, exchange))
+                }
+                response = inlined
+            }
+        }
+        let keepAlive = request.keepAlive && !Self.closes(response)
+        guard let (sent, total) = sendWithoutBlocking(response, isHead: request.isHead, keepAlive: keepAlive) else {
+            return .failed
+        }
+        server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
+                                  received: exchange.headBytes, sent: total.count)
+        if sent < total.count { return .pending(Array(total[sent...]), keepAlive: keepAlive) }
+        return .sent(keepAlive: keepAlive)
+    }
+
+    /// Sends a small answer with non-blocking writes. Returns the bytes sent and the whole
+    /// answer, or nil if the connection failed.
+    func sendWithoutBlocking(_ response: HTTPResponse, isHead: Bool = false, keepAlive: Bool) -> (Int, [UInt8])? {
         var bytes = response.serializedHead(keepAlive: keepAlive)
         if !isHead, !response.forbidsBody, case .bytes(let body) = response.body { bytes += body }
-        guard let sent = bytes.withUnsafeBytes({ socket.sendWithoutBlocking($0) }) else { return false }
-        if sent < bytes.count { pendingOutput = Array(bytes[sent...]) }
-        return true
+        guard let sent = bytes.withUnsafeBytes({ socket.sendWithoutBlocking($0) }) else { return nil }
+        return (sent, bytes)
     }
 
     // MARK: - On a worker thread
 
-    /// Serves requests, blocking as needed, until the connection is idle (returns true: back
-    /// to the event loop) or must close (false).
+    /// Does the job the loop handed over, then serves further requests, blocking as needed,
+    /// until the connection is idle (returns true: back to the event loop) or must close.
     func serveUntilIdle() -> Bool {
-        if !pendingOutput.isEmpty {
-            guard (try? socket.write(pendingOutput)) != nil else { return false }
-            pendingOutput = []
-            if closeAfterPendingOutput { return false }
+        guard let work = state.work else { return false }
+        switch work {
+        case .pendingOutput(let bytes, let closeAfter):
+            guard (try? socket.write(bytes)) != nil, !closeAfter else { return false }
+        case .badHead(let error):
+            send(.error(error), isHead: false, keepAlive: false)
+            lingeringClose()
+            return false
+        case .request(let request, let exchange):
+            guard serve(request, exchange) else { return false }
+        case .answer(let response, let request, let exchange):
+            guard finish(response, request, exchange, body: nil) else { return false }
         }
         while true {
             skipLeadingLineBreaks()
             if socket.bufferedCount == 0 { return !server.isStopping }
-            guard serveOneRequest() else { return false }
+            let request: HTTPRequest, exchange: Exchange
+            do {
+                (request, exchange) = try readHead()
+            } catch let error as HTTPError {
+                send(.error(error), isHead: false, keepAlive: false)
+                lingeringClose()
+                return false
+            } catch ConnectionError.timedOut {
+                send(.error(Self.headTimeout), isHead: false, keepAlive: false)
+                return false
+            } catch {
+                return false
+            }
+            guard serve(request, exchange) else { return false }
         }
     }
 
-    /// Reads, handles and answers one request. Returns whether to keep the connection.
-    private func serveOneRequest() -> Bool {
-        let request: HTTPRequest
-        do {
-            request = try readHead()
-        } catch let error as HTTPError {
-            send(.error(error), isHead: false, keepAlive: false)
-            lingeringClose()
-            return false
-        } catch ConnectionError.timedOut {
-            send(.error(HTTPError(408, "request head not received in time", closesConnection: true)),
-                 isHead: false, keepAlive: false)
-            return false
-        } catch {
-            return false
-        }
-
+    /// Runs a request's handler, answers, and says whether to keep the connection.
+    private func serve(_ request: HTTPRequest, _ exchange: Exchange) -> Bool {
+        var exchange = exchange
         let body = MessageBody(socket: socket, framing: request.framing,
                                beforeFirstRead: request.expectsContinue ? { [socket] in
                                    try socket.write(Self.continueLine)
                                } : nil)
         var response: HTTPResponse
         do {
-            response = try server.handler(request, body)
+            switch routed(request) {
+            case .failure(let unrouted):
+                response = unrouted.response
+            case .success((let index, let route)):
+                exchange.route = index
+                response = try route.handler(request, body)
+            }
         } catch let error as HTTPError {
             response = .error(error)
         } catch ConnectionError.timedOut {
@@ -147,14 +206,22 @@ final class ServerConnection {
             Log.error("\(request.method) \(request.path): \(error)")
             response = .error(HTTPError(500, "internal error"))
         }
+        return finish(response, request, exchange, body: body)
+    }
 
+    /// Sends an answer, reading what is left of the body first when the connection is to
+    /// be kept; returns whether it is kept.
+    private func finish(_ response: HTTPResponse, _ request: HTTPRequest, _ exchange: Exchange, body: MessageBody?) -> Bool {
         var keepAlive = request.keepAlive && !server.isStopping && !Self.closes(response)
         var unreadBody = false
-        if !body.isComplete {
+        if let body, !body.isComplete {
             if keepAlive { keepAlive = body.discardRemaining(limit: HTTPLimits.maxDrainBytes) }
             unreadBody = !body.isComplete
         }
-        guard send(response, isHead: request.isHead, keepAlive: keepAlive) else { return false }
+        let sent = send(response, isHead: request.isHead, keepAlive: keepAlive)
+        server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
+                                  received: exchange.headBytes + (body?.bytesRead ?? 0), sent: sent ?? 0)
+        guard sent != nil else { return false }
         if !keepAlive {
             if unreadBody { lingeringClose() }
             return false
@@ -164,24 +231,20 @@ final class ServerConnection {
 
     /// Reads the rest of a head that has begun to arrive. It must arrive whole within the
     /// read timeout of its first byte, however slowly it trickles in.
-    private func readHead() throws -> HTTPRequest {
-        let deadline = (headStartedAt ?? monotonicSeconds()) + configuration.readTimeout
-        defer { headStartedAt = nil }
+    private func readHead() throws -> (HTTPRequest, Exchange) {
+        let deadline = monotonicSeconds() + configuration.readTimeout
+        var scanned = 0
         while true {
             let bytes = socket.buffered
             if let length = MessageHeadParser.headLength(in: bytes, from: scanned) {
-                scanned = 0
-                guard length <= HTTPLimits.maxHeadBytes else {
-                    throw HTTPError(431, "request head over \(HTTPLimits.maxHeadBytes) bytes", closesConnection: true)
-                }
+                guard length <= HTTPLimits.maxHeadBytes else { throw Self.headTooLarge }
+                let exchange = Exchange(route: nil, started: .now, headBytes: length)
                 let request = try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length]))
                 socket.consume(length)
-                return request
+                return (request, exchange)
             }
             scanned = bytes.count
-            guard bytes.count < HTTPLimits.maxHeadBytes else {
-                throw HTTPError(431, "request head over \(HTTPLimits.maxHeadBytes) bytes", closesConnection: true)
-            }
+            guard bytes.count < HTTPLimits.maxHeadBytes else { throw Self.headTooLarge }
             guard monotonicSeconds() < deadline else { throw ConnectionError.timedOut }
             guard try socket.fill() else { throw ConnectionError.closedByPeer }
         }
@@ -194,36 +257,55 @@ final class ServerConnection {
         while count < bytes.count, bytes[count] == ASCII.cr || bytes[count] == ASCII.lf { count += 1 }
         if count > 0 {
             socket.consume(count)
-            scanned = 0
+            if case .readingHead(let startedAt, _) = state { state.headIncomplete(startedAt: startedAt, scanned: 0) }
         }
     }
+
+    /// A request no route takes, with its answer (404, or 405 with `Allow`).
+    private struct Unrouted: Error {
+        let response: HTTPResponse
+    }
+
+    private func routed(_ request: HTTPRequest) -> Result<(Int, Route), Unrouted> {
+        switch server.router.resolve(request) {
+        case .route(let index, let route): return .success((index, route))
+        case .notFound: return .failure(Unrouted(response: Self.noSuchEndpoint))
+        case .methodNotAllowed(let allowed): return .failure(Unrouted(response: .error(.methodNotAllowed(allowed))))
+        }
+    }
+
+    static let noSuchEndpoint = HTTPResponse.text(404, "no such endpoint")
+    static let headTooLarge = HTTPError(431, "request head over \(HTTPLimits.maxHeadBytes) bytes", closesConnection: true)
+    static let headTimeout = HTTPError(408, "request head not received in time", closesConnection: true)
 
     private static func closes(_ response: HTTPResponse) -> Bool {
         response.headers["Connection"]?.caseInsensitiveEquals("close") ?? false
     }
 
-    /// Writes a response; returns false if the client could not take it.
+    /// Writes a response; returns the bytes written, or nil if the client could not take it.
     @discardableResult
-    private func send(_ response: HTTPResponse, isHead: Bool, keepAlive: Bool) -> Bool {
+    private func send(_ response: HTTPResponse, isHead: Bool, keepAlive: Bool) -> Int? {
         var head = response.serializedHead(keepAlive: keepAlive)
         do {
             if isHead || response.forbidsBody {
                 try socket.write(head)
-                return true
+                return head.count
             }
             switch response.body {
             case .empty:
                 try socket.write(head)
+                return head.count
             case .bytes(let bytes):
                 head.append(contentsOf: bytes) // one write, one packet for small answers
                 try socket.write(head)
+                return head.count
             case .file(let file, let offset, let count):
                 try socket.write(head, more: true)
                 try socket.sendFile(file.fd, offset: offset, count: count)
+                return head.count + count
             }
-            return true
         } catch {
-            return false
+            return nil
         }
     }
 
@@ -240,11 +322,4 @@ final class ServerConnection {
             if count == 0 { break }
         }
     }
-}
-
-/// Seconds on a clock that never jumps; for timeouts and durations.
-public func monotonicSeconds() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }

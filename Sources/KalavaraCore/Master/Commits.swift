@@ -21,6 +21,8 @@ extension Master {
         guard VersionClock.issueTime(of: version) >= Date().timeIntervalSince1970 - configuration.ticketLifetime else {
             return .text(409, "ticket expired: commit arrived after the ticket lifetime")
         }
+        Log.debug("commit", ["key": "\(key)", "ver": "\(version)", "op": "\(parameters["op"] ?? "")",
+                             "rid": "\(parameters["rid"] ?? "-")"])
         switch parameters["op"] {
         case "put":
             guard let size = parameters["size"].flatMap(UInt64.init) else { throw HTTPError(400, "commit without a size") }
@@ -58,7 +60,7 @@ extension Master {
                 }
             }
             try index.apply(changes)
-            metrics.count("kalavara_commits_total", "op=\"put\"")
+            commits.put.increment()
             var answer = HTTPResponse.text(200, "committed")
             if let current, !current.isTombstone {
                 answer.headers.set(VolumeHeaders.previousVersion, String(current.version))
@@ -83,7 +85,7 @@ extension Master {
             changes.queueExpiry(of: key, version: version)
             for holder in holders { changes.queueRemoval(volume: holder, key: key, below: version) }
             try index.apply(changes)
-            metrics.count("kalavara_commits_total", "op=\"delete\"")
+            commits.delete.increment()
             return .text(200, "deleted")
         }
     }
@@ -131,7 +133,7 @@ extension Master {
             var changes = Index.Changes()
             if var record = try index.record(for: key) {
                 if record.version == version, !record.isTombstone, record.holders.contains(holder) {
-                    return .text(200, "committed")
+                    return Resolution.committed.response
                 }
                 if !record.rulesOut(version) {
                     record.floor = version
@@ -143,7 +145,18 @@ extension Master {
                 changes.queueExpiry(of: key, version: version)
             }
             try index.apply(changes)
-            return .text(200, "orphan")
+            return Resolution.orphan.response
+        }
+    }
+
+    /// What `resolve` found, carried in the `Kalavara-Resolution` header.
+    enum Resolution: String {
+        case committed, orphan
+
+        var response: HTTPResponse {
+            var response = HTTPResponse.text(200, rawValue)
+            response.headers.set(VolumeHeaders.resolution, rawValue)
+            return response
         }
     }
 

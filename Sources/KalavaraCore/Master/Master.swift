@@ -1,55 +1,60 @@
 import Foundation
+import Logging
+import Prometheus
 
 /// The master daemon: index, volume registry, version clock, health checks and the HTTP
 /// routes, wired together. `master/main.swift` only parses flags and calls `run`.
-public final class Master {
+///
+/// Sendable by hand: every stored property is Sendable or thread-safe, except `removals`,
+/// `tombstoneSweep` and `server`, which `start` sets once before the listener admits anyone.
+public final class Master: @unchecked Sendable {
     public let configuration: MasterConfiguration
     let index: Index
     let registry: VolumeRegistry
     let clock: VersionClock
     let keyLocks = StripedLock()
     let metrics = Metrics()
+    let commits: (put: Counter, delete: Counter)
     private let health: HealthMonitor
-    private let tombstoneSweep: DispatchSourceTimer
+    private var tombstoneSweep: DispatchSourceTimer?
     private var removals: RemovalWorker!
     private var server: HTTPServer!
 
     public init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
-        index = try Index(path: configuration.databasePath)
+        index = try Index(path: configuration.databasePath, metrics: metrics)
         registry = try VolumeRegistry(index: index, seeds: configuration.volumes)
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })
         health = HealthMonitor(registry: registry, masterURL: configuration.advertisedURL,
                                interval: configuration.healthInterval)
-        tombstoneSweep = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tombstones"))
+        commits = (metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "put")]),
+                   metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "delete")]))
         metrics.gauge("kalavara_index_keys_estimate", "RocksDB's estimate of index records") { [index] in
             Double(index.estimatedKeyCount)
         }
-        metrics.gauge("kalavara_volumes_live", "volumes answering health checks") { [registry] in
+        metrics.gauge("kalavara_volumes_live", "Volumes answering health checks") { [registry] in
             Double(registry.liveURLs.count)
+        }
+        metrics.gauge("kalavara_index_disk_free_bytes", "Free bytes on the index's filesystem") { [path = configuration.databasePath] in
+            Double(FileStore.freeBytes(at: path))
         }
     }
 
     /// Starts listening and the background work.
     public func start() throws {
-        server = HTTPServer(configuration: configuration.server, handler: { [unowned self] request, body in
-            let response = try self.route(request, body)
-            metrics.countRequest(method: request.method, status: response.status)
-            return response
-        }, quickHandler: { [unowned self] request in
-            guard let response = self.quickRoute(request) else { return nil }
-            metrics.countRequest(method: request.method, status: response.status)
-            return response
-        })
+        server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
         health.start()
         removals = RemovalWorker(master: self, interval: configuration.healthInterval)
         removals.start()
+        // Timers are made only once running: an unstarted source cannot be released safely.
         let interval = max(1, min(60, configuration.ticketLifetime / 4))
-        tombstoneSweep.schedule(deadline: .now() + interval, repeating: interval)
-        tombstoneSweep.setEventHandler { [weak self] in self?.expireTombstones() }
-        tombstoneSweep.resume()
+        let sweep = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tombstones"))
+        sweep.schedule(deadline: .now() + interval, repeating: interval)
+        sweep.setEventHandler { [weak self] in self?.expireTombstones() }
+        sweep.resume()
+        tombstoneSweep = sweep
         Log.info("listening on \(configuration.server.host):\(server.boundPort), index \(configuration.databasePath), "
                  + "\(registry.all.count) volume(s), replicas \(configuration.replicas)")
     }
@@ -58,15 +63,16 @@ public final class Master {
     public func stop() {
         health.stop()
         removals?.stop()
-        tombstoneSweep.cancel()
+        tombstoneSweep?.cancel()
         server?.stop()
         index.close()
     }
 
     /// Runs until SIGINT/SIGTERM, then stops gracefully; a second signal exits at once.
-    public static func run(_ configuration: MasterConfiguration) -> Int32 {
-        Daemon.run("master") {
+    public static func run(_ configuration: MasterConfiguration, logLevel: Logger.Level = .info) -> Int32 {
+        Daemon.run("master", logLevel: logLevel) {
             let master = try Master(configuration: configuration)
+            master.metrics.bootstrapSwiftMetrics()
             try master.start()
             return master.stop
         }

@@ -1,5 +1,8 @@
+import ArgumentParser
+import Logging
+
 /// Everything `master` is started with.
-public struct MasterConfiguration {
+public struct MasterConfiguration: Sendable {
     public var server = HTTPServer.Configuration(host: "0.0.0.0", port: 6000)
     public var databasePath = ""
     public var volumes: [String] = []
@@ -13,49 +16,81 @@ public struct MasterConfiguration {
 
     public init() {}
 
-    static let summary = "Kalavara master: keeps the index of keys and redirects clients to volumes."
+    /// Parses a command line (without the program name) into a configuration; throws what
+    /// argument-parser throws for a bad one. For tests and tools; `main` uses `Daemon.parse`.
+    public static func parse(_ arguments: [String]) throws -> MasterConfiguration {
+        let command = try MasterCommand.parse(arguments)
+        try command.checkRequired()
+        return command.configuration()
+    }
+}
 
-    static func options() -> CommandLineOptions {
-        CommandLineOptions(command: "master", summary: summary, options: HTTPServer.Configuration.commandLineOptions(defaultPort: 6000) + [
-            .init(["-d", "--db"], value: "DIR", help: "RocksDB index directory (created if missing). Required."),
-            .init(["-v", "--volumes"], value: "URL", arity: .many,
-                  help: "Volume base URLs, e.g. http://127.0.0.1:7000. More can be added at run time."),
-            .init(["--replicas"], value: "N", default: "1", help: "Copies of each value."),
-            .init(["--advertise"], value: "URL",
-                  help: "This master's URL as volumes reach it (default: http://127.0.0.1:PORT, or http://BIND:PORT)."),
-            .init(["--ticket-lifetime"], value: "SECONDS", default: "3600",
-                  help: "Time allowed between a PUT's redirect and its commit."),
-        ])
+/// `master`'s command line.
+public struct MasterCommand: DaemonCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "master",
+        abstract: "Kalavara master: keeps the index of keys and redirects clients to volumes.",
+        discussion: "Usage: master -p PORT -d DIR [-v URL ...] [options]",
+        version: Kalavara.version)
+
+    @Option(name: [.customShort("p"), .customLong("port")], help: ArgumentHelp("Port to listen on.", valueName: "port"))
+    var port = 6000
+
+    @Option(name: [.customShort("d"), .customLong("db")],
+            help: ArgumentHelp("RocksDB index directory (created if missing). Required.", valueName: "dir"))
+    var db: String?
+
+    @Option(name: [.customShort("v"), .customLong("volumes")], parsing: .upToNextOption,
+            help: ArgumentHelp("Volume base URLs, e.g. http://127.0.0.1:7000. More can be added at run time.", valueName: "url"))
+    var volumes: [String] = []
+
+    @Option(name: .customLong("replicas"), help: ArgumentHelp("Copies of each value.", valueName: "n"))
+    var replicas = 1
+
+    @Option(name: .customLong("advertise"),
+            help: ArgumentHelp("This master's URL as volumes reach it (default: http://127.0.0.1:PORT, or http://BIND:PORT).",
+                               valueName: "url"))
+    var advertise: String?
+
+    @Option(name: .customLong("ticket-lifetime"),
+            help: ArgumentHelp("Time allowed between a PUT's redirect and its commit.", valueName: "seconds"))
+    var ticketLifetime = 3600.0
+
+    @OptionGroup var server: ServerOptions
+
+    public init() {}
+
+    public mutating func validate() throws {
+        try ServerOptions.checkPort(port)
+        guard (1...16).contains(replicas) else { throw ValidationError("--replicas wants a whole number in 1...16, not \(replicas)") }
+        try ServerOptions.checkSeconds("--ticket-lifetime", ticketLifetime)
+        for url in volumes where VolumeRegistry.normalize(url) == nil {
+            throw ValidationError("not a volume base URL (want http://host:port): \(url)")
+        }
+        if let advertise, VolumeRegistry.normalize(advertise) == nil {
+            throw ValidationError("--advertise wants http://host:port, not \(advertise)")
+        }
     }
 
-    /// Parses the command line. Throws `CommandLineOptions.UsageError`; returns nil for --help.
-    public static func parse(_ arguments: [String]) throws -> MasterConfiguration? {
-        var options = options()
-        try options.parse(arguments)
-        if options.helpRequested {
-            print(options.usage)
-            return nil
-        }
+    public func checkRequired() throws {
+        guard db != nil else { throw ValidationError("missing required option -d/--db") }
+    }
+
+    public var logLevel: Logger.Level { server.logLevel }
+
+    public func configuration() -> MasterConfiguration {
         var configuration = MasterConfiguration()
-        configuration.server = try HTTPServer.Configuration(parsed: options)
-        configuration.databasePath = try options.requiredString("--db")
-        configuration.volumes = try options.strings("--volumes").map { url in
-            guard let normal = VolumeRegistry.normalize(url) else {
-                throw CommandLineOptions.UsageError("not a volume base URL (want http://host:port): \(url)")
-            }
-            return normal
-        }
-        configuration.replicas = try options.integer("--replicas", in: 1...16)!
-        configuration.ticketLifetime = try options.seconds("--ticket-lifetime")!
-        if let advertised = options.string("--advertise") {
-            guard let normal = VolumeRegistry.normalize(advertised) else {
-                throw CommandLineOptions.UsageError("--advertise wants http://host:port, not \(advertised)")
-            }
-            configuration.advertisedURL = normal
+        configuration.server = server.configuration(port: port)
+        configuration.databasePath = db ?? ""
+        configuration.volumes = volumes.compactMap(VolumeRegistry.normalize)
+        configuration.replicas = replicas
+        configuration.ticketLifetime = ticketLifetime
+        if let advertise {
+            configuration.advertisedURL = VolumeRegistry.normalize(advertise)!
         } else {
             let bind = configuration.server.host
             let host = ["0.0.0.0", "::", "127.0.0.1"].contains(bind) ? "127.0.0.1" : bind
-            configuration.advertisedURL = "http://\(host):\(configuration.server.port)"
+            configuration.advertisedURL = "http://\(host):\(port)"
         }
         return configuration
     }

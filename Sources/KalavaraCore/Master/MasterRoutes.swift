@@ -2,69 +2,49 @@ import Foundation
 
 /// Which handler answers which request on the master.
 extension Master {
-    func route(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
-        let path = request.path
-        if path.hasPrefix("/store/") {
-            let keyText = path.dropFirst("/store/".count)
-            if keyText.isEmpty, request.method == "GET" || request.method == "HEAD" {
-                return try listKeys(request)
-            }
-            return try storeRoute(request, key: try Key(percentEncoded: keyText))
-        }
-        switch path {
-        case "/health":
-            try require(request, ["GET", "HEAD"])
-            return .text(200, "ok")
-        case "/metrics":
-            try require(request, ["GET", "HEAD"])
-            var response = HTTPResponse.text(200, metrics.render())
-            response.headers.set("Content-Type", "text/plain; version=0.0.4")
-            return response
-        case "/admin/add-volume":
-            try require(request, ["POST"])
-            return try addVolume(body)
-        case "/admin/volumes":
-            try require(request, ["GET", "HEAD"])
-            return listVolumes()
-        case "/internal/commit":
-            try require(request, ["POST"])
-            return try commit(QueryParameters(request.query))
-        case "/internal/purged":
-            try require(request, ["POST"])
-            return try purged(QueryParameters(request.query))
-        case "/internal/resolve":
-            try require(request, ["POST"])
-            return try resolve(QueryParameters(request.query))
-        default:
-            return .text(404, "no such endpoint")
-        }
+    /// Every route of the master, once. Index lookups are answered on the event loop;
+    /// anything that writes, lists or reads a body runs on a worker.
+    var router: Router {
+        Router([
+            Route("store-list", .exact("/store/"), methods: ["GET", "HEAD"]) { [unowned self] request, _ in
+                try listKeys(request)
+            },
+            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
+                try redirectRead(try Self.key(request))
+            },
+            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"]) { [unowned self] request, _ in
+                request.method == "PUT" ? try redirectWrite(try Self.key(request), request) : try redirectDelete(try Self.key(request))
+            },
+            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop) { _, _ in .text(200, "ok") },
+            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
+                metricsPage()
+            },
+            Route("add-volume", .exact("/admin/add-volume"), methods: ["POST"]) { [unowned self] _, body in
+                try addVolume(body)
+            },
+            Route("volumes", .exact("/admin/volumes"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
+                try listVolumes()
+            },
+            Route("commit", .exact("/internal/commit"), methods: ["POST"]) { [unowned self] request, _ in
+                try commit(QueryParameters(request.query))
+            },
+            Route("purged", .exact("/internal/purged"), methods: ["POST"]) { [unowned self] request, _ in
+                try purged(QueryParameters(request.query))
+            },
+            Route("resolve", .exact("/internal/resolve"), methods: ["POST"]) { [unowned self] request, _ in
+                try resolve(QueryParameters(request.query))
+            },
+        ])
     }
 
-    /// The requests answered on the event loop: lookups that read the index and nothing
-    /// else. Returns nil for everything that may block (writes, listings, admin).
-    func quickRoute(_ request: HTTPRequest) -> HTTPResponse? {
-        guard request.method == "GET" || request.method == "HEAD" else { return nil }
-        let path = request.path
-        do {
-            if path.hasPrefix("/store/"), path.count > "/store/".count {
-                return try redirectRead(try Key(percentEncoded: path.dropFirst("/store/".count)))
-            }
-            if path == "/health" { return .text(200, "ok") }
-            return nil
-        } catch let error as HTTPError {
-            return .error(error)
-        } catch {
-            return nil // an index error: let the worker path report it
-        }
+    private static func key(_ request: HTTPRequest) throws -> Key {
+        try Key(percentEncoded: request.path.dropFirst("/store/".count))
     }
 
-    private func storeRoute(_ request: HTTPRequest, key: Key) throws -> HTTPResponse {
-        switch request.method {
-        case "PUT": return try redirectWrite(key)
-        case "GET", "HEAD": return try redirectRead(key)
-        case "DELETE": return try redirectDelete(key)
-        default: throw HTTPError.methodNotAllowed(["GET", "HEAD", "PUT", "DELETE"])
-        }
+    func metricsPage() -> HTTPResponse {
+        var response = HTTPResponse(status: 200, body: .bytes(metrics.render()))
+        response.headers.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        return response
     }
 
     // MARK: Store
@@ -72,14 +52,19 @@ extension Master {
     /// PUT: send the client to the first volume of the key's placement, with a ticket
     /// naming the new version and all the volumes. The index is not touched: it changes
     /// only when the volume commits.
-    private func redirectWrite(_ key: Key) throws -> HTTPResponse {
+    private func redirectWrite(_ key: Key, _ request: HTTPRequest) throws -> HTTPResponse {
         let live = registry.liveURLs
         guard live.count >= configuration.replicas else {
             return .text(503, "only \(live.count) live volume(s), \(configuration.replicas) needed")
         }
         let placement = Array(Placement.order(live, for: key).prefix(configuration.replicas))
-        let ticket = PlacementTicket(version: try clock.next(), master: configuration.advertisedURL, holders: placement)
-        return .redirect(307, to: location(placement[0], key, ticket.query))
+        let requestID = RequestID.from(request.headers)
+        let ticket = PlacementTicket(version: try clock.next(), master: configuration.advertisedURL, holders: placement,
+                                     requestID: requestID)
+        Log.debug("PUT redirected", ["key": "\(key)", "ver": "\(ticket.version)", "volume": "\(placement[0])", "rid": "\(requestID)"])
+        var response = HTTPResponse.redirect(307, to: location(placement[0], key, ticket.query))
+        response.headers.set(RequestID.header, requestID)
+        return response
     }
 
     /// GET/HEAD: send the client to a live volume holding the current version, naming
@@ -138,9 +123,7 @@ extension Master {
             guard batch.count == wanted, let last = batch.last else { break }
             cursor = last.0.bytes
         }
-        let next = keys.count == limit ? keys.last.map { JSON.string($0.description) } ?? "null" : "null"
-        let list = keys.map { JSON.string($0.description) }.joined(separator: ",")
-        return .json(200, "{\"keys\":[\(list)],\"next\":\(next)}\n")
+        return try .json(200, KeyPage(keys: keys.map(\.description), next: keys.count == limit ? keys.last?.description : nil))
     }
 
     // MARK: Admin
@@ -153,18 +136,48 @@ extension Master {
         return .text(200, isNew ? "added \(url)" : "already known: \(url)")
     }
 
-    private func listVolumes() -> HTTPResponse {
-        let entries = registry.all.map { volume in
-            "{\"url\":\(JSON.string(volume.url)),\"live\":\(volume.isLive),"
-                + "\"keys\":\(volume.valueCount.map(String.init) ?? "null"),"
-                + "\"free_bytes\":\(volume.freeBytes.map(String.init) ?? "null")}"
+    private func listVolumes() throws -> HTTPResponse {
+        try .json(200, VolumeList(volumes: registry.all.map {
+            VolumeList.Entry(url: $0.url, live: $0.isLive, keys: $0.valueCount, freeBytes: $0.freeBytes)
+        }))
+    }
+}
+
+/// `GET /store/?prefix=` answers: a page of keys and where the next page starts.
+struct KeyPage: Encodable {
+    let keys: [String]
+    let next: String?
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(keys, forKey: .keys)
+        try container.encode(next, forKey: .next) // null on the last page, not absent
+    }
+
+    private enum CodingKeys: String, CodingKey { case keys, next }
+}
+
+/// `GET /admin/volumes` answers.
+struct VolumeList: Encodable {
+    struct Entry: Encodable {
+        let url: String
+        let live: Bool
+        let keys: Int?
+        let freeBytes: Int?
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(url, forKey: .url)
+            try container.encode(live, forKey: .live)
+            try container.encode(keys, forKey: .keys) // null until the volume has counted
+            try container.encode(freeBytes, forKey: .freeBytes)
         }
-        return .json(200, "{\"volumes\":[\(entries.joined(separator: ","))]}\n")
+
+        private enum CodingKeys: String, CodingKey {
+            case url, live, keys
+            case freeBytes = "free_bytes"
+        }
     }
 
-    // MARK: Helpers
-
-    func require(_ request: HTTPRequest, _ methods: [String]) throws {
-        guard methods.contains(request.method) else { throw HTTPError.methodNotAllowed(methods) }
-    }
+    let volumes: [Entry]
 }

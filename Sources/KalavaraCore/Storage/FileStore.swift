@@ -1,4 +1,5 @@
 import Foundation
+import Prometheus
 
 /// A volume's values as files: `DIR/data/abc/<sha256(key)>.<version>`.
 ///
@@ -12,20 +13,29 @@ import Foundation
 /// new volume is at full speed after a few thousand writes. At ten million values a bucket
 /// holds about 2,500 files, which ext4's hashed directories handle well; only rare paths
 /// list a bucket (a commit names the version it replaced).
-public final class FileStore {
+///
+/// Sendable by hand: the counts are behind `countLock`; the rest is immutable.
+public final class FileStore: @unchecked Sendable {
     public let root: String
     let tmpDirectory: String
     let dataDirectory: String
     /// Buckets: directories under `data`, named by the first `bucketDigits` hex digits.
     static let bucketDigits = 3
+    /// Time of each value file's fsync and each directory fsync, when measured.
+    let valueSyncs: DurationHistogram?
+    let directorySyncs: DurationHistogram?
+    /// Guards `filesCounted` and `filesChanged`.
     private let countLock = NSLock()
     private var filesCounted: Int?
     private var filesChanged = 0
 
     /// Opens (creating) the store under `root`. Leftover temporary files are partial
     /// writes of a previous run that never became values: they are removed.
-    public init(root: String) throws {
+    public init(root: String, metrics: Metrics? = nil) throws {
         self.root = root
+        valueSyncs = metrics?.histogram("kalavara_value_fsync_duration_seconds", "Time of a value file's fsync")
+        directorySyncs = metrics?.histogram("kalavara_directory_fsync_duration_seconds",
+                                            "Time of a bucket directory's fsync after a rename or removal")
         tmpDirectory = root + "/tmp"
         dataDirectory = root + "/data"
         for directory in [root, tmpDirectory, dataDirectory] {
@@ -119,6 +129,12 @@ public final class FileStore {
         try Self.syncDirectory(dataDirectory)
     }
 
+    /// fsync of a bucket, measured.
+    func syncBucket(_ path: String) throws {
+        guard let directorySyncs else { return try Self.syncDirectory(path) }
+        try directorySyncs.time { try Self.syncDirectory(path) }
+    }
+
     static func syncDirectory(_ path: String) throws {
         let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw StorageError.io("cannot open \(path)", errno) }
@@ -180,7 +196,7 @@ public final class FileStore {
             throw StorageError.io("cannot remove a value file", errno)
         }
         countChange(-1)
-        try Self.syncDirectory(bucket(forStem: stem))
+        try syncBucket(bucket(forStem: stem))
         return true
     }
 
@@ -195,15 +211,18 @@ public final class FileStore {
     }
 
     /// Free bytes on the filesystem that holds the data.
-    public func freeBytes() -> Int {
+    public func freeBytes() -> Int { Self.freeBytes(at: dataDirectory) }
+
+    /// Free bytes on the filesystem that holds `path`.
+    public static func freeBytes(at path: String) -> Int {
         var info = statvfs()
-        guard statvfs(dataDirectory, &info) == 0 else { return 0 }
+        guard statvfs(path, &info) == 0 else { return 0 }
         return Int(info.f_bavail) * Int(info.f_frsize)
     }
 }
 
 /// One version of a value, open for reading; the value starts after its header.
-public struct StoredValue {
+public struct StoredValue: Sendable {
     public let file: OpenFile
     public let version: UInt64
     public let valueOffset: Int
@@ -272,7 +291,8 @@ public final class PendingWrite {
     /// its bucket, fsync the bucket. A crash before the rename leaves only a temporary file.
     /// `beforeRename` runs once the bytes are durable (the volume journals the version there).
     public func finish(beforeRename: () throws -> Void = {}) throws {
-        guard fsync(fd) == 0 else { throw StorageError.io("fsync", errno) }
+        let synced = store.valueSyncs.map { histogram in histogram.time { fsync(fd) } } ?? fsync(fd)
+        guard synced == 0 else { throw StorageError.io("fsync", errno) }
         try beforeRename()
         close(fd)
         fd = -1
@@ -288,7 +308,7 @@ public final class PendingWrite {
         tmpFileExists = false
         store.countChange(1)
         do {
-            try FileStore.syncDirectory(bucket)
+            try store.syncBucket(bucket)
         } catch {
             // Not durable, so not acknowledged: it must not stay behind as a value either.
             if unlink(finalPath) == 0 { store.countChange(-1) }
@@ -310,7 +330,7 @@ public final class PendingWrite {
 }
 
 /// A storage failure, mapped to an HTTP answer: a full disk is `507`, the rest `500`.
-public enum StorageError: Error, CustomStringConvertible {
+public enum StorageError: Error, CustomStringConvertible, Sendable {
     case io(String, Int32)
     case corrupt(String)
 

@@ -3,7 +3,7 @@
 /// A tombstone is a record too: it keeps the version of the delete, so a write that was
 /// issued before the delete and commits after it is recognised as older and refused, and it
 /// lists the holders that have yet to drop their copies.
-public struct IndexRecord: Equatable {
+public struct IndexRecord: Equatable, Sendable {
     public var version: UInt64
     public var isTombstone: Bool
     /// Bytes of the value (0 for a tombstone).

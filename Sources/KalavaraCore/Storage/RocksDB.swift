@@ -6,7 +6,7 @@ import Foundation
 /// Keys and values are byte arrays. Synced writes (`sync: true`) reach the disk before
 /// they return; RocksDB batches concurrent synced writers into one WAL fsync (group
 /// commit), so many committing threads share the cost of each flush.
-public final class RocksDB {
+public final class RocksDB: @unchecked Sendable {
     private let db: OpaquePointer
     private let options: OpaquePointer
     private let tableOptions: OpaquePointer
@@ -18,6 +18,7 @@ public final class RocksDB {
     /// Calls hold it shared; `close` holds it exclusively, so a call still running when the
     /// daemon shuts down finishes first, and any later call fails instead of touching freed
     /// memory.
+    /// Guards `isClosed` (and so every use of the handles above).
     private var lifetime = pthread_rwlock_t()
     private var isClosed = false
 
@@ -225,7 +226,7 @@ public final class RocksDB {
 }
 
 /// Operations applied together by `RocksDB.write`.
-public struct WriteBatch {
+public struct WriteBatch: Sendable {
     fileprivate var operations: [(key: [UInt8], value: [UInt8]?)] = []
     public init() {}
     public mutating func put(_ key: [UInt8], _ value: [UInt8]) { operations.append((key, value)) }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A volume's list of value files whose commit it has not seen succeed.
 ///
@@ -14,17 +15,23 @@ import Foundation
 /// value file and wait for the journal only after, so the two syncs overlap, and concurrent
 /// writers share one journal sync. Strikes are not synced: a lost strike only means one
 /// redundant question to the master later.
-public final class UncommittedJournal {
+///
+/// Two locks, so that a reader never waits on the disk: `pending` (what GETs ask about)
+/// sits in a mutex held only for dictionary operations; `lock` orders the file's writes,
+/// syncs and compactions, and only writers take it.
+public final class UncommittedJournal: @unchecked Sendable {
     /// One uncommitted version of one key.
-    public struct Entry: Hashable {
+    public struct Entry: Hashable, Sendable {
         public let key: Key
         public let version: UInt64
     }
 
     private let path: String
-    private var fd: Int32
+    /// Entry → when it was recorded (seconds since 1970).
+    private let pending = Mutex<[Entry: Double]>([:])
+    /// Guards everything below: the file and its sync state.
     private let lock = NSCondition()
-    private var pending: [Entry: Double] = [:]
+    private var fd: Int32
     private var appended = 0 // additions written, for group sync
     private var synced = 0
     private var syncError: Int32 = 0
@@ -36,19 +43,21 @@ public final class UncommittedJournal {
 
     public init(path: String) throws {
         self.path = path
+        var loaded: [Entry: Double] = [:]
         if let text = try? String(contentsOfFile: path, encoding: .utf8) {
             for line in text.split(separator: "\n") {
                 let fields = line.split(separator: " ")
                 guard fields.count >= 3, let version = UInt64(fields[1]),
-                      let keyBytes = Self.unhex(fields[2]), let key = try? Key(keyBytes) else { continue }
+                      let keyBytes = Hex.decode(fields[2]), let key = try? Key(keyBytes) else { continue }
                 let entry = Entry(key: key, version: version)
                 if fields[0] == "+" {
-                    pending[entry] = fields.count > 3 ? Double(fields[3]) ?? 0 : 0
+                    loaded[entry] = fields.count > 3 ? Double(fields[3]) ?? 0 : 0
                 } else {
-                    pending[entry] = nil
+                    loaded[entry] = nil
                 }
             }
         }
+        pending.withLock { $0 = loaded }
         fd = -1
         try rewrite()
         let syncer = Thread { [self] in syncLoop() }
@@ -66,11 +75,7 @@ public final class UncommittedJournal {
         lock.unlock()
     }
 
-    public var count: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return pending.count
-    }
+    public var count: Int { pending.withLock { $0.count } }
 
     /// Records a version as uncommitted and starts making that durable; returns a
     /// position to pass to `waitUntilDurable`.
@@ -78,10 +83,10 @@ public final class UncommittedJournal {
         let now = Date().timeIntervalSince1970
         lock.lock()
         defer { lock.unlock() }
-        guard append("+ \(version) \(Self.hex(key.bytes)) \(Int(now))\n") else {
+        guard append("+ \(version) \(Hex.encode(key.bytes)) \(Int(now))\n") else {
             throw StorageError.io("journal write", errno)
         }
-        pending[Entry(key: key, version: version)] = now
+        pending.withLock { $0[Entry(key: key, version: version)] = now }
         appended += 1
         lock.broadcast()
         return appended
@@ -117,24 +122,21 @@ public final class UncommittedJournal {
     public func strike(_ key: Key, version: UInt64) {
         lock.lock()
         defer { lock.unlock() }
-        guard pending.removeValue(forKey: Entry(key: key, version: version)) != nil else { return }
-        _ = append("- \(version) \(Self.hex(key.bytes))\n")
+        let (removed, left) = pending.withLock { ($0.removeValue(forKey: Entry(key: key, version: version)) != nil, $0.count) }
+        guard removed else { return }
+        _ = append("- \(version) \(Hex.encode(key.bytes))\n")
         strikesSinceCompaction += 1
-        if strikesSinceCompaction > 10_000 + 2 * pending.count { try? rewriteLocked() }
+        if strikesSinceCompaction > 10_000 + 2 * left { try? rewriteLocked() }
     }
 
     /// Whether this version of `key` is still waiting for its commit's outcome.
     public func isPending(_ key: Key, version: UInt64) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return pending[Entry(key: key, version: version)] != nil
+        pending.withLock { $0[Entry(key: key, version: version)] != nil }
     }
 
     /// Entries recorded before `time` (seconds since 1970), oldest first.
     public func entries(olderThan time: Double, limit: Int) -> [Entry] {
-        lock.lock()
-        defer { lock.unlock() }
-        return pending.filter { $0.value < time }.sorted { $0.value < $1.value }.prefix(limit).map(\.key)
+        pending.withLock { $0 }.filter { $0.value < time }.sorted { $0.value < $1.value }.prefix(limit).map(\.key)
     }
 
     // MARK: File
@@ -156,7 +158,8 @@ public final class UncommittedJournal {
         while syncing { lock.wait() } // the syncer is using the current descriptor
         let tmp = path + ".new"
         var text = ""
-        for (entry, time) in pending { text += "+ \(entry.version) \(Self.hex(entry.key.bytes)) \(Int(time))\n" }
+        // Additions and strikes take `lock` too, so this copy is exactly what the file must hold.
+        for (entry, time) in pending.withLock({ $0 }) { text += "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n" }
         let newFD = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard newFD >= 0 else { throw StorageError.io("cannot create \(tmp)", errno) }
         let bytes = Array(text.utf8)
@@ -178,24 +181,5 @@ public final class UncommittedJournal {
         try FileStore.syncDirectory((path as NSString).deletingLastPathComponent)
         synced = appended // the new file holds every pending entry, synced
         lock.broadcast()
-    }
-
-    static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for byte in bytes { out.append(digits[Int(byte >> 4)]); out.append(digits[Int(byte & 15)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    static func unhex(_ text: Substring) -> [UInt8]? {
-        let chars = Array(text.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        for i in stride(from: 0, to: chars.count, by: 2) {
-            guard let high = ASCII.hexValue(chars[i]), let low = ASCII.hexValue(chars[i + 1]) else { return nil }
-            out.append(high << 4 | low)
-        }
-        return out
     }
 }

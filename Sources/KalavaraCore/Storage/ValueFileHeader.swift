@@ -6,7 +6,7 @@
 ///
 /// Layout (little-endian): "KLVA" · format (1 byte) · 3 reserved · version (8) ·
 /// key length (4) · 4 reserved · key bytes. The value follows immediately.
-public struct ValueFileHeader: Equatable {
+public struct ValueFileHeader: Equatable, Sendable {
     static let magic: [UInt8] = Array("KLVA".utf8)
     static let format: UInt8 = 1
     static let fixedBytes = 24

@@ -1,68 +1,73 @@
-import Foundation
+import enum CoreMetrics.MetricsSystem
+import Prometheus
+import Synchronization
 
-/// Counters exposed at `/metrics` in Prometheus' text format.
+/// A daemon's metrics, served at `/metrics` in Prometheus' text format (swift-prometheus).
 ///
-/// A handful of named counters behind one lock: a request costs one uncontended lock, and
-/// the text is built only when scraped.
-public final class Metrics {
-    private let lock = NSLock()
-    private var counters: [String: Int] = [:]
-    private var help: [String: String] = [:]
-    private var gauges: [String: () -> Double] = [:]
+/// Counters and histograms are made once, where the thing they measure is set up, and
+/// updated in place: an increment is an atomic add, a histogram observation one short lock.
+/// Values that are cheaper to read than to track (free disk, index size) are set by hooks
+/// that run when the page is scraped. `bootstrapSwiftMetrics` also routes the swift-metrics
+/// API to the same registry, so any library's metrics appear on the same page.
+public final class Metrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let scrapeHooks = Mutex<[@Sendable () -> Void]>([])
 
     public init() {}
 
-    /// Adds `amount` to the counter `name{labels}`.
-    public func count(_ name: String, _ labels: String = "", by amount: Int = 1) {
-        let series = labels.isEmpty ? name : "\(name){\(labels)}"
-        lock.lock()
-        counters[series, default: 0] += amount
-        lock.unlock()
+    /// Latency buckets from 50 µs to 10 s: a redirect is tens of µs, a synced write a few ms,
+    /// a large upload seconds.
+    public static let latencyBuckets: [Duration] = [
+        .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+    ]
+
+    public func counter(_ name: String, _ help: String, labels: [(String, String)] = []) -> Counter {
+        registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
     }
 
-    /// A value read at scrape time.
-    public func gauge(_ name: String, _ text: String, _ read: @escaping () -> Double) {
-        lock.lock()
-        help[name] = text
-        gauges[name] = read
-        lock.unlock()
+    public func gauge(_ name: String, _ help: String, labels: [(String, String)] = []) -> Gauge {
+        registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
     }
 
-    private static let methods = ["GET", "HEAD", "PUT", "DELETE", "POST"]
-    private var requests: [Int: Int] = [:]
-
-    /// Counts a served request by method and status. On every request, so it builds no
-    /// strings: the labels are made at scrape time.
-    public func countRequest(method: String, status: Int) {
-        let methodIndex = Self.methods.firstIndex(of: method) ?? Self.methods.count
-        lock.lock()
-        requests[methodIndex * 1000 + status, default: 0] += 1
-        lock.unlock()
+    public func histogram(_ name: String, _ help: String, labels: [(String, String)] = [],
+                          buckets: [Duration] = Metrics.latencyBuckets) -> DurationHistogram {
+        registry.makeDurationHistogram(descriptor: Self.descriptor(name, help), labels: labels, buckets: buckets)
     }
 
-    public func render() -> String {
-        lock.lock()
-        var counterSnapshot = counters
-        let helpSnapshot = help, gaugeSnapshot = gauges
-        for (code, value) in requests {
-            let method = code / 1000 < Self.methods.count ? Self.methods[code / 1000] : "other"
-            counterSnapshot["kalavara_http_requests_total{method=\"\(method)\",status=\"\(code % 1000)\"}"] = value
-        }
-        lock.unlock()
-        var out = ""
-        var described: Set<String> = []
-        for series in counterSnapshot.keys.sorted() {
-            let name = String(series.prefix(while: { $0 != "{" }))
-            if described.insert(name).inserted {
-                if let text = helpSnapshot[name] { out += "# HELP \(name) \(text)\n" }
-                out += "# TYPE \(name) counter\n"
-            }
-            out += "\(series) \(counterSnapshot[series]!)\n"
-        }
-        for name in gaugeSnapshot.keys.sorted() {
-            if let text = helpSnapshot[name] { out += "# HELP \(name) \(text)\n" }
-            out += "# TYPE \(name) gauge\n\(name) \(gaugeSnapshot[name]!())\n"
-        }
-        return out
+    /// A gauge whose value is read when the page is scraped.
+    public func gauge(_ name: String, _ help: String, read: @escaping @Sendable () -> Double) {
+        let gauge = gauge(name, help)
+        scrapeHooks.withLock { $0.append { gauge.set(read()) } }
+    }
+
+    /// Routes swift-metrics' global API to this registry. Once per process (a daemon's `run`).
+    public func bootstrapSwiftMetrics() {
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    }
+
+    /// The exposition text.
+    public func render() -> [UInt8] {
+        for hook in scrapeHooks.withLock({ $0 }) { hook() }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(16 * 1024)
+        registry.emit(into: &buffer)
+        return buffer
+    }
+
+    private static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+}
+
+extension DurationHistogram {
+    /// Records the time `body` takes (also when it throws).
+    @inlinable
+    public func time<T>(_ body: () throws -> T) rethrows -> T {
+        let start = ContinuousClock.now
+        defer { record(ContinuousClock.now - start) }
+        return try body()
     }
 }

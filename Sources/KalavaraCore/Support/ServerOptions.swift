@@ -1,30 +1,102 @@
-/// The listening flags both daemons share, and their parsing into a server configuration.
-extension HTTPServer.Configuration {
-    static func commandLineOptions(defaultPort: Int) -> [CommandLineOptions.Option] {
-        [
-            .init(["-p", "--port"], value: "PORT", default: String(defaultPort), help: "Port to listen on."),
-            .init(["--bind"], value: "HOST", default: "0.0.0.0", help: "Address to listen on."),
-            .init(["--read-timeout"], value: "SECONDS", default: "30", help: "Drop a client whose request stalls this long."),
-            .init(["--idle-timeout"], value: "SECONDS", default: "30", help: "Close keep-alive connections idle this long."),
-            .init(["--max-connections"], value: "N", default: "1024", help: "Open client connections at most; more get 503."),
-        ]
+import ArgumentParser
+import Foundation
+import Logging
+
+/// The release, for `--version`.
+public enum Kalavara {
+    public static let version = "0.5.0"
+}
+
+/// The flags every daemon shares (besides its port, whose default differs), parsed by
+/// swift-argument-parser.
+public struct ServerOptions: ParsableArguments {
+    @Option(name: .customLong("bind"), help: ArgumentHelp("Address to listen on.", valueName: "host"))
+    var bind = "0.0.0.0"
+
+    @Option(name: .customLong("read-timeout"), help: ArgumentHelp("Drop a client whose request stalls this long.", valueName: "seconds"))
+    var readTimeout = 30.0
+
+    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Close keep-alive connections idle this long.", valueName: "seconds"))
+    var idleTimeout = 30.0
+
+    @Option(name: .customLong("max-connections"), help: ArgumentHelp("Open client connections at most; more get 503.", valueName: "n"))
+    var maxConnections = 1024
+
+    @Option(name: .customLong("log-level"),
+            help: ArgumentHelp("Lowest level logged (KALAVARA_LOG=debug also lowers it).", valueName: "level"))
+    var logLevel: Logger.Level = ProcessInfo.processInfo.environment["KALAVARA_LOG"] == "debug" ? .debug : .info
+
+    public init() {}
+
+    public mutating func validate() throws {
+        for (flag, value) in [("--read-timeout", readTimeout), ("--idle-timeout", idleTimeout)] {
+            try Self.checkSeconds(flag, value)
+        }
+        guard (1...1_000_000).contains(maxConnections) else {
+            throw ValidationError("--max-connections wants a whole number in 1...1000000, not \(maxConnections)")
+        }
     }
 
-    init(parsed options: CommandLineOptions) throws {
-        self.init(host: options.string("--bind")!, port: try options.integer("--port", in: 1...65535)!)
-        readTimeout = try options.seconds("--read-timeout")!
-        idleTimeout = try options.seconds("--idle-timeout")!
-        maxConnections = try options.integer("--max-connections", in: 1...1_000_000)!
+    static func checkSeconds(_ flag: String, _ value: Double) throws {
+        guard value > 0, value.isFinite else {
+            throw ValidationError("\(flag) wants a positive number of seconds, not \(value)")
+        }
     }
+
+    static func checkPort(_ port: Int) throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port wants a whole number in 1...65535, not \(port)") }
+    }
+
+    func configuration(port: Int) -> HTTPServer.Configuration {
+        var configuration = HTTPServer.Configuration(host: bind, port: port)
+        configuration.readTimeout = readTimeout
+        configuration.idleTimeout = idleTimeout
+        configuration.maxConnections = maxConnections
+        return configuration
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// A daemon's command line. Required options are checked after parsing (argument-parser
+/// would report a missing one before an unknown one, which hides the real mistake).
+public protocol DaemonCommand: ParsableCommand {
+    func checkRequired() throws
 }
 
 /// The life of a daemon process, shared by `master` and `volume`.
 public enum Daemon {
+    /// Parses the command line with swift-argument-parser. `--help`, `--version` and
+    /// `--generate-completion-script` print and exit 0; any usage error is one line on
+    /// standard error and exit status 2, as the README promises.
+    public static func parse<Command: DaemonCommand>(_ type: Command.Type, _ arguments: [String]) -> Command {
+        do {
+            let command = try Command.parse(arguments)
+            try command.checkRequired()
+            return command
+        } catch {
+            if Command.exitCode(for: error) == .success { Command.exit(withError: error) }
+            let name = Command.configuration.commandName ?? "kalavara"
+            FileHandle.standardError.write(Data("\(name): \(usageMessage(Command.message(for: error)))\n".utf8))
+            Foundation.exit(2)
+        }
+    }
+
+    /// Argument-parser's message as one line in the daemons' style ("unknown option '--x'").
+    static func usageMessage(_ message: String) -> String {
+        var line = message.split(separator: "\n").first.map(String.init) ?? message
+        if line.hasPrefix("Error: ") { line.removeFirst("Error: ".count) }
+        if let first = line.first, first.isUppercase, !line.hasPrefix("URL") {
+            line = first.lowercased() + line.dropFirst()
+        }
+        return line + " (see --help)"
+    }
+
     /// Starts a daemon, waits for SIGINT/SIGTERM, stops it gracefully. Returns the exit
     /// status: 0 after a clean stop, 2 when start-up fails (index locked or unreadable,
     /// port taken, data directory unusable), which the operator must fix, as with a bad flag.
-    public static func run(_ name: String, start: () throws -> () -> Void) -> Int32 {
-        Log.component = name
+    public static func run(_ name: String, logLevel: Logger.Level, start: () throws -> () -> Void) -> Int32 {
+        Log.bootstrap(component: name, level: logLevel)
         do {
             let stop = try start()
             ShutdownSignal.wait()

@@ -1,8 +1,13 @@
 import Foundation
+import Prometheus
+import Synchronization
 
 /// The volume's side of the conversation with the master: commits, purge reports and
 /// registration heartbeats.
-final class MasterLink {
+///
+/// Sendable by hand: the learnt URLs are behind `lock`; `heartbeat` is set once by
+/// `startHeartbeat` and its state lives on its own serial queue.
+final class MasterLink: @unchecked Sendable {
     enum Outcome: Equatable {
         /// The master recorded it; `previous` is the version it replaced, when the master said.
         case committed(previous: UInt64?)
@@ -15,14 +20,19 @@ final class MasterLink {
     private let configuredMaster: String?
     private let configuredSelf: String?
     private let client = HTTPClient(timeout: 10)
+    /// Round trip of each commit (write or delete) to the master.
+    private let commitRoundTrips: DurationHistogram
+    /// Guards `learnedMaster` and `learnedSelf`.
     private let lock = NSLock()
     private var learnedMaster: String?
     private var learnedSelf: String?
     private var heartbeat: DispatchSourceTimer?
 
-    init(configuredMaster: String?, selfURL: String?) {
+    init(configuredMaster: String?, selfURL: String?, metrics: Metrics) {
         self.configuredMaster = configuredMaster
         self.configuredSelf = selfURL
+        commitRoundTrips = metrics.histogram("kalavara_commit_round_trip_seconds",
+                                             "Time from sending a commit to the master to reading its answer")
     }
 
     /// Remembers the master's URL from its health checks or tickets (unless `-m` set it).
@@ -63,7 +73,8 @@ final class MasterLink {
         parameters.add("ver", String(ticket.version))
         parameters.add("size", String(size))
         parameters.add("h", ticket.holders.joined(separator: ","))
-        return post("/internal/commit", parameters, ticket)
+        if let requestID = ticket.requestID { parameters.add("rid", requestID) }
+        return commitRoundTrips.time { post("/internal/commit", parameters, ticket) }
     }
 
     func commitDelete(_ key: Key, _ ticket: PlacementTicket) -> Outcome {
@@ -71,7 +82,7 @@ final class MasterLink {
         parameters.add("op", "delete")
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(ticket.version))
-        return post("/internal/commit", parameters, ticket)
+        return commitRoundTrips.time { post("/internal/commit", parameters, ticket) }
     }
 
     /// Tells the master this volume holds no copy of `key` older than `below` any more,
@@ -104,8 +115,11 @@ final class MasterLink {
         guard let url = HTTPURL("\(master)/internal/resolve?\(parameters.encoded)") else { return .unreachable("bad master URL") }
         do {
             let response = try client.send("POST", url)
-            guard response.status == 200 else { return .unreachable("master answered \(response.status): \(response.text)") }
-            return response.text.hasPrefix("committed") ? .committed(previous: nil) : .refused(status: 200, reason: "orphan")
+            switch (response.status, response.headers[VolumeHeaders.resolution]) {
+            case (200, "committed"?): return .committed(previous: nil)
+            case (200, "orphan"?): return .refused(status: 200, reason: "orphan")
+            default: return .unreachable("master answered \(response.status) without a resolution")
+            }
         } catch {
             return .unreachable("master \(master) unreachable: \(error)")
         }
@@ -133,20 +147,20 @@ final class MasterLink {
     func startHeartbeat(interval: Double) {
         guard let master = configuredMaster, let selfURL = configuredSelf, let url = HTTPURL(master + "/admin/add-volume") else { return }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "heartbeat"))
-        var registered: Bool?
-        var lastSuccess = -Double.infinity
+        /// Whether the last registration worked, and when one last did.
+        let progress = Mutex<(registered: Bool?, lastSuccess: Double)>((nil, -Double.infinity))
         timer.schedule(deadline: .now(), repeating: min(1, interval))
         timer.setEventHandler { [client] in
+            let (registered, lastSuccess) = progress.withLock { $0 }
             guard registered != true || monotonicSeconds() - lastSuccess >= interval else { return }
             let ok = (try? client.send("POST", url, body: Array(selfURL.utf8)))?.status == 200
-            if ok { lastSuccess = monotonicSeconds() }
+            progress.withLock { $0 = (ok, ok ? monotonicSeconds() : $0.lastSuccess) }
             if ok != registered {
                 if ok {
                     Log.info("registered with master \(master) as \(selfURL)")
                 } else if registered == true {
                     Log.warning("cannot reach master \(master); retrying")
                 }
-                registered = ok
             }
         }
         timer.resume()

@@ -33,20 +33,23 @@ extension Volume {
             throw error
         }
 
-        // 2. Every replica must say its copy is durable.
-        var failure: String?
-        var durableReplicas: [String] = []
+        // 2. Every replica must say its copy is durable. A full disk on a replica is the
+        //    client's `507` too; any other failure a `503`.
+        var failure: (status: Int, message: String)?
+        var durable: [String] = []
         for upload in uploads {
             let answer = try? upload.finish()
             if answer?.status == 200 {
-                durableReplicas.append("http://\(upload.url.authority)")
+                durable.append("http://\(upload.url.authority)")
             } else if failure == nil {
-                failure = "replica \(upload.url.authority) failed: " + (answer.map { "\($0.status) \($0.text)" } ?? "no answer")
+                failure = (answer?.status == 507 ? 507 : 503, "replica \(upload.url.authority) failed: "
+                           + (answer.map { "\($0.status) \($0.text)" } ?? "no answer"))
             }
         }
+        let durableReplicas = durable
         if let failure {
             try discard(key, version: ticket.version, replicas: durableReplicas)
-            return .text(answerStatus(for: failure), failure.trimmingCharacters(in: .whitespacesAndNewlines))
+            return .text(failure.status, failure.message.trimmingCharacters(in: .whitespacesAndNewlines))
         }
 
         // 3. Commit. Until the master records it, this version is invisible to readers
@@ -54,10 +57,11 @@ extension Volume {
         switch master.commitWrite(key, ticket, size: size) {
         case .committed(let previous):
             journal.strike(key, version: ticket.version)
+            Log.debug("stored", ["key": "\(key)", "ver": "\(ticket.version)", "size": "\(size)", "rid": "\(ticket.requestID ?? "-")"])
             // The replicas hear the outcome at once; the replaced version (invisible from now
             // on) goes a little later everywhere, so a reader the master sent to it just
             // before this commit still finds it.
-            afterAnswer { [self, durableReplicas] in
+            afterAnswer { [self] in
                 let query = "ver=\(ticket.version)" + (previous.map { "&previous=\($0)" } ?? "")
                 notify(durableReplicas, key: key, path: "/internal/committed", query: query, method: "POST")
             }
@@ -71,7 +75,7 @@ extension Volume {
         case .unreachable(let reason):
             // The master may or may not have recorded it: the files stay, journaled, and the
             // orphan sweep asks the master once the grace period has passed.
-            Log.warning("commit of \(key) v\(ticket.version) failed: \(reason)")
+            Log.warning("commit failed: \(reason)", ["key": "\(key)", "ver": "\(ticket.version)", "rid": "\(ticket.requestID ?? "-")"])
             return .text(503, "value stored but not committed: \(reason)")
         }
     }
@@ -106,9 +110,6 @@ extension Volume {
             notify(replicas, key: key, path: "/internal/replica", query: "exact=\(version)", method: "DELETE")
         }
     }
-
-    /// A full disk on a replica is the client's `507` too; anything else is a `503`.
-    private func answerStatus(for failure: String) -> Int { failure.contains(": 507 ") ? 507 : 503 }
 
     func deleteValue(_ key: Key, ticket: PlacementTicket?) throws -> HTTPResponse {
         guard let ticket else {

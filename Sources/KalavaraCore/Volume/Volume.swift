@@ -1,8 +1,12 @@
 import Foundation
+import Logging
 
 /// The volume daemon: a file store served over HTTP. `volume/main.swift` only parses flags
 /// and calls `run`.
-public final class Volume {
+///
+/// Sendable by hand: every stored property is Sendable or thread-safe, except `orphans`
+/// and `server`, which `start` sets once before the listener admits anyone.
+public final class Volume: @unchecked Sendable {
     public let configuration: VolumeConfiguration
     let store: FileStore
     let journal: UncommittedJournal
@@ -17,25 +21,17 @@ public final class Volume {
 
     public init(configuration: VolumeConfiguration) throws {
         self.configuration = configuration
-        store = try FileStore(root: configuration.directory)
+        store = try FileStore(root: configuration.directory, metrics: metrics)
         journal = try UncommittedJournal(path: configuration.directory + "/uncommitted.journal")
         store.startCounting()
-        master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL)
-        metrics.gauge("kalavara_free_bytes", "free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
+        master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL, metrics: metrics)
+        metrics.gauge("kalavara_free_bytes", "Free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
     }
 
     public func start() throws {
         // Past a file size limit, write(2) must fail with EFBIG (answered 507), not kill us.
         signal(SIGXFSZ, SIG_IGN)
-        server = HTTPServer(configuration: configuration.server, handler: { [unowned self] request, body in
-            let response = try self.route(request, body)
-            metrics.countRequest(method: request.method, status: response.status)
-            return response
-        }, quickHandler: { [unowned self] request in
-            guard let response = quickRoute(request) else { return nil }
-            metrics.countRequest(method: request.method, status: response.status)
-            return response
-        })
+        server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
         master.startHeartbeat(interval: configuration.heartbeatInterval)
         orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)
@@ -52,9 +48,10 @@ public final class Volume {
     }
 
     /// Runs until SIGINT/SIGTERM, then stops gracefully; a second signal exits at once.
-    public static func run(_ configuration: VolumeConfiguration) -> Int32 {
-        Daemon.run("volume") {
+    public static func run(_ configuration: VolumeConfiguration, logLevel: Logger.Level = .info) -> Int32 {
+        Daemon.run("volume", logLevel: logLevel) {
             let volume = try Volume(configuration: configuration)
+            volume.metrics.bootstrapSwiftMetrics()
             try volume.start()
             return volume.stop
         }

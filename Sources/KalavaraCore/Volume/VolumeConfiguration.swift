@@ -1,5 +1,8 @@
+import ArgumentParser
+import Logging
+
 /// Everything `volume` is started with.
-public struct VolumeConfiguration {
+public struct VolumeConfiguration: Sendable {
     public var server = HTTPServer.Configuration(host: "0.0.0.0", port: 7000)
     public var directory = ""
     /// The master to register with and commit to; without it, the master's URL comes
@@ -15,40 +18,72 @@ public struct VolumeConfiguration {
 
     public init() {}
 
-    static func options() -> CommandLineOptions {
-        CommandLineOptions(command: "volume", summary: "Kalavara volume: stores values as files and serves them.", options: HTTPServer.Configuration.commandLineOptions(defaultPort: 7000) + [
-            .init(["-d", "--dir"], value: "DIR", help: "Data directory (created if missing). Required."),
-            .init(["-m", "--master"], value: "URL", help: "Master base URL, e.g. http://127.0.0.1:6000."),
-            .init(["-b", "--base"], value: "URL", help: "This volume's base URL as the master should reach it; with -m, register there."),
-            .init(["--heartbeat"], value: "SECONDS", default: "5", help: "How often to re-register with the master (with -m and -b)."),
-            .init(["--orphan-grace"], value: "SECONDS", default: "3600",
-                  help: "Age at which an uncommitted value file is checked with the master and removed if orphaned."),
-        ])
+    /// Parses a command line (without the program name); throws what argument-parser throws.
+    public static func parse(_ arguments: [String]) throws -> VolumeConfiguration {
+        let command = try VolumeCommand.parse(arguments)
+        try command.checkRequired()
+        return command.configuration()
+    }
+}
+
+/// `volume`'s command line.
+public struct VolumeCommand: DaemonCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "volume",
+        abstract: "Kalavara volume: stores values as files and serves them.",
+        discussion: "Usage: volume -p PORT -d DIR [-m MASTER -b SELF] [options]",
+        version: Kalavara.version)
+
+    @Option(name: [.customShort("p"), .customLong("port")], help: ArgumentHelp("Port to listen on.", valueName: "port"))
+    var port = 7000
+
+    @Option(name: [.customShort("d"), .customLong("dir")], help: ArgumentHelp("Data directory (created if missing). Required.", valueName: "dir"))
+    var dir: String?
+
+    @Option(name: [.customShort("m"), .customLong("master")],
+            help: ArgumentHelp("Master base URL, e.g. http://127.0.0.1:6000.", valueName: "url"))
+    var master: String?
+
+    @Option(name: [.customShort("b"), .customLong("base")],
+            help: ArgumentHelp("This volume's base URL as the master should reach it; with -m, register there.", valueName: "url"))
+    var base: String?
+
+    @Option(name: .customLong("heartbeat"), help: ArgumentHelp("How often to re-register with the master (with -m and -b).", valueName: "seconds"))
+    var heartbeat = 5.0
+
+    @Option(name: .customLong("orphan-grace"),
+            help: ArgumentHelp("Age at which an uncommitted value file is checked with the master and removed if orphaned.",
+                               valueName: "seconds"))
+    var orphanGrace = 3600.0
+
+    @OptionGroup var server: ServerOptions
+
+    public init() {}
+
+    public mutating func validate() throws {
+        try ServerOptions.checkPort(port)
+        try ServerOptions.checkSeconds("--heartbeat", heartbeat)
+        try ServerOptions.checkSeconds("--orphan-grace", orphanGrace)
+        for (flag, value) in [("--master", master), ("--base", base)] {
+            if let value, VolumeRegistry.normalize(value) == nil { throw ValidationError("\(flag) wants http://host:port, not \(value)") }
+        }
+        if base != nil, master == nil { throw ValidationError("-b needs -m: the URL is for registering with a master") }
     }
 
-    /// Parses the command line. Throws `CommandLineOptions.UsageError`; returns nil for --help.
-    public static func parse(_ arguments: [String]) throws -> VolumeConfiguration? {
-        var options = options()
-        try options.parse(arguments)
-        if options.helpRequested {
-            print(options.usage)
-            return nil
-        }
+    public func checkRequired() throws {
+        guard dir != nil else { throw ValidationError("missing required option -d/--dir") }
+    }
+
+    public var logLevel: Logger.Level { server.logLevel }
+
+    public func configuration() -> VolumeConfiguration {
         var configuration = VolumeConfiguration()
-        configuration.server = try HTTPServer.Configuration(parsed: options)
-        configuration.directory = try options.requiredString("--dir")
-        configuration.heartbeatInterval = try options.seconds("--heartbeat")!
-        configuration.orphanGrace = try options.seconds("--orphan-grace")!
-        for (flag, keyPath) in [("--master", \VolumeConfiguration.masterURL), ("--base", \VolumeConfiguration.selfURL)] {
-            guard let text = options.string(flag) else { continue }
-            guard let normal = VolumeRegistry.normalize(text) else {
-                throw CommandLineOptions.UsageError("\(flag) wants http://host:port, not \(text)")
-            }
-            configuration[keyPath: keyPath] = normal
-        }
-        if configuration.selfURL != nil, configuration.masterURL == nil {
-            throw CommandLineOptions.UsageError("-b needs -m: the URL is for registering with a master")
-        }
+        configuration.server = server.configuration(port: port)
+        configuration.directory = dir ?? ""
+        configuration.masterURL = master.flatMap(VolumeRegistry.normalize)
+        configuration.selfURL = base.flatMap(VolumeRegistry.normalize)
+        configuration.heartbeatInterval = heartbeat
+        configuration.orphanGrace = orphanGrace
         return configuration
     }
 }

@@ -1,64 +1,54 @@
-/// Which handler answers which request on a volume.
+/// Every route of a volume, once. Health checks and reads are answered on the event loop
+/// (a small value is read into memory there; a large one goes to a worker for sendfile);
+/// writes, deletes and the internal replica routes run on workers.
 extension Volume {
-    func route(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
-        let path = request.path
-        if path.hasPrefix("/store/") {
-            let key = try Key(percentEncoded: path.dropFirst("/store/".count))
-            let parameters = try QueryParameters(request.query)
-            let ticket = try PlacementTicket(parameters)
-            do {
-                switch request.method {
-                case "PUT": return try storeValue(key, ticket: ticket, request: request, body: body)
-                case "GET", "HEAD": return try serveValue(key, version: ticket?.version, request: request)
-                case "DELETE": return try deleteValue(key, ticket: ticket)
-                default: throw HTTPError.methodNotAllowed(["GET", "HEAD", "PUT", "DELETE"])
+    var router: Router {
+        Router([
+            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
+                try storageErrorsAnswered(request) {
+                    let ticket = try PlacementTicket(QueryParameters(request.query))
+                    return try serveValue(try Self.key(request, "/store/"), version: ticket?.version, request: request)
                 }
-            } catch let error as StorageError {
-                Log.error("\(request.method) \(key): \(error)")
-                throw error.httpError
-            }
-        }
-        if path.hasPrefix("/internal/") {
-            do {
-                if let response = try replicaRoute(request, body) { return response }
-            } catch let error as StorageError {
-                Log.error("\(request.method) \(path): \(error)")
-                throw error.httpError
-            }
-        }
-        switch path {
-        case "/health":
-            guard request.method == "GET" || request.method == "HEAD" else { throw HTTPError.methodNotAllowed(["GET", "HEAD"]) }
-            return health(request)
-        case "/metrics":
-            guard request.method == "GET" || request.method == "HEAD" else { throw HTTPError.methodNotAllowed(["GET", "HEAD"]) }
-            var response = HTTPResponse.text(200, metrics.render())
-            response.headers.set("Content-Type", "text/plain; version=0.0.4")
-            return response
-        default:
-            return .text(404, "no such endpoint")
-        }
+            },
+            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"]) { [unowned self] request, body in
+                try storageErrorsAnswered(request) {
+                    let key = try Self.key(request, "/store/")
+                    let ticket = try PlacementTicket(QueryParameters(request.query))
+                    return request.method == "PUT"
+                        ? try storeValue(key, ticket: ticket, request: request, body: body)
+                        : try deleteValue(key, ticket: ticket)
+                }
+            },
+            Route("replica", .prefix("/internal/replica/"), methods: ["PUT", "DELETE"]) { [unowned self] request, body in
+                try storageErrorsAnswered(request) {
+                    try replica(try Self.key(request, "/internal/replica/"), request, body)
+                }
+            },
+            Route("committed", .prefix("/internal/committed/"), methods: ["POST"]) { [unowned self] request, _ in
+                try committed(try Self.key(request, "/internal/committed/"), QueryParameters(request.query))
+            },
+            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
+                health(request)
+            },
+            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
+                var response = HTTPResponse(status: 200, body: .bytes(metrics.render()))
+                response.headers.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                return response
+            },
+        ])
     }
 
-    /// Values up to this size are answered on the event loop, read into memory; larger ones
-    /// go out with sendfile from a worker. One page-cache read of a few pages is cheaper
-    /// than waking a thread.
-    static let quickValueBytes = 64 * 1024
+    private static func key(_ request: HTTPRequest, _ prefix: String) throws -> Key {
+        try Key(percentEncoded: request.path.dropFirst(prefix.count))
+    }
 
-    /// The requests answered on the event loop: health checks, and reads of small values.
-    func quickRoute(_ request: HTTPRequest) -> HTTPResponse? {
-        guard request.method == "GET" || request.method == "HEAD" else { return nil }
-        if request.path == "/health" { return health(request) }
-        guard request.path.hasPrefix("/store/") else { return nil }
+    /// A storage failure becomes its HTTP answer (a full disk is `507`) and a log line.
+    private func storageErrorsAnswered(_ request: HTTPRequest, _ body: () throws -> HTTPResponse) throws -> HTTPResponse {
         do {
-            let key = try Key(percentEncoded: request.path.dropFirst("/store/".count))
-            let ticket = try PlacementTicket(QueryParameters(request.query))
-            return try serveValue(key, version: ticket?.version, request: request)
-                .inlined(upTo: Self.quickValueBytes, forHead: request.isHead)
-        } catch let error as HTTPError {
-            return .error(error)
-        } catch {
-            return nil // a storage error: the worker path reports it
+            return try body()
+        } catch let error as StorageError {
+            Log.error("\(request.method) \(request.path): \(error)")
+            throw error.httpError
         }
     }
 

@@ -1,0 +1,28 @@
+/// A request id that follows one write through the cluster: the master makes it (or takes
+/// the client's `X-Request-Id`) when it redirects a PUT, puts it in the ticket, the volume
+/// logs with it and sends it with the commit, and the master logs the commit with it. So
+/// `grep rid=…` over the daemons' logs tells one write's whole story.
+public enum RequestID {
+    public static let header = "X-Request-Id"
+
+    /// The client's id when it is a sane token (1–64 of `A-Za-z0-9-_.:`), else a new one.
+    public static func from(_ headers: HTTPHeaders) -> String {
+        if let given = headers[header], isValid(given) { return given }
+        return make()
+    }
+
+    /// 16 random hex digits.
+    public static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    public static func isValid(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 64 && text.utf8.allSatisfy {
+            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A)
+                || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E || $0 == 0x3A
+        }
+    }
+}

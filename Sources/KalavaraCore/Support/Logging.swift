@@ -1,0 +1,82 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The daemons' log lines, through swift-log: `Log.info("...", ["key": "\(key)"])` or any
+/// `Logger` of a library. `Log.bootstrap` installs `CompactLogHandler` once per process.
+///
+/// Daemons log what an operator needs to see (start, stop, registrations, removals,
+/// failures); per-request lines are `debug`, off the hot path unless asked for.
+public enum Log {
+    /// The process's logger; its label is the daemon's name.
+    public static var logger: Logger { current.withLock { $0 } }
+    private static let current = Mutex(Logger(label: "kalavara"))
+
+    /// Installs the compact handler for the process, at `level`. Call once, first thing.
+    public static func bootstrap(component: String, level: Logger.Level) {
+        LoggingSystem.bootstrap { label in CompactLogHandler(label: label, level: level) }
+        current.withLock { $0 = Logger(label: component) }
+    }
+
+    public static func debug(_ message: @autoclosure () -> String, _ metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        logger.debug("\(message())", metadata: metadata())
+    }
+    public static func info(_ message: @autoclosure () -> String, _ metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        logger.info("\(message())", metadata: metadata())
+    }
+    public static func warning(_ message: @autoclosure () -> String, _ metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        logger.warning("\(message())", metadata: metadata())
+    }
+    public static func error(_ message: @autoclosure () -> String, _ metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        logger.error("\(message())", metadata: metadata())
+    }
+}
+
+/// One line per event on standard error, as Kalavara has always written them:
+///
+///     2026-12-01T21:49:04.123Z master info: volume http://127.0.0.1:7000 added
+///     2026-12-01T21:49:05.456Z volume warning: commit failed key=a/b ver=1234 rid=9f2c…
+///
+/// Metadata follows the message as sorted `name=value` pairs. Each line is one `write(2)`,
+/// so lines of concurrent threads never interleave.
+public struct CompactLogHandler: LogHandler {
+    public let label: String
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+
+    public init(label: String, level: Logger.Level) {
+        self.label = label
+        logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = metadata
+        if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
+        if let extra = event.metadata { all.merge(extra) { _, new in new } }
+        let line = Self.format(time: Date(), label: label, level: event.level, message: "\(event.message)", metadata: all)
+        line.utf8CString.withUnsafeBufferPointer { buffer in
+            _ = Foundation.write(2, buffer.baseAddress, buffer.count - 1)
+        }
+    }
+
+    /// The text of one line, newline included.
+    public static func format(time: Date, label: String, level: Logger.Level, message: String,
+                              metadata: Logger.Metadata) -> String {
+        let totalMilliseconds = Int((time.timeIntervalSince1970 * 1000).rounded())
+        var seconds = totalMilliseconds / 1000
+        let milliseconds = totalMilliseconds % 1000
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var line = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ ", parts.tm_year + 1900, parts.tm_mon + 1,
+                          parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, milliseconds)
+        line += "\(label) \(level.rawValue): \(message)"
+        for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { line += " \(name)=\(value)" }
+        return line + "\n"
+    }
+}
