@@ -1,23 +1,22 @@
 import Foundation
+import Synchronization
 
 /// IMF-fixdate strings (RFC 9110 §5.6.7), cached per second because every response has one.
 public enum HTTPDate {
-    private static let lock = NSLock()
+    /// The second the cached line is for, and the line.
+    private static let cache = Mutex<(second: Int, line: [UInt8])>((0, []))
 
     /// "Date: ...\r\nServer: kalavara\r\n\r\n": the end of every response head, as bytes,
     /// rebuilt once a second.
     static func headerLine() -> [UInt8] {
         let second = time(nil)
-        lock.lock()
-        defer { lock.unlock() }
-        if second != cachedLineSecond {
-            cachedLineSecond = second
-            cachedLine = Array("Date: \(format(second))\r\nServer: kalavara\r\n\r\n".utf8)
+        return cache.withLock { cache in
+            if second != cache.second {
+                cache = (second, Array("Date: \(format(second))\r\nServer: kalavara\r\n\r\n".utf8))
+            }
+            return cache.line
         }
-        return cachedLine
     }
-    nonisolated(unsafe) private static var cachedLineSecond = 0
-    nonisolated(unsafe) private static var cachedLine: [UInt8] = []
 
     public static func format(_ seconds: Int) -> String {
         var value = seconds

@@ -34,10 +34,10 @@ public struct HTTPResponse: Sendable {
         return response
     }
 
-    /// A JSON answer (Codable), keys in declaration order, slashes unescaped, newline-ended.
+    /// A JSON answer (Codable): keys sorted (the same text every time), slashes unescaped, newline-ended.
     public static func json<Value: Encodable>(_ status: Int, _ value: Value) throws -> HTTPResponse {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         var response = HTTPResponse(status: status, body: .bytes(Array(try encoder.encode(value)) + [ASCII.lf]))
         response.headers.set("Content-Type", "application/json")
         return response

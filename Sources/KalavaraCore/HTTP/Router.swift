@@ -1,3 +1,5 @@
+import Glibc
+
 /// A daemon's routes, declared once: which handler answers which path and methods, its
 /// name in metrics, and whether it is answered on the event loop.
 ///
@@ -6,7 +8,7 @@
 /// answer in the thread that noticed the request than to hand to a worker; a route that
 /// may block (a body, an fsync, a call to another daemon) must never run there. Declaring
 /// it with the route keeps one table, where before there were two that had to agree.
-public struct Route: Sendable {
+public final class Route: Sendable {
     /// How a route's path is matched.
     public enum Path: Sendable {
         case exact(String)
@@ -30,6 +32,9 @@ public struct Route: Sendable {
     public let methods: [String]
     public let execution: Execution
     public let handler: Handler
+    /// The path's bytes, for matching without String's Unicode machinery.
+    private let pattern: [UInt8]
+    private let isPrefix: Bool
 
     public init(_ name: String, _ path: Path, methods: [String], on execution: Execution = .worker,
                 _ handler: @escaping Handler) {
@@ -38,13 +43,18 @@ public struct Route: Sendable {
         self.methods = methods
         self.execution = execution
         self.handler = handler
+        switch path {
+        case .exact(let text): pattern = Array(text.utf8); isPrefix = false
+        case .prefix(let text): pattern = Array(text.utf8); isPrefix = true
+        }
     }
 
-    func matches(_ requestPath: Substring) -> Bool {
-        switch path {
-        case .exact(let exact): return requestPath == exact
-        case .prefix(let prefix): return requestPath.hasPrefix(prefix)
-        }
+    /// Byte comparisons: paths are still percent-encoded ASCII, and `String`'s Unicode-aware
+    /// comparisons cost more than the rest of routing on every request.
+    func matches(_ requestPath: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard isPrefix ? requestPath.count >= pattern.count : requestPath.count == pattern.count else { return false }
+        guard let path = requestPath.baseAddress else { return pattern.isEmpty }
+        return pattern.withUnsafeBufferPointer { memcmp($0.baseAddress!, path, $0.count) == 0 }
     }
 }
 
@@ -68,9 +78,18 @@ public struct Router: Sendable {
     }
 
     public func resolve(_ request: HTTPRequest) -> Resolution {
+        if let resolution = request.path.utf8.withContiguousStorageIfAvailable({ resolve(request.method, $0) }) {
+            return resolution
+        }
+        return Array(request.path.utf8).withUnsafeBufferPointer { resolve(request.method, $0) }
+    }
+
+    private func resolve(_ method: String, _ path: UnsafeBufferPointer<UInt8>) -> Resolution {
         var allowed: [String] = []
-        for (index, route) in routes.enumerated() where route.matches(request.path) {
-            if route.methods.contains(request.method) { return .route(index: index, route) }
+        for index in routes.indices {
+            let route = routes[index]
+            guard route.matches(path) else { continue }
+            if route.methods.contains(method) { return .route(index: index, route) }
             for method in route.methods where !allowed.contains(method) { allowed.append(method) }
         }
         return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed)

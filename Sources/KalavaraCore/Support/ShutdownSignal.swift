@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Waits for SIGINT or SIGTERM so a daemon can shut down gracefully.
 ///
@@ -6,31 +7,31 @@ import Foundation
 /// so the handler runs as ordinary code (no async-signal-safety limits). A second signal
 /// while shutting down exits at once: an operator pressing Ctrl-C twice means it.
 public enum ShutdownSignal {
-    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+    /// Kept alive for the process's life: a released source stops delivering.
+    private static let sources = Mutex<[Kept]>([])
+    /// A source held only to keep it alive; nothing touches it again.
+    private struct Kept: @unchecked Sendable { let source: any DispatchSourceSignal }
+    /// Signals received so far.
+    private static let received = Atomic<Int>(0)
 
     public static func wait() {
-        let received = DispatchSemaphore(value: 0)
+        let first = DispatchSemaphore(value: 0)
         let queue = DispatchQueue(label: "signals")
-        let lock = NSLock()
-        var count = 0
         for signalNumber in [SIGINT, SIGTERM] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
             source.setEventHandler {
-                lock.lock()
-                count += 1
-                let first = count == 1
-                lock.unlock()
-                if first {
-                    received.signal()
+                if received.add(1, ordering: .relaxed).newValue == 1 {
+                    first.signal()
                 } else {
                     Log.warning("second signal: exiting now")
                     _exit(1)
                 }
             }
             source.resume()
-            sources.append(source)
+            let kept = Kept(source: source)
+            sources.withLock { $0.append(kept) }
         }
-        received.wait()
+        first.wait()
     }
 }
