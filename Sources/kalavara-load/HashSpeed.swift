@@ -19,12 +19,13 @@ struct HashCommand: ParsableCommand {
                 body()
                 best = min(best, monotonicSeconds() - start)
             }
-            print(String(format: "%-28@ %8.0f MB/s", name as NSString, Double(big.count) / best / 1e6))
+            print(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%8.0f MB/s", Double(big.count) / best / 1e6))
         }
         func perCall(_ name: String, _ count: Int, _ body: () -> Void) {
             let start = monotonicSeconds()
             for _ in 0..<count { body() }
-            print(String(format: "%-28@ %8.0f ns", name as NSString, (monotonicSeconds() - start) / Double(count) * 1e9))
+            print(name.padding(toLength: 28, withPad: " ", startingAt: 0)
+                  + String(format: "%8.0f ns", (monotonicSeconds() - start) / Double(count) * 1e9))
         }
         throughput("SHA-256, 64 MiB") { _ = SHA256.digest(big) }
         throughput("MD5, 64 MiB") { _ = MD5.digest(big) }
