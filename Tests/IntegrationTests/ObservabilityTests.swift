@@ -95,4 +95,18 @@ final class ObservabilityTests: XCTestCase {
                 && logs.contains(" volume debug: stored key=traced rid=trace-me-42 size=3")
         }
     }
+
+    /// A daemon whose port is taken says so in one line and exits 2 (it used to die of
+    /// SIGILL in libdispatch, releasing a timer source that had never been started).
+    func testPortInUseIsAOneLineErrorWithStatus2() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        for (name, port) in [("master", cluster.masterPort), ("volume", cluster.volumePorts[0])] {
+            let result = try runTool(TestCluster.binDirectory + "/" + name,
+                                     ["-p", String(port), "-d", cluster.root + "/taken-\(name)", "--bind", "127.0.0.1"])
+            XCTAssertEqual(result.status, 2, result.output)
+            XCTAssertEqual(result.output.split(separator: "\n").count, 1, result.output)
+            XCTAssertTrue(result.output.contains("Address already in use"), result.output)
+        }
+    }
 }
