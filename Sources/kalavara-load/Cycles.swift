@@ -8,14 +8,7 @@ import KalavaraCore
 /// With `-o put`, clients only PUT, to keys `PREFIX0`, `PREFIX1`, ... (numbered across all
 /// clients, at most `-n`), and keep them: a write benchmark that also fills the index.
 enum Cycles {
-    static func run(_ arguments: [String: String]) throws {
-        let flags = arguments
-        if flags["-o"] == "put" { return try putOnly(flags) }
-        guard let master = flags["-m"].flatMap(HTTPURL.init) else { throw LoadError("-m MASTER_URL is required") }
-        let clients = Int(flags["-c"] ?? "16") ?? 16
-        let seconds = Double(flags["-t"] ?? "10") ?? 10
-        let size = Int(flags["-s"] ?? "1024") ?? 1024
-        let prefix = flags["-p"] ?? "load-\(getpid())"
+    static func run(master: HTTPURL, clients: Int, seconds: Double, size: Int, prefix: String) throws {
 
         let totals = Totals()
         let deadline = monotonicSeconds() + seconds
@@ -66,13 +59,7 @@ enum Cycles {
         }
     }
 
-    static func putOnly(_ flags: [String: String]) throws {
-        guard let master = flags["-m"].flatMap(HTTPURL.init) else { throw LoadError("-m MASTER_URL is required") }
-        let clients = Int(flags["-c"] ?? "16") ?? 16
-        let seconds = Double(flags["-t"] ?? "10") ?? 10
-        let size = Int(flags["-s"] ?? "1024") ?? 1024
-        let limit = Int(flags["-n"] ?? "") ?? Int.max
-        let prefix = flags["-p"] ?? "put-\(getpid())-"
+    static func putOnly(master: HTTPURL, clients: Int, seconds: Double, size: Int, limit: Int, prefix: String) throws {
         let numbers = Counter()
         let totals = Totals()
         let deadline = monotonicSeconds() + seconds

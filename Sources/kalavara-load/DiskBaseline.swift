@@ -5,12 +5,7 @@ import KalavaraCore
 /// a temporary directory, write it, fsync it, rename it into place and fsync the directory:
 /// the same work a volume does for a PUT, without any HTTP.
 enum DiskBaseline {
-    static func run(_ arguments: [String: String]) throws {
-        let flags = arguments
-        let root = flags["-d"] ?? NSTemporaryDirectory() + "kalavara-disk-\(getpid())"
-        let threads = Int(flags["-c"] ?? "16") ?? 16
-        let seconds = Double(flags["-t"] ?? "5") ?? 5
-        let size = Int(flags["-s"] ?? "1024") ?? 1024
+    static func run(root: String, threads: Int, seconds: Double, size: Int) throws {
         try FileManager.default.createDirectory(atPath: root + "/tmp", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: root + "/data", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }

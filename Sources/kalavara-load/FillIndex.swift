@@ -5,12 +5,7 @@ import KalavaraCore
 /// for measuring the master at scale without pushing values through the volumes. Run it
 /// with the master stopped; the master then serves those keys like any other.
 enum FillIndex {
-    static func run(_ arguments: [String: String]) throws {
-        let flags = arguments
-        guard let path = flags["-d"], let count = flags["-n"].flatMap(Int.init) else {
-            throw LoadError("-d DB and -n COUNT are required")
-        }
-        let volume = flags["-v"] ?? "http://127.0.0.1:7000"
+    static func run(path: String, count: Int, volume: String) throws {
         let index = try Index(path: path)
         defer { index.close() }
         var volumes = try index.volumeURLs()

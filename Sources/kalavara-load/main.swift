@@ -17,11 +17,7 @@ struct LoadOptions: ParsableArguments {
     @Option(name: .customShort("t"), help: "Seconds to run (cycles: 10, disk: 5).") var seconds: Double?
     @Option(name: .customShort("s"), help: "Value size in bytes.") var size = 1024
 
-    func flags() -> [String: String] {
-        var flags = ["-c": String(clients), "-s": String(size)]
-        if let seconds { flags["-t"] = String(seconds) }
-        return flags
-    }
+
 }
 
 struct CyclesCommand: ParsableCommand {
@@ -33,13 +29,20 @@ struct CyclesCommand: ParsableCommand {
     @Option(name: .customShort("n"), help: "With -o put: at most this many keys.") var count: Int?
     @OptionGroup var load: LoadOptions
 
+    func validate() throws {
+        guard HTTPURL(master) != nil else { throw ValidationError("-m wants http://host:port, not \(master)") }
+        guard ["cycle", "put"].contains(operation) else { throw ValidationError("-o is cycle or put, not \(operation)") }
+    }
+
     func run() throws {
-        var flags = load.flags()
-        flags["-m"] = master
-        if operation == "put" { flags["-o"] = "put" }
-        if let prefix { flags["-p"] = prefix }
-        if let count { flags["-n"] = String(count) }
-        try Cycles.run(flags)
+        let url = HTTPURL(master)!, seconds = load.seconds ?? 10
+        if operation == "put" {
+            try Cycles.putOnly(master: url, clients: load.clients, seconds: seconds, size: load.size,
+                               limit: count ?? Int.max, prefix: prefix ?? "put-\(getpid())-")
+        } else {
+            try Cycles.run(master: url, clients: load.clients, seconds: seconds, size: load.size,
+                           prefix: prefix ?? "load-\(getpid())")
+        }
     }
 }
 
@@ -50,9 +53,8 @@ struct DiskCommand: ParsableCommand {
     @OptionGroup var load: LoadOptions
 
     func run() throws {
-        var flags = load.flags()
-        if let directory { flags["-d"] = directory }
-        try DiskBaseline.run(flags)
+        try DiskBaseline.run(root: directory ?? NSTemporaryDirectory() + "kalavara-disk-\(getpid())",
+                             threads: load.clients, seconds: load.seconds ?? 5, size: load.size)
     }
 }
 
@@ -64,8 +66,16 @@ struct FillIndexCommand: ParsableCommand {
     @Option(name: .customShort("v"), help: "The volume said to hold them.") var volume = "http://127.0.0.1:7000"
 
     func run() throws {
-        try FillIndex.run(["-d": database, "-n": String(count), "-v": volume])
+        try FillIndex.run(path: database, count: count, volume: volume)
     }
 }
 
-KalavaraLoad.main()
+// As before argument-parser: a usage error or a failed run is one line and exit status 2.
+do {
+    var command = try KalavaraLoad.parseAsRoot()
+    try command.run()
+} catch {
+    if KalavaraLoad.exitCode(for: error) == .success { KalavaraLoad.exit(withError: error) }
+    FileHandle.standardError.write(Data("kalavara-load: \(KalavaraLoad.message(for: error))\n".utf8))
+    exit(2)
+}

@@ -14,9 +14,7 @@ public enum RequestID {
     /// 16 random hex digits.
     public static func make() -> String {
         var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
-        let hex = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        return Hex.encode((0..<8).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     public static func isValid(_ text: String) -> Bool {

@@ -17,7 +17,7 @@ extension Master {
             },
             Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop) { _, _ in .text(200, "ok") },
             Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
-                metricsPage()
+                .metrics(metrics)
             },
             Route("add-volume", .exact("/admin/add-volume"), methods: ["POST"]) { [unowned self] _, body in
                 try addVolume(body)
@@ -39,12 +39,6 @@ extension Master {
 
     private static func key(_ request: HTTPRequest) throws -> Key {
         try Key(percentEncoded: request.path.dropFirst("/store/".count))
-    }
-
-    func metricsPage() -> HTTPResponse {
-        var response = HTTPResponse(status: 200, body: .bytes(metrics.render()))
-        response.headers.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        return response
     }
 
     // MARK: Store

@@ -62,6 +62,15 @@ public final class Metrics: Sendable {
     }
 }
 
+extension HTTPResponse {
+    /// `GET /metrics`: the exposition page of `metrics`.
+    public static func metrics(_ metrics: Metrics) -> HTTPResponse {
+        var response = HTTPResponse(status: 200, body: .bytes(metrics.render()))
+        response.headers.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        return response
+    }
+}
+
 extension DurationHistogram {
     /// Records the time `body` takes (also when it throws).
     @inlinable

@@ -31,9 +31,7 @@ extension Volume {
                 health(request)
             },
             Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
-                var response = HTTPResponse(status: 200, body: .bytes(metrics.render()))
-                response.headers.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                return response
+                .metrics(metrics)
             },
         ])
     }
