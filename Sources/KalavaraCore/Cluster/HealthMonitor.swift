@@ -34,7 +34,7 @@ public final class HealthMonitor: @unchecked Sendable {
     public func stop() { timer?.cancel() }
 
     private func checkAll() {
-        for volume in registry.all {
+        for volume in registry.present {
             lock.lock()
             let busy = !inFlight.insert(volume.id).inserted
             lock.unlock()
@@ -53,14 +53,16 @@ public final class HealthMonitor: @unchecked Sendable {
         headers.add(VolumeHeaders.master, masterURL)
         headers.add(VolumeHeaders.selfURL, volume.url)
         var succeeded = false
-        var free: Int?, count: Int?
+        var free: Int?, count: Int?, unknown: Int?
         if let response = try? client.send("GET", HTTPURL(volume.url + "/health")!, headers: headers),
            response.status == 200 {
             succeeded = true
             free = response.headers[VolumeHeaders.freeBytes].flatMap { Int($0) }
             count = response.headers[VolumeHeaders.valueCount].flatMap { Int($0) }
+            unknown = response.headers[VolumeHeaders.unknownFiles].flatMap { Int($0) }
         }
-        if let change = registry.recordCheck(id: volume.id, succeeded: succeeded, freeBytes: free, valueCount: count) {
+        if let change = registry.recordCheck(id: volume.id, succeeded: succeeded, freeBytes: free, valueCount: count,
+                                             unknownFiles: unknown) {
             if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }
         }
     }

@@ -15,6 +15,11 @@ public enum Placement {
     }
 
     static func score(keyHash: UInt64, volume: String) -> UInt64 {
-        StableHash.mix(keyHash ^ StableHash.hash(volume.utf8))
+        score(keyHash: keyHash, volumeHash: StableHash.hash(volume.utf8))
+    }
+
+    /// The same score, for a volume whose URL hash is already known.
+    @inline(__always) static func score(keyHash: UInt64, volumeHash: UInt64) -> UInt64 {
+        StableHash.mix(keyHash ^ volumeHash)
     }
 }

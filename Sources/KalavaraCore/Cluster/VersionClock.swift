@@ -58,6 +58,16 @@ public final class VersionClock: Sendable {
         }
     }
 
+    /// Moves the clock past `version` (a rebuild found it on a volume), so no version at or
+    /// below it is ever issued again.
+    public func advance(past version: UInt64) throws {
+        let ceiling = state.withLock { state -> UInt64 in
+            state.last = max(state.last, version)
+            return state.ceiling
+        }
+        if version + Self.reservation / 2 >= ceiling { try raiseCeiling(above: version) }
+    }
+
     /// The newest version handed out so far.
     public var lastIssued: UInt64 { state.withLock { $0.last } }
 

@@ -7,6 +7,14 @@ public enum VolumeHeaders {
     /// Answered by a volume's health check.
     public static let freeBytes = "Kalavara-Free-Bytes"
     public static let valueCount = "Kalavara-Values"
+    /// Answered by a volume's health check once a scrub pass has asked the master: value
+    /// files of keys the master's index does not know.
+    public static let unknownFiles = "Kalavara-Unknown-Files"
+    /// Sent with a volume's own registration (heartbeat), which must not bring back a
+    /// volume an operator drained or removed.
+    public static let heartbeat = "Kalavara-Heartbeat"
+    /// Sent with a copy between volumes: the CRC-32 (hex) the value must have.
+    public static let checksum = "Kalavara-Checksum"
     /// Answered by a commit: the version of the value it replaced, so the volumes can drop
     /// exactly that file without listing a directory.
     public static let previousVersion = "Kalavara-Previous-Version"

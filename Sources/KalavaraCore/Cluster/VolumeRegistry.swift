@@ -1,26 +1,60 @@
 import Foundation
 import Synchronization
 
-/// The volumes the master knows, their ids in index records, and whether each is alive.
+/// The volumes the master knows, their ids in index records, and the state of each.
 ///
 /// The list is persisted in the index whenever it grows, so a restarted master still knows
-/// volumes that were added at run time. Liveness is memory only: after a restart every
-/// volume counts as alive until its health checks say otherwise.
+/// volumes that were added at run time; so is each volume's mode (active, draining,
+/// removed). Health is memory only: after a restart every volume counts as up until its
+/// health checks say otherwise.
 ///
 /// Readers (every redirect, on the event loop) copy the table out of a mutex that is only
-/// ever held for an in-memory change; adding a volume writes the index outside it, under
-/// a lock of its own, so no reader ever waits for that synced write.
+/// ever held for an in-memory change; adding a volume or changing its mode writes the
+/// index outside it, under a lock of its own, so no reader ever waits for that synced write.
 public final class VolumeRegistry: Sendable {
-    /// One volume as the master knows it: its id in index records, URL and liveness.
+    /// What an operator made of a volume: in service, being emptied, or gone. Persisted.
+    public enum Mode: String, Sendable {
+        case active, draining, removed
+    }
+
+    /// The state `GET /admin/volumes` shows (`removed` volumes are not shown).
+    public enum State: String, Sendable, Encodable {
+        /// Answering health checks.
+        case up
+        /// Failing them for less than `outAfter`: its copies still count.
+        case down
+        /// Down longer than that: its copies no longer count and its keys are re-replicated.
+        case out
+        /// Being emptied: no new writes; its keys move to their new placement.
+        case draining
+        case removed
+    }
+
+    /// One volume as the master knows it: its id in index records, URL, health and mode.
     public struct Volume: Sendable {
         public let id: UInt16
         public let url: String
         public let address: HTTPURL
         public fileprivate(set) var isLive = true
         public fileprivate(set) var consecutiveFailures = 0
+        /// When it last went down (monotonic seconds), while it is down.
+        public fileprivate(set) var downSince: Double?
+        public fileprivate(set) var mode = Mode.active
         /// From the volume's last health answer.
         public fileprivate(set) var freeBytes: Int?
         public fileprivate(set) var valueCount: Int?
+        public fileprivate(set) var unknownFiles: Int?
+
+        /// Its state at monotonic time `now`, with volumes down longer than `outAfter` out.
+        public func state(now: Double, outAfter: Double) -> State {
+            switch mode {
+            case .removed: return .removed
+            case .draining: return .draining
+            case .active:
+                guard !isLive else { return .up }
+                return now - (downSince ?? now) >= outAfter ? .out : .down
+            }
+        }
     }
 
     /// Failed checks in a row before a volume counts as down: at one check a second, a
@@ -28,20 +62,26 @@ public final class VolumeRegistry: Sendable {
     public static let failuresBeforeDown = 3
 
     private let index: Index
+    /// Seconds a volume may be down before its copies stop counting.
+    public let outAfter: Double
     /// The table; a volume's id is its position.
     private let volumes: Mutex<[Volume]>
-    /// Held by `add` across its index write, so additions happen one at a time.
+    /// Held across index writes (additions, mode changes), so they happen one at a time.
     private let additions = Mutex(())
 
-    public init(index: Index, seeds: [String]) throws {
+    public init(index: Index, seeds: [String], outAfter: Double = 600) throws {
         self.index = index
+        self.outAfter = outAfter
         var loaded: [Volume] = []
+        let modes = try index.volumeModes()
         for url in try index.volumeURLs() {
             guard let address = HTTPURL(url) else { continue }
-            loaded.append(Volume(id: UInt16(loaded.count), url: url, address: address))
+            var volume = Volume(id: UInt16(loaded.count), url: url, address: address)
+            volume.mode = modes[url].flatMap(Mode.init(rawValue:)) ?? .active
+            loaded.append(volume)
         }
         volumes = Mutex(loaded)
-        for seed in seeds { _ = try add(seed) }
+        for seed in seeds { _ = try add(seed, explicit: false) }
     }
 
     /// The canonical form of a volume base URL (`http://host:port`), or nil if `text` is not one.
@@ -52,20 +92,29 @@ public final class VolumeRegistry: Sendable {
         return "http://\(url.authority)"
     }
 
-    /// Adds a volume (idempotent) and marks it alive. Returns its id and whether it is new.
+    /// Adds a volume (idempotent) and marks it alive. Returns its id and whether it is new
+    /// (or back in service). `explicit` is an operator's add: it brings a drained or
+    /// removed volume back; a volume's own heartbeat does not.
     @discardableResult
-    public func add(_ text: String) throws -> (id: UInt16, isNew: Bool) {
+    public func add(_ text: String, explicit: Bool = true) throws -> (id: UInt16, isNew: Bool) {
         guard let url = Self.normalize(text), let address = HTTPURL(url) else {
             throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
         }
         return try additions.withLock { _ in
-            let known = volumes.withLock { volumes -> UInt16? in
+            let known = volumes.withLock { volumes -> (UInt16, Mode)? in
                 guard let existing = volumes.firstIndex(where: { $0.url == url }) else { return nil }
-                volumes[existing].isLive = true
-                volumes[existing].consecutiveFailures = 0
-                return volumes[existing].id
+                if volumes[existing].mode != .removed {
+                    volumes[existing].isLive = true
+                    volumes[existing].consecutiveFailures = 0
+                    volumes[existing].downSince = nil
+                }
+                return (volumes[existing].id, volumes[existing].mode)
             }
-            if let known { return (known, false) }
+            if let (id, mode) = known {
+                guard explicit, mode != .active else { return (id, false) }
+                try setModeLocked(id, .active)
+                return (id, true)
+            }
             let current = volumes.withLock { $0 }
             guard current.count < Int(UInt16.max) else { throw HTTPError(507, "too many volumes") }
             try index.setVolumeURLs(current.map(\.url) + [url])
@@ -75,19 +124,54 @@ public final class VolumeRegistry: Sendable {
         }
     }
 
+    /// Changes a volume's mode, durably.
+    public func setMode(_ id: UInt16, _ mode: Mode) throws {
+        try additions.withLock { _ in try setModeLocked(id, mode) }
+    }
+
+    private func setModeLocked(_ id: UInt16, _ mode: Mode) throws {
+        let table = volumes.withLock { volumes -> [Volume] in
+            if Int(id) < volumes.count {
+                volumes[Int(id)].mode = mode
+                if mode != .removed {
+                    volumes[Int(id)].isLive = true
+                    volumes[Int(id)].consecutiveFailures = 0
+                    volumes[Int(id)].downSince = nil
+                }
+            }
+            return volumes
+        }
+        var modes: [String: String] = [:]
+        for volume in table where volume.mode != .active { modes[volume.url] = volume.mode.rawValue }
+        try index.setVolumeModes(modes)
+    }
+
+    /// Every volume, removed ones included (their ids stay taken).
     public var all: [Volume] { volumes.withLock { $0 } }
 
-    public var liveURLs: [String] { all.filter(\.isLive).map(\.url) }
+    /// Volumes in service or draining: the ones to check and to show.
+    public var present: [Volume] { all.filter { $0.mode != .removed } }
+
+    /// Where new writes go: live volumes that are not draining.
+    public var writableURLs: [String] {
+        volumes.withLock { $0.filter { $0.isLive && $0.mode == .active }.map(\.url) }
+    }
+
+    public var liveURLs: [String] { all.filter { $0.isLive && $0.mode != .removed }.map(\.url) }
 
     /// The URLs of the live volumes among `ids`, in that order (one lock, no copies of
     /// the whole table: this runs for every read).
     public func liveURLs(among ids: [UInt16]) -> [String] {
-        volumes.withLock { volumes in ids.compactMap { Int($0) < volumes.count && volumes[Int($0)].isLive ? volumes[Int($0)].url : nil } }
+        volumes.withLock { volumes in
+            ids.compactMap {
+                Int($0) < volumes.count && volumes[Int($0)].isLive && volumes[Int($0)].mode != .removed ? volumes[Int($0)].url : nil
+            }
+        }
     }
 
     public func id(of url: String) -> UInt16? {
         let normal = Self.normalize(url) ?? url
-        return all.first(where: { $0.url == normal })?.id
+        return volumes.withLock { $0.first(where: { $0.url == normal })?.id }
     }
 
     public func volume(_ id: UInt16) -> Volume? {
@@ -95,18 +179,24 @@ public final class VolumeRegistry: Sendable {
     }
 
     /// Records a health check's outcome. Returns the liveness change, if any, for logging.
-    public func recordCheck(id: UInt16, succeeded: Bool, freeBytes: Int? = nil, valueCount: Int? = nil) -> Bool? {
+    public func recordCheck(id: UInt16, succeeded: Bool, freeBytes: Int? = nil, valueCount: Int? = nil,
+                            unknownFiles: Int? = nil) -> Bool? {
         volumes.withLock { volumes in
             guard Int(id) < volumes.count else { return nil }
             let wasLive = volumes[Int(id)].isLive
             if succeeded {
                 volumes[Int(id)].consecutiveFailures = 0
                 volumes[Int(id)].isLive = true
+                volumes[Int(id)].downSince = nil
                 if let freeBytes { volumes[Int(id)].freeBytes = freeBytes }
                 if let valueCount { volumes[Int(id)].valueCount = valueCount }
+                if let unknownFiles { volumes[Int(id)].unknownFiles = unknownFiles }
             } else {
                 volumes[Int(id)].consecutiveFailures += 1
-                if volumes[Int(id)].consecutiveFailures >= Self.failuresBeforeDown { volumes[Int(id)].isLive = false }
+                if volumes[Int(id)].consecutiveFailures >= Self.failuresBeforeDown, wasLive {
+                    volumes[Int(id)].isLive = false
+                    volumes[Int(id)].downSince = monotonicSeconds()
+                }
             }
             let isLive = volumes[Int(id)].isLive
             return isLive == wasLive ? nil : isLive

@@ -56,7 +56,7 @@ extension Master {
                 // too: they report it done themselves, and if one crashes before it does, the
                 // removal queue still has the entry.
                 for holder in current.holders {
-                    changes.queueRemoval(volume: holder, key: key, below: record.version)
+                    try index.queueRemoval(&changes, volume: holder, key: key, below: record.version)
                 }
             }
             try index.apply(changes)
@@ -83,7 +83,7 @@ extension Master {
             changes.setRecord(IndexRecord(version: version, isTombstone: true, size: 0, holders: holders,
                                           floor: current.floor), for: key)
             changes.queueExpiry(of: key, version: version)
-            for holder in holders { changes.queueRemoval(volume: holder, key: key, below: version) }
+            for holder in holders { try index.queueRemoval(&changes, volume: holder, key: key, below: version) }
             try index.apply(changes)
             commits.delete.increment()
             return .text(200, "deleted")
@@ -128,6 +128,10 @@ extension Master {
         let version = try issuedVersion(parameters)
         guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
             throw HTTPError(400, "resolve needs the asking volume's URL (h)")
+        }
+        // While the index is being rebuilt, a key not found yet may well exist: no verdict.
+        if isRebuilding, try index.record(for: key) == nil {
+            return .text(503, "index rebuild in progress: ask again later")
         }
         return try keyLocks.withLock(for: key) {
             var changes = Index.Changes()
@@ -212,5 +216,78 @@ extension Master {
             throw HTTPError(400, "a commit names each holder once, 16 at most")
         }
         return ids
+    }
+}
+
+// MARK: Healing
+
+extension Master {
+    /// The reconciler's commit: the same version of `key`, held by `new` instead of
+    /// `expected`. Refused (false) if the record changed since the reconciler read it — a
+    /// client's write or delete, or a holder dropped as corrupt — so healing never reverts
+    /// anything. Holders that leave get a removal queued (for that version too); holders
+    /// that arrive have any older removal of theirs cut back below this version.
+    func commitHolders(_ key: Key, version: UInt64, expected: [UInt16], new: [UInt16]) throws -> Bool {
+        try keyLocks.withLock(for: key) {
+            guard var record = try index.record(for: key), !record.isTombstone, record.version == version,
+                  record.holders == expected else { return false }
+            var changes = Index.Changes()
+            record.holders = new
+            changes.setRecord(record, for: key)
+            for gone in expected where !new.contains(gone) {
+                try index.queueRemoval(&changes, volume: gone, key: key, below: version + 1)
+            }
+            for arrived in new where !expected.contains(arrived) {
+                if let pending = try index.pendingRemoval(volume: arrived, key: key), pending > version {
+                    changes.queueRemoval(volume: arrived, key: key, below: version)
+                }
+            }
+            try index.apply(changes)
+            commits.holders.increment()
+            return true
+        }
+    }
+
+    /// `POST /internal/corrupt?key=K&ver=V&h=URL`: a volume found its copy of V bad (and
+    /// moved it to quarantine). The holder is dropped and the key repaired from another.
+    func corrupt(_ parameters: QueryParameters) throws -> HTTPResponse {
+        let key = try Key(parameters.bytes("key") ?? [])
+        guard let version = parameters["ver"].flatMap(UInt64.init),
+              let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
+            throw HTTPError(400, "corruption report needs ver and a known h")
+        }
+        let dropped = try keyLocks.withLock(for: key) { () throws -> Bool in
+            guard var record = try index.record(for: key), !record.isTombstone, record.version == version,
+                  record.holders.contains(holder) else { return false }
+            record.holders.removeAll { $0 == holder }
+            try index.setRecord(record, for: key)
+            return true
+        }
+        Log.error("volume \(parameters["h"] ?? "") reports its copy of \(key) v\(version) corrupt"
+                  + (dropped ? "; holder dropped, repairing from another copy" : " (not a current copy)"))
+        if dropped { reconciler.requestKey(key) }
+        return .text(200, dropped ? "holder dropped" : "not current")
+    }
+
+    /// `POST /internal/wanted?h=URL`, body `VERSION KEY` lines (keys percent-encoded): the
+    /// scrub's backstop against leaked copies. Each line is answered `keep`, `drop` (the
+    /// index positively knows a newer version or a delete of the key) or `unknown` (no
+    /// record: a rebuild may still need the file). While a rebuild runs, everything is `keep`.
+    func wanted(_ body: MessageBody) throws -> HTTPResponse {
+        let text = String(decoding: try body.readAll(limit: 4 << 20), as: UTF8.self)
+        var answers: [String] = []
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, let version = UInt64(parts[0]) else { throw HTTPError(400, "want VERSION KEY lines") }
+            let key = try Key(percentEncoded: parts[1])
+            if isRebuilding {
+                answers.append("keep")
+            } else if let record = try index.record(for: key) {
+                answers.append(record.version > version ? "drop" : "keep")
+            } else {
+                answers.append("unknown")
+            }
+        }
+        return .text(200, answers.joined(separator: "\n"))
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Prometheus
+import Synchronization
 
 /// The master daemon: index, volume registry, version clock, health checks and the HTTP
 /// routes, wired together. `master/main.swift` only parses flags and calls `run`.
@@ -14,8 +15,14 @@ public final class Master: @unchecked Sendable {
     let clock: VersionClock
     let keyLocks = StripedLock()
     let metrics = Metrics()
-    let commits: (put: Counter, delete: Counter)
+    let commits: (put: Counter, delete: Counter, holders: Counter)
     private let health: HealthMonitor
+    /// Healing: the placement reconciler and the index rebuild.
+    private(set) var reconciler: Reconciler!
+    private(set) var rebuilder: Rebuilder!
+    /// True while a rebuild runs: keys not found yet may exist (reads answer 503, not 404).
+    let rebuilding = Atomic(false)
+    var isRebuilding: Bool { rebuilding.load(ordering: .relaxed) }
     private var tombstoneSweep: DispatchSourceTimer?
     private var removals: RemovalWorker!
     private var server: HTTPServer!
@@ -23,19 +30,29 @@ public final class Master: @unchecked Sendable {
     public init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
         index = try Index(path: configuration.databasePath, metrics: metrics)
-        registry = try VolumeRegistry(index: index, seeds: configuration.volumes)
+        registry = try VolumeRegistry(index: index, seeds: configuration.volumes, outAfter: configuration.outAfter)
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })
         health = HealthMonitor(registry: registry, masterURL: configuration.advertisedURL,
                                interval: configuration.healthInterval)
         commits = (metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "put")]),
-                   metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "delete")]))
+                   metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "delete")]),
+                   metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "holders")]))
         metrics.gauge("kalavara_index_keys_estimate", "RocksDB's estimate of index records") { [index] in
             Double(index.estimatedKeyCount)
         }
         metrics.gauge("kalavara_volumes_live", "Volumes answering health checks") { [registry] in
             Double(registry.liveURLs.count)
         }
+        for state in [VolumeRegistry.State.up, .down, .out, .draining] {
+            metrics.gauge("kalavara_volumes", "Volumes by state", labels: [("state", state.rawValue)]) { [registry] in
+                let now = monotonicSeconds()
+                return Double(registry.present.filter { $0.state(now: now, outAfter: registry.outAfter) == state }.count)
+            }
+        }
+        reconciler = Reconciler(master: self, replicas: configuration.replicas, copiesInFlight: configuration.repairCopies,
+                                bytesPerSecond: configuration.repairRate, interval: configuration.repairInterval)
+        rebuilder = Rebuilder(master: self)
         metrics.gauge("kalavara_index_disk_free_bytes", "Free bytes on the index's filesystem") { [path = configuration.databasePath] in
             Double(FileStore.freeBytes(at: path))
         }
@@ -48,6 +65,11 @@ public final class Master: @unchecked Sendable {
         health.start()
         removals = RemovalWorker(master: self, interval: configuration.healthInterval)
         removals.start()
+        reconciler.start()
+        if try index.rebuildPending() {
+            Log.warning("an index rebuild was interrupted: resuming it")
+            try rebuilder.start()
+        }
         // Timers are made only once running: an unstarted source cannot be released safely.
         let interval = max(1, min(60, configuration.ticketLifetime / 4))
         let sweep = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tombstones"))
@@ -62,6 +84,7 @@ public final class Master: @unchecked Sendable {
     /// Stops accepting, lets requests in flight finish, and closes the index cleanly.
     public func stop() {
         health.stop()
+        reconciler?.stop()
         removals?.stop()
         tombstoneSweep?.cancel()
         server?.stop()

@@ -13,6 +13,13 @@ public struct MasterConfiguration: Sendable {
     /// tombstone is kept at least this long so no older write can resurrect its key.
     public var ticketLifetime = 3600.0
     public var healthInterval = 1.0
+    /// Seconds a volume may be down before it is `out` and its keys are re-replicated.
+    public var outAfter = 600.0
+    /// Repair copies in flight at most, and their byte rate (0: unlimited).
+    public var repairCopies = 4
+    public var repairRate = 100.0 * 1024 * 1024
+    /// A full placement pass at least this often, changes or not.
+    public var repairInterval = 3600.0
 
     public init() {}
 
@@ -56,6 +63,21 @@ public struct MasterCommand: DaemonCommand {
             help: ArgumentHelp("Time allowed between a PUT's redirect and its commit.", valueName: "seconds"))
     var ticketLifetime = 3600.0
 
+    @Option(name: .customLong("out-after"),
+            help: ArgumentHelp("Seconds a volume may be down before its keys are re-replicated elsewhere.", valueName: "seconds"))
+    var outAfter = 600.0
+
+    @Option(name: .customLong("repair-copies"), help: ArgumentHelp("Repair copies in flight at most.", valueName: "n"))
+    var repairCopies = 4
+
+    @Option(name: .customLong("repair-rate"),
+            help: ArgumentHelp("Repair copy bandwidth in MiB/s (0: unlimited).", valueName: "mib-per-second"))
+    var repairRate = 100.0
+
+    @Option(name: .customLong("repair-every"),
+            help: ArgumentHelp("Seconds between full placement passes when nothing triggers one.", valueName: "seconds"))
+    var repairEvery = 3600.0
+
     @OptionGroup var server: ServerOptions
 
     public init() {}
@@ -64,6 +86,10 @@ public struct MasterCommand: DaemonCommand {
         try ServerOptions.checkPort(port)
         guard (1...16).contains(replicas) else { throw ValidationError("--replicas wants a whole number in 1...16, not \(replicas)") }
         try ServerOptions.checkSeconds("--ticket-lifetime", ticketLifetime)
+        try ServerOptions.checkSeconds("--out-after", outAfter)
+        try ServerOptions.checkSeconds("--repair-every", repairEvery)
+        guard (1...256).contains(repairCopies) else { throw ValidationError("--repair-copies wants 1...256, not \(repairCopies)") }
+        guard repairRate >= 0, repairRate.isFinite else { throw ValidationError("--repair-rate wants MiB/s (0 for no limit)") }
         for url in volumes where VolumeRegistry.normalize(url) == nil {
             throw ValidationError("not a volume base URL (want http://host:port): \(url)")
         }
@@ -85,6 +111,10 @@ public struct MasterCommand: DaemonCommand {
         configuration.volumes = volumes.compactMap(VolumeRegistry.normalize)
         configuration.replicas = replicas
         configuration.ticketLifetime = ticketLifetime
+        configuration.outAfter = outAfter
+        configuration.repairCopies = repairCopies
+        configuration.repairRate = repairRate * 1024 * 1024
+        configuration.repairInterval = repairEvery
         if let advertise {
             configuration.advertisedURL = VolumeRegistry.normalize(advertise)!
         } else {

@@ -10,7 +10,7 @@ extension Master {
                 try listKeys(request)
             },
             Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
-                try redirectRead(try Self.key(request))
+                try redirectRead(try Self.key(request), request.query)
             },
             Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"]) { [unowned self] request, _ in
                 request.method == "PUT" ? try redirectWrite(try Self.key(request), request) : try redirectDelete(try Self.key(request))
@@ -19,11 +19,27 @@ extension Master {
             Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
                 .metrics(metrics)
             },
-            Route("add-volume", .exact("/admin/add-volume"), methods: ["POST"]) { [unowned self] _, body in
-                try addVolume(body)
+            Route("add-volume", .exact("/admin/add-volume"), methods: ["POST"]) { [unowned self] request, body in
+                try addVolume(request, body)
             },
             Route("volumes", .exact("/admin/volumes"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
                 try listVolumes()
+            },
+            Route("remove-volume", .exact("/admin/remove-volume"), methods: ["POST"]) { [unowned self] _, body in
+                try removeVolume(body)
+            },
+            Route("repair", .exact("/admin/repair"), methods: ["GET", "HEAD", "POST"]) { [unowned self] request, _ in
+                if request.method == "POST" {
+                    reconciler.requestPass()
+                    return .text(202, "repair pass requested")
+                }
+                return try .json(200, reconciler.snapshot)
+            },
+            Route("rebuild", .exact("/admin/rebuild"), methods: ["GET", "HEAD", "POST"]) { [unowned self] request, _ in
+                if request.method == "POST" {
+                    return .text(202, try rebuilder.start() ? "index rebuild started" : "index rebuild already running")
+                }
+                return try .json(200, rebuilder.snapshot)
             },
             Route("commit", .exact("/internal/commit"), methods: ["POST"]) { [unowned self] request, _ in
                 try commit(QueryParameters(request.query))
@@ -33,6 +49,12 @@ extension Master {
             },
             Route("resolve", .exact("/internal/resolve"), methods: ["POST"]) { [unowned self] request, _ in
                 try resolve(QueryParameters(request.query))
+            },
+            Route("corrupt", .exact("/internal/corrupt"), methods: ["POST"]) { [unowned self] request, _ in
+                try corrupt(QueryParameters(request.query))
+            },
+            Route("wanted", .exact("/internal/wanted"), methods: ["POST"]) { [unowned self] _, body in
+                try wanted(body)
             },
         ])
     }
@@ -47,7 +69,7 @@ extension Master {
     /// naming the new version and all the volumes. The index is not touched: it changes
     /// only when the volume commits.
     private func redirectWrite(_ key: Key, _ request: HTTPRequest) throws -> HTTPResponse {
-        let live = registry.liveURLs
+        let live = registry.writableURLs
         guard live.count >= configuration.replicas else {
             return .text(503, "only \(live.count) live volume(s), \(configuration.replicas) needed")
         }
@@ -62,12 +84,18 @@ extension Master {
     }
 
     /// GET/HEAD: send the client to a live volume holding the current version, naming
-    /// that version so the volume never serves an older or uncommitted one.
-    private func redirectRead(_ key: Key) throws -> HTTPResponse {
+    /// that version so the volume never serves an older or uncommitted one. A volume that
+    /// no longer holds it sends the client back here with `not=` naming itself: another
+    /// holder is chosen, or `503` says to retry.
+    private func redirectRead(_ key: Key, _ query: Substring?) throws -> HTTPResponse {
         guard let record = try index.record(for: key), !record.isTombstone else {
-            return Self.noSuchKey
+            return isRebuilding ? Self.rebuildingAnswer : Self.noSuchKey
         }
-        guard let holder = liveHolders(record).first else {
+        var holders = liveHolders(record)
+        if let query, !query.isEmpty, let not = try QueryParameters(query)["not"] {
+            holders.removeAll { $0 == not }
+        }
+        guard let holder = holders.first else {
             return .text(503, "no live volume holds this key")
         }
         return .redirect(302, to: location(holder, key, PlacementTicket(version: record.version).query))
@@ -76,7 +104,7 @@ extension Master {
     /// DELETE: send the client to a live holder, with the delete's version and the holders.
     private func redirectDelete(_ key: Key) throws -> HTTPResponse {
         guard let record = try index.record(for: key), !record.isTombstone else {
-            return .text(404, "no such key")
+            return isRebuilding ? Self.rebuildingAnswer : .text(404, "no such key")
         }
         let live = liveHolders(record)
         guard let first = live.first else { return .text(503, "no live volume holds this key") }
@@ -88,6 +116,11 @@ extension Master {
 
     /// The most common answer of all, built once.
     private static let noSuchKey = HTTPResponse.text(404, "no such key")
+    private static let rebuildingAnswer: HTTPResponse = {
+        var answer = HTTPResponse.text(503, "index rebuild in progress: this key is not found yet")
+        answer.headers.set("Retry-After", "1")
+        return answer
+    }()
 
     private func liveHolders(_ record: IndexRecord) -> [String] {
         registry.liveURLs(among: record.holders)
@@ -122,17 +155,46 @@ extension Master {
 
     // MARK: Admin
 
-    private func addVolume(_ body: MessageBody) throws -> HTTPResponse {
+    /// `POST /admin/add-volume`: an operator's add (which also brings back a drained or
+    /// removed volume) or a volume's heartbeat (header `Kalavara-Heartbeat`, which does not).
+    private func addVolume(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
         let text = String(decoding: try body.readAll(limit: 4096), as: UTF8.self)
-        let (_, isNew) = try registry.add(text)
+        let explicit = request.headers[VolumeHeaders.heartbeat] == nil
+        let (id, isNew) = try registry.add(text, explicit: explicit)
         let url = VolumeRegistry.normalize(text)!
-        if isNew { Log.info("volume \(url) added") }
+        if isNew {
+            Log.info("volume \(url) added")
+            reconciler.requestPass()
+        }
+        if !explicit, registry.volume(id)?.mode == .removed {
+            return .text(410, "volume \(url) was removed from this cluster; add it again with POST /admin/add-volume")
+        }
         return .text(200, isNew ? "added \(url)" : "already known: \(url)")
     }
 
+    /// `POST /admin/remove-volume`: drain a volume. Its keys move to their new placement;
+    /// once no key needs it, it leaves the registry.
+    private func removeVolume(_ body: MessageBody) throws -> HTTPResponse {
+        let text = String(decoding: try body.readAll(limit: 4096), as: UTF8.self)
+        guard let url = VolumeRegistry.normalize(text) else {
+            throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
+        }
+        guard let id = registry.id(of: url), let volume = registry.volume(id), volume.mode != .removed else {
+            return .text(404, "no such volume: \(url)")
+        }
+        if volume.mode == .active {
+            try registry.setMode(id, .draining)
+            Log.info("volume \(url) draining: its keys move to their new placement")
+            reconciler.requestPass()
+        }
+        return .text(202, "draining \(url)")
+    }
+
     private func listVolumes() throws -> HTTPResponse {
-        try .json(200, VolumeList(volumes: registry.all.map {
-            VolumeList.Entry(url: $0.url, live: $0.isLive, keys: $0.valueCount, freeBytes: $0.freeBytes)
+        let now = monotonicSeconds()
+        return try .json(200, VolumeList(volumes: registry.present.map {
+            VolumeList.Entry(url: $0.url, state: $0.state(now: now, outAfter: registry.outAfter), live: $0.isLive,
+                             keys: $0.valueCount, freeBytes: $0.freeBytes, unknownFiles: $0.unknownFiles)
         }))
     }
 }
@@ -155,21 +217,26 @@ struct KeyPage: Encodable {
 struct VolumeList: Encodable {
     struct Entry: Encodable {
         let url: String
+        let state: VolumeRegistry.State
         let live: Bool
         let keys: Int?
         let freeBytes: Int?
+        let unknownFiles: Int?
 
         func encode(to encoder: any Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
             try container.encode(url, forKey: .url)
+            try container.encode(state, forKey: .state)
             try container.encode(live, forKey: .live)
             try container.encode(keys, forKey: .keys) // null until the volume has counted
             try container.encode(freeBytes, forKey: .freeBytes)
+            try container.encode(unknownFiles, forKey: .unknownFiles) // null until a scrub pass asked
         }
 
         private enum CodingKeys: String, CodingKey {
-            case url, live, keys
+            case url, state, live, keys
             case freeBytes = "free_bytes"
+            case unknownFiles = "unknown_files"
         }
     }
 

@@ -26,7 +26,7 @@ final class RemovalWorker {
 
     private func pass() {
         let settled = Date().timeIntervalSince1970 - Self.settleSeconds
-        for volume in master.registry.all where volume.isLive {
+        for volume in master.registry.present where volume.isLive {
             for (key, below) in master.index.pendingRemovals(volume: volume.id, limit: Self.batchPerVolume)
             where VersionClock.issueTime(of: below) < settled {
                 guard let url = HTTPURL("\(volume.url)/internal/replica/\(key.pathComponent)?below=\(below)"),

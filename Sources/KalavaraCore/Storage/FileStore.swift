@@ -117,9 +117,9 @@ public final class FileStore: @unchecked Sendable {
         let tmpPath = tmpDirectory + "/" + UUID().uuidString
         let fd = Glibc.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw StorageError.io("cannot create a temporary file", errno) }
+        let header = ValueFileHeader(key: key, version: version, checksum: 0, size: 0)
         let write = PendingWrite(store: self, key: key, version: version, fd: fd, tmpPath: tmpPath)
-        try write.append(ValueFileHeader(key: key, version: version).encoded())
-        write.valueBytes = 0
+        try write.writeAll(header.encoded())
         return write
     }
 
@@ -166,7 +166,16 @@ public final class FileStore: @unchecked Sendable {
     /// Opens a version of `key` (the newest present when `version` is nil).
     public func open(_ key: Key, version: UInt64?) throws -> StoredValue? {
         guard let version = version ?? versions(of: key).last else { return nil }
-        let fd = Glibc.open(path(stem: Self.fileStem(key), version: version), O_RDONLY | O_CLOEXEC)
+        return try openFile(path(stem: Self.fileStem(key), version: version), what: "value file for \(key)") {
+            $0.key == key && $0.version == version
+        }
+    }
+
+    /// Opens a value file and reads its header, which must pass `belongs`; nil if the file
+    /// is gone.
+    private func openFile(_ path: String, what: @autoclosure () -> String,
+                          belongs: (ValueFileHeader) -> Bool) throws -> StoredValue? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT { return nil }
             throw StorageError.io("cannot open value", errno)
@@ -176,13 +185,102 @@ public final class FileStore: @unchecked Sendable {
         guard fstat(fd, &info) == 0 else { throw StorageError.io("fstat", errno) }
         var headerBytes = [UInt8](repeating: 0, count: min(Int(info.st_size), ValueFileHeader.maxEncodedBytes))
         let count = headerBytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard count == headerBytes.count, let header = ValueFileHeader.decode(headerBytes),
-              header.key == key, header.version == version else {
-            throw StorageError.corrupt("value file for \(key) has a bad header")
+        guard count == headerBytes.count, let header = ValueFileHeader.decode(headerBytes), belongs(header) else {
+            throw StorageError.corrupt("\(what()) has a bad header")
         }
-        return StoredValue(file: file, version: version, valueOffset: header.encodedCount,
-                           size: Int(info.st_size) - header.encodedCount,
-                           modified: Int(info.st_mtim.tv_sec))
+        return StoredValue(file: file, key: header.key, version: header.version, valueOffset: header.encodedCount,
+                           size: Int(info.st_size) - header.encodedCount, modified: Int(info.st_mtim.tv_sec),
+                           checksum: header.checksum, declaredSize: header.size.map(Int.init))
+    }
+
+    /// Reads a value's bytes (all of them: call only for small values) and checks them.
+    /// Nil when the file fails its checksum or size; a format 1 file is returned unchecked.
+    public func readVerified(_ value: StoredValue) throws -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: value.size)
+        let count = bytes.withUnsafeMutableBytes { pread(value.file.fd, $0.baseAddress, value.size, off_t(value.valueOffset)) }
+        guard count == value.size else { throw StorageError.io("short read of a value", count < 0 ? errno : EIO) }
+        guard let expected = value.checksum else { return bytes }
+        return value.declaredSize == value.size && CRC32.checksum(bytes) == expected ? bytes : nil
+    }
+
+    /// What a full read of a value found.
+    public enum Verdict: Equatable, Sendable {
+        case good, corrupt, unverified
+    }
+
+    /// Reads a whole value file in pieces and checks it against its header, calling
+    /// `pace` with each piece's size (the scrub's rate limit).
+    public func verify(_ value: StoredValue, pace: (Int) -> Void = { _ in }) throws -> Verdict {
+        guard let expected = value.checksum else { return .unverified }
+        guard value.declaredSize == value.size else { return .corrupt }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: PendingWrite.streamBufferBytes, alignment: 16)
+        defer { buffer.deallocate() }
+        var crc = CRC32()
+        var offset = 0
+        while offset < value.size {
+            let want = min(buffer.count, value.size - offset)
+            let count = pread(value.file.fd, buffer.baseAddress, want, off_t(value.valueOffset + offset))
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { throw StorageError.io("reading a value to verify it", count < 0 ? errno : EIO) }
+            crc.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            offset += count
+            pace(count)
+        }
+        return crc.value == expected ? .good : .corrupt
+    }
+
+    /// Moves a bad file out of the data directory into `DIR/quarantine/`, kept for
+    /// inspection and never served again. Returns whether a file moved.
+    @discardableResult
+    public func quarantine(_ key: Key, version: UInt64) throws -> Bool {
+        let directory = root + "/quarantine"
+        if mkdir(directory, 0o755) != 0, errno != EEXIST { throw StorageError.io("cannot create \(directory)", errno) }
+        let stem = Self.fileStem(key)
+        if rename(path(stem: stem, version: version), directory + "/" + stem + "." + String(version)) != 0 {
+            if errno == ENOENT { return false }
+            throw StorageError.io("cannot move a value file to quarantine", errno)
+        }
+        countChange(-1)
+        try syncBucket(bucket(forStem: stem))
+        try Self.syncDirectory(directory)
+        return true
+    }
+
+    // MARK: Walking
+
+    /// The names of value files (`STEM.VERSION`) after `cursor`, in order of name (bucket
+    /// by bucket), at most `limit`. The scrub and the inventory page through the volume
+    /// with this: each page reads a few bucket directories, never all of them.
+    public func fileNames(after cursor: String?, limit: Int) -> [String] {
+        var names: [String] = []
+        let buckets = Self.entries(dataDirectory).filter { $0.count == Self.bucketDigits }.sorted()
+        let startBucket = cursor.map { String($0.prefix(Self.bucketDigits)) }
+        for bucket in buckets where startBucket == nil || bucket >= startBucket! {
+            let inBucket = Self.entries(dataDirectory + "/" + bucket).sorted()
+            for name in inBucket where cursor == nil || name > cursor! {
+                names.append(name)
+                if names.count == limit { return names }
+            }
+        }
+        return names
+    }
+
+    /// Opens a value file by name (as `fileNames` gives them); nil if it is gone or not one.
+    public func open(fileNamed name: String) throws -> StoredValue? {
+        guard let dot = name.lastIndex(of: "."), let version = UInt64(name[name.index(after: dot)...]) else { return nil }
+        let stem = String(name[..<dot])
+        return try openFile(path(stem: stem, version: version), what: "value file \(name)") {
+            $0.version == version && Self.fileStem($0.key) == stem
+        }
+    }
+
+    /// Moves a file whose header cannot be read to quarantine, by name.
+    public func quarantine(fileNamed name: String) throws {
+        let directory = root + "/quarantine"
+        if mkdir(directory, 0o755) != 0, errno != EEXIST { throw StorageError.io("cannot create \(directory)", errno) }
+        guard let dot = name.lastIndex(of: ".") else { return }
+        let stem = String(name[..<dot])
+        if rename(bucket(forStem: stem) + "/" + name, directory + "/" + name) == 0 { countChange(-1) }
     }
 
     // MARK: Removing
@@ -224,11 +322,16 @@ public final class FileStore: @unchecked Sendable {
 /// One version of a value, open for reading; the value starts after its header.
 public struct StoredValue: Sendable {
     public let file: OpenFile
+    public let key: Key
     public let version: UInt64
     public let valueOffset: Int
     public let size: Int
     /// Seconds since the epoch.
     public let modified: Int
+    /// CRC-32 of the value from the header; nil for a format 1 (unverified) file.
+    public let checksum: UInt32?
+    /// The size the header says; a file of another size was cut or grown.
+    public let declaredSize: Int?
 }
 
 /// A write in progress: bytes go to a temporary file until `finish` makes them a value.
@@ -241,6 +344,8 @@ public final class PendingWrite {
     /// True until the temporary file has been renamed into place or removed.
     private var tmpFileExists = true
     public fileprivate(set) var valueBytes = 0
+    /// Running CRC-32 of the value bytes, computed as they stream in.
+    public private(set) var checksum = CRC32()
 
     fileprivate init(store: FileStore, key: Key, version: UInt64, fd: Int32, tmpPath: String) {
         self.store = store
@@ -252,7 +357,16 @@ public final class PendingWrite {
 
     deinit { abort() }
 
+    /// Appends value bytes, adding them to the checksum.
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
+        try writeAll(bytes)
+        checksum.update(bytes)
+        valueBytes += bytes.count
+    }
+
+    fileprivate func writeAll(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try writeAll($0) } }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
         var offset = 0
         while offset < bytes.count {
             let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
@@ -262,7 +376,6 @@ public final class PendingWrite {
             }
             offset += written
         }
-        valueBytes += bytes.count
     }
 
     public func append(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try append($0) } }
@@ -290,7 +403,15 @@ public final class PendingWrite {
     /// Makes the bytes durable and visible as this version: fsync the file, rename it into
     /// its bucket, fsync the bucket. A crash before the rename leaves only a temporary file.
     /// `beforeRename` runs once the bytes are durable (the volume journals the version there).
-    public func finish(beforeRename: () throws -> Void = {}) throws {
+    /// With `expecting`, the value must have that checksum (a copy from another volume):
+    /// otherwise the write is dropped and `StorageError.checksumMismatch` thrown.
+    public func finish(expecting expected: UInt32? = nil, beforeRename: () throws -> Void = {}) throws {
+        if let expected, expected != checksum.value { throw StorageError.checksumMismatch }
+        var trailer: [UInt8] = []
+        trailer.append(littleEndian: checksum.value)
+        trailer.append(littleEndian: UInt64(valueBytes))
+        let patched = trailer.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(ValueFileHeader.checksumOffset)) }
+        guard patched == trailer.count else { throw StorageError.io("writing the value's checksum", errno) }
         let synced = store.valueSyncs.map { histogram in histogram.time { fsync(fd) } } ?? fsync(fd)
         guard synced == 0 else { throw StorageError.io("fsync", errno) }
         try beforeRename()
@@ -333,11 +454,14 @@ public final class PendingWrite {
 public enum StorageError: Error, CustomStringConvertible, Sendable {
     case io(String, Int32)
     case corrupt(String)
+    /// A copy's bytes did not match the checksum its sender gave.
+    case checksumMismatch
 
     public var description: String {
         switch self {
         case .io(let what, let code): return "\(what): \(String(cString: strerror(code)))"
         case .corrupt(let what): return what
+        case .checksumMismatch: return "the value does not match its checksum"
         }
     }
 
@@ -346,6 +470,8 @@ public enum StorageError: Error, CustomStringConvertible, Sendable {
         // EFBIG: the file size limit (RLIMIT_FSIZE) is a disk that is full for this process.
         case .io(_, let code) where code == ENOSPC || code == EDQUOT || code == EFBIG:
             return HTTPError(507, "volume is out of disk space")
+        case .checksumMismatch:
+            return HTTPError(422, "the value does not match its checksum")
         default:
             return HTTPError(500, "storage error: \(description)")
         }

@@ -22,6 +22,9 @@ public final class Index: Sendable {
     private static let keyPrefix: [UInt8] = [UInt8(ascii: "k")]
     private static let volumesKey = Array("m/volumes".utf8)
     private static let versionCeilingKey = Array("m/version-ceiling".utf8)
+    private static let volumeModesKey = Array("m/volume-modes".utf8)
+    private static let repairCursorKey = Array("m/repair-cursor".utf8)
+    private static let rebuildKey = Array("m/rebuild".utf8)
     private static let tombstonePrefix = Array("t/".utf8)
     private static let removalPrefix = Array("r/".utf8)
 
@@ -126,6 +129,14 @@ public final class Index: Sendable {
         public mutating func dropRemoval(volume: UInt16, key: Key) { batch.delete(Index.removalKey(volume, key)) }
     }
 
+    /// Queues the removal of `volume`'s copies of `key` older than `below`, keeping the
+    /// higher mark if one is queued already: an entry only ever asks for more to go, so a
+    /// later, smaller removal cannot hide an earlier, larger one. Call under the key's lock.
+    public func queueRemoval(_ changes: inout Changes, volume: UInt16, key: Key, below: UInt64) throws {
+        let existing = try pendingRemoval(volume: volume, key: key) ?? 0
+        changes.queueRemoval(volume: volume, key: key, below: max(existing, below))
+    }
+
     /// Writes `changes` atomically. `durable: false` is for bookkeeping whose loss in a
     /// crash costs only a redundant retry (a removal already done, asked for again).
     public func apply(_ changes: Changes, durable: Bool = true) throws {
@@ -143,6 +154,37 @@ public final class Index: Sendable {
 
     public func setVolumeURLs(_ urls: [String]) throws {
         try db.put(Self.volumesKey, Array(urls.joined(separator: "\n").utf8), sync: true)
+    }
+
+    /// Volumes being drained or removed: `URL MODE` lines.
+    public func volumeModes() throws -> [String: String] {
+        guard let bytes = try db.get(Self.volumeModesKey) else { return [:] }
+        var modes: [String: String] = [:]
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2 { modes[String(parts[0])] = String(parts[1]) }
+        }
+        return modes
+    }
+
+    public func setVolumeModes(_ modes: [String: String]) throws {
+        let text = modes.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: "\n")
+        try db.put(Self.volumeModesKey, Array(text.utf8), sync: true)
+    }
+
+    /// Where the placement reconciler's pass stands: the last key it finished, so a
+    /// restarted master resumes there. Not synced: losing it repeats a little work.
+    public func repairCursor() throws -> [UInt8]? { try db.get(Self.repairCursorKey) }
+
+    public func setRepairCursor(_ key: [UInt8]?) throws {
+        if let key { try db.put(Self.repairCursorKey, key, sync: false) } else { try db.delete(Self.repairCursorKey, sync: false) }
+    }
+
+    /// Whether an index rebuild was started and has not finished (a restarted master resumes it).
+    public func rebuildPending() throws -> Bool { try db.get(Self.rebuildKey) != nil }
+
+    public func setRebuildPending(_ pending: Bool) throws {
+        if pending { try db.put(Self.rebuildKey, [1], sync: true) } else { try db.delete(Self.rebuildKey, sync: true) }
     }
 
     public func versionCeiling() throws -> UInt64 {

@@ -38,8 +38,9 @@ public final class Metrics: Sendable {
     }
 
     /// A gauge whose value is read when the page is scraped.
-    public func gauge(_ name: String, _ help: String, read: @escaping @Sendable () -> Double) {
-        let gauge = gauge(name, help)
+    public func gauge(_ name: String, _ help: String, labels: [(String, String)] = [],
+                      read: @escaping @Sendable () -> Double) {
+        let gauge = gauge(name, help, labels: labels)
         scrapeHooks.withLock { $0.append { gauge.set(read()) } }
     }
 

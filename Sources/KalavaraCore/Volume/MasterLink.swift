@@ -97,6 +97,35 @@ final class MasterLink: @unchecked Sendable {
         _ = try? client.send("POST", url)
     }
 
+    /// Tells the master this volume's copy of `key` at `version` failed its checksum.
+    func reportCorrupt(_ key: Key, version: UInt64) {
+        guard let (master, me) = identity else {
+            Log.warning("cannot report corrupt \(key) v\(version): the master is not known yet")
+            return
+        }
+        var parameters = QueryParameters()
+        parameters.add("key", bytes: key.bytes)
+        parameters.add("ver", String(version))
+        parameters.add("h", me)
+        guard let url = HTTPURL("\(master)/internal/corrupt?\(parameters.encoded)") else { return }
+        if (try? client.send("POST", url))?.status != 200 {
+            Log.warning("could not report corrupt \(key) v\(version) to the master; the scrub reports it again")
+        }
+    }
+
+    /// Asks the master which of these files are still wanted (`keep`, `drop`, `unknown`
+    /// per entry, in order); nil when it cannot say now.
+    func wanted(_ files: [(key: Key, version: UInt64)]) -> [String]? {
+        guard let (master, me) = identity else { return nil }
+        var parameters = QueryParameters()
+        parameters.add("h", me)
+        guard let url = HTTPURL("\(master)/internal/wanted?\(parameters.encoded)") else { return nil }
+        let body = files.map { "\($0.version) \($0.key.pathComponent)" }.joined(separator: "\n")
+        guard let answer = try? client.send("POST", url, body: Array(body.utf8)), answer.status == 200 else { return nil }
+        let verdicts = answer.text.split(separator: "\n").map(String.init)
+        return verdicts.count == files.count ? verdicts : nil
+    }
+
     func reportPurged(_ key: Key, _ ticket: PlacementTicket, holder: String) -> Outcome {
         var parameters = QueryParameters()
         parameters.add("key", bytes: key.bytes)
@@ -153,7 +182,9 @@ final class MasterLink: @unchecked Sendable {
         timer.setEventHandler { [client] in
             let (registered, lastSuccess) = progress.withLock { $0 }
             guard registered != true || monotonicSeconds() - lastSuccess >= interval else { return }
-            let ok = (try? client.send("POST", url, body: Array(selfURL.utf8)))?.status == 200
+            var headers = HTTPHeaders()
+            headers.add(VolumeHeaders.heartbeat, "1")
+            let ok = (try? client.send("POST", url, headers: headers, body: Array(selfURL.utf8)))?.status == 200
             progress.withLock { $0 = (ok, ok ? monotonicSeconds() : $0.lastSuccess) }
             if ok != registered {
                 if ok {

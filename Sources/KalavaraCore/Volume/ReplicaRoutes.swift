@@ -1,16 +1,25 @@
-/// The volume-to-volume side of replication, under `/internal/`: a replica receives copies
-/// from the placement's first volume and hears the outcome of their commit; the master's
-/// removal queue drops stale copies through here too.
+import Foundation
+
+/// The volume-to-volume side of replication and healing, under `/internal/`: a replica
+/// receives copies from the placement's first volume (or, for repair, from any holder) and
+/// hears the outcome of their commit; the master's removal queue drops stale copies through
+/// here too, and a rebuild reads the inventory.
 extension Volume {
     /// `PUT` and `DELETE /internal/replica/KEY`.
     func replica(_ key: Key, _ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
         let parameters = try QueryParameters(request.query)
         if request.method == "PUT" {
-            // A copy for a write the sending volume will commit: durable and journaled
-            // here, committed or discarded later.
+            // A copy for a write the sending volume will commit, or a repair copy the master
+            // will commit: durable and journaled here, committed or discarded later. A copy
+            // that comes with a checksum must match it.
             guard let ticket = try PlacementTicket(parameters) else { throw HTTPError(400, "replica copy without a ticket") }
             if let masterURL = ticket.master { master.learnMaster(masterURL) }
-            let size = try receiveValue(key, version: ticket.version, from: body)
+            var expected: UInt32?
+            if let text = request.headers[VolumeHeaders.checksum] {
+                guard let value = UInt32(text, radix: 16) else { throw HTTPError(400, "bad \(VolumeHeaders.checksum)") }
+                expected = value
+            }
+            let size = try receiveValue(key, version: ticket.version, from: body, expecting: expected)
             return .text(200, "durable, \(size) bytes")
         }
         if let below = parameters["below"].flatMap(UInt64.init) {
@@ -28,13 +37,81 @@ extension Volume {
     func committed(_ key: Key, _ parameters: QueryParameters) throws -> HTTPResponse {
         guard let version = parameters["ver"].flatMap(UInt64.init) else { throw HTTPError(400, "missing ver") }
         journal.strike(key, version: version)
-        let previous = parameters["previous"].flatMap(UInt64.init)
-        if previous != nil { scheduleSupersededDrop(key, by: version, previous: previous) }
+        if parameters["previous"] != nil { scheduleSupersededDrop(key, by: version) }
         return .text(200, "noted")
     }
 
     func dropVersion(_ key: Key, _ version: UInt64) throws {
         try store.remove(key, version: version)
         journal.strike(key, version: version)
+    }
+
+    /// `POST /internal/copy/KEY?ver=V&to=URL`: the master's reconciler has this volume
+    /// stream its copy of V to another volume. The bytes go with their checksum, which the
+    /// target checks before it keeps them; a copy that fails it here too is quarantined.
+    func copyOut(_ key: Key, _ parameters: QueryParameters) throws -> HTTPResponse {
+        guard let version = parameters["ver"].flatMap(UInt64.init),
+              let target = parameters["to"].flatMap(VolumeRegistry.normalize), let targetBase = HTTPURL(target) else {
+            throw HTTPError(400, "copy needs ver and a target volume URL (to)")
+        }
+        _ = targetBase
+        guard let value = try store.open(key, version: version) else { return .text(404, "no copy of that version here") }
+        if let declared = value.declaredSize, declared != value.size {
+            quarantine(key, version, reason: "has the wrong size")
+            return .text(422, "this copy is corrupt")
+        }
+        var headers = HTTPHeaders()
+        if let checksum = value.checksum { headers.add(VolumeHeaders.checksum, String(checksum, radix: 16)) }
+        let ticket = PlacementTicket(version: version)
+        guard let url = HTTPURL("\(target)/internal/replica/\(key.pathComponent)?\(ticket.query)") else {
+            throw HTTPError(400, "bad target URL")
+        }
+        let upload: StreamingUpload
+        do {
+            upload = try replicaClient.startUpload("PUT", url, headers: headers, contentLength: value.size)
+        } catch {
+            return .text(502, "target \(target) unreachable: \(error)")
+        }
+        var crc = CRC32()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: PendingWrite.streamBufferBytes, alignment: 16)
+        defer { buffer.deallocate() }
+        var offset = 0
+        while offset < value.size {
+            let count = pread(value.file.fd, buffer.baseAddress, min(buffer.count, value.size - offset),
+                              off_t(value.valueOffset + offset))
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else {
+                upload.abandon()
+                throw StorageError.io("reading a value to copy it", count < 0 ? errno : EIO)
+            }
+            let piece = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+            crc.update(piece)
+            upload.write(piece)
+            offset += count
+        }
+        let answer = try? upload.finish()
+        if let expected = value.checksum, crc.value != expected {
+            quarantine(key, version, reason: "failed its checksum while being copied")
+            return .text(422, "this copy is corrupt")
+        }
+        guard let answer, answer.status == 200 else {
+            return .text(502, "target \(target) answered " + (answer.map { "\($0.status) \($0.text)" } ?? "nothing"))
+        }
+        return .text(200, "copied \(value.size) bytes to \(target)")
+    }
+
+    /// `GET /internal/inventory?after=NAME&limit=N`: a page of this volume's value files
+    /// (see `Inventory`), for a master rebuilding its index.
+    func inventory(_ parameters: QueryParameters) throws -> HTTPResponse {
+        let limit = min(max(parameters["limit"].flatMap(Int.init) ?? 1000, 1), 10_000)
+        let names = store.fileNames(after: parameters["after"], limit: limit)
+        var entries: [Inventory.Entry] = []
+        for name in names {
+            guard let value = try? store.open(fileNamed: name) else { continue } // the scrub deals with bad ones
+            entries.append(Inventory.Entry(key: value.key, version: value.version, size: UInt64(value.size),
+                                           checksum: value.checksum))
+        }
+        let page = Inventory.Page(entries: entries, next: names.count == limit ? names.last : nil)
+        return .text(200, page.text.trimmingCharacters(in: .newlines))
     }
 }

@@ -1,12 +1,10 @@
-/// GET and HEAD on a volume: the value's bytes straight from the page cache (sendfile),
-/// with validators (`ETag`, `Last-Modified`) and single byte ranges.
+/// GET and HEAD on a volume: the value's bytes, checked against their checksum when they
+/// are read into memory (small values) or straight from the page cache (sendfile), with
+/// validators (`ETag`, `Last-Modified`) and single byte ranges.
 extension Volume {
     func serveValue(_ key: Key, version: UInt64?, request: HTTPRequest) throws -> HTTPResponse {
-        // Without a version (a client that came straight here), the newest version whose
-        // commit is not in doubt: a version still in the uncommitted journal may never be.
-        let chosen = version ?? store.versions(of: key).last(where: { !journal.isPending(key, version: $0) })
-        guard let chosen, let value = try store.open(key, version: chosen) else {
-            return .text(404, version == nil ? "no such key" : "no such version of this key")
+        guard var value = try findValue(key, version: version) else {
+            return version == nil ? .text(404, "no such key") : sendBack(key, "no longer holds that version")
         }
         let etag = Self.etag(value.version)
         var headers = HTTPHeaders()
@@ -21,6 +19,23 @@ extension Volume {
             return HTTPResponse(status: 304, headers: headers)
         }
 
+        // A value small enough to be sent from memory is read whole and checked first: a
+        // bad byte is never served. Larger ones go by sendfile; the scrub checks them.
+        var inMemory: [UInt8]?
+        if !request.isHead, value.size <= configuration.server.inlineFileBytes {
+            if let bytes = try store.readVerified(value) {
+                inMemory = bytes
+            } else {
+                quarantine(key, value.version, reason: "failed its checksum on a read")
+                guard version != nil, let other = try findValue(key, version: value.version + 1),
+                      let bytes = try store.readVerified(other) else {
+                    return sendBack(key, "copy failed its checksum")
+                }
+                value = other
+                inMemory = bytes
+            }
+        }
+
         headers.add("Content-Type", "application/octet-stream")
         // If-Range with another validator means the client's partial copy is stale: send all.
         let rangeApplies = request.headers["If-Range"].map { $0 == etag } ?? true
@@ -28,6 +43,7 @@ extension Volume {
             switch ByteRange.parse(rangeHeader, size: value.size) {
             case .satisfiable(let range):
                 headers.add("Content-Range", "bytes \(range.lowerBound)-\(range.upperBound - 1)/\(value.size)")
+                if let inMemory { return HTTPResponse(status: 206, headers: headers, body: .bytes(Array(inMemory[range]))) }
                 return HTTPResponse(status: 206, headers: headers,
                                     body: .file(value.file, offset: value.valueOffset + range.lowerBound, count: range.count))
             case .unsatisfiable:
@@ -38,7 +54,50 @@ extension Volume {
                 break
             }
         }
+        if let inMemory { return HTTPResponse(status: 200, headers: headers, body: .bytes(inMemory)) }
         return HTTPResponse(status: 200, headers: headers,
                             body: .file(value.file, offset: value.valueOffset, count: value.size))
+    }
+
+    /// The version to serve. Without a ticket (a client that came straight here): the
+    /// newest version whose commit is not in doubt. With one for version V: V, or — if V
+    /// is gone (overwritten and dropped, or moved by healing while the client was on its
+    /// way) — the newest committed version above it, which became current meanwhile.
+    private func findValue(_ key: Key, version: UInt64?) throws -> StoredValue? {
+        if let version, let exact = try store.open(key, version: version) { return exact }
+        let newer = store.versions(of: key).last { candidate in
+            (version.map { candidate > $0 } ?? true) && !journal.isPending(key, version: candidate)
+        }
+        guard let newer else { return nil }
+        return try store.open(key, version: newer)
+    }
+
+    /// A read for a version this volume does not (validly) hold: back to the master, which
+    /// picks another holder (`not=` names this one), or `503` when the master is unknown.
+    /// Never `404`: the master's index holds the key.
+    private func sendBack(_ key: Key, _ reason: String) -> HTTPResponse {
+        guard let (masterURL, me) = master.identity else {
+            var answer = HTTPResponse.text(503, "this volume \(reason); ask the master again")
+            answer.headers.set("Retry-After", "1")
+            return answer
+        }
+        var query = QueryParameters()
+        query.add("not", me)
+        return .redirect(302, to: "\(masterURL)/store/\(key.pathComponent)?\(query.encoded)")
+    }
+
+    /// Takes a bad copy out of service and tells the master, which drops this holder and
+    /// has the key copied again from a good one.
+    func quarantine(_ key: Key, _ version: UInt64, reason: String) {
+        do {
+            guard try store.quarantine(key, version: version) else { return }
+        } catch {
+            Log.error("cannot quarantine \(key) v\(version): \(error)")
+            return
+        }
+        journal.strike(key, version: version)
+        scrubber.countCorrupt()
+        Log.error("\(key) v\(version) \(reason): moved to quarantine")
+        afterAnswer { [self] in master.reportCorrupt(key, version: version) }
     }
 }

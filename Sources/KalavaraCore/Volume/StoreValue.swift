@@ -65,7 +65,7 @@ extension Volume {
                 let query = "ver=\(ticket.version)" + (previous.map { "&previous=\($0)" } ?? "")
                 notify(durableReplicas, key: key, path: "/internal/committed", query: query, method: "POST")
             }
-            if previous != nil { scheduleSupersededDrop(key, by: ticket.version, previous: previous) }
+            if previous != nil { scheduleSupersededDrop(key, by: ticket.version) }
             var response = HTTPResponse.text(201, "stored")
             response.headers.set("ETag", Self.etag(ticket.version))
             return response
@@ -83,7 +83,8 @@ extension Volume {
     /// Streams a body into a new version file (and to `forwards`), journals it as
     /// uncommitted and renames it into place. Returns the value's size. On any failure
     /// (client gone, disk full) the temporary file is dropped: nothing partial is visible.
-    func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = []) throws -> Int {
+    func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = [],
+                      expecting checksum: UInt32? = nil) throws -> Int {
         let write = try store.beginWrite(key: key, version: version)
         do {
             try write.appendAll(reading: { try body.read(into: $0) },
@@ -91,7 +92,7 @@ extension Volume {
             // Journal the version before syncing the file, so both syncs run at once.
             let position = try journal.append(key, version: version)
             do {
-                try write.finish(beforeRename: { try journal.waitUntilDurable(position) })
+                try write.finish(expecting: checksum, beforeRename: { try journal.waitUntilDurable(position) })
             } catch {
                 journal.strike(key, version: version)
                 throw error
@@ -169,17 +170,14 @@ extension Volume {
         }
     }
 
-    /// After `supersededGrace`, drops the version a commit replaced (exactly `previous` when
-    /// the master named it, with no directory listing; else every older version in the
-    /// key's bucket) and tells the master, which queued that removal with the commit.
-    func scheduleSupersededDrop(_ key: Key, by version: UInt64, previous: UInt64?) {
+    /// After `supersededGrace`, drops every version of the key older than `version` (the
+    /// one the commit replaced, and any a crash or an outage left behind) and tells the
+    /// master, which queued that removal with the commit. Only a report of all of them may
+    /// clear the master's queue entry: dropping just the replaced version once leaked older
+    /// ones on a volume that had been down.
+    func scheduleSupersededDrop(_ key: Key, by version: UInt64) {
         afterAnswer(delay: Self.supersededGrace) { [self] in
-            let dropped: Bool
-            if let previous, previous < version {
-                dropped = (try? dropVersion(key, previous)) != nil
-            } else {
-                dropped = store.versions(of: key).filter { $0 < version }.allSatisfy { (try? dropVersion(key, $0)) != nil }
-            }
+            let dropped = store.versions(of: key).filter { $0 < version }.allSatisfy { (try? dropVersion(key, $0)) != nil }
             if dropped { master.reportRemoved(key, below: version) }
         }
     }

@@ -17,6 +17,7 @@ public final class Volume: @unchecked Sendable {
     /// Cleanup and notices that run after the client has its answer (see `afterAnswer`).
     let housekeeping = DispatchQueue(label: "housekeeping", attributes: .concurrent)
     private var orphans: OrphanSweeper!
+    private(set) var scrubber: Scrubber!
     private var server: HTTPServer!
 
     public init(configuration: VolumeConfiguration) throws {
@@ -26,6 +27,8 @@ public final class Volume: @unchecked Sendable {
         store.startCounting()
         master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL, metrics: metrics)
         metrics.gauge("kalavara_free_bytes", "Free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
+        scrubber = Scrubber(volume: self, bytesPerSecond: configuration.scrubRate, every: configuration.scrubEvery,
+                            grace: configuration.orphanGrace)
     }
 
     public func start() throws {
@@ -36,11 +39,13 @@ public final class Volume: @unchecked Sendable {
         master.startHeartbeat(interval: configuration.heartbeatInterval)
         orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)
         orphans.start()
+        scrubber.start()
         Log.info("listening on \(configuration.server.host):\(server.boundPort), data in \(configuration.directory)")
     }
 
     public func stop() {
         orphans?.stop()
+        scrubber?.stop()
         master.stop()
         server?.stop()
         housekeeping.sync(flags: .barrier) {} // let started cleanup finish

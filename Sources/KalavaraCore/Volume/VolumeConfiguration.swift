@@ -15,6 +15,9 @@ public struct VolumeConfiguration: Sendable {
     /// How old an uncommitted value file must be before the volume asks the master about it
     /// and removes it if it is an orphan.
     public var orphanGrace = 3600.0
+    /// The background scrub's read rate (bytes/s; 0: unlimited) and how often a pass starts.
+    public var scrubRate = 32.0 * 1024 * 1024
+    public var scrubEvery = 86400.0
 
     public init() {}
 
@@ -56,6 +59,14 @@ public struct VolumeCommand: DaemonCommand {
                                valueName: "seconds"))
     var orphanGrace = 3600.0
 
+    @Option(name: .customLong("scrub-rate"),
+            help: ArgumentHelp("Read rate of the background scrub in MiB/s (0: unlimited).", valueName: "mib-per-second"))
+    var scrubRate = 32.0
+
+    @Option(name: .customLong("scrub-every"),
+            help: ArgumentHelp("Seconds between scrub passes (each reads and checks every value file).", valueName: "seconds"))
+    var scrubEvery = 86400.0
+
     @OptionGroup var server: ServerOptions
 
     public init() {}
@@ -64,6 +75,8 @@ public struct VolumeCommand: DaemonCommand {
         try ServerOptions.checkPort(port)
         try ServerOptions.checkSeconds("--heartbeat", heartbeat)
         try ServerOptions.checkSeconds("--orphan-grace", orphanGrace)
+        try ServerOptions.checkSeconds("--scrub-every", scrubEvery)
+        guard scrubRate >= 0, scrubRate.isFinite else { throw ValidationError("--scrub-rate wants MiB/s (0 for no limit)") }
         for (flag, value) in [("--master", master), ("--base", base)] {
             if let value, VolumeRegistry.normalize(value) == nil { throw ValidationError("\(flag) wants http://host:port, not \(value)") }
         }
@@ -84,6 +97,8 @@ public struct VolumeCommand: DaemonCommand {
         configuration.selfURL = base.flatMap(VolumeRegistry.normalize)
         configuration.heartbeatInterval = heartbeat
         configuration.orphanGrace = orphanGrace
+        configuration.scrubRate = scrubRate * 1024 * 1024
+        configuration.scrubEvery = scrubEvery
         return configuration
     }
 }

@@ -27,6 +27,20 @@ extension Volume {
             Route("committed", .prefix("/internal/committed/"), methods: ["POST"]) { [unowned self] request, _ in
                 try committed(try Self.key(request, "/internal/committed/"), QueryParameters(request.query))
             },
+            Route("copy", .prefix("/internal/copy/"), methods: ["POST"]) { [unowned self] request, _ in
+                try storageErrorsAnswered(request) {
+                    try copyOut(try Self.key(request, "/internal/copy/"), QueryParameters(request.query))
+                }
+            },
+            Route("inventory", .exact("/internal/inventory"), methods: ["GET"]) { [unowned self] request, _ in
+                try inventory(QueryParameters(request.query))
+            },
+            Route("scrub", .exact("/admin/scrub"), methods: ["GET", "HEAD", "POST"]) { [unowned self] request, _ in
+                if request.method == "POST" {
+                    return .text(202, scrubber.request() ? "scrub pass started" : "scrub pass already running")
+                }
+                return try .json(200, scrubber.snapshot)
+            },
             Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
                 health(request)
             },
@@ -58,6 +72,7 @@ extension Volume {
         var response = HTTPResponse.text(200, "ok")
         response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
         if let count = store.valueFileCount { response.headers.set(VolumeHeaders.valueCount, String(count)) }
+        if let unknown = scrubber.snapshot.unknownFiles { response.headers.set(VolumeHeaders.unknownFiles, String(unknown)) }
         return response
     }
 }

@@ -1,0 +1,107 @@
+/// The registry as the placement reconciler sees it at one moment: which volumes count for
+/// placement (`up` or `down`), which are live (can send or receive a copy), and each key's
+/// placement among them.
+///
+/// A key's placement is the first `replicas` volumes, in its rendezvous order, among the
+/// volumes that count. The same scores decide where a PUT goes (`Placement.order`), so a
+/// key written while every volume is up is in place from the start.
+struct PlacementView {
+    struct Candidate {
+        let id: UInt16
+        let url: String
+        let urlHash: UInt64
+    }
+
+    let replicas: Int
+    /// Volumes that count (`up`, `down`), with their URL hashes precomputed: a pass orders
+    /// every key of the index, so this is its inner loop.
+    let counting: [Candidate]
+    let countingIDs: Set<UInt16>
+    /// Volumes answering health checks and not removed: sources and targets of copies.
+    let live: Set<UInt16>
+    let states: [UInt16: VolumeRegistry.State]
+
+    init(registry: VolumeRegistry, replicas: Int, now: Double = monotonicSeconds()) {
+        self.replicas = replicas
+        var counting: [Candidate] = []
+        var live: Set<UInt16> = []
+        var states: [UInt16: VolumeRegistry.State] = [:]
+        for volume in registry.all {
+            let state = volume.state(now: now, outAfter: registry.outAfter)
+            states[volume.id] = state
+            if state == .up || state == .down {
+                counting.append(Candidate(id: volume.id, url: volume.url, urlHash: StableHash.hash(volume.url.utf8)))
+            }
+            if volume.isLive, volume.mode != .removed { live.insert(volume.id) }
+        }
+        self.counting = counting
+        countingIDs = Set(counting.map(\.id))
+        self.live = live
+        self.states = states
+    }
+
+    /// The counting volumes, most preferred first, for `key`.
+    func order(_ key: Key) -> [UInt16] {
+        let keyHash = StableHash.hash(key.bytes)
+        return counting
+            .map { (candidate: $0, score: Placement.score(keyHash: keyHash, volumeHash: $0.urlHash)) }
+            .sorted { $0.score != $1.score ? $0.score > $1.score : $0.candidate.url < $1.candidate.url }
+            .map(\.candidate.id)
+    }
+
+    /// What a pass makes of a key's record, without asking any volume.
+    enum Assessment: Equatable {
+        case inPlace
+        /// Fewer copies on volumes that count than `replicas`: fixed first.
+        case short
+        /// Enough copies, but not (only) on the placement.
+        case misplaced
+    }
+
+    func assess(_ key: Key, _ record: IndexRecord) -> Assessment {
+        let countingHolders = record.holders.reduce(0) { $0 + (countingIDs.contains($1) ? 1 : 0) }
+        if countingHolders < min(replicas, counting.count) || countingHolders == 0 { return .short }
+        let placement = order(key).prefix(replicas)
+        if placement.count == record.holders.count, placement.allSatisfy(record.holders.contains) { return .inPlace }
+        return .misplaced
+    }
+
+    /// What to do for a key: where to copy it, and the holders to keep once those copies
+    /// exist (the rest go).
+    struct Plan: Equatable {
+        var targets: [UInt16]
+        var keep: [UInt16]
+        var drop: [UInt16]
+    }
+
+    /// Plans a key's repair. Copies go to placement volumes that lack it and are live; when
+    /// the key is short and some of its placement is down, to the next live volumes in its
+    /// order (substitutes, handed back later). Holders beyond the placement are dropped only
+    /// once `replicas` copies on counting volumes remain.
+    func plan(_ key: Key, _ record: IndexRecord, copiable: (UInt16) -> Bool = { _ in true }) -> Plan {
+        let order = order(key)
+        let holders = record.holders
+        var targets: [UInt16] = []
+        var present = Set(holders.filter(countingIDs.contains))
+        for id in order.prefix(replicas) where !holders.contains(id) && live.contains(id) && copiable(id) {
+            targets.append(id)
+            present.insert(id)
+        }
+        for id in order.dropFirst(replicas) where present.count < replicas {
+            if !holders.contains(id), live.contains(id), copiable(id) {
+                targets.append(id)
+                present.insert(id)
+            }
+        }
+        // Keep the first `replicas` copies in placement order, then, while still short,
+        // copies on volumes that no longer count (live ones first): better an extra copy on
+        // a draining or out volume than one copy too few.
+        var keep = order.filter { present.contains($0) || targets.contains($0) }.prefix(replicas).map { $0 }
+        let others = holders.filter { !keep.contains($0) && !countingIDs.contains($0) }
+        for id in others.filter(live.contains) + others.filter({ !live.contains($0) }) where keep.count < replicas {
+            keep.append(id)
+        }
+        let drop = holders.filter { !keep.contains($0) }
+        return Plan(targets: targets.filter(keep.contains), keep: keep, drop: drop)
+    }
+}

@@ -1,0 +1,392 @@
+import Foundation
+import Prometheus
+import Synchronization
+
+/// The placement reconciler: one mechanism that keeps every key at `--replicas` copies on
+/// its placement, whatever changed — a volume going out, one coming back, one added, one
+/// drained, a copy found corrupt.
+///
+/// A pass walks the index in key order from a cursor persisted in RocksDB (a restarted
+/// master resumes there) and compares each record's holders with the key's placement,
+/// asking no volume anything about a key that is in place. Keys short of copies are fixed
+/// as they are found; misplaced ones are set aside and fixed after the walk. A fix has a
+/// live holder stream the value to each missing placement volume (volume to volume,
+/// checked against the value's checksum at the target), then commits the new holder set
+/// for the same version through the commit protocol — refused if the key changed meanwhile,
+/// so a client's write always wins — and queues the copies that are no longer needed on
+/// the removal queue. Copies run on a bounded number of threads under a byte-rate limit;
+/// no key lock is held across one.
+///
+/// Sendable by hand: counters are behind `progress`, requests behind `requests`; the
+/// thread is started once.
+final class Reconciler: @unchecked Sendable {
+    /// What `GET /admin/repair` shows.
+    struct Progress: Encodable, Sendable {
+        var running = false
+        var scanned = 0
+        var underReplicated = 0
+        var misplaced = 0
+        var copied = 0
+        var bytesCopied = 0
+        var removed = 0
+        var errors = 0
+        var passes = 0
+        var lastPassFinished: Double?
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(running, forKey: .running)
+            try container.encode(scanned, forKey: .scanned)
+            try container.encode(underReplicated, forKey: .underReplicated)
+            try container.encode(misplaced, forKey: .misplaced)
+            try container.encode(copied, forKey: .copied)
+            try container.encode(bytesCopied, forKey: .bytesCopied)
+            try container.encode(removed, forKey: .removed)
+            try container.encode(errors, forKey: .errors)
+            try container.encode(passes, forKey: .passes)
+            try container.encode(lastPassFinished.map { Int($0) }, forKey: .lastPassFinished) // null before the first
+        }
+
+        private enum CodingKeys: String, CodingKey {
+            case running, scanned, misplaced, copied, removed, errors, passes
+            case underReplicated = "under_replicated"
+            case bytesCopied = "bytes_copied"
+            case lastPassFinished = "last_pass_finished"
+        }
+    }
+
+    private unowned let master: Master
+    private let replicas: Int
+    private let copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8)
+    private let noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4)
+    private let limiter: RateLimiter
+    /// Copies in flight at most.
+    private let slots: DispatchSemaphore
+    private let workers = DispatchQueue(label: "repair-copies", attributes: .concurrent)
+    private let progress = Mutex(Progress())
+    /// A pass wanted (and whether it must start from the first key), keys to fix first.
+    private let requests = Mutex<(pass: Bool, fromStart: Bool, urgent: [Key])>((false, false, []))
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopped = Atomic(false)
+    private let interval: Double
+    private var thread: Thread?
+    /// Set when a fix waited for a queued removal on its target: another pass once the
+    /// removal worker has had time to do it.
+    private let retrySoon = Atomic(false)
+    private let metrics: (copies: Counter, bytes: Counter, removals: Counter, errors: Counter, scanned: Counter)
+    /// Keys found set aside for after the walk, at most; more make the pass run again.
+    static let deferredLimit = 100_000
+    static let batch = 1000
+    /// Seconds before a pass is repeated for keys that waited on a queued removal.
+    static let retryDelay = 10.0
+
+    init(master: Master, replicas: Int, copiesInFlight: Int, bytesPerSecond: Double, interval: Double) {
+        self.master = master
+        self.replicas = replicas
+        slots = DispatchSemaphore(value: max(1, copiesInFlight))
+        limiter = RateLimiter(bytesPerSecond: bytesPerSecond)
+        self.interval = interval
+        let m = master.metrics
+        metrics = (m.counter("kalavara_repair_copies_total", "Copies the reconciler made"),
+                   m.counter("kalavara_repair_copied_bytes_total", "Bytes the reconciler copied between volumes"),
+                   m.counter("kalavara_repair_removals_total", "Copies the reconciler queued for removal"),
+                   m.counter("kalavara_repair_errors_total", "Copies or commits of the reconciler that failed"),
+                   m.counter("kalavara_repair_scanned_total", "Index records the reconciler examined"))
+        m.gauge("kalavara_repair_under_replicated", "Keys short of copies found by the current or last pass") { [unowned self] in
+            Double(progress.withLock { $0.underReplicated })
+        }
+        m.gauge("kalavara_repair_misplaced", "Keys off their placement found by the current or last pass") { [unowned self] in
+            Double(progress.withLock { $0.misplaced })
+        }
+        m.gauge("kalavara_repair_running", "1 while a placement pass runs") { [unowned self] in
+            progress.withLock { $0.running } ? 1 : 0
+        }
+    }
+
+    var snapshot: Progress { progress.withLock { $0 } }
+
+    func start() {
+        // A pass cut short by a restart resumes where it was.
+        if (try? master.index.repairCursor()) != nil { requestPass(fromStart: false) }
+        let thread = Thread { [self] in loop() }
+        thread.name = "reconciler"
+        thread.start()
+        self.thread = thread
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        wake.signal()
+    }
+
+    /// Asks for a full pass (`POST /admin/repair`, a state change). A pass running now
+    /// finishes, then another starts from the first key.
+    func requestPass(fromStart: Bool = true) {
+        requests.withLock {
+            $0.pass = true
+            $0.fromStart = $0.fromStart || fromStart
+        }
+        wake.signal()
+    }
+
+    /// Asks for one key to be looked at soon (a copy found corrupt).
+    func requestKey(_ key: Key) {
+        requests.withLock { $0.urgent.append(key) }
+        wake.signal()
+    }
+
+    // MARK: The loop
+
+    private func loop() {
+        var lastPassStart = monotonicSeconds()
+        var last = signature(PlacementView(registry: master.registry, replicas: replicas))
+        while !stopped.load(ordering: .relaxed) {
+            _ = wake.wait(timeout: .now() + 1)
+            if stopped.load(ordering: .relaxed) { break }
+            guard !master.isRebuilding else { continue } // a half-built index would look all wrong
+            let view = PlacementView(registry: master.registry, replicas: replicas)
+            let now = signature(view)
+            // Which volumes count changed (out, added, drained), or one came back: a pass.
+            if now.counting != last.counting || !now.live.isSubset(of: last.live) {
+                Log.info("placement changed (volumes counting: \(now.counting.count), live: \(now.live.count)): repair pass")
+                requestPass()
+            }
+            last = now
+            if monotonicSeconds() - lastPassStart >= interval { requestPass() }
+            if monotonicSeconds() - lastPassStart >= Self.retryDelay, retrySoon.exchange(false, ordering: .relaxed) {
+                requestPass()
+            }
+            fixUrgent()
+            let wanted = requests.withLock { state -> (Bool, Bool) in
+                defer { state.pass = false; state.fromStart = false }
+                return (state.pass, state.fromStart)
+            }
+            if wanted.0 {
+                lastPassStart = monotonicSeconds()
+                pass(fromStart: wanted.1)
+            }
+        }
+    }
+
+    private func signature(_ view: PlacementView) -> (counting: Set<UInt16>, live: Set<UInt16>) {
+        (view.countingIDs, view.live)
+    }
+
+    private func fixUrgent() {
+        let keys = requests.withLock { state -> [Key] in
+            defer { state.urgent = [] }
+            return state.urgent
+        }
+        for key in keys { schedule(key) }
+        waitForCopies()
+    }
+
+    private func pass(fromStart: Bool) {
+        var cursor = fromStart ? nil : (try? master.index.repairCursor()) ?? nil
+        let wholeIndex = cursor == nil
+        progress.withLock {
+            $0.running = true
+            $0.scanned = 0
+            $0.underReplicated = 0
+            $0.misplaced = 0
+        }
+        let started = monotonicSeconds()
+        var lastLog = started
+        var deferred: [Key] = []
+        var overflow = false
+        var drainingHeld: [UInt16: Int] = [:]
+        Log.info("repair pass started" + (wholeIndex ? "" : " (resumed)"))
+        walk: while !stopped.load(ordering: .relaxed), !master.isRebuilding {
+            let batch: [(Key, IndexRecord)]
+            do {
+                batch = try master.index.list(prefix: [], after: cursor, limit: Self.batch)
+            } catch {
+                Log.error("repair pass cannot read the index: \(error)")
+                break
+            }
+            let view = PlacementView(registry: master.registry, replicas: replicas)
+            var short = 0, misplaced = 0, scanned = 0
+            for (key, record) in batch where !record.isTombstone {
+                scanned += 1
+                switch view.assess(key, record) {
+                case .inPlace:
+                    continue
+                case .short:
+                    short += 1
+                    schedule(key)
+                case .misplaced:
+                    misplaced += 1
+                    if deferred.count < Self.deferredLimit { deferred.append(key) } else { overflow = true }
+                }
+                for holder in record.holders where view.states[holder] == .draining { drainingHeld[holder, default: 0] += 1 }
+            }
+            metrics.scanned.increment(by: Int64(scanned))
+            progress.withLock {
+                $0.scanned += scanned
+                $0.underReplicated += short
+                $0.misplaced += misplaced
+            }
+            fixUrgent()
+            if let last = batch.last { cursor = last.0.bytes }
+            try? master.index.setRepairCursor(cursor)
+            if monotonicSeconds() - lastLog >= 10 {
+                lastLog = monotonicSeconds()
+                logProgress("repair pass", since: started)
+            }
+            if batch.count < Self.batch { break walk }
+        }
+        waitForCopies()
+        for key in deferred where !stopped.load(ordering: .relaxed) {
+            schedule(key)
+            if monotonicSeconds() - lastLog >= 10 {
+                lastLog = monotonicSeconds()
+                logProgress("repair pass, misplaced keys", since: started)
+            }
+        }
+        waitForCopies()
+        let finished = !stopped.load(ordering: .relaxed) && !master.isRebuilding
+        if finished { try? master.index.setRepairCursor(nil) }
+        progress.withLock {
+            $0.running = false
+            if finished {
+                $0.passes += 1
+                $0.lastPassFinished = Date().timeIntervalSince1970
+            }
+        }
+        guard finished else { return }
+        logProgress("repair pass finished", since: started)
+        if overflow { requestPass() }
+        if wholeIndex { finishDrains(stillHeld: drainingHeld, deferredWork: !deferred.isEmpty) }
+        else if master.registry.all.contains(where: { $0.mode == .draining }) { requestPass() }
+    }
+
+    /// A draining volume that no key needs any more leaves the registry. Keys it still held
+    /// at the start of this pass were moved during it: the next pass confirms.
+    private func finishDrains(stillHeld: [UInt16: Int], deferredWork: Bool) {
+        var again = false
+        for volume in master.registry.all where volume.mode == .draining {
+            if stillHeld[volume.id, default: 0] == 0 {
+                do {
+                    try master.registry.setMode(volume.id, .removed)
+                    Log.info("volume \(volume.url) drained: no key needs it any more; removed")
+                } catch {
+                    Log.error("removing drained volume \(volume.url): \(error)")
+                }
+            } else {
+                again = true
+            }
+        }
+        if again { requestPass() }
+    }
+
+    private func logProgress(_ what: String, since start: Double) {
+        let p = snapshot
+        Log.info("\(what): scanned \(p.scanned), short of copies \(p.underReplicated), misplaced \(p.misplaced), "
+                 + "copied \(p.copied) (\(p.bytesCopied) bytes), removals \(p.removed), errors \(p.errors), "
+                 + String(format: "%.1f s", monotonicSeconds() - start))
+    }
+
+    // MARK: Fixing one key
+
+    private let inFlight = DispatchGroup()
+
+    private func schedule(_ key: Key) {
+        slots.wait()
+        inFlight.enter()
+        workers.async { [self] in
+            defer {
+                slots.signal()
+                inFlight.leave()
+            }
+            fix(key)
+        }
+    }
+
+    private func waitForCopies() { inFlight.wait() }
+
+    private func fail(_ message: String) {
+        Log.warning(message)
+        metrics.errors.increment()
+        progress.withLock { $0.errors += 1 }
+    }
+
+    /// Repairs one key: copies, then a commit of the new holders, then removals.
+    private func fix(_ key: Key) {
+        guard let record = try? master.index.record(for: key), !record.isTombstone else { return }
+        let view = PlacementView(registry: master.registry, replicas: replicas)
+        let index = master.index
+        // A volume with a removal of this key still queued would lose a fresh copy to it.
+        let plan = view.plan(key, record, copiable: { target in
+            let free = ((try? index.pendingRemoval(volume: target, key: key)) ?? nil).map { $0 <= record.version } ?? true
+            if !free { self.retrySoon.store(true, ordering: .relaxed) }
+            return free
+        })
+        guard plan.keep.count != record.holders.count || !plan.keep.allSatisfy(record.holders.contains) else { return }
+        let sources = record.holders.filter(view.live.contains)
+        guard !sources.isEmpty || plan.targets.isEmpty else {
+            return fail("repair: no live holder of \(key) to copy from")
+        }
+        var copied: [UInt16] = []
+        for target in plan.targets {
+            if copy(key, record, from: sources, to: target) { copied.append(target) }
+        }
+        // Holders to keep, from the copies that really exist now.
+        var actual = record
+        actual.holders = record.holders + copied
+        let final = view.plan(key, actual, copiable: { _ in false })
+        guard final.keep.count != record.holders.count || !final.keep.allSatisfy(record.holders.contains) else { return }
+        let committed: Bool
+        do {
+            committed = try master.commitHolders(key, version: record.version, expected: record.holders, new: final.keep)
+        } catch {
+            return fail("repair: committing new holders of \(key): \(error)")
+        }
+        guard committed else {
+            // The key changed meanwhile (a client's write or delete won): the copies made
+            // for the old version are of no use. A later pass looks at the key again.
+            for target in copied { notify(target, key, "DELETE", "/internal/replica", "exact=\(record.version)") }
+            return
+        }
+        metrics.removals.increment(by: Int64(final.drop.count))
+        progress.withLock { $0.removed += final.drop.count }
+        for target in copied { notify(target, key, "POST", "/internal/committed", "ver=\(record.version)") }
+    }
+
+    /// Has a live holder stream the key's version to `target`. The target checks the bytes
+    /// against the value's checksum before it keeps them.
+    private func copy(_ key: Key, _ record: IndexRecord, from sources: [UInt16], to target: UInt16) -> Bool {
+        guard let targetURL = master.registry.volume(target)?.url else { return false }
+        limiter.take(Int(record.size))
+        for source in sources {
+            guard let sourceURL = master.registry.volume(source)?.url else { continue }
+            var query = QueryParameters()
+            query.add("ver", String(record.version))
+            query.add("to", targetURL)
+            guard let url = HTTPURL("\(sourceURL)/internal/copy/\(key.pathComponent)?\(query.encoded)") else { continue }
+            do {
+                let answer = try copyClient.send("POST", url)
+                if answer.status == 200 {
+                    metrics.copies.increment()
+                    metrics.bytes.increment(by: Int64(record.size))
+                    progress.withLock {
+                        $0.copied += 1
+                        $0.bytesCopied += Int(record.size)
+                    }
+                    Log.debug("repair copied \(key) v\(record.version) \(sourceURL) → \(targetURL)")
+                    return true
+                }
+                fail("repair: copy of \(key) from \(sourceURL) to \(targetURL): \(answer.status) "
+                     + answer.text.trimmingCharacters(in: .whitespacesAndNewlines))
+            } catch {
+                fail("repair: copy of \(key) from \(sourceURL) to \(targetURL): \(error)")
+            }
+        }
+        return false
+    }
+
+    private func notify(_ volume: UInt16, _ key: Key, _ method: String, _ path: String, _ query: String) {
+        guard let base = master.registry.volume(volume)?.url,
+              let url = HTTPURL("\(base)\(path)/\(key.pathComponent)?\(query)") else { return }
+        _ = try? noticeClient.send(method, url)
+    }
+}

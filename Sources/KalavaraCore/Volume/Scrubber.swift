@@ -1,0 +1,207 @@
+import Foundation
+import Synchronization
+
+/// Reads every value file on the volume and checks it against its checksum, at a bounded
+/// byte rate: a pass starts on `POST /admin/scrub` and by itself every `--scrub-every`
+/// seconds. A corrupt file goes to quarantine and the master is told (it has the key
+/// copied again from a good holder).
+///
+/// The same pass is the backstop for leaked copies, whatever leaked them: it asks the
+/// master, a batch at a time, whether each file's version is still wanted, and removes a
+/// file older than the orphan grace only when the master positively knows a newer version
+/// or a delete of its key — never because a key is merely unknown (an index restored from
+/// a backup, or a rebuild still running, must not make a volume delete values). Files of
+/// keys the index does not know are counted and reported (`/admin/volumes`, `/metrics`).
+///
+/// Sendable by hand: counters are behind `progress`; the thread is started once.
+final class Scrubber: @unchecked Sendable {
+    struct Progress: Encodable, Sendable {
+        var running = false
+        var checked = 0
+        var corrupt = 0
+        var unverified = 0
+        var bytesChecked = 0
+        var staleRemoved = 0
+        var unknownFiles: Int?
+        var passes = 0
+        var lastPassFinished: Double?
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(running, forKey: .running)
+            try container.encode(checked, forKey: .checked)
+            try container.encode(corrupt, forKey: .corrupt)
+            try container.encode(unverified, forKey: .unverified)
+            try container.encode(bytesChecked, forKey: .bytesChecked)
+            try container.encode(staleRemoved, forKey: .staleRemoved)
+            try container.encode(unknownFiles, forKey: .unknownFiles)
+            try container.encode(passes, forKey: .passes)
+            try container.encode(lastPassFinished.map { Int($0) }, forKey: .lastPassFinished)
+        }
+
+        private enum CodingKeys: String, CodingKey {
+            case running, checked, corrupt, unverified, passes
+            case bytesChecked = "bytes_checked"
+            case staleRemoved = "stale_removed"
+            case unknownFiles = "unknown_files"
+            case lastPassFinished = "last_pass_finished"
+        }
+    }
+
+    private unowned let volume: Volume
+    private let limiter: RateLimiter
+    private let every: Double
+    private let grace: Double
+    private let progress = Mutex(Progress())
+    private let requested = Atomic(false)
+    private let stopped = Atomic(false)
+    private let wake = DispatchSemaphore(value: 0)
+    static let page = 500
+
+    init(volume: Volume, bytesPerSecond: Double, every: Double, grace: Double) {
+        self.volume = volume
+        limiter = RateLimiter(bytesPerSecond: bytesPerSecond)
+        self.every = every
+        self.grace = grace
+        let metrics = volume.metrics
+        metrics.gauge("kalavara_scrub_checked", "Value files checked by the current or last scrub pass") { [unowned self] in
+            Double(progress.withLock { $0.checked })
+        }
+        metrics.gauge("kalavara_scrub_corrupt", "Value files found corrupt (moved to quarantine) since start") { [unowned self] in
+            Double(progress.withLock { $0.corrupt })
+        }
+        metrics.gauge("kalavara_scrub_unverified", "Files of the format without a checksum seen by the last pass") { [unowned self] in
+            Double(progress.withLock { $0.unverified })
+        }
+        metrics.gauge("kalavara_unknown_files", "Value files of keys the master's index does not know (last pass)") { [unowned self] in
+            Double(progress.withLock { $0.unknownFiles ?? 0 })
+        }
+        metrics.gauge("kalavara_scrub_stale_removed", "Files the scrub removed because the master knows a newer version") { [unowned self] in
+            Double(progress.withLock { $0.staleRemoved })
+        }
+    }
+
+    var snapshot: Progress { progress.withLock { $0 } }
+
+    func start() {
+        let thread = Thread { [self] in loop() }
+        thread.name = "scrub"
+        thread.start()
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        wake.signal()
+    }
+
+    /// Starts a pass now; false if one is running already.
+    func request() -> Bool {
+        guard !progress.withLock({ $0.running }) else { return false }
+        requested.store(true, ordering: .relaxed)
+        wake.signal()
+        return true
+    }
+
+    func countCorrupt() { progress.withLock { $0.corrupt += 1 } }
+
+    private func loop() {
+        var lastPass = monotonicSeconds()
+        while !stopped.load(ordering: .relaxed) {
+            _ = wake.wait(timeout: .now() + 1)
+            guard !stopped.load(ordering: .relaxed) else { return }
+            if requested.exchange(false, ordering: .relaxed) || monotonicSeconds() - lastPass >= every {
+                pass()
+                lastPass = monotonicSeconds()
+            }
+        }
+    }
+
+    private func pass() {
+        progress.withLock {
+            $0.running = true
+            $0.checked = 0
+            $0.unverified = 0
+            $0.bytesChecked = 0
+        }
+        Log.info("scrub pass started")
+        var cursor: String?
+        var unknown = 0
+        var askedAll = true
+        while !stopped.load(ordering: .relaxed) {
+            let names = volume.store.fileNames(after: cursor, limit: Self.page)
+            var candidates: [(key: Key, version: UInt64)] = []
+            let oldEnough = Int(Date().timeIntervalSince1970 - grace)
+            for name in names {
+                guard let value = check(name) else { continue }
+                if value.modified < oldEnough, !volume.journal.isPending(value.key, version: value.version) {
+                    candidates.append((value.key, value.version))
+                }
+            }
+            if !candidates.isEmpty {
+                if let verdicts = volume.master.wanted(candidates) {
+                    for (file, verdict) in zip(candidates, verdicts) {
+                        if verdict == "unknown" { unknown += 1 }
+                        guard verdict == "drop" else { continue }
+                        do {
+                            try volume.dropVersion(file.key, file.version)
+                            progress.withLock { $0.staleRemoved += 1 }
+                            Log.info("scrub removed \(file.key) v\(file.version): the master knows a newer version or a delete")
+                        } catch {
+                            Log.error("scrub: removing stale \(file.key) v\(file.version): \(error)")
+                        }
+                    }
+                } else {
+                    askedAll = false
+                }
+            }
+            guard names.count == Self.page, let last = names.last else { break }
+            cursor = last
+        }
+        let finished = !stopped.load(ordering: .relaxed)
+        progress.withLock {
+            $0.running = false
+            if finished {
+                $0.passes += 1
+                $0.lastPassFinished = Date().timeIntervalSince1970
+                if askedAll { $0.unknownFiles = unknown }
+            }
+        }
+        let p = snapshot
+        Log.info("scrub pass \(finished ? "finished" : "stopped"): checked \(p.checked) file(s), \(p.bytesChecked) bytes, "
+                 + "corrupt \(p.corrupt) since start, unverified \(p.unverified), unknown to the master \(p.unknownFiles.map(String.init) ?? "?")")
+    }
+
+    /// Checks one file; the file if it is in service afterwards.
+    private func check(_ name: String) -> StoredValue? {
+        let value: StoredValue
+        do {
+            guard let opened = try volume.store.open(fileNamed: name) else { return nil }
+            value = opened
+        } catch StorageError.corrupt(let reason) {
+            try? volume.store.quarantine(fileNamed: name)
+            countCorrupt()
+            Log.error("scrub: \(reason): moved to quarantine")
+            return nil
+        } catch {
+            Log.error("scrub: \(name): \(error)")
+            return nil
+        }
+        let verdict: FileStore.Verdict
+        do {
+            verdict = try volume.store.verify(value, pace: limiter.take)
+        } catch {
+            Log.error("scrub: reading \(name): \(error)")
+            return nil
+        }
+        progress.withLock {
+            $0.checked += 1
+            $0.bytesChecked += value.size
+            if verdict == .unverified { $0.unverified += 1 }
+        }
+        if verdict == .corrupt {
+            volume.quarantine(value.key, value.version, reason: "failed its checksum in a scrub")
+            return nil
+        }
+        return value
+    }
+}
