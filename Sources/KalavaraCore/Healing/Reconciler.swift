@@ -78,7 +78,7 @@ final class Reconciler: @unchecked Sendable {
     static let deferredLimit = 100_000
     static let batch = 1000
     /// Seconds before a pass is repeated for keys that waited on a queued removal.
-    static let retryDelay = 10.0
+    static let retryDelay = 5.0
 
     init(master: Master, replicas: Int, copiesInFlight: Int, bytesPerSecond: Double, interval: Double) {
         self.master = master
@@ -260,18 +260,22 @@ final class Reconciler: @unchecked Sendable {
         else if master.registry.all.contains(where: { $0.mode == .draining }) { requestPass() }
     }
 
-    /// A draining volume that no key needs any more leaves the registry. Keys it still held
+    /// A draining volume that no key needs any more, and whose copies the removal queue has
+    /// cleared (or that is down, so they cannot be), leaves the registry. Keys it still held
     /// at the start of this pass were moved during it: the next pass confirms.
     private func finishDrains(stillHeld: [UInt16: Int], deferredWork: Bool) {
         var again = false
         for volume in master.registry.all where volume.mode == .draining {
-            if stillHeld[volume.id, default: 0] == 0 {
+            let cleared = !volume.isLive || master.index.pendingRemovals(volume: volume.id, limit: 1).isEmpty
+            if stillHeld[volume.id, default: 0] == 0, cleared {
                 do {
                     try master.registry.setMode(volume.id, .removed)
                     Log.info("volume \(volume.url) drained: no key needs it any more; removed")
                 } catch {
                     Log.error("removing drained volume \(volume.url): \(error)")
                 }
+            } else if stillHeld[volume.id, default: 0] == 0 {
+                retrySoon.store(true, ordering: .relaxed) // its removals are still being done
             } else {
                 again = true
             }
