@@ -1,2 +1,24 @@
-// Linux epoll(7) for the HTTP server's event loop (Glibc's Swift module does not export it).
+// Linux interfaces Glibc's Swift module does not export: epoll(7) for the HTTP server's event loop, and the thread id.
 #include <sys/epoll.h>
+
+// The calling thread's kernel id, for per-thread scheduling priority (setpriority(2) on a
+// thread id): glibc declares gettid() only under _GNU_SOURCE, which Swift's Glibc lacks.
+#include <sys/syscall.h>
+#include <unistd.h>
+static inline int kalavara_thread_id(void) { return (int)syscall(SYS_gettid); }
+
+// Puts the calling thread in the SCHED_IDLE class: it runs only when no normal thread wants
+// the CPU, and a normal thread waking up preempts it at once. Returns 0 or -1 (errno).
+#include <sched.h>
+static inline int kalavara_thread_idle_priority(void) {
+    struct sched_param param = { .sched_priority = 0 };
+    return (int)syscall(SYS_sched_setscheduler, (int)syscall(SYS_gettid), 5 /* SCHED_IDLE */, &param);
+}
+
+// Starts write-back of a file range without waiting (sync_file_range(2), declared by glibc
+// only under _GNU_SOURCE): a large value being written does not pile up dirty pages that a
+// small write's fsync would then wait behind.
+#include <fcntl.h>
+static inline int kalavara_start_writeback(int fd, long long offset, long long count) {
+    return (int)syscall(SYS_sync_file_range, fd, offset, count, 2 /* SYNC_FILE_RANGE_WRITE */);
+}

@@ -226,6 +226,8 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(json(cluster.masterURL + "/admin/rebuild")?["running"] as? Bool, true)
         XCTAssertEqual(get("never-existed")?.status, 503)
         XCTAssertEqual(try HTTP.send("DELETE", cluster.masterURL + "/store/never-existed").status, 503)
+        // Writes avoid the stopped volume once its health checks have failed.
+        try waitUntil("the stopped volume is down", timeout: 15) { volumeStates()[cluster.volumeURL(stopped)] == "down" }
         XCTAssertEqual(put("fresh", "written during the rebuild"), 201)
         expected["fresh"] = "written during the rebuild"
         kill(cluster.volumes[stopped]!.processIdentifier, SIGCONT)

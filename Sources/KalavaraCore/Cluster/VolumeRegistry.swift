@@ -131,14 +131,7 @@ public final class VolumeRegistry: Sendable {
 
     private func setModeLocked(_ id: UInt16, _ mode: Mode) throws {
         let table = volumes.withLock { volumes -> [Volume] in
-            if Int(id) < volumes.count {
-                volumes[Int(id)].mode = mode
-                if mode != .removed {
-                    volumes[Int(id)].isLive = true
-                    volumes[Int(id)].consecutiveFailures = 0
-                    volumes[Int(id)].downSince = nil
-                }
-            }
+            if Int(id) < volumes.count { volumes[Int(id)].mode = mode } // health stays what the checks say
             return volumes
         }
         var modes: [String: String] = [:]

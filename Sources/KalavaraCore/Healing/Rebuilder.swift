@@ -64,11 +64,11 @@ final class Rebuilder: @unchecked Sendable {
         let group = DispatchGroup()
         for volume in volumes {
             group.enter()
-            DispatchQueue.global().async { [self] in
+            Thread { [self] in
                 defer { group.leave() }
                 rebuild(from: volume)
                 progress.withLock { $0.volumesDone += 1 }
-            }
+            }.start()
         }
         group.wait()
         let p = snapshot
@@ -116,7 +116,7 @@ final class Rebuilder: @unchecked Sendable {
                     progress.withLock { $0.errors += 1 }
                 }
             }
-            if let newest = page.entries.map(\.version).max() { try? master.clock.advance(past: newest) }
+            if let newest = page.entries.map(\.version).max(), newest < UInt64.max >> 1 { try? master.clock.advance(past: newest) }
             progress.withLock {
                 $0.keysFound += found
                 $0.filesSeen += page.entries.count
@@ -135,7 +135,7 @@ final class Rebuilder: @unchecked Sendable {
                 guard !record.holders.contains(holder), record.holders.count < 16 else { return false }
                 record.holders.append(holder)
                 changes.setRecord(record, for: entry.key)
-            } else if let record = current, record.version >= entry.version {
+            } else if let record = current, record.version >= entry.version || record.rulesOut(entry.version) {
                 // The index knows something newer (a write or delete since, or another
                 // volume's newer copy): this copy is stale.
                 try master.index.queueRemoval(&changes, volume: holder, key: entry.key, below: record.version)

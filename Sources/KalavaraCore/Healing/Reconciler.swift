@@ -62,7 +62,10 @@ final class Reconciler: @unchecked Sendable {
     private let limiter: RateLimiter
     /// Copies in flight at most.
     private let slots: DispatchSemaphore
-    private let workers = DispatchQueue(label: "repair-copies", attributes: .concurrent)
+    /// Threads of their own, not Dispatch's: a copy blocks on the network for as long as
+    /// the volumes take, and Dispatch on Linux runs no more blocking items at once than
+    /// there are cores (with 4 or 16 copies allowed, 2 ran).
+    private let workers = WorkerPool()
     private let progress = Mutex(Progress())
     /// A pass wanted (and whether it must start from the first key), keys to fix first.
     private let requests = Mutex<(pass: Bool, fromStart: Bool, urgent: [Key])>((false, false, []))
@@ -73,6 +76,13 @@ final class Reconciler: @unchecked Sendable {
     /// Set when a fix waited for a queued removal on its target: another pass once the
     /// removal worker has had time to do it.
     private let retrySoon = Atomic(false)
+    /// Keys with a fix in flight: a key is fixed by one thread at a time, and the master's
+    /// orphan check gives no verdict on a copy being made for one.
+    private let fixing = Mutex<Set<Key>>([])
+    /// A pass asked for by the last one (a drain not done yet, keys set aside that did not
+    /// fit): when to start it. Soon if the last pass moved something, in a minute if not
+    /// (a drain that cannot progress must not walk the index back to back).
+    private let followUpAt = Mutex<Double?>(nil)
     private let metrics: (copies: Counter, bytes: Counter, removals: Counter, errors: Counter, scanned: Counter)
     /// Keys found set aside for after the walk, at most; more make the pass run again.
     static let deferredLimit = 100_000
@@ -108,7 +118,10 @@ final class Reconciler: @unchecked Sendable {
     func start() {
         // A pass cut short by a restart resumes where it was.
         if (try? master.index.repairCursor()) != nil { requestPass(fromStart: false) }
-        let thread = Thread { [self] in loop() }
+        let thread = Thread { [self] in
+            Background.lowerPriority()
+            loop()
+        }
         thread.name = "reconciler"
         thread.start()
         self.thread = thread
@@ -156,6 +169,12 @@ final class Reconciler: @unchecked Sendable {
             if monotonicSeconds() - lastPassStart >= Self.retryDelay, retrySoon.exchange(false, ordering: .relaxed) {
                 requestPass()
             }
+            let followUp = followUpAt.withLock { at -> Bool in
+                guard let due = at, monotonicSeconds() >= due else { return false }
+                at = nil
+                return true
+            }
+            if followUp { requestPass() }
             fixUrgent()
             let wanted = requests.withLock { state -> (Bool, Bool) in
                 defer { state.pass = false; state.fromStart = false }
@@ -195,15 +214,13 @@ final class Reconciler: @unchecked Sendable {
         var deferred: [Key] = []
         var overflow = false
         var drainingHeld: [UInt16: Int] = [:]
+        var reachedEnd = false
+        let before = snapshot
         Log.info("repair pass started" + (wholeIndex ? "" : " (resumed)"))
         walk: while !stopped.load(ordering: .relaxed), !master.isRebuilding {
-            let batch: [(Key, IndexRecord)]
-            do {
-                batch = try master.index.list(prefix: [], after: cursor, limit: Self.batch)
-            } catch {
-                Log.error("repair pass cannot read the index: \(error)")
-                break
-            }
+            let page = master.index.walk(after: cursor, limit: Self.batch)
+            let batch = page.records
+            if page.damaged > 0 { fail("repair pass: \(page.damaged) index record(s) cannot be decoded") }
             let view = PlacementView(registry: master.registry, replicas: replicas)
             var short = 0, misplaced = 0, scanned = 0
             for (key, record) in batch where !record.isTombstone {
@@ -227,13 +244,16 @@ final class Reconciler: @unchecked Sendable {
                 $0.misplaced += misplaced
             }
             fixUrgent()
-            if let last = batch.last { cursor = last.0.bytes }
+            if let last = page.last { cursor = last }
             try? master.index.setRepairCursor(cursor)
             if monotonicSeconds() - lastLog >= 10 {
                 lastLog = monotonicSeconds()
                 logProgress("repair pass", since: started)
             }
-            if batch.count < Self.batch { break walk }
+            if page.rows < Self.batch {
+                reachedEnd = true
+                break walk
+            }
         }
         waitForCopies()
         for key in deferred where !stopped.load(ordering: .relaxed) {
@@ -244,7 +264,7 @@ final class Reconciler: @unchecked Sendable {
             }
         }
         waitForCopies()
-        let finished = !stopped.load(ordering: .relaxed) && !master.isRebuilding
+        let finished = reachedEnd && !stopped.load(ordering: .relaxed) && !master.isRebuilding
         if finished { try? master.index.setRepairCursor(nil) }
         progress.withLock {
             $0.running = false
@@ -255,15 +275,28 @@ final class Reconciler: @unchecked Sendable {
         }
         guard finished else { return }
         logProgress("repair pass finished", since: started)
-        if overflow { requestPass() }
-        if wholeIndex { finishDrains(stillHeld: drainingHeld, deferredWork: !deferred.isEmpty) }
-        else if master.registry.all.contains(where: { $0.mode == .draining }) { requestPass() }
+        let after = snapshot
+        let moved = after.copied != before.copied || after.removed != before.removed
+        var again = overflow
+        if wholeIndex {
+            again = finishDrains(stillHeld: drainingHeld) || again
+        } else if master.registry.all.contains(where: { $0.mode == .draining }) {
+            again = true
+        }
+        if again { followUpAt.withLock { $0 = monotonicSeconds() + (moved ? 0 : Self.idleBackoff) } }
     }
+
+    /// Seconds between passes that change nothing but are asked for again.
+    static let idleBackoff = 60.0
+
+    /// Whether a fix of `key` is in flight (its copies may not be committed yet).
+    func isFixing(_ key: Key) -> Bool { fixing.withLock { $0.contains(key) } }
 
     /// A draining volume that no key needs any more, and whose copies the removal queue has
     /// cleared (or that is down, so they cannot be), leaves the registry. Keys it still held
     /// at the start of this pass were moved during it: the next pass confirms.
-    private func finishDrains(stillHeld: [UInt16: Int], deferredWork: Bool) {
+    /// Returns whether another pass is needed.
+    private func finishDrains(stillHeld: [UInt16: Int]) -> Bool {
         var again = false
         for volume in master.registry.all where volume.mode == .draining {
             let cleared = !volume.isLive || master.index.pendingRemovals(volume: volume.id, limit: 1).isEmpty
@@ -280,7 +313,7 @@ final class Reconciler: @unchecked Sendable {
                 again = true
             }
         }
-        if again { requestPass() }
+        return again
     }
 
     private func logProgress(_ what: String, since start: Double) {
@@ -295,10 +328,12 @@ final class Reconciler: @unchecked Sendable {
     private let inFlight = DispatchGroup()
 
     private func schedule(_ key: Key) {
+        guard fixing.withLock({ $0.insert(key).inserted }) else { return } // already being fixed
         slots.wait()
         inFlight.enter()
-        workers.async { [self] in
+        workers.run { [self] in
             defer {
+                fixing.withLock { _ = $0.remove(key) }
                 slots.signal()
                 inFlight.leave()
             }
@@ -326,29 +361,44 @@ final class Reconciler: @unchecked Sendable {
             return free
         })
         guard plan.keep.count != record.holders.count || !plan.keep.allSatisfy(record.holders.contains) else { return }
-        let sources = record.holders.filter(view.live.contains)
+        var sources = record.holders.filter(view.live.contains)
         guard !sources.isEmpty || plan.targets.isEmpty else {
             return fail("repair: no live holder of \(key) to copy from")
         }
         var copied: [UInt16] = []
         for target in plan.targets {
-            if copy(key, record, from: sources, to: target) { copied.append(target) }
+            switch copy(key, record, from: sources, to: target) {
+            case .copied: copied.append(target)
+            case .failed: break
+            case .sourceMissing(let source):
+                // The index lists a copy that is not there: drop that holder; the key is
+                // looked at again with the others.
+                sources.removeAll { $0 == source }
+                if (try? master.dropHolder(key, version: record.version, holder: source)) == true {
+                    Log.error("repair: \(master.registry.volume(source)?.url ?? "?") has no copy of \(key) v\(record.version); holder dropped")
+                    requestKey(key)
+                    return
+                }
+            }
         }
         // Holders to keep, from the copies that really exist now.
         var actual = record
         actual.holders = record.holders + copied
         let final = view.plan(key, actual, copiable: { _ in false })
         guard final.keep.count != record.holders.count || !final.keep.allSatisfy(record.holders.contains) else { return }
-        let committed: Bool
+        let refusal: [UInt16]?
         do {
-            committed = try master.commitHolders(key, version: record.version, expected: record.holders, new: final.keep)
+            refusal = try master.commitHolders(key, version: record.version, expected: record.holders, new: final.keep)
         } catch {
             return fail("repair: committing new holders of \(key): \(error)")
         }
-        guard committed else {
-            // The key changed meanwhile (a client's write or delete won): the copies made
-            // for the old version are of no use. A later pass looks at the key again.
-            for target in copied { notify(target, key, "DELETE", "/internal/replica", "exact=\(record.version)") }
+        if let holdersNow = refusal {
+            // The key changed meanwhile (a client's write or delete won, a holder was
+            // dropped): the copies made are of no use unless the index lists them. A later
+            // pass looks at the key again.
+            for target in copied where !holdersNow.contains(target) {
+                notify(target, key, "DELETE", "/internal/replica", "exact=\(record.version)")
+            }
             return
         }
         metrics.removals.increment(by: Int64(final.drop.count))
@@ -358,9 +408,12 @@ final class Reconciler: @unchecked Sendable {
 
     /// Has a live holder stream the key's version to `target`. The target checks the bytes
     /// against the value's checksum before it keeps them.
-    private func copy(_ key: Key, _ record: IndexRecord, from sources: [UInt16], to target: UInt16) -> Bool {
-        guard let targetURL = master.registry.volume(target)?.url else { return false }
-        limiter.take(Int(record.size))
+    enum CopyOutcome { case copied, failed, sourceMissing(UInt16) }
+
+    private func copy(_ key: Key, _ record: IndexRecord, from sources: [UInt16], to target: UInt16) -> CopyOutcome {
+        guard let targetURL = master.registry.volume(target)?.url else { return .failed }
+        let size = Int(clamping: record.size)
+        limiter.take(size)
         for source in sources {
             guard let sourceURL = master.registry.volume(source)?.url else { continue }
             var query = QueryParameters()
@@ -371,21 +424,22 @@ final class Reconciler: @unchecked Sendable {
                 let answer = try copyClient.send("POST", url)
                 if answer.status == 200 {
                     metrics.copies.increment()
-                    metrics.bytes.increment(by: Int64(record.size))
+                    metrics.bytes.increment(by: Int64(size))
                     progress.withLock {
                         $0.copied += 1
-                        $0.bytesCopied += Int(record.size)
+                        $0.bytesCopied += size
                     }
                     Log.debug("repair copied \(key) v\(record.version) \(sourceURL) → \(targetURL)")
-                    return true
+                    return .copied
                 }
+                if answer.status == 404 { return .sourceMissing(source) }
                 fail("repair: copy of \(key) from \(sourceURL) to \(targetURL): \(answer.status) "
                      + answer.text.trimmingCharacters(in: .whitespacesAndNewlines))
             } catch {
                 fail("repair: copy of \(key) from \(sourceURL) to \(targetURL): \(error)")
             }
         }
-        return false
+        return .failed
     }
 
     private func notify(_ volume: UInt16, _ key: Key, _ method: String, _ path: String, _ query: String) {

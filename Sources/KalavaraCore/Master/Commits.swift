@@ -129,15 +129,22 @@ extension Master {
         guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
             throw HTTPError(400, "resolve needs the asking volume's URL (h)")
         }
-        // While the index is being rebuilt, a key not found yet may well exist: no verdict.
-        if isRebuilding, try index.record(for: key) == nil {
-            return .text(503, "index rebuild in progress: ask again later")
-        }
         return try keyLocks.withLock(for: key) {
             var changes = Index.Changes()
-            if var record = try index.record(for: key) {
-                if record.version == version, !record.isTombstone, record.holders.contains(holder) {
-                    return Resolution.committed.response
+            let current = try index.record(for: key)
+            if let record = current, record.version == version, !record.isTombstone, record.holders.contains(holder) {
+                return Resolution.committed.response
+            }
+            // While the index is being rebuilt, the record may not be complete yet: no
+            // verdict but "committed". Likewise for a copy the reconciler is making now.
+            if isRebuilding || (current?.version == version && reconciler.isFixing(key)) {
+                return .text(503, "no verdict yet: ask again later")
+            }
+            if var record = current {
+                if record.version == version, !record.isTombstone {
+                    // The current version, on a volume that is not a holder: an extra copy
+                    // (a repair copy whose commit lost). No fence: the version is committed.
+                    return Resolution.orphan.response
                 }
                 if !record.rulesOut(version) {
                     record.floor = version
@@ -145,7 +152,7 @@ extension Master {
                 }
             } else {
                 // No record: fence with a tombstone at V, which expires like any other.
-                changes.setRecord(IndexRecord(version: version, isTombstone: true, size: 0, holders: []), for: key)
+                changes.setRecord(IndexRecord(version: version, isTombstone: true, size: 0, holders: [], isFence: true), for: key)
                 changes.queueExpiry(of: key, version: version)
             }
             try index.apply(changes)
@@ -210,6 +217,8 @@ extension Master {
     private func holderIDs(_ list: String) throws -> [UInt16] {
         let ids = try list.split(separator: ",").map { url -> UInt16 in
             guard let id = registry.id(of: String(url)) else { throw HTTPError(400, "unknown volume \(url)") }
+            // A write whose ticket predates a drain's end must not land on the volume that left.
+            guard registry.volume(id)?.mode != .removed else { throw HTTPError(409, "volume \(url) has left the cluster") }
             return id
         }
         guard ids.count <= 16, Set(ids).count == ids.count else {
@@ -227,15 +236,16 @@ extension Master {
     /// client's write or delete, or a holder dropped as corrupt — so healing never reverts
     /// anything. Holders that leave get a removal queued (for that version too); holders
     /// that arrive have any older removal of theirs cut back below this version.
-    func commitHolders(_ key: Key, version: UInt64, expected: [UInt16], new: [UInt16]) throws -> Bool {
+    /// Returns nil when committed; else the holders of `version` now (empty if the key moved on).
+    func commitHolders(_ key: Key, version: UInt64, expected: [UInt16], new: [UInt16]) throws -> [UInt16]? {
         try keyLocks.withLock(for: key) {
-            guard var record = try index.record(for: key), !record.isTombstone, record.version == version,
-                  record.holders == expected else { return false }
+            guard var record = try index.record(for: key), !record.isTombstone, record.version == version else { return [] }
+            guard record.holders == expected else { return record.holders }
             var changes = Index.Changes()
             record.holders = new
             changes.setRecord(record, for: key)
             for gone in expected where !new.contains(gone) {
-                try index.queueRemoval(&changes, volume: gone, key: key, below: version + 1)
+                try index.queueRemoval(&changes, volume: gone, key: key, below: version == .max ? version : version + 1)
             }
             for arrived in new where !expected.contains(arrived) {
                 if let pending = try index.pendingRemoval(volume: arrived, key: key), pending > version {
@@ -244,6 +254,18 @@ extension Master {
             }
             try index.apply(changes)
             commits.holders.increment()
+            return nil
+        }
+    }
+
+    /// The reconciler found that a holder lacks its copy (a copy source answered 404):
+    /// the holder is dropped as if the copy were corrupt.
+    func dropHolder(_ key: Key, version: UInt64, holder: UInt16) throws -> Bool {
+        try keyLocks.withLock(for: key) { () throws -> Bool in
+            guard var record = try index.record(for: key), !record.isTombstone, record.version == version,
+                  record.holders.contains(holder), record.holders.count > 1 else { return false }
+            record.holders.removeAll { $0 == holder }
+            try index.setRecord(record, for: key)
             return true
         }
     }
@@ -282,7 +304,7 @@ extension Master {
             let key = try Key(percentEncoded: parts[1])
             if isRebuilding {
                 answers.append("keep")
-            } else if let record = try index.record(for: key) {
+            } else if let record = try index.record(for: key), !(record.isTombstone && record.isFence) {
                 answers.append(record.version > version ? "drop" : "keep")
             } else {
                 answers.append("unknown")

@@ -74,7 +74,11 @@ public final class Master: @unchecked Sendable {
         let interval = max(1, min(60, configuration.ticketLifetime / 4))
         let sweep = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tombstones"))
         sweep.schedule(deadline: .now() + interval, repeating: interval)
-        sweep.setEventHandler { [weak self] in self?.expireTombstones() }
+        // No expiry while a rebuild runs: a delete made meanwhile must outlive the inventory
+        // of every volume, or an older copy found late would bring its key back.
+        sweep.setEventHandler { [weak self] in
+            if self?.isRebuilding == false { self?.expireTombstones() }
+        }
         sweep.resume()
         tombstoneSweep = sweep
         Log.info("listening on \(configuration.server.host):\(server.boundPort), index \(configuration.databasePath), "

@@ -1,3 +1,4 @@
+import CEpoll
 import Foundation
 import Prometheus
 
@@ -190,7 +191,7 @@ public final class FileStore: @unchecked Sendable {
         }
         return StoredValue(file: file, key: header.key, version: header.version, valueOffset: header.encodedCount,
                            size: Int(info.st_size) - header.encodedCount, modified: Int(info.st_mtim.tv_sec),
-                           checksum: header.checksum, declaredSize: header.size.map(Int.init))
+                           checksum: header.checksum, declaredSize: header.size.flatMap { Int(exactly: $0) })
     }
 
     /// Reads a value's bytes (all of them: call only for small values) and checks them.
@@ -230,13 +231,21 @@ public final class FileStore: @unchecked Sendable {
     }
 
     /// Moves a bad file out of the data directory into `DIR/quarantine/`, kept for
-    /// inspection and never served again. Returns whether a file moved.
+    /// inspection and never served again. With `checked`, only if the file at the path is
+    /// still the one that was checked (a good copy may have been renamed into its place
+    /// meanwhile). Returns whether a file moved.
     @discardableResult
-    public func quarantine(_ key: Key, version: UInt64) throws -> Bool {
+    public func quarantine(_ key: Key, version: UInt64, checked: StoredValue? = nil) throws -> Bool {
         let directory = root + "/quarantine"
         if mkdir(directory, 0o755) != 0, errno != EEXIST { throw StorageError.io("cannot create \(directory)", errno) }
         let stem = Self.fileStem(key)
-        if rename(path(stem: stem, version: version), directory + "/" + stem + "." + String(version)) != 0 {
+        let current = path(stem: stem, version: version)
+        if let checked {
+            var open = stat(), named = stat()
+            guard fstat(checked.file.fd, &open) == 0, stat(current, &named) == 0,
+                  open.st_ino == named.st_ino, open.st_dev == named.st_dev else { return false }
+        }
+        if rename(current, directory + "/" + stem + "." + String(version)) != 0 {
             if errno == ENOENT { return false }
             throw StorageError.io("cannot move a value file to quarantine", errno)
         }
@@ -357,12 +366,24 @@ public final class PendingWrite {
 
     deinit { abort() }
 
-    /// Appends value bytes, adding them to the checksum.
+    /// Appends value bytes, adding them to the checksum. Every `writebackBytes` the kernel
+    /// is asked to start writing what came in (without waiting), so a large value never
+    /// leaves hundreds of MiB dirty for the final fsync — nor for the fsyncs of small writes
+    /// that would queue behind them (a repair copying 64 MiB values made clients' PUT p99
+    /// 5× worse without this).
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
         try writeAll(bytes)
         checksum.update(bytes)
         valueBytes += bytes.count
+        if valueBytes - writtenBack >= Self.writebackBytes {
+            _ = kalavara_start_writeback(fd, Int64(writtenBack), Int64(valueBytes - writtenBack))
+            writtenBack = valueBytes
+        }
     }
+
+    /// Value bytes handed to write-back so far, and how often to hand more.
+    private var writtenBack = 0
+    static let writebackBytes = 8 << 20
 
     fileprivate func writeAll(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try writeAll($0) } }
 

@@ -66,6 +66,21 @@ public final class Index: Sendable {
             }
     }
 
+    /// A page of the index in key order for a full walk: the records that decode, the last
+    /// raw key read (where the next page starts) and how many rows were read, so that a
+    /// damaged record can neither end a walk early nor be skipped silently.
+    public func walk(after: [UInt8]?, limit: Int) -> (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int) {
+        let rows = db.scan(prefix: Self.keyPrefix, after: after.map { Self.keyPrefix + $0 }, limit: limit)
+        var records: [(Key, IndexRecord)] = []
+        records.reserveCapacity(rows.count)
+        for row in rows {
+            if let key = try? Key(Array(row.key.dropFirst())), let record = IndexRecord(decoding: row.value) {
+                records.append((key, record))
+            }
+        }
+        return (records, rows.last.map { Array($0.key.dropFirst()) }, rows.count, rows.count - records.count)
+    }
+
     /// RocksDB's estimate of the number of entries.
     public var estimatedKeyCount: Int { Int(db.property("rocksdb.estimate-num-keys") ?? "") ?? 0 }
 

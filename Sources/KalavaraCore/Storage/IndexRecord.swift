@@ -14,13 +14,19 @@ public struct IndexRecord: Equatable, Sendable {
     /// No commit of a version at or below this is accepted: versions a volume has been
     /// told are orphans, whose late commits must fail (see `Master.resolve`).
     public var floor: UInt64
+    /// A tombstone made only to fence a version of a key the index did not know (an
+    /// orphan check): it says nothing about the key's older values, so the scrub's
+    /// backstop treats the key as unknown.
+    public var isFence: Bool
 
-    public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16], floor: UInt64 = 0) {
+    public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16], floor: UInt64 = 0,
+                isFence: Bool = false) {
         self.version = version
         self.isTombstone = isTombstone
         self.size = size
         self.holders = holders
         self.floor = floor
+        self.isFence = isFence
     }
 
     /// Whether a commit of `candidate` would be older than what this record already rules out.
@@ -28,11 +34,11 @@ public struct IndexRecord: Equatable, Sendable {
 
     private static let format: UInt8 = 1
 
-    /// format · flags (bit 0 tombstone, bit 1 has floor) · version (8, LE) · size (8, LE) ·
+    /// format · flags (bit 0 tombstone, bit 1 has floor, bit 2 fence) · version (8, LE) · size (8, LE) ·
     /// [floor (8, LE)] · holder count · holder ids (2 each). Ids rather than URLs keep a
     /// record about 20 bytes for a single replica.
     public func encoded() -> [UInt8] {
-        var bytes: [UInt8] = [Self.format, (isTombstone ? 1 : 0) | (floor > 0 ? 2 : 0)]
+        var bytes: [UInt8] = [Self.format, (isTombstone ? 1 : 0) | (floor > 0 ? 2 : 0) | (isFence ? 4 : 0)]
         bytes.reserveCapacity(27 + 2 * holders.count)
         bytes.append(littleEndian: version)
         bytes.append(littleEndian: size)
@@ -50,6 +56,7 @@ public struct IndexRecord: Equatable, Sendable {
         let count = Int(bytes[countAt])
         guard bytes.count == countAt + 1 + 2 * count else { return nil }
         isTombstone = bytes[1] & 1 == 1
+        isFence = bytes[1] & 4 == 4
         version = bytes.readLittleEndian(UInt64.self, at: 2)
         size = bytes.readLittleEndian(UInt64.self, at: 10)
         floor = hasFloor ? bytes.readLittleEndian(UInt64.self, at: 18) : 0

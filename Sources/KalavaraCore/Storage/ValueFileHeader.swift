@@ -70,6 +70,8 @@ public struct ValueFileHeader: Equatable, Sendable {
               let key = try? Key(Array(bytes[fixed..<(fixed + keyLength)])) else { return nil }
         guard format == 2 else { return ValueFileHeader(key: key, version: version, format: 1) }
         let hasChecksum = bytes[5] & 1 == 1
+        // A size no file can have is a damaged header, not a value.
+        guard bytes.readLittleEndian(UInt64.self, at: checksumOffset + 4) <= UInt64(Int.max) else { return nil }
         return ValueFileHeader(key: key, version: version,
                                checksum: hasChecksum ? bytes.readLittleEndian(UInt32.self, at: checksumOffset) : nil,
                                size: bytes.readLittleEndian(UInt64.self, at: checksumOffset + 4), format: 2)

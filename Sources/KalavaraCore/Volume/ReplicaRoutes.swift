@@ -57,7 +57,7 @@ extension Volume {
         _ = targetBase
         guard let value = try store.open(key, version: version) else { return .text(404, "no copy of that version here") }
         if let declared = value.declaredSize, declared != value.size {
-            quarantine(key, version, reason: "has the wrong size")
+            quarantine(value, reason: "has the wrong size")
             return .text(422, "this copy is corrupt")
         }
         var headers = HTTPHeaders()
@@ -91,7 +91,7 @@ extension Volume {
         }
         let answer = try? upload.finish()
         if let expected = value.checksum, crc.value != expected {
-            quarantine(key, version, reason: "failed its checksum while being copied")
+            quarantine(value, reason: "failed its checksum while being copied")
             return .text(422, "this copy is corrupt")
         }
         guard let answer, answer.status == 200 else {

@@ -84,7 +84,10 @@ final class Scrubber: @unchecked Sendable {
     var snapshot: Progress { progress.withLock { $0 } }
 
     func start() {
-        let thread = Thread { [self] in loop() }
+        let thread = Thread { [self] in
+            Background.lowerPriority()
+            loop()
+        }
         thread.name = "scrub"
         thread.start()
     }
@@ -199,7 +202,7 @@ final class Scrubber: @unchecked Sendable {
             if verdict == .unverified { $0.unverified += 1 }
         }
         if verdict == .corrupt {
-            volume.quarantine(value.key, value.version, reason: "failed its checksum in a scrub")
+            volume.quarantine(value, reason: "failed its checksum in a scrub")
             return nil
         }
         return value

@@ -26,8 +26,8 @@ extension Volume {
             if let bytes = try store.readVerified(value) {
                 inMemory = bytes
             } else {
-                quarantine(key, value.version, reason: "failed its checksum on a read")
-                guard version != nil, let other = try findValue(key, version: value.version + 1),
+                quarantine(value, reason: "failed its checksum on a read")
+                guard version != nil, value.version < .max, let other = try findValue(key, version: value.version + 1),
                       let bytes = try store.readVerified(other) else {
                     return sendBack(key, "copy failed its checksum")
                 }
@@ -88,9 +88,10 @@ extension Volume {
 
     /// Takes a bad copy out of service and tells the master, which drops this holder and
     /// has the key copied again from a good one.
-    func quarantine(_ key: Key, _ version: UInt64, reason: String) {
+    func quarantine(_ value: StoredValue, reason: String) {
+        let key = value.key, version = value.version
         do {
-            guard try store.quarantine(key, version: version) else { return }
+            guard try store.quarantine(key, version: version, checked: value) else { return }
         } catch {
             Log.error("cannot quarantine \(key) v\(version): \(error)")
             return
