@@ -29,6 +29,20 @@ final class HealingLogicTests: XCTestCase {
         XCTAssertNil(ValueFileHeader.decode(Array(current.encoded().dropLast())))
     }
 
+    func testAHeaderWithAnImpossibleSizeIsDamagedNotATrap() throws {
+        var bytes = ValueFileHeader(key: try Key("k"), version: 1, checksum: 1, size: 1).encoded()
+        bytes[ValueFileHeader.checksumOffset + 4 + 7] = 0x80 // size ≥ 2^63
+        XCTAssertNil(ValueFileHeader.decode(bytes))
+    }
+
+    func testFenceTombstonesRoundTripAndAreTold() throws {
+        let fence = IndexRecord(version: 9, isTombstone: true, size: 0, holders: [], isFence: true)
+        XCTAssertEqual(IndexRecord(decoding: fence.encoded()), fence)
+        let tombstone = IndexRecord(version: 9, isTombstone: true, size: 0, holders: [2], floor: 4)
+        XCTAssertEqual(IndexRecord(decoding: tombstone.encoded()), tombstone)
+        XCTAssertFalse(IndexRecord(decoding: tombstone.encoded())!.isFence)
+    }
+
     func testChecksumIsComputedWhileWritingAndCatchesAFlippedBit() throws {
         let store = try FileStore(root: directory + "/vol")
         let key = try Key("checked")
@@ -52,6 +66,16 @@ final class HealingLogicTests: XCTestCase {
         let reopened = try XCTUnwrap(try store.open(key, version: 9))
         XCTAssertEqual(try store.verify(reopened), .corrupt)
         XCTAssertNil(try store.readVerified(reopened))
+        // Only the file that was checked goes: a good copy renamed into its place stays.
+        let other = try XCTUnwrap(try store.open(key, version: 9))
+        let replacement = try store.beginWrite(key: key, version: 9)
+        try replacement.append(value)
+        try replacement.finish()
+        XCTAssertFalse(try store.quarantine(key, version: 9, checked: other))
+        XCTAssertEqual(try store.verify(try XCTUnwrap(try store.open(key, version: 9))), .good)
+        var again = try XCTUnwrap(FileManager.default.contents(atPath: path))
+        again[again.count - 1000] ^= 0x10
+        try again.write(to: URL(fileURLWithPath: path))
         XCTAssertTrue(try store.quarantine(key, version: 9))
         XCTAssertNil(try store.open(key, version: 9))
         XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/vol/quarantine/" + (path as NSString).lastPathComponent))

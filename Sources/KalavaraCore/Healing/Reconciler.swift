@@ -60,6 +60,9 @@ final class Reconciler: @unchecked Sendable {
     private let copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8)
     private let noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4)
     private let limiter: RateLimiter
+    /// Index records examined per second at most (the walk's own CPU: on this VM's two
+    /// vCPUs even an idle-class thread slowed the event loop while it ran flat out).
+    private let scanLimiter: RateLimiter
     /// Copies in flight at most.
     private let slots: DispatchSemaphore
     /// Threads of their own, not Dispatch's: a copy blocks on the network for as long as
@@ -90,7 +93,9 @@ final class Reconciler: @unchecked Sendable {
     /// Seconds before a pass is repeated for keys that waited on a queued removal.
     static let retryDelay = 5.0
 
-    init(master: Master, replicas: Int, copiesInFlight: Int, bytesPerSecond: Double, interval: Double) {
+    init(master: Master, replicas: Int, copiesInFlight: Int, bytesPerSecond: Double, interval: Double,
+         keysPerSecond: Double = 0) {
+        scanLimiter = RateLimiter(bytesPerSecond: keysPerSecond)
         self.master = master
         self.replicas = replicas
         slots = DispatchSemaphore(value: max(1, copiesInFlight))
@@ -238,6 +243,7 @@ final class Reconciler: @unchecked Sendable {
                 for holder in record.holders where view.states[holder] == .draining { drainingHeld[holder, default: 0] += 1 }
             }
             metrics.scanned.increment(by: Int64(scanned))
+            scanLimiter.take(page.rows)
             progress.withLock {
                 $0.scanned += scanned
                 $0.underReplicated += short

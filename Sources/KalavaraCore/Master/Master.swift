@@ -51,7 +51,8 @@ public final class Master: @unchecked Sendable {
             }
         }
         reconciler = Reconciler(master: self, replicas: configuration.replicas, copiesInFlight: configuration.repairCopies,
-                                bytesPerSecond: configuration.repairRate, interval: configuration.repairInterval)
+                                bytesPerSecond: configuration.repairRate, interval: configuration.repairInterval,
+                                keysPerSecond: configuration.repairScanRate)
         rebuilder = Rebuilder(master: self)
         metrics.gauge("kalavara_index_disk_free_bytes", "Free bytes on the index's filesystem") { [path = configuration.databasePath] in
             Double(FileStore.freeBytes(at: path))

@@ -20,6 +20,8 @@ public struct MasterConfiguration: Sendable {
     public var repairRate = 100.0 * 1024 * 1024
     /// A full placement pass at least this often, changes or not.
     public var repairInterval = 3600.0
+    /// Index records a placement pass examines per second at most (0: unlimited).
+    public var repairScanRate = 500_000.0
 
     public init() {}
 
@@ -78,6 +80,10 @@ public struct MasterCommand: DaemonCommand {
             help: ArgumentHelp("Seconds between full placement passes when nothing triggers one.", valueName: "seconds"))
     var repairEvery = 3600.0
 
+    @Option(name: .customLong("repair-scan-rate"),
+            help: ArgumentHelp("Index records a placement pass examines per second at most (0: unlimited).", valueName: "keys"))
+    var repairScanRate = 500_000.0
+
     @OptionGroup var server: ServerOptions
 
     public init() {}
@@ -90,6 +96,9 @@ public struct MasterCommand: DaemonCommand {
         try ServerOptions.checkSeconds("--repair-every", repairEvery)
         guard (1...256).contains(repairCopies) else { throw ValidationError("--repair-copies wants 1...256, not \(repairCopies)") }
         guard repairRate >= 0, repairRate.isFinite else { throw ValidationError("--repair-rate wants MiB/s (0 for no limit)") }
+        guard repairScanRate >= 0, repairScanRate.isFinite else {
+            throw ValidationError("--repair-scan-rate wants records per second (0 for no limit)")
+        }
         for url in volumes where VolumeRegistry.normalize(url) == nil {
             throw ValidationError("not a volume base URL (want http://host:port): \(url)")
         }
@@ -115,6 +124,7 @@ public struct MasterCommand: DaemonCommand {
         configuration.repairCopies = repairCopies
         configuration.repairRate = repairRate * 1024 * 1024
         configuration.repairInterval = repairEvery
+        configuration.repairScanRate = repairScanRate
         if let advertise {
             configuration.advertisedURL = VolumeRegistry.normalize(advertise)!
         } else {

@@ -70,7 +70,7 @@ public final class Index: Sendable {
     /// raw key read (where the next page starts) and how many rows were read, so that a
     /// damaged record can neither end a walk early nor be skipped silently.
     public func walk(after: [UInt8]?, limit: Int) -> (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int) {
-        let rows = db.scan(prefix: Self.keyPrefix, after: after.map { Self.keyPrefix + $0 }, limit: limit)
+        let rows = db.scan(prefix: Self.keyPrefix, after: after.map { Self.keyPrefix + $0 }, limit: limit, cached: false)
         var records: [(Key, IndexRecord)] = []
         records.reserveCapacity(rows.count)
         for row in rows {

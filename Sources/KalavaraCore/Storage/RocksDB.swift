@@ -13,6 +13,9 @@ public final class RocksDB: @unchecked Sendable {
     private let cache: OpaquePointer
     private let filter: OpaquePointer
     private let readOptions: OpaquePointer
+    /// For walks over the whole index (a placement pass): blocks read are not put in the
+    /// block cache, so a walk over 10M keys does not evict the blocks that reads need.
+    private let walkOptions: OpaquePointer
     private let syncedWrite: OpaquePointer
     private let bufferedWrite: OpaquePointer
     /// Calls hold it shared; `close` holds it exclusively, so a call still running when the
@@ -54,6 +57,8 @@ public final class RocksDB: @unchecked Sendable {
         rocksdb_options_set_block_based_table_factory(options, tableOptions)
 
         readOptions = rocksdb_readoptions_create()
+        walkOptions = rocksdb_readoptions_create()
+        rocksdb_readoptions_set_fill_cache(walkOptions, 0)
         syncedWrite = rocksdb_writeoptions_create()
         rocksdb_writeoptions_set_sync(syncedWrite, 1)
         bufferedWrite = rocksdb_writeoptions_create()
@@ -62,6 +67,7 @@ public final class RocksDB: @unchecked Sendable {
         let handle = rocksdb_open(options, path, &error)
         if let message = Self.take(error) {
             rocksdb_readoptions_destroy(readOptions)
+            rocksdb_readoptions_destroy(walkOptions)
             rocksdb_writeoptions_destroy(syncedWrite)
             rocksdb_writeoptions_destroy(bufferedWrite)
             rocksdb_options_destroy(options)
@@ -94,6 +100,7 @@ public final class RocksDB: @unchecked Sendable {
         isClosed = true
         rocksdb_close(db)
         rocksdb_readoptions_destroy(readOptions)
+        rocksdb_readoptions_destroy(walkOptions)
         rocksdb_writeoptions_destroy(syncedWrite)
         rocksdb_writeoptions_destroy(bufferedWrite)
         rocksdb_options_destroy(options)
@@ -161,12 +168,13 @@ public final class RocksDB: @unchecked Sendable {
 
     /// Entries whose keys start with `prefix` and sort strictly after `after` (or from the
     /// start of the prefix), in byte order, at most `limit` of them.
-    public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int) -> [(key: [UInt8], value: [UInt8])] {
-        (try? whileOpen { unlockedScan(prefix: prefix, after: after, limit: limit) }) ?? []
+    /// `cached: false` for walks that should not disturb the block cache.
+    public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool = true) -> [(key: [UInt8], value: [UInt8])] {
+        (try? whileOpen { unlockedScan(prefix: prefix, after: after, limit: limit, cached: cached) }) ?? []
     }
 
-    private func unlockedScan(prefix: [UInt8], after: [UInt8]?, limit: Int) -> [(key: [UInt8], value: [UInt8])] {
-        let iterator = rocksdb_create_iterator(db, readOptions)
+    private func unlockedScan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool) -> [(key: [UInt8], value: [UInt8])] {
+        let iterator = rocksdb_create_iterator(db, cached ? readOptions : walkOptions)
         defer { rocksdb_iter_destroy(iterator) }
         let start = after.map { $0 + [0] } ?? prefix // the smallest key greater than `after`
         start.withUnsafeBufferPointer { buffer in
