@@ -184,11 +184,16 @@ final class MasterLink: @unchecked Sendable {
             guard registered != true || monotonicSeconds() - lastSuccess >= interval else { return }
             var headers = HTTPHeaders()
             headers.add(VolumeHeaders.heartbeat, "1")
-            let ok = (try? client.send("POST", url, headers: headers, body: Array(selfURL.utf8)))?.status == 200
+            let answer = try? client.send("POST", url, headers: headers, body: Array(selfURL.utf8))
+            let ok = answer?.status == 200
             progress.withLock { $0 = (ok, ok ? monotonicSeconds() : $0.lastSuccess) }
             if ok != registered {
                 if ok {
                     Log.info("registered with master \(master) as \(selfURL)")
+                } else if let answer {
+                    // A drained volume's registration is refused (410) until an operator adds it again.
+                    Log.warning("master \(master) refused the registration: \(answer.status) "
+                                + answer.text.trimmingCharacters(in: .whitespacesAndNewlines))
                 } else if registered == true {
                     Log.warning("cannot reach master \(master); retrying")
                 }
