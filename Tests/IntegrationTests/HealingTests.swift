@@ -279,6 +279,27 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         let quarantined = try FileManager.default.contentsOfDirectory(atPath: cluster.volumeDirectory(largeHolder) + "/quarantine")
         XCTAssertFalse(quarantined.isEmpty)
         assertConverged(["small": small, "large": large], counting: cluster.volumePorts, replicas: 2)
+
+        // A flipped byte in the header's copy of the key: the file no longer says whose it
+        // is. Read through the master: the reader gets the value from the other copy; the
+        // scrub on another key's copy: the master finds the key by the file's version.
+        XCTAssertEqual(put("header-read", "read me"), 201)
+        XCTAssertEqual(put("header-scrub", "scrub me"), 201)
+        let readHolder = try XCTUnwrap(cluster.copies(of: "header-read").keys.sorted().first)
+        try flipByte(in: readHolder, key: "header-read", fromEnd: "read me".utf8.count + 2)
+        let version = try XCTUnwrap(cluster.copies(of: "header-read")[readHolder]?.first?.split(separator: ".").last)
+        let sentBack = try HTTP.send("GET", cluster.volumeURL(readHolder) + "/store/header-read?t=1&ver=\(version)")
+        XCTAssertEqual(sentBack.status, 302, sentBack.text)
+        XCTAssertEqual(try HTTP.send("GET", try XCTUnwrap(sentBack.headers["Location"])).status, 302, "the master sends it on")
+        for _ in 0..<4 { XCTAssertEqual(get("header-read")?.text, "read me") }
+        let scrubHolder = try XCTUnwrap(cluster.copies(of: "header-scrub").keys.sorted().first)
+        try flipByte(in: scrubHolder, key: "header-scrub", fromEnd: "scrub me".utf8.count + 2)
+        XCTAssertEqual(try HTTP.send("POST", cluster.volumeURL(scrubHolder) + "/admin/scrub").status, 202)
+        assertConverged(["small": small, "large": large, "header-read": "read me", "header-scrub": "scrub me"],
+                        counting: cluster.volumePorts, replicas: 2)
+        let logs = cluster.logText()
+        XCTAssertTrue(logs.contains("reports damaged file"), "the scrub reported the file by name")
+        XCTAssertTrue(logs.contains("the damaged file v"), "the pass found its key")
     }
 
     // MARK: Leaks

@@ -86,6 +86,9 @@ final class Reconciler: @unchecked Sendable {
     /// fit): when to start it. Soon if the last pass moved something, in a minute if not
     /// (a drain that cannot progress must not walk the index back to back).
     private let followUpAt = Mutex<Double?>(nil)
+    /// Damaged files reported by name (their header no longer says the key), by version:
+    /// the next pass finds the key whose current version that is. Memory only.
+    private let damaged = Mutex<[UInt64: [(volume: UInt16, stem: String)]]>([:])
     private let metrics: (copies: Counter, bytes: Counter, removals: Counter, errors: Counter, scanned: Counter)
     /// Keys found set aside for after the walk, at most; more make the pass run again.
     static let deferredLimit = 100_000
@@ -145,6 +148,12 @@ final class Reconciler: @unchecked Sendable {
             $0.fromStart = $0.fromStart || fromStart
         }
         wake.signal()
+    }
+
+    /// Notes a damaged file and asks for a pass to find its key.
+    func noteDamaged(volume: UInt16, stem: String, version: UInt64) {
+        damaged.withLock { $0[version, default: []].append((volume, stem)) }
+        requestPass()
     }
 
     /// Asks for one key to be looked at soon (a copy found corrupt).
@@ -228,8 +237,19 @@ final class Reconciler: @unchecked Sendable {
             if page.damaged > 0 { fail("repair pass: \(page.damaged) index record(s) cannot be decoded") }
             let view = PlacementView(registry: master.registry, replicas: replicas)
             var short = 0, misplaced = 0, scanned = 0
+            let damagedNow = damaged.withLock { $0 }
             for (key, record) in batch where !record.isTombstone {
                 scanned += 1
+                if !damagedNow.isEmpty, let reports = damagedNow[record.version] {
+                    let stem = FileStore.fileStem(key)
+                    for report in reports where report.stem == stem {
+                        damaged.withLock { $0[record.version] = nil }
+                        if (try? master.dropCorruptHolder(key, version: record.version, holder: report.volume)) == true {
+                            Log.error("repair: the damaged file v\(record.version) was \(key)'s copy; holder dropped")
+                            requestKey(key)
+                        }
+                    }
+                }
                 switch view.assess(key, record) {
                 case .inPlace:
                     continue
@@ -271,7 +291,11 @@ final class Reconciler: @unchecked Sendable {
         }
         waitForCopies()
         let finished = reachedEnd && !stopped.load(ordering: .relaxed) && !master.isRebuilding
-        if finished { try? master.index.setRepairCursor(nil) }
+        if finished {
+            try? master.index.setRepairCursor(nil)
+            // Reports whose version no key has any more (overwritten meanwhile) are moot.
+            if wholeIndex { damaged.withLock { $0 = [:] } }
+        }
         progress.withLock {
             $0.running = false
             if finished {
@@ -322,11 +346,11 @@ final class Reconciler: @unchecked Sendable {
         return again
     }
 
-    private func logProgress(_ what: String, since start: Double) {
+    private func logProgress(_ what: String, since start: Double?) {
         let p = snapshot
         Log.info("\(what): scanned \(p.scanned), short of copies \(p.underReplicated), misplaced \(p.misplaced), "
-                 + "copied \(p.copied) (\(p.bytesCopied) bytes), removals \(p.removed), errors \(p.errors), "
-                 + String(format: "%.1f s", monotonicSeconds() - start))
+                 + "copied \(p.copied) (\(p.bytesCopied) bytes), removals \(p.removed), errors \(p.errors)"
+                 + (start.map { String(format: ", %.1f s", monotonicSeconds() - $0) } ?? ""))
     }
 
     // MARK: Fixing one key
@@ -347,7 +371,17 @@ final class Reconciler: @unchecked Sendable {
         }
     }
 
-    private func waitForCopies() { inFlight.wait() }
+    /// Waits for the copies in flight, logging progress every 10 s while they run (one
+    /// batch of large values can take minutes).
+    private func waitForCopies() {
+        var lastLog = monotonicSeconds()
+        while inFlight.wait(timeout: .now() + 1) == .timedOut {
+            if monotonicSeconds() - lastLog >= 10, progress.withLock({ $0.running }) {
+                lastLog = monotonicSeconds()
+                logProgress("repair pass, copying", since: nil)
+            }
+        }
+    }
 
     private func fail(_ message: String) {
         Log.warning(message)

@@ -272,23 +272,39 @@ extension Master {
 
     /// `POST /internal/corrupt?key=K&ver=V&h=URL`: a volume found its copy of V bad (and
     /// moved it to quarantine). The holder is dropped and the key repaired from another.
+    /// `?file=STEM.VERSION&h=URL` instead: a file whose header is too damaged to name its
+    /// key; versions are unique across keys, so the next pass finds the key by its version.
     func corrupt(_ parameters: QueryParameters) throws -> HTTPResponse {
+        if let file = parameters["file"] {
+            guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }), let dot = file.lastIndex(of: "."),
+                  let version = UInt64(file[file.index(after: dot)...]) else {
+                throw HTTPError(400, "damaged-file report needs file=STEM.VERSION and a known h")
+            }
+            reconciler.noteDamaged(volume: holder, stem: String(file[..<dot]), version: version)
+            Log.error("volume \(parameters["h"] ?? "") reports damaged file \(file); its key is looked for by version")
+            return .text(200, "noted: the next repair pass finds its key")
+        }
         let key = try Key(parameters.bytes("key") ?? [])
         guard let version = parameters["ver"].flatMap(UInt64.init),
               let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
             throw HTTPError(400, "corruption report needs ver and a known h")
         }
-        let dropped = try keyLocks.withLock(for: key) { () throws -> Bool in
+        let dropped = try dropCorruptHolder(key, version: version, holder: holder)
+        Log.error("volume \(parameters["h"] ?? "") reports its copy of \(key) v\(version) corrupt"
+                  + (dropped ? "; holder dropped, repairing from another copy" : " (not a current copy)"))
+        if dropped { reconciler.requestKey(key) }
+        return .text(200, dropped ? "holder dropped" : "not current")
+    }
+
+    /// Drops `holder` from the key's record if it holds the current version `version`.
+    func dropCorruptHolder(_ key: Key, version: UInt64, holder: UInt16) throws -> Bool {
+        try keyLocks.withLock(for: key) { () throws -> Bool in
             guard var record = try index.record(for: key), !record.isTombstone, record.version == version,
                   record.holders.contains(holder) else { return false }
             record.holders.removeAll { $0 == holder }
             try index.setRecord(record, for: key)
             return true
         }
-        Log.error("volume \(parameters["h"] ?? "") reports its copy of \(key) v\(version) corrupt"
-                  + (dropped ? "; holder dropped, repairing from another copy" : " (not a current copy)"))
-        if dropped { reconciler.requestKey(key) }
-        return .text(200, dropped ? "holder dropped" : "not current")
     }
 
     /// `POST /internal/wanted?h=URL`, body `VERSION KEY` lines (keys percent-encoded): the

@@ -113,6 +113,18 @@ final class MasterLink: @unchecked Sendable {
         }
     }
 
+    /// Tells the master about a file whose header no longer names its key.
+    func reportDamaged(fileNamed name: String) {
+        guard let (master, me) = identity else { return }
+        var parameters = QueryParameters()
+        parameters.add("file", name)
+        parameters.add("h", me)
+        guard let url = HTTPURL("\(master)/internal/corrupt?\(parameters.encoded)") else { return }
+        if (try? client.send("POST", url))?.status != 200 {
+            Log.warning("could not report damaged file \(name) to the master")
+        }
+    }
+
     /// Asks the master which of these files are still wanted (`keep`, `drop`, `unknown`
     /// per entry, in order); nil when it cannot say now.
     func wanted(_ files: [(key: Key, version: UInt64)]) -> [String]? {

@@ -184,6 +184,7 @@ final class Scrubber: @unchecked Sendable {
             try? volume.store.quarantine(fileNamed: name)
             countCorrupt()
             Log.error("scrub: \(reason): moved to quarantine")
+            volume.master.reportDamaged(fileNamed: name)
             return nil
         } catch {
             Log.error("scrub: \(name): \(error)")

@@ -64,12 +64,27 @@ extension Volume {
     /// is gone (overwritten and dropped, or moved by healing while the client was on its
     /// way) — the newest committed version above it, which became current meanwhile.
     private func findValue(_ key: Key, version: UInt64?) throws -> StoredValue? {
-        if let version, let exact = try store.open(key, version: version) { return exact }
+        if let version, let exact = try openChecked(key, version) { return exact }
         let newer = store.versions(of: key).last { candidate in
             (version.map { candidate > $0 } ?? true) && !journal.isPending(key, version: candidate)
         }
         guard let newer else { return nil }
-        return try store.open(key, version: newer)
+        return try openChecked(key, newer)
+    }
+
+    /// Opens a version; a file whose header is damaged goes to quarantine, is reported and
+    /// counts as absent (the reader is sent elsewhere), rather than failing the read.
+    private func openChecked(_ key: Key, _ version: UInt64) throws -> StoredValue? {
+        do {
+            return try store.open(key, version: version)
+        } catch StorageError.corrupt(let reason) {
+            try? store.quarantine(fileNamed: FileStore.fileStem(key) + "." + String(version))
+            journal.strike(key, version: version)
+            scrubber.countCorrupt()
+            Log.error("\(reason): moved to quarantine")
+            afterAnswer { [self] in master.reportCorrupt(key, version: version) }
+            return nil
+        }
     }
 
     /// A read for a version this volume does not (validly) hold: back to the master, which
