@@ -29,6 +29,15 @@ final class MessageBodyTests: XCTestCase {
         XCTAssertTrue(body.isComplete)
     }
 
+    func testAnOverlongChunkSizeLineIs400EvenInOneRead() throws {
+        // 1 followed by 60,000 spaces of "whitespace" and an extension: one line, one write.
+        let line = "1" + String(repeating: " ", count: 100) + ";" + String(repeating: "x", count: 60_000) + "\r\nA\r\n0\r\n\r\n"
+        let body = try body(.chunked, peerWrites: Array(line.utf8))
+        XCTAssertThrowsError(try body.readAll(limit: 100)) { error in
+            XCTAssertEqual((error as? HTTPError)?.status, 400)
+        }
+    }
+
     func testMalformedChunksAre400() throws {
         for wire in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n", "\r\n", "fffffffffffffffff\r\n",
                      "5 garbage\r\nhello\r\n0\r\n\r\n"] {

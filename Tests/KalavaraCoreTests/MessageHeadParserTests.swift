@@ -33,7 +33,7 @@ final class MessageHeadParserTests: XCTestCase {
         XCTAssertEqual(request.minorVersion, 0)
         XCTAssertTrue(request.keepAlive)
         XCTAssertFalse(try parse("GET / HTTP/1.0\r\n\r\n").keepAlive)
-        XCTAssertFalse(try parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keepAlive)
+        XCTAssertFalse(try parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n").keepAlive)
     }
 
     func testHeadLengthNeedsTheBlankLine() {
@@ -60,14 +60,19 @@ final class MessageHeadParserTests: XCTestCase {
         XCTAssertEqual(status("GET / HTTP/1.1\r\nA: b\rc\r\n\r\n"), 400)
         XCTAssertEqual(status("GET nopath HTTP/1.1\r\n\r\n"), 400)
         XCTAssertEqual(status("GET /a\u{7F} HTTP/1.1\r\n\r\n"), 400)
+        // RFC 9112 §3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 needs none.
+        XCTAssertEqual(status("GET / HTTP/1.1\r\nX: y\r\n\r\n"), 400)
+        XCTAssertEqual(status("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"), 400)
+        XCTAssertNil(status("GET / HTTP/1.1\r\nhOST: a\r\n\r\n"))
+        XCTAssertNil(status("GET / HTTP/1.0\r\n\r\n"))
         XCTAssertEqual(status("GET / HTTP/1.1\r\n" + String(repeating: "A: b\r\n", count: HTTPLimits.maxHeaderCount + 1) + "\r\n"), 431)
-        XCTAssertNil(status("GET / HTTP/1.1\r\n" + String(repeating: "A: b\r\n", count: HTTPLimits.maxHeaderCount) + "\r\n"))
+        XCTAssertNil(status("GET / HTTP/1.1\r\nHost: h\r\n" + String(repeating: "A: b\r\n", count: HTTPLimits.maxHeaderCount - 1) + "\r\n"))
     }
 
     func testBodyFramingRules() {
-        XCTAssertEqual(try parse("PUT / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").framing, .chunked)
-        XCTAssertEqual(try parse("PUT / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n").framing, .length(5))
-        XCTAssertEqual(try parse("PUT / HTTP/1.1\r\n\r\n").framing, BodyFraming.none)
+        XCTAssertEqual(try parse("PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n").framing, .chunked)
+        XCTAssertEqual(try parse("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n").framing, .length(5))
+        XCTAssertEqual(try parse("PUT / HTTP/1.1\r\nHost: h\r\n\r\n").framing, BodyFraming.none)
         XCTAssertEqual(status("PUT / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), 400)
         XCTAssertEqual(status("PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n"), 400)
         XCTAssertEqual(status("PUT / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"), 400)
@@ -77,7 +82,7 @@ final class MessageHeadParserTests: XCTestCase {
         XCTAssertEqual(status("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), 501)
         XCTAssertEqual(status("PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400)
         XCTAssertEqual(status("PUT / HTTP/1.1\r\nExpect: something\r\n\r\n"), 417)
-        XCTAssertTrue(try parse("PUT / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n").expectsContinue)
+        XCTAssertTrue(try parse("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n").expectsContinue)
         XCTAssertFalse(try parse("PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n").expectsContinue)
     }
 

@@ -66,6 +66,16 @@ public struct HTTPRequest: Sendable {
         } else {
             expectsContinue = false
         }
+
+        // RFC 9112 §3.2: an HTTP/1.1 request with no Host field, or more than one, is a 400.
+        if minorVersion >= 1 {
+            var hosts = 0
+            for field in headers.fields where field.name.caseInsensitiveEquals("Host") { hosts += 1 }
+            guard hosts == 1 else {
+                throw HTTPError(400, hosts == 0 ? "an HTTP/1.1 request needs a Host header" : "more than one Host header",
+                                closesConnection: true)
+            }
+        }
     }
 
     /// Request body framing. Rejects the ambiguous combinations that enable request

@@ -127,6 +127,8 @@ public final class MessageBody {
             let bytes = socket.buffered
             while scanned < bytes.count, bytes[scanned] != ASCII.lf { scanned += 1 }
             if scanned < bytes.count {
+                // The limit holds however the line arrived: in pieces or in one read.
+                guard scanned <= limit else { throw HTTPError.malformed("\(what) too long") }
                 var end = scanned
                 if end > 0, bytes[end - 1] == ASCII.cr { end -= 1 }
                 let line = Array(bytes[0..<end])
