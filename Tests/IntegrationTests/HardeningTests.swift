@@ -120,6 +120,29 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/small", body: [1, 2]).status, 201)
     }
 
+    func testMasterOnAFullIndexDiskIsAOneLineErrorNotAnAbort() throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        let small = cluster.root + "/small-index"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        guard try runTool("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", small]).status == 0 else {
+            throw XCTSkip("needs the right to mount a tmpfs")
+        }
+        defer { _ = try? runTool("umount", ["-l", small]) }
+        let port = TestCluster.freePort()
+        let arguments = ["-p", String(port), "-d", small + "/db", "--bind", "127.0.0.1"]
+        // An index made, then its disk filled up to the last byte while the master was down.
+        let first = try cluster.launch("master", arguments, log: "master")
+        try cluster.waitForHealth("http://127.0.0.1:\(port)")
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        _ = try runTool("dd", ["if=/dev/zero", "of=\(small)/fill", "bs=64k"])
+        let (status, output) = try runTool(TestCluster.binDirectory + "/master", arguments)
+        XCTAssertEqual(status, 2, output)
+        XCTAssertTrue(output.contains("filesystem is full"), output)
+        XCTAssertEqual(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, output)
+    }
+
     func testThousandsOfGarbageRequestsLeaveDaemonsCorrect() throws {
         let cluster = try TestCluster.started(volumes: 1)
         defer { cluster.shutdown() }

@@ -28,9 +28,22 @@ public final class Index: Sendable {
     private static let tombstonePrefix = Array("t/".utf8)
     private static let removalPrefix = Array("r/".utf8)
 
+    /// Free bytes the index's filesystem must have for RocksDB to open: an open writes a
+    /// new log, manifest and options file, and Debian's RocksDB aborts on an assertion
+    /// (`sync_without_flush_called_`) when those writes fail on a full disk, instead of
+    /// returning an error. Checked first, so a full disk is a one-line error.
+    public static let minimumFreeBytes = 64 * 1024
+
     public init(path: String, metrics: Metrics? = nil) throws {
         syncedWrites = metrics?.histogram("kalavara_rocksdb_write_duration_seconds",
                                           "Time of a synced RocksDB batch write (WAL fsync included)")
+        let parent = (path as NSString).deletingLastPathComponent
+        let probe = FileManager.default.fileExists(atPath: path) ? path : (parent.isEmpty ? "." : parent)
+        var info = statvfs()
+        if statvfs(probe, &info) == 0, Int(info.f_bavail) * Int(info.f_frsize) < Self.minimumFreeBytes {
+            let free = Int(info.f_bavail) * Int(info.f_frsize)
+            throw StorageError.io("cannot open index at \(path): its filesystem is full (\(free) bytes free)", ENOSPC)
+        }
         do {
             db = try RocksDB(path: path)
         } catch let failure as RocksDB.Failure {
