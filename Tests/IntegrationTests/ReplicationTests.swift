@@ -35,6 +35,27 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
         }
     }
 
+    func testReadsRotateAmongHoldersSoARetryAvoidsAHungOne() throws {
+        XCTAssertEqual(try put("spread", "both"), 201)
+        var seen: Set<String> = []
+        for _ in 0..<10 {
+            let location = try XCTUnwrap(try HTTP.send("GET", cluster.masterURL + "/store/spread").headers["Location"])
+            seen.insert(try XCTUnwrap(HTTPURL(location)).authority)
+        }
+        XCTAssertEqual(seen.count, 2, "\(seen)")
+        // One holder hangs (SIGSTOP) before the master notices: a client with a short
+        // timeout that retries reaches the other copy.
+        let hung = try XCTUnwrap(cluster.copies(of: "spread").keys.sorted().first)
+        kill(cluster.volumes[hung]!.processIdentifier, SIGSTOP)
+        defer { kill(cluster.volumes[hung]!.processIdentifier, SIGCONT) }
+        var served = 0
+        for _ in 0..<4 {
+            guard let location = try? HTTP.send("GET", cluster.masterURL + "/store/spread").headers["Location"] else { continue }
+            if let answer = try? HTTP.send("GET", location, timeout: 1), answer.text == "both" { served += 1 }
+        }
+        XCTAssertGreaterThanOrEqual(served, 2, "retries reached the copy that answers")
+    }
+
     func testReadsSurviveKillOfAHolder() throws {
         for index in 0..<20 { XCTAssertEqual(try put("k\(index)", "v\(index)"), 201) }
         let victim = cluster.copies(of: "k0").keys.sorted()[0]

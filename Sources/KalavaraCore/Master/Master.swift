@@ -22,6 +22,9 @@ public final class Master: @unchecked Sendable {
     private(set) var rebuilder: Rebuilder!
     /// True while a rebuild runs: keys not found yet may exist (reads answer 503, not 404).
     let rebuilding = Atomic(false)
+    /// Turns for read redirects: GETs rotate among the live holders of the current version,
+    /// so a client retrying after a hung holder reaches another copy.
+    let readTurns = Atomic(0)
     var isRebuilding: Bool { rebuilding.load(ordering: .relaxed) }
     private var tombstoneSweep: DispatchSourceTimer?
     private var removals: RemovalWorker!

@@ -95,9 +95,11 @@ extension Master {
         if let query, !query.isEmpty, let not = try QueryParameters(query)["not"] {
             holders.removeAll { $0 == not }
         }
-        guard let holder = holders.first else {
+        guard !holders.isEmpty else {
             return .text(503, "no live volume holds this key")
         }
+        let holder = holders.count == 1
+            ? holders[0] : holders[(readTurns.wrappingAdd(1, ordering: .relaxed).oldValue & Int.max) % holders.count]
         return .redirect(302, to: location(holder, key, PlacementTicket(version: record.version).query))
     }
 
