@@ -143,6 +143,42 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, output)
     }
 
+    func testIdleConnectionsUnderTheDefaultOpenFileLimitGet503NotAHang() throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        let port = TestCluster.freePort()
+        let master = [TestCluster.binDirectory + "/master", "-p", String(port), "-d", cluster.root + "/db", "--bind", "127.0.0.1"]
+        // Debian's default: 1,024 descriptors, soft and hard; --max-connections left at 1,024.
+        let process = try cluster.launch("/usr/bin/prlimit", ["--nofile=1024:1024"] + master, log: "master")
+        cluster.volumes[port] = process
+        let url = "http://127.0.0.1:\(port)"
+        try cluster.waitForHealth(url)
+        var idle: [Int32] = []
+        defer { idle.forEach { close($0) } }
+        for _ in 0..<900 { // more than the 768 it can admit; fewer than this test process may open
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if connected == 0 { idle.append(fd) } else { close(fd) }
+        }
+        usleep(500_000)
+        // Full: a new client is told so at once, and the master lives.
+        let started = monotonicSeconds()
+        let full = try HTTP.send("GET", url + "/health", timeout: 5)
+        XCTAssertEqual(full.status, 503, full.text)
+        XCTAssertLessThan(monotonicSeconds() - started, 2)
+        XCTAssertTrue(process.isRunning)
+        idle.forEach { close($0) }
+        idle = []
+        try waitUntil("served again", timeout: 10) { (try? HTTP.send("GET", url + "/health", timeout: 2))?.status == 200 }
+        XCTAssertTrue(cluster.logText().contains("--max-connections lowered from 1024 to 768"))
+    }
+
     func testThousandsOfGarbageRequestsLeaveDaemonsCorrect() throws {
         let cluster = try TestCluster.started(volumes: 1)
         defer { cluster.shutdown() }

@@ -44,6 +44,9 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     public let configuration: Configuration
+    /// Connections admitted at most: `configuration.maxConnections`, lowered if need be to
+    /// what the open-file limit leaves after a reserve (see `connectionBudget`).
+    public let maxConnections: Int
     let router: Router
     let httpMetrics: HTTPMetrics
     let workers = WorkerPool()
@@ -61,8 +64,29 @@ public final class HTTPServer: @unchecked Sendable {
     /// A server answering with `router`'s routes, measuring itself into `metrics`.
     public init(configuration: Configuration, router: Router, metrics: Metrics) {
         self.configuration = configuration
+        maxConnections = min(configuration.maxConnections, Self.connectionBudget())
         self.router = router
         httpMetrics = HTTPMetrics(metrics: metrics, router: router)
+    }
+
+    /// Descriptors kept back from client connections: value files being read or written,
+    /// RocksDB's files, calls to other daemons, the event loops' own.
+    static let descriptorReserve = 256
+
+    /// Raises the soft open-file limit to the hard one and returns how many client
+    /// connections fit under it with the reserve kept: at Debian's default of 1,024, about
+    /// 1,030 idle connections used to exhaust the master's descriptors (and once crashed it).
+    static func connectionBudget() -> Int {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0 else { return Int.max }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        guard limit.rlim_cur < rlim_t(Int.max) else { return Int.max } // RLIM_INFINITY is the largest value
+        return max(16, Int(limit.rlim_cur) - descriptorReserve)
     }
 
     /// Binds, listens and starts accepting. Throws a one-line error if the address is taken.
@@ -75,6 +99,10 @@ public final class HTTPServer: @unchecked Sendable {
             let loop = try EventLoop(server: self)
             loop.start(name: "event-loop-\(index)")
             loops.append(loop)
+        }
+        if maxConnections < configuration.maxConnections {
+            Log.warning("--max-connections lowered from \(configuration.maxConnections) to \(maxConnections): "
+                        + "the open-file limit allows no more (raise it with ulimit -n)")
         }
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "accept"
@@ -158,7 +186,7 @@ public final class HTTPServer: @unchecked Sendable {
     private func admit(_ fd: Int32) {
         let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
         lock.lock()
-        guard connections.count < configuration.maxConnections, !stopping else {
+        guard connections.count < maxConnections, !stopping else {
             lock.unlock()
             refuse(socket)
             return
