@@ -179,6 +179,47 @@ final class HardeningTests: XCTestCase {
         XCTAssertTrue(cluster.logText().contains("--max-connections lowered from 1024 to 768"))
     }
 
+    func testSocketsThatSendNothingLoseTheirSlotsAfterTheHeadTimeout() throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        try cluster.startMaster(volumePorts: [], extra: ["--max-connections", "20", "--head-timeout", "1"])
+        func open() -> Int32 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = in_port_t(UInt16(cluster.masterPort).bigEndian)
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            return fd
+        }
+        // A keep-alive client that has been served keeps its connection past the head timeout.
+        let client = HTTPClient(timeout: 5, maxIdlePerHost: 1)
+        let health = HTTPURL(cluster.masterURL + "/health")!
+        XCTAssertEqual(try client.send("GET", health).status, 200)
+        // Twenty sockets that send nothing fill every slot...
+        let silent = (0..<20).map { _ in open() }
+        defer { silent.forEach { close($0) } }
+        usleep(300_000)
+        XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/health").status, 503)
+        // ...for the head timeout, not the 30 s idle timeout. A trickled head goes too.
+        try waitUntil("slots free again", timeout: 4) { (try? HTTP.send("GET", cluster.masterURL + "/health"))?.status == 200 }
+        let trickle = open()
+        defer { close(trickle) }
+        _ = Array("GET /health HTTP/1.1\r\n".utf8).withUnsafeBytes { send(trickle, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        for _ in 0..<6 {
+            _ = Array("X".utf8).withUnsafeBytes { send(trickle, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            usleep(300_000)
+        }
+        var answer = [UInt8](repeating: 0, count: 512)
+        let count = answer.withUnsafeMutableBytes { recv(trickle, $0.baseAddress, $0.count, 0) }
+        XCTAssertTrue(String(decoding: answer.prefix(max(count, 0)), as: UTF8.self).hasPrefix("HTTP/1.1 408"),
+                      "the trickled head is answered 408: \(String(decoding: answer.prefix(max(count, 0)), as: UTF8.self))")
+        usleep(1_200_000)
+        XCTAssertEqual(try client.send("GET", health).status, 200, "the served connection is still usable")
+    }
+
     func testThousandsOfGarbageRequestsLeaveDaemonsCorrect() throws {
         let cluster = try TestCluster.started(volumes: 1)
         defer { cluster.shutdown() }

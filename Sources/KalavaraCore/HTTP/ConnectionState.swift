@@ -58,7 +58,17 @@ enum ConnectionState {
         return nil
     }
 
-    func timeoutAction(now: Double, readTimeout: Double, idleTimeout: Double) -> TimeoutAction? {
+    /// `freshSince`: when a connection that has not yet delivered a first head was
+    /// accepted; it gets `headTimeout` from then, whatever state it is in.
+    func timeoutAction(now: Double, readTimeout: Double, idleTimeout: Double,
+                       freshSince: Double? = nil, headTimeout: Double = .infinity) -> TimeoutAction? {
+        if let freshSince, now - freshSince > headTimeout {
+            switch self {
+            case .idle: return .closeIdle
+            case .readingHead: return .headTimedOut
+            case .working, .closed: return nil
+            }
+        }
         switch self {
         case .idle(let since): return now - since > idleTimeout ? .closeIdle : nil
         case .readingHead(let startedAt, _): return now - startedAt > readTimeout ? .headTimedOut : nil

@@ -132,7 +132,8 @@ final class EventLoop: @unchecked Sendable {
         let configuration = server.configuration
         for connection in connections {
             switch connection.state.timeoutAction(now: now, readTimeout: configuration.readTimeout,
-                                                  idleTimeout: configuration.idleTimeout) {
+                                                  idleTimeout: configuration.idleTimeout,
+                                                  freshSince: connection.freshSince, headTimeout: configuration.headTimeout) {
             case .headTimedOut?:
                 guard forget(connection) else { continue }
                 _ = connection.sendWithoutBlocking(.error(ServerConnection.headTimeout), keepAlive: false)

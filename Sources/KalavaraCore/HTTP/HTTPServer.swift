@@ -23,6 +23,10 @@ public final class HTTPServer: @unchecked Sendable {
         public var readTimeout: Double = 30
         /// How long a keep-alive connection may sit between requests.
         public var idleTimeout: Double = 30
+        /// How long a new connection has to deliver its first complete request head: a
+        /// socket that connects and sends nothing (or trickles) must not hold a slot for
+        /// the whole idle or read timeout.
+        public var headTimeout: Double = 10
         /// Open client connections at most; more are refused with `503`.
         public var maxConnections: Int = 1024
         /// On shutdown, how long requests in flight may take to finish.

@@ -19,6 +19,10 @@ final class ServerConnection: @unchecked Sendable {
     unowned let loop: EventLoop
     /// Only its owner reads or changes it (see above).
     var state: ConnectionState
+    /// When it was accepted, until its first request head has been parsed (then nil): such
+    /// a connection must deliver that head within the head timeout, whatever it sends
+    /// meanwhile (line breaks, a trickle). Touched by its event loop only.
+    var freshSince: Double?
 
     private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
@@ -28,6 +32,7 @@ final class ServerConnection: @unchecked Sendable {
         self.configuration = server.configuration
         self.loop = loop
         state = .idle(since: server.configuration.clock.now())
+        freshSince = server.configuration.clock.now()
     }
 
     // MARK: - On the event loop
@@ -73,6 +78,7 @@ final class ServerConnection: @unchecked Sendable {
                 state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
                 return .handOff
             }
+            freshSince = nil
             socket.consume(length)
             switch answerOnLoop(request, exchange) {
             case .handOff(let work):

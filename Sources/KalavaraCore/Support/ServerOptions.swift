@@ -19,6 +19,11 @@ public struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Close keep-alive connections idle this long.", valueName: "seconds"))
     var idleTimeout = 30.0
 
+    @Option(name: .customLong("head-timeout"),
+            help: ArgumentHelp("Drop a new connection that has not sent a complete request head this long after connecting.",
+                               valueName: "seconds"))
+    var headTimeout = 10.0
+
     @Option(name: .customLong("max-connections"), help: ArgumentHelp("Open client connections at most; more get 503.", valueName: "n"))
     var maxConnections = 1024
 
@@ -29,7 +34,7 @@ public struct ServerOptions: ParsableArguments {
     public init() {}
 
     public mutating func validate() throws {
-        for (flag, value) in [("--read-timeout", readTimeout), ("--idle-timeout", idleTimeout)] {
+        for (flag, value) in [("--read-timeout", readTimeout), ("--idle-timeout", idleTimeout), ("--head-timeout", headTimeout)] {
             try Self.checkSeconds(flag, value)
         }
         guard (1...1_000_000).contains(maxConnections) else {
@@ -51,6 +56,7 @@ public struct ServerOptions: ParsableArguments {
         var configuration = HTTPServer.Configuration(host: bind, port: port)
         configuration.readTimeout = readTimeout
         configuration.idleTimeout = idleTimeout
+        configuration.headTimeout = headTimeout
         configuration.maxConnections = maxConnections
         return configuration
     }
