@@ -111,7 +111,6 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         let victim = ports[1]
         cluster.killVolume(victim)
         try waitUntil("the victim is out", timeout: 15) { volumeStates()[cluster.volumeURL(victim)] == "out" }
-        let survivors = ports.filter { $0 != victim }
         // Every key back at two copies, on the volumes that count.
         try waitUntil("re-replicated", timeout: 30) {
             expected.keys.allSatisfy { key in cluster.copies(of: key).keys.filter { $0 != victim }.count == 2 }
@@ -130,7 +129,6 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         try cluster.startVolume(port: victim)
         try waitUntil("the victim is up", timeout: 10) { volumeStates()[cluster.volumeURL(victim)] == "up" }
         assertConverged(expected, counting: ports, replicas: 2)
-        _ = survivors
     }
 
     func testWritesMadeWhileAVolumeIsDownMoveToItWhenItIsBack() throws {
@@ -179,8 +177,6 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
             volumeStates()[cluster.volumeURL(drained)] == nil && volumeStates().count == 2
         }
         let remaining = cluster.volumePorts.filter { $0 != drained }
-        let stem = Set(expected.keys.map { FileStore.fileStem(try! Key($0)) })
-        _ = stem
         for key in expected.keys {
             XCTAssertEqual(get(key)?.text, expected[key]!, key)
             XCTAssertEqual(cluster.copies(of: key).keys.filter(remaining.contains).count, 1, key)

@@ -414,7 +414,7 @@ final class Reconciler: @unchecked Sendable {
                 // The index lists a copy that is not there: drop that holder; the key is
                 // looked at again with the others.
                 sources.removeAll { $0 == source }
-                if (try? master.dropHolder(key, version: record.version, holder: source)) == true {
+                if (try? master.dropCorruptHolder(key, version: record.version, holder: source, keepingLast: true)) == true {
                     Log.error("repair: \(master.registry.volume(source)?.url ?? "?") has no copy of \(key) v\(record.version); holder dropped")
                     requestKey(key)
                     return

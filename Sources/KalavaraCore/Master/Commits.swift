@@ -258,18 +258,6 @@ extension Master {
         }
     }
 
-    /// The reconciler found that a holder lacks its copy (a copy source answered 404):
-    /// the holder is dropped as if the copy were corrupt.
-    func dropHolder(_ key: Key, version: UInt64, holder: UInt16) throws -> Bool {
-        try keyLocks.withLock(for: key) { () throws -> Bool in
-            guard var record = try index.record(for: key), !record.isTombstone, record.version == version,
-                  record.holders.contains(holder), record.holders.count > 1 else { return false }
-            record.holders.removeAll { $0 == holder }
-            try index.setRecord(record, for: key)
-            return true
-        }
-    }
-
     /// `POST /internal/corrupt?key=K&ver=V&h=URL`: a volume found its copy of V bad (and
     /// moved it to quarantine). The holder is dropped and the key repaired from another.
     /// `?file=STEM.VERSION&h=URL` instead: a file whose header is too damaged to name its
@@ -296,11 +284,13 @@ extension Master {
         return .text(200, dropped ? "holder dropped" : "not current")
     }
 
-    /// Drops `holder` from the key's record if it holds the current version `version`.
-    func dropCorruptHolder(_ key: Key, version: UInt64, holder: UInt16) throws -> Bool {
+    /// Drops `holder` from the key's record if it holds the current version `version`: its
+    /// copy is corrupt, or missing (a copy source answered 404). With `keepingLast`, not
+    /// the last holder: a missing file may be a transient error, a corrupt one is known bad.
+    func dropCorruptHolder(_ key: Key, version: UInt64, holder: UInt16, keepingLast: Bool = false) throws -> Bool {
         try keyLocks.withLock(for: key) { () throws -> Bool in
             guard var record = try index.record(for: key), !record.isTombstone, record.version == version,
-                  record.holders.contains(holder) else { return false }
+                  record.holders.contains(holder), !keepingLast || record.holders.count > 1 else { return false }
             record.holders.removeAll { $0 == holder }
             try index.setRecord(record, for: key)
             return true

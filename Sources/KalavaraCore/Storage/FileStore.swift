@@ -236,8 +236,7 @@ public final class FileStore: @unchecked Sendable {
     /// meanwhile). Returns whether a file moved.
     @discardableResult
     public func quarantine(_ key: Key, version: UInt64, checked: StoredValue? = nil) throws -> Bool {
-        let directory = root + "/quarantine"
-        if mkdir(directory, 0o755) != 0, errno != EEXIST { throw StorageError.io("cannot create \(directory)", errno) }
+        let directory = try quarantineDirectory()
         let stem = Self.fileStem(key)
         let current = path(stem: stem, version: version)
         if let checked {
@@ -283,13 +282,22 @@ public final class FileStore: @unchecked Sendable {
         }
     }
 
-    /// Moves a file whose header cannot be read to quarantine, by name.
-    public func quarantine(fileNamed name: String) throws {
+    /// Moves a file whose header cannot be read to quarantine, by name. Returns whether it moved.
+    @discardableResult
+    public func quarantine(fileNamed name: String) throws -> Bool {
+        let directory = try quarantineDirectory()
+        guard let dot = name.lastIndex(of: ".") else { return false }
+        let stem = String(name[..<dot])
+        guard rename(bucket(forStem: stem) + "/" + name, directory + "/" + name) == 0 else { return false }
+        countChange(-1)
+        return true
+    }
+
+    /// `DIR/quarantine`, made on first use.
+    private func quarantineDirectory() throws -> String {
         let directory = root + "/quarantine"
         if mkdir(directory, 0o755) != 0, errno != EEXIST { throw StorageError.io("cannot create \(directory)", errno) }
-        guard let dot = name.lastIndex(of: ".") else { return }
-        let stem = String(name[..<dot])
-        if rename(bucket(forStem: stem) + "/" + name, directory + "/" + name) == 0 { countChange(-1) }
+        return directory
     }
 
     // MARK: Removing

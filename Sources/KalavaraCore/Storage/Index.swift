@@ -40,8 +40,7 @@ public final class Index: Sendable {
         let parent = (path as NSString).deletingLastPathComponent
         let probe = FileManager.default.fileExists(atPath: path) ? path : (parent.isEmpty ? "." : parent)
         var info = statvfs()
-        if statvfs(probe, &info) == 0, Int(info.f_bavail) * Int(info.f_frsize) < Self.minimumFreeBytes {
-            let free = Int(info.f_bavail) * Int(info.f_frsize)
+        if statvfs(probe, &info) == 0, case let free = Int(info.f_bavail) * Int(info.f_frsize), free < Self.minimumFreeBytes {
             throw StorageError.io("cannot open index at \(path): its filesystem is full (\(free) bytes free)", ENOSPC)
         }
         do {

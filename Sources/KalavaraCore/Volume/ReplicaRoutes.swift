@@ -51,10 +51,9 @@ extension Volume {
     /// target checks before it keeps them; a copy that fails it here too is quarantined.
     func copyOut(_ key: Key, _ parameters: QueryParameters) throws -> HTTPResponse {
         guard let version = parameters["ver"].flatMap(UInt64.init),
-              let target = parameters["to"].flatMap(VolumeRegistry.normalize), let targetBase = HTTPURL(target) else {
+              let target = parameters["to"].flatMap(VolumeRegistry.normalize) else {
             throw HTTPError(400, "copy needs ver and a target volume URL (to)")
         }
-        _ = targetBase
         guard let value = try store.open(key, version: version) else { return .text(404, "no copy of that version here") }
         if let declared = value.declaredSize, declared != value.size {
             quarantine(value, reason: "has the wrong size")

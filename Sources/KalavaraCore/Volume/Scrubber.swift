@@ -181,7 +181,7 @@ final class Scrubber: @unchecked Sendable {
             guard let opened = try volume.store.open(fileNamed: name) else { return nil }
             value = opened
         } catch StorageError.corrupt(let reason) {
-            try? volume.store.quarantine(fileNamed: name)
+            _ = try? volume.store.quarantine(fileNamed: name)
             countCorrupt()
             Log.error("scrub: \(reason): moved to quarantine")
             volume.master.reportDamaged(fileNamed: name)

@@ -78,11 +78,8 @@ extension Volume {
         do {
             return try store.open(key, version: version)
         } catch StorageError.corrupt(let reason) {
-            try? store.quarantine(fileNamed: FileStore.fileStem(key) + "." + String(version))
-            journal.strike(key, version: version)
-            scrubber.countCorrupt()
-            Log.error("\(reason): moved to quarantine")
-            afterAnswer { [self] in master.reportCorrupt(key, version: version) }
+            guard (try? store.quarantine(fileNamed: FileStore.fileStem(key) + "." + String(version))) == true else { return nil }
+            tookOutOfService(key, version, because: reason)
             return nil
         }
     }
@@ -111,9 +108,15 @@ extension Volume {
             Log.error("cannot quarantine \(key) v\(version): \(error)")
             return
         }
+        tookOutOfService(key, version, because: "\(key) v\(version) \(reason)")
+    }
+
+    /// After a copy moved to quarantine: no longer pending, counted, logged, and reported
+    /// to the master (which drops this holder and has the key copied again).
+    private func tookOutOfService(_ key: Key, _ version: UInt64, because reason: String) {
         journal.strike(key, version: version)
         scrubber.countCorrupt()
-        Log.error("\(key) v\(version) \(reason): moved to quarantine")
+        Log.error("\(reason): moved to quarantine")
         afterAnswer { [self] in master.reportCorrupt(key, version: version) }
     }
 }
