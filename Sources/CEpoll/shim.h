@@ -22,3 +22,9 @@ static inline int kalavara_thread_idle_priority(void) {
 static inline int kalavara_start_writeback(int fd, long long offset, long long count) {
     return (int)syscall(SYS_sync_file_range, fd, offset, count, 2 /* SYNC_FILE_RANGE_WRITE */);
 }
+
+// rename(2) that fails with EEXIST instead of replacing the target (renameat2 with
+// RENAME_NOREPLACE, not exported by Swift's Glibc): a version of a value is written once.
+static inline int kalavara_rename_noreplace(const char *from, const char *to) {
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */);
+}

@@ -114,7 +114,7 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
     }
 
     func testMasterKilledBetweenRedirectAndWriteLeavesNoValue() throws {
-        let redirect = try HTTP.send("PUT", cluster.masterURL + "/store/limbo", body: [1])
+        let redirect = try HTTP.send("PUT", cluster.masterURL + "/store/limbo", body: Array("limbo".utf8))
         XCTAssertEqual(redirect.status, 307)
         cluster.killMaster()
         let answer = try HTTP.send("PUT", redirect.headers["Location"]!, body: Array("limbo".utf8))

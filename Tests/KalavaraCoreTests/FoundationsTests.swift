@@ -60,10 +60,10 @@ final class FoundationsTests: XCTestCase {
     func testRouterResolvesExactBeforePrefixAndAnswersAllow() throws {
         let ok: Route.Handler = { _, _ in .text(200, "ok") }
         let router = Router([
-            Route("read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, ok),
-            Route("write", .prefix("/store/"), methods: ["PUT", "DELETE"], ok),
-            Route("list", .exact("/store/"), methods: ["GET"], ok),
-            Route("health", .exact("/health"), methods: ["GET"], on: .eventLoop, ok),
+            Route("read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open, ok),
+            Route("write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .open, ok),
+            Route("list", .exact("/store/"), methods: ["GET"], access: .open, ok),
+            Route("health", .exact("/health"), methods: ["GET"], on: .eventLoop, access: .open, ok),
         ])
         func name(_ method: String, _ path: String) throws -> String {
             switch router.resolve(try request(method, path)) {
@@ -112,7 +112,7 @@ final class FoundationsTests: XCTestCase {
         configuration.idleTimeout = 30
         configuration.readTimeout = 30
         let server = HTTPServer(configuration: configuration, router: Router([
-            Route("health", .exact("/health"), methods: ["GET"], on: .eventLoop) { _, _ in .text(200, "ok") },
+            Route("health", .exact("/health"), methods: ["GET"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
         ]), metrics: Metrics())
         try server.start()
         defer { server.stop() }

@@ -6,7 +6,7 @@ import Foundation
 public final class HealthMonitor: @unchecked Sendable {
     private let registry: VolumeRegistry
     private let masterURL: String
-    private let client = HTTPClient(timeout: 1, maxIdlePerHost: 1)
+    private let client: HTTPClient
     private let queue = DispatchQueue(label: "health", attributes: .concurrent)
     private let interval: Double
     /// Made by `start`, so a monitor that never started holds no inactive source (releasing
@@ -16,7 +16,8 @@ public final class HealthMonitor: @unchecked Sendable {
     private let lock = NSLock()
     private var inFlight: Set<UInt16> = []
 
-    public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1) {
+    public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
+        client = HTTPClient(timeout: 1, maxIdlePerHost: 1, secret: secret)
         self.registry = registry
         self.masterURL = masterURL
         self.interval = interval
@@ -49,13 +50,9 @@ public final class HealthMonitor: @unchecked Sendable {
     }
 
     private func check(_ volume: VolumeRegistry.Volume) {
-        var headers = HTTPHeaders()
-        headers.add(VolumeHeaders.master, masterURL)
-        headers.add(VolumeHeaders.selfURL, volume.url)
         var succeeded = false
         var free: Int?, count: Int?, unknown: Int?
-        if let response = try? client.send("GET", HTTPURL(volume.url + "/health")!, headers: headers),
-           response.status == 200 {
+        if let response = try? Self.ask(volume.url, masterURL: masterURL, client: client) {
             succeeded = true
             free = response.headers[VolumeHeaders.freeBytes].flatMap { Int($0) }
             count = response.headers[VolumeHeaders.valueCount].flatMap { Int($0) }
@@ -65,5 +62,24 @@ public final class HealthMonitor: @unchecked Sendable {
                                              unknownFiles: unknown) {
             if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }
         }
+    }
+
+    /// One health check: `GET /health`, telling the volume who asks and the URL it is known
+    /// by. The answer counts only with status 200 and, in a signed cluster, the volume's
+    /// signature over its data bound to this check's signature: proof that the volume holds
+    /// the cluster secret (which is also what an operator's `add-volume` asks for).
+    static func ask(_ volumeURL: String, masterURL: String, client: HTTPClient) throws -> ClientResponse? {
+        guard let url = HTTPURL(volumeURL + "/health") else { return nil }
+        var headers = HTTPHeaders()
+        headers.add(VolumeHeaders.master, masterURL)
+        headers.add(VolumeHeaders.selfURL, volumeURL)
+        headers = client.signed("GET", url, headers: headers)
+        let response = try client.send("GET", url, headers: headers)
+        guard response.status == 200 else { return nil }
+        if let secret = client.secret,
+           !SignedCall.verifyHealthAnswer(response.headers, requestHeaders: headers, secret: secret) {
+            return nil
+        }
+        return response
     }
 }

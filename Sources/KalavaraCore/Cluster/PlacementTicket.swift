@@ -1,8 +1,11 @@
+import Foundation
+
 /// What the master tells a volume in a redirect's query string: which version this write
 /// or read is, where to commit it, and which volumes hold or will hold it.
 ///
-/// Versioned (`t=1`) so later fields (a signature) can be added without confusing older
-/// volumes; the volume treats it as opaque input and validates every field.
+/// Versioned (`t=1`) so fields can be added without confusing older volumes; the volume
+/// validates every field, and in a signed cluster acts on none before the signature
+/// (`verified`) says the master issued it for this operation on this key.
 public struct PlacementTicket: Equatable, Sendable {
     static let currentFormat = "1"
 
@@ -14,23 +17,87 @@ public struct PlacementTicket: Equatable, Sendable {
     public var holders: [String]
     /// The write's request id (see `RequestID`), for the logs; writes only.
     public var requestID: String?
+    /// Signed clusters: when the ticket stops being valid (Unix seconds).
+    public var expires: UInt64?
+    /// The body length the client announced to the master (`Content-Length`), or -1 for
+    /// "not empty" (a chunked body whose first chunk the master saw): a client that
+    /// follows the redirect without resending its body is refused instead of storing an
+    /// empty value. PUT tickets only.
+    public var length: Int?
+    /// Signed clusters: HMAC-SHA256 (hex) over what the ticket grants (see `signedText`).
+    public var signature: String?
 
-    public init(version: UInt64, master: String? = nil, holders: [String] = [], requestID: String? = nil) {
+    public init(version: UInt64, master: String? = nil, holders: [String] = [], requestID: String? = nil,
+                expires: UInt64? = nil, length: Int? = nil) {
         self.version = version
         self.master = master
         self.holders = holders
         self.requestID = requestID
+        self.expires = expires
+        self.length = length
+    }
+
+    /// What a ticket lets its bearer do on a volume.
+    public enum Operation: String, Sendable {
+        /// GET or HEAD.
+        case read
+        case put
+        case delete
+
+        public init?(method: String) {
+            switch method {
+            case "GET", "HEAD": self = .read
+            case "PUT": self = .put
+            case "DELETE": self = .delete
+            default: return nil
+            }
+        }
+    }
+
+    /// The text the signature covers: the operation, the key, and every field.
+    func signedText(_ operation: Operation, _ key: Key) -> String {
+        "KALAVARA-TICKET-1\n\(operation.rawValue)\n\(key.pathComponent)\n\(version)\n\(master ?? "")\n"
+            + "\(holders.joined(separator: ","))\n\(requestID ?? "")\n\(expires.map(String.init) ?? "")\n"
+            + (length.map(String.init) ?? "")
+    }
+
+    /// This ticket, signed for one operation on one key.
+    public func signed(for operation: Operation, _ key: Key, secret: ClusterSecret) -> PlacementTicket {
+        var ticket = self
+        ticket.signature = secret.sign(signedText(operation, key))
+        return ticket
+    }
+
+    /// In a signed cluster, a ticket must be signed for exactly this operation on this key
+    /// and still valid; otherwise `403`. The volume acts on no field of a ticket before this.
+    public static func verified(_ ticket: PlacementTicket?, for operation: Operation, _ key: Key, secret: ClusterSecret?,
+                                now: Double = Date().timeIntervalSince1970) throws -> PlacementTicket? {
+        guard let secret else { return ticket }
+        guard let ticket, let signature = ticket.signature else {
+            throw HTTPError(403, "this cluster is signed: go through the master, whose redirect carries a signed ticket")
+        }
+        guard let expires = ticket.expires, secret.verify(signature, of: ticket.signedText(operation, key)) else {
+            throw HTTPError(403, "the ticket's signature is not valid for this \(operation.rawValue) of this key")
+        }
+        guard Double(expires) >= now else { throw HTTPError(403, "the ticket has expired: ask the master again") }
+        return ticket
     }
 
     public var query: String {
         // A read's ticket names only the version: built directly, it is on the hot path.
-        if master == nil, holders.isEmpty { return "t=\(Self.currentFormat)&ver=\(version)" }
+        if master == nil, holders.isEmpty, length == nil {
+            guard let signature, let expires else { return "t=\(Self.currentFormat)&ver=\(version)" }
+            return "t=\(Self.currentFormat)&ver=\(version)&x=\(expires)&sig=\(signature)"
+        }
         var parameters = QueryParameters()
         parameters.add("t", Self.currentFormat)
         parameters.add("ver", String(version))
         if let master { parameters.add("m", master) }
         if !holders.isEmpty { parameters.add("h", holders.joined(separator: ",")) }
         if let requestID { parameters.add("rid", requestID) }
+        if let length { parameters.add("n", String(length)) }
+        if let expires { parameters.add("x", String(expires)) }
+        if let signature { parameters.add("sig", signature) }
         return parameters.encoded
     }
 
@@ -54,5 +121,40 @@ public struct PlacementTicket: Equatable, Sendable {
             guard RequestID.isValid(requestID) else { throw HTTPError(400, "placement ticket has a bad request id") }
             self.requestID = requestID
         }
+        if let text = parameters["n"] {
+            guard let value = Int(text), value >= -1 else { throw HTTPError(400, "placement ticket has a bad length") }
+            length = value
+        }
+        if let text = parameters["x"] {
+            guard let value = UInt64(text) else { throw HTTPError(400, "placement ticket has a bad expiry") }
+            expires = value
+        }
+        signature = parameters["sig"]
+    }
+
+    /// A PUT's body must be the one the client announced to the master: a client that
+    /// followed the redirect without resending it (a spent generator) would store a
+    /// different value. Checked against the framing before any byte is read, and against
+    /// the count received for a chunked body.
+    public func checkBodyLength(_ framing: BodyFraming) throws {
+        guard let length else { return }
+        switch framing {
+        case .none, .length:
+            let announced = framing.declaredLength ?? 0
+            if length == -1 ? announced == 0 : announced != length { throw Self.wrongBody(length, announced) }
+        case .chunked, .untilClose:
+            break // counted as it arrives (checkReceived)
+        }
+    }
+
+    public func checkReceived(_ count: Int) throws {
+        guard let length else { return }
+        if length == -1 ? count == 0 : count != length { throw Self.wrongBody(length, count) }
+    }
+
+    private static func wrongBody(_ expected: Int, _ got: Int) -> HTTPError {
+        HTTPError(400, "the client did not resend the body it announced to the master ("
+                  + (expected == -1 ? "a non-empty body" : "\(expected) bytes") + ", got \(got)): "
+                  + "follow the redirect with the same body", closesConnection: true)
     }
 }

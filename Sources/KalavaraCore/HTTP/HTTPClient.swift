@@ -13,14 +13,18 @@ public struct ClientResponse: Sendable {
 /// not pay a TCP handshake, and it parses answers with the server's own parser.
 public final class HTTPClient: @unchecked Sendable {
     public let timeout: Double
+    /// In a signed cluster: every request this client sends carries the cluster's signature
+    /// (see `SignedCall`).
+    public let secret: ClusterSecret?
     private let maxIdlePerHost: Int
     private let lock = NSLock()
     private var idle: [String: [BufferedSocket]] = [:]
     /// The largest answer body read into memory.
     public static let maxResponseBody = 16 * 1024 * 1024
 
-    public init(timeout: Double = 5, maxIdlePerHost: Int = 32) {
+    public init(timeout: Double = 5, maxIdlePerHost: Int = 32, secret: ClusterSecret? = nil) {
         self.timeout = timeout
+        self.secret = secret
         self.maxIdlePerHost = maxIdlePerHost
     }
 
@@ -28,6 +32,7 @@ public final class HTTPClient: @unchecked Sendable {
     /// cannot be reached or the exchange breaks.
     public func send(_ method: String, _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(),
                      body: [UInt8] = []) throws -> ClientResponse {
+        let headers = signed(method, url, headers: headers, body: body)
         var head = "\(method) \(url.pathAndQuery) HTTP/1.1\r\nHost: \(url.authority)\r\n"
         for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
         if !body.isEmpty || method == "POST" || method == "PUT" { head += "Content-Length: \(body.count)\r\n" }
@@ -49,6 +54,16 @@ public final class HTTPClient: @unchecked Sendable {
         } catch is StaleConnection {
             throw ConnectionError.closedByPeer
         }
+    }
+
+    /// The headers with the cluster's signature added (unless they carry one already, or
+    /// the cluster is open): for callers that need the signature they send (health checks
+    /// bind the answer's signature to it).
+    public func signed(_ method: String, _ url: HTTPURL, headers: HTTPHeaders, body: [UInt8] = []) -> HTTPHeaders {
+        guard let secret, headers[SignedCall.signatureHeader] == nil else { return headers }
+        var headers = headers
+        SignedCall.sign(&headers, method: method, target: url.pathAndQuery, body: body, length: body.count, secret: secret)
+        return headers
     }
 
     private struct StaleConnection: Error {}
@@ -115,6 +130,10 @@ public final class HTTPClient: @unchecked Sendable {
     /// fresh connection, closed afterwards.
     public func startUpload(_ method: String, _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(),
                             contentLength: Int?) throws -> StreamingUpload {
+        var headers = headers
+        if let secret {
+            SignedCall.sign(&headers, method: method, target: url.pathAndQuery, body: nil, length: contentLength, secret: secret)
+        }
         let socket = try Self.connect(url, timeout: timeout)
         return try StreamingUpload(socket: socket, url: url, method: method, headers: headers, contentLength: contentLength)
     }

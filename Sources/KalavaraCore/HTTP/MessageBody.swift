@@ -86,6 +86,27 @@ public final class MessageBody {
         }
     }
 
+    /// For a chunked body the client sends without waiting for `100 Continue`: whether it
+    /// is empty, from its first chunk-size line, waiting up to `seconds` for that line to
+    /// arrive. Nil when it cannot tell (another framing, the client waits for 100, the
+    /// line is late). Consumes nothing.
+    func peekChunkedIsEmpty(waiting seconds: Double) -> Bool? {
+        guard case .chunkSize = state, beforeFirstRead == nil, bytesRead == 0 else { return nil }
+        let deadline = monotonicSeconds() + seconds
+        while true {
+            let bytes = socket.buffered
+            if let end = bytes.firstIndex(of: ASCII.lf) {
+                var line = Array(bytes[0..<end])
+                if line.last == ASCII.cr { line.removeLast() }
+                return (try? Self.parseChunkSize(line)).map { $0 == 0 }
+            }
+            let left = deadline - monotonicSeconds()
+            guard left > 0, bytes.count < HTTPLimits.maxChunkLineBytes else { return nil }
+            var poller = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, Int32(max(1, left * 1000))) == 1, (try? socket.fill()) == true else { return nil }
+        }
+    }
+
     /// Reads the whole body into memory; bodies over `limit` bytes are refused with 413.
     public func readAll(limit: Int) throws -> [UInt8] {
         var result: [UInt8] = []

@@ -31,17 +31,20 @@ public final class Route: Sendable {
     public let path: Path
     public let methods: [String]
     public let execution: Execution
+    /// Who may call it: the router refuses anyone else before the handler runs.
+    public let access: Access
     public let handler: Handler
     /// The path's bytes, for matching without String's Unicode machinery.
     private let pattern: [UInt8]
     private let isPrefix: Bool
 
-    public init(_ name: String, _ path: Path, methods: [String], on execution: Execution = .worker,
+    public init(_ name: String, _ path: Path, methods: [String], on execution: Execution = .worker, access: Access,
                 _ handler: @escaping Handler) {
         self.name = name
         self.path = path
         self.methods = methods
         self.execution = execution
+        self.access = access
         self.handler = handler
         switch path {
         case .exact(let text): pattern = Array(text.utf8); isPrefix = false
@@ -71,8 +74,17 @@ public struct Router: Sendable {
         case methodNotAllowed([String])
     }
 
-    /// Exact paths are tried before prefixes; otherwise routes are tried in order.
-    public init(_ routes: [Route]) {
+    /// Exact paths are tried before prefixes; otherwise routes are tried in order. Each
+    /// route's handler runs only for requests `gate` lets through for its `access`.
+    public init(_ routes: [Route], gate: AccessGate = .open) {
+        let routes = routes.map { route in
+            guard route.access != .open, route.access != .ticket, gate.secret != nil || gate.credentials != nil else { return route }
+            let handler = route.handler, access = route.access
+            return Route(route.name, route.path, methods: route.methods, on: route.execution, access: access) { request, body in
+                if let refusal = gate.refusal(request, access) { return refusal }
+                return try handler(request, body)
+            }
+        }
         let exact = routes.filter { if case .exact = $0.path { return true } else { return false } }
         self.routes = exact + routes.filter { if case .prefix = $0.path { return true } else { return false } }
     }

@@ -30,13 +30,16 @@ final class Rebuilder: @unchecked Sendable {
     }
 
     private unowned let master: Master
-    private let client = HTTPClient(timeout: 60, maxIdlePerHost: 4)
+    private let client: HTTPClient
     private let progress = Mutex(Progress())
     static let pageSize = 1000
     /// How long a volume that does not answer is retried before the rebuild goes on without it.
     static let patience = 60.0
 
-    init(master: Master) { self.master = master }
+    init(master: Master) {
+        self.master = master
+        client = HTTPClient(timeout: 60, maxIdlePerHost: 4, secret: master.gate.secret)
+    }
 
     var snapshot: Progress { progress.withLock { $0 } }
 
@@ -141,7 +144,7 @@ final class Rebuilder: @unchecked Sendable {
                 try master.index.queueRemoval(&changes, volume: holder, key: entry.key, below: record.version)
             } else {
                 changes.setRecord(IndexRecord(version: entry.version, size: entry.size, holders: [holder],
-                                              floor: current?.floor ?? 0), for: entry.key)
+                                              floor: current?.floor ?? 0, checksum: entry.checksum), for: entry.key)
                 if let record = current, !record.isTombstone {
                     for old in record.holders {
                         try master.index.queueRemoval(&changes, volume: old, key: entry.key, below: entry.version)

@@ -57,8 +57,8 @@ final class Reconciler: @unchecked Sendable {
 
     private unowned let master: Master
     private let replicas: Int
-    private let copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8)
-    private let noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4)
+    private let copyClient: HTTPClient
+    private let noticeClient: HTTPClient
     private let limiter: RateLimiter
     /// Index records examined per second at most (the walk's own CPU: on this VM's two
     /// vCPUs even an idle-class thread slowed the event loop while it ran flat out).
@@ -99,6 +99,8 @@ final class Reconciler: @unchecked Sendable {
     init(master: Master, replicas: Int, copiesInFlight: Int, bytesPerSecond: Double, interval: Double,
          keysPerSecond: Double = 0) {
         scanLimiter = RateLimiter(bytesPerSecond: keysPerSecond)
+        copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8, secret: master.gate.secret)
+        noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4, secret: master.gate.secret)
         self.master = master
         self.replicas = replicas
         slots = DispatchSemaphore(value: max(1, copiesInFlight))

@@ -7,14 +7,15 @@ import Foundation
 /// - a commit older than the key's current version (value or tombstone), or at or below
 ///   its fence (`floor`), is refused with `409`, so concurrent writers converge on the
 ///   newest version the master issued, and a version declared an orphan stays one;
-/// - a commit of the current version again is accepted (a volume retrying after a lost
-///   answer), so commits are idempotent;
+/// - a commit of the current version again is accepted only for the identical content
+///   (same holders, size and checksum: a volume retrying after a lost answer), so commits
+///   are idempotent and a version is never rewritten;
 /// - a commit whose ticket is older than the ticket lifetime is refused: tombstones are
 ///   kept exactly that long, so no late write can resurrect a deleted key.
 /// Copies that stop being current (a delete, an overwrite) are queued for removal in the
 /// same synced batch as the record, so none is forgotten even if its volume crashes.
 extension Master {
-    /// `POST /internal/commit?op=put|delete&key=K&ver=V&size=S&h=URL,URL`
+    /// `POST /internal/commit?op=put|delete&key=K&ver=V&size=S&crc=HEX&h=URL,URL`
     func commit(_ parameters: QueryParameters) throws -> HTTPResponse {
         let key = try Key(parameters.bytes("key") ?? [])
         let version = try issuedVersion(parameters)
@@ -28,7 +29,12 @@ extension Master {
             guard let size = parameters["size"].flatMap(UInt64.init) else { throw HTTPError(400, "commit without a size") }
             let holders = try holderIDs(parameters["h"] ?? "")
             guard !holders.isEmpty else { throw HTTPError(400, "commit without holders") }
-            return try commitWrite(key, IndexRecord(version: version, size: size, holders: holders))
+            var checksum: UInt32?
+            if let text = parameters["crc"] {
+                guard let value = UInt32(text, radix: 16) else { throw HTTPError(400, "commit with a bad crc") }
+                checksum = value
+            }
+            return try commitWrite(key, IndexRecord(version: version, size: size, holders: holders, checksum: checksum))
         case "delete":
             return try commitDelete(key, version: version)
         default:
@@ -41,7 +47,10 @@ extension Master {
             let current = try index.record(for: key)
             if let current {
                 if current.version == record.version, !current.isTombstone {
-                    return current.holders == record.holders ? .text(200, "committed") : .text(409, "version already used")
+                    let same = current.holders == record.holders && current.size == record.size
+                        && current.checksum == record.checksum
+                    return same ? .text(200, "committed")
+                        : .text(409, "version \(record.version) is already committed with other content or holders")
                 }
                 if current.rulesOut(record.version) || current.version == record.version {
                     return .text(409, "a newer version (\(max(current.version, current.floor))) rules this write out")
@@ -301,8 +310,10 @@ extension Master {
     /// scrub's backstop against leaked copies. Each line is answered `keep`, `drop` (the
     /// index positively knows a newer version or a delete of the key) or `unknown` (no
     /// record: a rebuild may still need the file). While a rebuild runs, everything is `keep`.
-    func wanted(_ body: MessageBody) throws -> HTTPResponse {
-        let text = String(decoding: try body.readAll(limit: 4 << 20), as: UTF8.self)
+    func wanted(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
+        let bytes = try body.readAll(limit: 4 << 20)
+        try SignedCall.verifyBody(request, bytes, secret: gate.secret)
+        let text = String(decoding: bytes, as: UTF8.self)
         var answers: [String] = []
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: " ", maxSplits: 1)

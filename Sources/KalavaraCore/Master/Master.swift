@@ -15,6 +15,8 @@ public final class Master: @unchecked Sendable {
     let clock: VersionClock
     let keyLocks = StripedLock()
     let metrics = Metrics()
+    /// Who may call what: the cluster secret and the client credentials.
+    let gate: AccessGate
     let commits: (put: Counter, delete: Counter, holders: Counter)
     private let health: HealthMonitor
     /// Healing: the placement reconciler and the index rebuild.
@@ -32,12 +34,13 @@ public final class Master: @unchecked Sendable {
 
     public init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
+        gate = try AccessGate(configuration: configuration.secretFile, authFile: configuration.authFile)
         index = try Index(path: configuration.databasePath, metrics: metrics)
         registry = try VolumeRegistry(index: index, seeds: configuration.volumes, outAfter: configuration.outAfter)
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })
         health = HealthMonitor(registry: registry, masterURL: configuration.advertisedURL,
-                               interval: configuration.healthInterval)
+                               interval: configuration.healthInterval, secret: gate.secret)
         commits = (metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "put")]),
                    metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "delete")]),
                    metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "holders")]))
@@ -66,6 +69,7 @@ public final class Master: @unchecked Sendable {
     public func start() throws {
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
+        gate.announce()
         health.start()
         removals = RemovalWorker(master: self, interval: configuration.healthInterval)
         removals.start()

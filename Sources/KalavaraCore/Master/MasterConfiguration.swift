@@ -22,6 +22,12 @@ public struct MasterConfiguration: Sendable {
     public var repairInterval = 3600.0
     /// Index records a placement pass examines per second at most (0: unlimited).
     public var repairScanRate = 500_000.0
+    /// `--secret-file`: a signed cluster (nil: open).
+    public var secretFile: String?
+    /// `--auth-file`: client credentials (nil: no client authentication).
+    public var authFile: String?
+    /// How long a read ticket (a GET redirect) stays valid in a signed cluster.
+    public var readTicketLifetime = 600.0
 
     public init() {}
 
@@ -84,12 +90,22 @@ public struct MasterCommand: DaemonCommand {
             help: ArgumentHelp("Index records a placement pass examines per second at most (0: unlimited).", valueName: "keys"))
     var repairScanRate = 500_000.0
 
+    @Option(name: .customLong("auth-file"),
+            help: ArgumentHelp("Client credentials, NAME SECRET RIGHTS per line (read,write,admin): ask for HTTP Basic. Re-read on SIGHUP.",
+                               valueName: "path"))
+    var authFile: String?
+
+    @Option(name: .customLong("read-ticket-lifetime"),
+            help: ArgumentHelp("With --secret-file: how long a GET redirect stays valid.", valueName: "seconds"))
+    var readTicketLifetime = 600.0
+
     @OptionGroup var server: ServerOptions
 
     public init() {}
 
     public mutating func validate() throws {
         try ServerOptions.checkPort(port)
+        try ServerOptions.checkSeconds("--read-ticket-lifetime", readTicketLifetime)
         guard (1...16).contains(replicas) else { throw ValidationError("--replicas wants a whole number in 1...16, not \(replicas)") }
         try ServerOptions.checkSeconds("--ticket-lifetime", ticketLifetime)
         try ServerOptions.checkSeconds("--out-after", outAfter)
@@ -125,6 +141,9 @@ public struct MasterCommand: DaemonCommand {
         configuration.repairRate = repairRate * 1024 * 1024
         configuration.repairInterval = repairEvery
         configuration.repairScanRate = repairScanRate
+        configuration.secretFile = server.secretFile
+        configuration.authFile = authFile
+        configuration.readTicketLifetime = readTicketLifetime
         if let advertise {
             configuration.advertisedURL = VolumeRegistry.normalize(advertise)!
         } else {

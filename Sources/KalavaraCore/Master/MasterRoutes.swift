@@ -3,60 +3,61 @@ import Foundation
 /// Which handler answers which request on the master.
 extension Master {
     /// Every route of the master, once. Index lookups are answered on the event loop;
-    /// anything that writes, lists or reads a body runs on a worker.
+    /// anything that writes, lists or reads a body runs on a worker. Each says who may call
+    /// it (`access`); the gate enforces that before the handler runs.
     var router: Router {
         Router([
-            Route("store-list", .exact("/store/"), methods: ["GET", "HEAD"]) { [unowned self] request, _ in
+            Route("store-list", .exact("/store/"), methods: ["GET", "HEAD"], access: .client(.read)) { [unowned self] request, _ in
                 try listKeys(request)
             },
-            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
+            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .client(.read)) { [unowned self] request, _ in
                 try redirectRead(try Self.key(request), request.query)
             },
-            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"]) { [unowned self] request, _ in
-                request.method == "PUT" ? try redirectWrite(try Self.key(request), request) : try redirectDelete(try Self.key(request))
+            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .client(.write)) { [unowned self] request, body in
+                request.method == "PUT" ? try redirectWrite(try Self.key(request), request, body) : try redirectDelete(try Self.key(request))
             },
-            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop) { _, _ in .text(200, "ok") },
-            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
+            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
+            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
                 .metrics(metrics)
             },
-            Route("add-volume", .exact("/admin/add-volume"), methods: ["POST"]) { [unowned self] request, body in
+            Route("add-volume", .exact("/admin/add-volume"), methods: ["POST"], access: .registration) { [unowned self] request, body in
                 try addVolume(request, body)
             },
-            Route("volumes", .exact("/admin/volumes"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
+            Route("volumes", .exact("/admin/volumes"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
                 try listVolumes()
             },
-            Route("remove-volume", .exact("/admin/remove-volume"), methods: ["POST"]) { [unowned self] _, body in
+            Route("remove-volume", .exact("/admin/remove-volume"), methods: ["POST"], access: .client(.admin)) { [unowned self] _, body in
                 try removeVolume(body)
             },
-            Route("repair", .exact("/admin/repair"), methods: ["GET", "HEAD", "POST"]) { [unowned self] request, _ in
+            Route("repair", .exact("/admin/repair"), methods: ["GET", "HEAD", "POST"], access: .client(.admin)) { [unowned self] request, _ in
                 if request.method == "POST" {
                     reconciler.requestPass()
                     return .text(202, "repair pass requested")
                 }
                 return try .json(200, reconciler.snapshot)
             },
-            Route("rebuild", .exact("/admin/rebuild"), methods: ["GET", "HEAD", "POST"]) { [unowned self] request, _ in
+            Route("rebuild", .exact("/admin/rebuild"), methods: ["GET", "HEAD", "POST"], access: .client(.admin)) { [unowned self] request, _ in
                 if request.method == "POST" {
                     return .text(202, try rebuilder.start() ? "index rebuild started" : "index rebuild already running")
                 }
                 return try .json(200, rebuilder.snapshot)
             },
-            Route("commit", .exact("/internal/commit"), methods: ["POST"]) { [unowned self] request, _ in
+            Route("commit", .exact("/internal/commit"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try commit(QueryParameters(request.query))
             },
-            Route("purged", .exact("/internal/purged"), methods: ["POST"]) { [unowned self] request, _ in
+            Route("purged", .exact("/internal/purged"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try purged(QueryParameters(request.query))
             },
-            Route("resolve", .exact("/internal/resolve"), methods: ["POST"]) { [unowned self] request, _ in
+            Route("resolve", .exact("/internal/resolve"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try resolve(QueryParameters(request.query))
             },
-            Route("corrupt", .exact("/internal/corrupt"), methods: ["POST"]) { [unowned self] request, _ in
+            Route("corrupt", .exact("/internal/corrupt"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try corrupt(QueryParameters(request.query))
             },
-            Route("wanted", .exact("/internal/wanted"), methods: ["POST"]) { [unowned self] _, body in
-                try wanted(body)
+            Route("wanted", .exact("/internal/wanted"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
+                try wanted(request, body)
             },
-        ])
+        ], gate: gate)
     }
 
     private static func key(_ request: HTTPRequest) throws -> Key {
@@ -68,15 +69,20 @@ extension Master {
     /// PUT: send the client to the first volume of the key's placement, with a ticket
     /// naming the new version and all the volumes. The index is not touched: it changes
     /// only when the volume commits.
-    private func redirectWrite(_ key: Key, _ request: HTTPRequest) throws -> HTTPResponse {
+    private func redirectWrite(_ key: Key, _ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
         let live = registry.writableURLs
         guard live.count >= configuration.replicas else {
             return .text(503, "only \(live.count) live volume(s), \(configuration.replicas) needed")
         }
         let placement = Array(Placement.order(live, for: key).prefix(configuration.replicas))
         let requestID = RequestID.from(request.headers)
-        let ticket = PlacementTicket(version: try clock.next(), master: configuration.advertisedURL, holders: placement,
-                                     requestID: requestID)
+        let version = try clock.next()
+        var ticket = PlacementTicket(version: version, master: configuration.advertisedURL, holders: placement,
+                                     requestID: requestID, length: announcedLength(request, body))
+        if let secret = gate.secret {
+            ticket.expires = UInt64(VersionClock.issueTime(of: version) + configuration.ticketLifetime)
+            ticket = ticket.signed(for: .put, key, secret: secret)
+        }
         Log.debug("PUT redirected", ["key": "\(key)", "ver": "\(ticket.version)", "volume": "\(placement[0])", "rid": "\(requestID)"])
         var response = HTTPResponse.redirect(307, to: location(placement[0], key, ticket.query))
         response.headers.set(RequestID.header, requestID)
@@ -100,7 +106,12 @@ extension Master {
         }
         let holder = holders.count == 1
             ? holders[0] : holders[(readTurns.wrappingAdd(1, ordering: .relaxed).oldValue & Int.max) % holders.count]
-        return .redirect(302, to: location(holder, key, PlacementTicket(version: record.version).query))
+        var ticket = PlacementTicket(version: record.version)
+        if let secret = gate.secret {
+            ticket.expires = UInt64(Date().timeIntervalSince1970 + configuration.readTicketLifetime)
+            ticket = ticket.signed(for: .read, key, secret: secret)
+        }
+        return .redirect(302, to: location(holder, key, ticket.query))
     }
 
     /// DELETE: send the client to a live holder, with the delete's version and the holders.
@@ -112,7 +123,12 @@ extension Master {
         guard let first = live.first else { return .text(503, "no live volume holds this key") }
         let all = record.holders.compactMap { registry.volume($0)?.url }
         let holders = live + all.filter { !live.contains($0) }
-        let ticket = PlacementTicket(version: try clock.next(), master: configuration.advertisedURL, holders: holders)
+        let version = try clock.next()
+        var ticket = PlacementTicket(version: version, master: configuration.advertisedURL, holders: holders)
+        if let secret = gate.secret {
+            ticket.expires = UInt64(VersionClock.issueTime(of: version) + configuration.ticketLifetime)
+            ticket = ticket.signed(for: .delete, key, secret: secret)
+        }
         return .redirect(307, to: location(first, key, ticket.query))
     }
 
@@ -160,8 +176,23 @@ extension Master {
     /// `POST /admin/add-volume`: an operator's add (which also brings back a drained or
     /// removed volume) or a volume's heartbeat (header `Kalavara-Heartbeat`, which does not).
     private func addVolume(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
-        let text = String(decoding: try body.readAll(limit: 4096), as: UTF8.self)
+        let bytes = try body.readAll(limit: 4096)
+        let text = String(decoding: bytes, as: UTF8.self)
         let explicit = request.headers[VolumeHeaders.heartbeat] == nil
+        if explicit, let secret = gate.secret {
+            // An operator's add in a signed cluster: the volume must prove it holds the
+            // cluster secret, so the registry never grows from an unauthenticated URL.
+            guard let url = VolumeRegistry.normalize(text) else {
+                throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
+            }
+            let client = HTTPClient(timeout: 2, maxIdlePerHost: 0, secret: secret)
+            guard (try? HealthMonitor.ask(url, masterURL: configuration.advertisedURL, client: client)) ?? nil != nil else {
+                return .text(403, "volume \(url) did not prove it holds this cluster's secret "
+                             + "(is it running, with the same --secret-file?)")
+            }
+        } else {
+            try SignedCall.verifyBody(request, bytes, secret: gate.secret)
+        }
         let (id, isNew) = try registry.add(text, explicit: explicit)
         let url = VolumeRegistry.normalize(text)!
         if isNew {
@@ -243,4 +274,21 @@ struct VolumeList: Encodable {
     }
 
     let volumes: [Entry]
+}
+
+extension Master {
+    /// The body length a PUT's ticket names, so that a client following the redirect
+    /// without resending its body (a spent generator) is refused by the volume instead of
+    /// storing an empty value: the `Content-Length` announced here, or for a chunked body
+    /// whether its first chunk is empty (waiting a moment for the first chunk line when the
+    /// client sends without `Expect: 100-continue`; the master still reads nothing more).
+    /// An empty body names nothing: a client may send its body only to the volume.
+    func announcedLength(_ request: HTTPRequest, _ body: MessageBody) -> Int? {
+        switch request.framing {
+        case .none, .length(0): return nil
+        case .length(let count): return count
+        case .chunked, .untilClose:
+            return body.peekChunkedIsEmpty(waiting: 0.2) == false ? -1 : nil
+        }
+    }
 }

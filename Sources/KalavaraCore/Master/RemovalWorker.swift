@@ -8,7 +8,7 @@ import Foundation
 /// grow with the number of keys. Volumes that are down are skipped until they are back.
 final class RemovalWorker {
     private unowned let master: Master
-    private let client = HTTPClient(timeout: 5, maxIdlePerHost: 2)
+    private let client: HTTPClient
     private let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "removals"))
     static let batchPerVolume = 200
     /// Removals younger than this are left alone: the volume that served the delete or the
@@ -17,6 +17,7 @@ final class RemovalWorker {
 
     init(master: Master, interval: Double) {
         self.master = master
+        client = HTTPClient(timeout: 5, maxIdlePerHost: 2, secret: master.gate.secret)
         timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler { [weak self] in self?.pass() }
     }

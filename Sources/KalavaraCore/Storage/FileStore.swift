@@ -143,6 +143,21 @@ public final class FileStore: @unchecked Sendable {
         guard fsync(fd) == 0 else { throw StorageError.io("fsync \(path)", errno) }
     }
 
+    /// rename(2) without replacing: renameat2's RENAME_NOREPLACE, or where the filesystem
+    /// lacks it, link(2) then unlink(2) (link fails with EEXIST as well).
+    static func renameNoReplace(_ from: String, _ to: String) -> Bool {
+        if kalavara_rename_noreplace(from, to) == 0 { return true }
+        guard errno == EINVAL || errno == ENOSYS else { return false }
+        guard link(from, to) == 0 else { return false }
+        unlink(from)
+        return true
+    }
+
+    /// Whether this version of the key is stored here.
+    public func holds(_ key: Key, version: UInt64) -> Bool {
+        access(path(stem: Self.fileStem(key), version: version), F_OK) == 0
+    }
+
     // MARK: Reading
 
     /// The versions of `key` present here, oldest first. Reads the key's bucket directory
@@ -449,11 +464,14 @@ public final class PendingWrite {
         let stem = FileStore.fileStem(key)
         let bucket = store.bucket(forStem: stem)
         let finalPath = store.path(stem: stem, version: version)
-        var renamed = rename(tmpPath, finalPath) == 0
+        // A version is written once: never over a file already in place (a replayed or
+        // concurrent upload of the same version loses here, and drops only its own file).
+        var renamed = FileStore.renameNoReplace(tmpPath, finalPath)
         if !renamed, errno == ENOENT {
             try store.createBucket(bucket)
-            renamed = rename(tmpPath, finalPath) == 0
+            renamed = FileStore.renameNoReplace(tmpPath, finalPath)
         }
+        if !renamed, errno == EEXIST { throw StorageError.versionExists }
         guard renamed else { throw StorageError.io("rename", errno) }
         tmpFileExists = false
         store.countChange(1)
@@ -485,12 +503,15 @@ public enum StorageError: Error, CustomStringConvertible, Sendable {
     case corrupt(String)
     /// A copy's bytes did not match the checksum its sender gave.
     case checksumMismatch
+    /// This version of the key is already stored: a version is written once.
+    case versionExists
 
     public var description: String {
         switch self {
         case .io(let what, let code): return "\(what): \(String(cString: strerror(code)))"
         case .corrupt(let what): return what
         case .checksumMismatch: return "the value does not match its checksum"
+        case .versionExists: return "this version of the key is already stored"
         }
     }
 
@@ -501,6 +522,8 @@ public enum StorageError: Error, CustomStringConvertible, Sendable {
             return HTTPError(507, "volume is out of disk space")
         case .checksumMismatch:
             return HTTPError(422, "the value does not match its checksum")
+        case .versionExists:
+            return HTTPError(409, "this version of the key is already stored here: a version is written once")
         default:
             return HTTPError(500, "storage error: \(description)")
         }

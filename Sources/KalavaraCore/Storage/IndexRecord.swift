@@ -18,9 +18,13 @@ public struct IndexRecord: Equatable, Sendable {
     /// orphan check): it says nothing about the key's older values, so the scrub's
     /// backstop treats the key as unknown.
     public var isFence: Bool
+    /// The value's CRC-32 as its volume computed it, when the commit said (format 2 value
+    /// files): a repeated commit of a version is accepted only for the same content.
+    public var checksum: UInt32?
 
     public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16], floor: UInt64 = 0,
-                isFence: Bool = false) {
+                isFence: Bool = false, checksum: UInt32? = nil) {
+        self.checksum = checksum
         self.version = version
         self.isTombstone = isTombstone
         self.size = size
@@ -34,15 +38,17 @@ public struct IndexRecord: Equatable, Sendable {
 
     private static let format: UInt8 = 1
 
-    /// format · flags (bit 0 tombstone, bit 1 has floor, bit 2 fence) · version (8, LE) · size (8, LE) ·
-    /// [floor (8, LE)] · holder count · holder ids (2 each). Ids rather than URLs keep a
-    /// record about 20 bytes for a single replica.
+    /// format · flags (bit 0 tombstone, bit 1 has floor, bit 2 fence, bit 3 has checksum) ·
+    /// version (8, LE) · size (8, LE) · [floor (8, LE)] · [checksum (4, LE)] · holder count ·
+    /// holder ids (2 each). Ids rather than URLs keep a record about 25 bytes for a single replica.
     public func encoded() -> [UInt8] {
-        var bytes: [UInt8] = [Self.format, (isTombstone ? 1 : 0) | (floor > 0 ? 2 : 0) | (isFence ? 4 : 0)]
-        bytes.reserveCapacity(27 + 2 * holders.count)
+        var bytes: [UInt8] = [Self.format, (isTombstone ? 1 : 0) | (floor > 0 ? 2 : 0) | (isFence ? 4 : 0)
+                                | (checksum != nil ? 8 : 0)]
+        bytes.reserveCapacity(31 + 2 * holders.count)
         bytes.append(littleEndian: version)
         bytes.append(littleEndian: size)
         if floor > 0 { bytes.append(littleEndian: floor) }
+        if let checksum { bytes.append(littleEndian: checksum) }
         bytes.append(UInt8(holders.count))
         for holder in holders { bytes.append(littleEndian: holder) }
         return bytes
@@ -50,8 +56,9 @@ public struct IndexRecord: Equatable, Sendable {
 
     public init?(decoding bytes: [UInt8]) {
         guard bytes.count >= 19, bytes[0] == Self.format else { return nil }
-        let hasFloor = bytes[1] & 2 == 2
-        let countAt = hasFloor ? 26 : 18
+        let hasFloor = bytes[1] & 2 == 2, hasChecksum = bytes[1] & 8 == 8
+        let checksumAt = hasFloor ? 26 : 18
+        let countAt = checksumAt + (hasChecksum ? 4 : 0)
         guard bytes.count > countAt else { return nil }
         let count = Int(bytes[countAt])
         guard bytes.count == countAt + 1 + 2 * count else { return nil }
@@ -60,6 +67,7 @@ public struct IndexRecord: Equatable, Sendable {
         version = bytes.readLittleEndian(UInt64.self, at: 2)
         size = bytes.readLittleEndian(UInt64.self, at: 10)
         floor = hasFloor ? bytes.readLittleEndian(UInt64.self, at: 18) : 0
+        checksum = hasChecksum ? bytes.readLittleEndian(UInt32.self, at: checksumAt) : nil
         holders = (0..<count).map { bytes.readLittleEndian(UInt16.self, at: countAt + 1 + 2 * $0) }
     }
 }

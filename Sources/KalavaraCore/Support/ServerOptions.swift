@@ -27,6 +27,11 @@ public struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("max-connections"), help: ArgumentHelp("Open client connections at most; more get 503.", valueName: "n"))
     var maxConnections = 1024
 
+    @Option(name: .customLong("secret-file"),
+            help: ArgumentHelp("The cluster secret (the file's bytes, at least 16): sign tickets and calls between daemons, refuse unsigned ones.",
+                               valueName: "path"))
+    public var secretFile: String?
+
     @Option(name: .customLong("log-level"),
             help: ArgumentHelp("Lowest level logged (KALAVARA_LOG=debug also lowers it).", valueName: "level"))
     var logLevel: Logger.Level = ProcessInfo.processInfo.environment["KALAVARA_LOG"] == "debug" ? .debug : .info

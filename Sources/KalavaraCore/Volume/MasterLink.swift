@@ -19,7 +19,8 @@ final class MasterLink: @unchecked Sendable {
 
     private let configuredMaster: String?
     private let configuredSelf: String?
-    private let client = HTTPClient(timeout: 10)
+    /// Calls to the master: 5 s, well under a client's patience.
+    private let client: HTTPClient
     /// Round trip of each commit (write or delete) to the master.
     private let commitRoundTrips: DurationHistogram
     /// Guards `learnedMaster` and `learnedSelf`.
@@ -28,7 +29,8 @@ final class MasterLink: @unchecked Sendable {
     private var learnedSelf: String?
     private var heartbeat: DispatchSourceTimer?
 
-    init(configuredMaster: String?, selfURL: String?, metrics: Metrics) {
+    init(configuredMaster: String?, selfURL: String?, metrics: Metrics, secret: ClusterSecret? = nil) {
+        client = HTTPClient(timeout: 5, secret: secret)
         self.configuredMaster = configuredMaster
         self.configuredSelf = selfURL
         commitRoundTrips = metrics.histogram("kalavara_commit_round_trip_seconds",
@@ -66,12 +68,13 @@ final class MasterLink: @unchecked Sendable {
         return configuredMaster ?? ticket.master ?? learnedMaster
     }
 
-    func commitWrite(_ key: Key, _ ticket: PlacementTicket, size: Int) -> Outcome {
+    func commitWrite(_ key: Key, _ ticket: PlacementTicket, size: Int, checksum: UInt32) -> Outcome {
         var parameters = QueryParameters()
         parameters.add("op", "put")
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(ticket.version))
         parameters.add("size", String(size))
+        parameters.add("crc", String(checksum, radix: 16))
         parameters.add("h", ticket.holders.joined(separator: ","))
         if let requestID = ticket.requestID { parameters.add("rid", requestID) }
         return commitRoundTrips.time { post("/internal/commit", parameters, ticket) }

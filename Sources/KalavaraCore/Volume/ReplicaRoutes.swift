@@ -19,7 +19,22 @@ extension Volume {
                 guard let value = UInt32(text, radix: 16) else { throw HTTPError(400, "bad \(VolumeHeaders.checksum)") }
                 expected = value
             }
-            let size = try receiveValue(key, version: ticket.version, from: body, expecting: expected)
+            // A version is written once. A repair copy of a version already here is
+            // confirmed if the copy here is intact and the same; a copy here that fails its
+            // checksum is quarantined and replaced; anything else is refused, deleting nothing.
+            if let expected, store.holds(key, version: ticket.version) {
+                let held = try? store.open(key, version: ticket.version)
+                switch try held.map({ try store.verify($0) }) {
+                case .good? where held?.checksum == expected:
+                    _ = body.discardRemaining(limit: Int.max)
+                    return .text(200, "already held, \(held!.size) bytes")
+                case .corrupt?, nil:
+                    _ = try store.quarantine(key, version: ticket.version, checked: held)
+                default:
+                    throw StorageError.versionExists.httpError
+                }
+            }
+            let (size, _) = try receiveValue(key, version: ticket.version, from: body, expecting: expected)
             return .text(200, "durable, \(size) bytes")
         }
         if let below = parameters["below"].flatMap(UInt64.init) {

@@ -12,6 +12,9 @@ extension Volume {
             throw HTTPError(400, "no master known to commit to: start the volume with -m")
         }
         master.learnSelf(me)
+        try ticket.checkBodyLength(request.framing)
+        // A version is written once: never over a copy already here (a replayed ticket).
+        guard !store.holds(key, version: ticket.version) else { throw StorageError.versionExists.httpError }
 
         // 1. Open a stream to every other replica, then receive the body once, writing each
         //    piece here and to them as it arrives: memory stays one buffer, whatever the size.
@@ -25,9 +28,10 @@ extension Volume {
                 return .text(503, "replica \(replica) unreachable: \(error)")
             }
         }
-        let size: Int
+        let size: Int, checksum: UInt32
         do {
-            size = try receiveValue(key, version: ticket.version, from: body, forwardingTo: uploads)
+            (size, checksum) = try receiveValue(key, version: ticket.version, from: body, forwardingTo: uploads,
+                                                length: ticket)
         } catch {
             uploads.forEach { $0.abandon() } // the replicas see the body end early and drop it
             throw error
@@ -54,7 +58,7 @@ extension Volume {
 
         // 3. Commit. Until the master records it, this version is invisible to readers
         //    going through the master, and the previous version stays on disk.
-        switch master.commitWrite(key, ticket, size: size) {
+        switch master.commitWrite(key, ticket, size: size, checksum: checksum) {
         case .committed(let previous):
             journal.strike(key, version: ticket.version)
             Log.debug("stored", ["key": "\(key)", "ver": "\(ticket.version)", "size": "\(size)", "rid": "\(ticket.requestID ?? "-")"])
@@ -81,18 +85,25 @@ extension Volume {
     }
 
     /// Streams a body into a new version file (and to `forwards`), journals it as
-    /// uncommitted and renames it into place. Returns the value's size. On any failure
-    /// (client gone, disk full) the temporary file is dropped: nothing partial is visible.
+    /// uncommitted and renames it into place. Returns the value's size and CRC-32. On any
+    /// failure (client gone, disk full, the version already here) the temporary file is
+    /// dropped: nothing partial is visible, and nothing already stored is touched.
+    /// `length`: the ticket whose announced length the body must have.
     func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = [],
-                      expecting checksum: UInt32? = nil) throws -> Int {
+                      expecting checksum: UInt32? = nil, length: PlacementTicket? = nil) throws -> (Int, UInt32) {
         let write = try store.beginWrite(key: key, version: version)
         do {
             try write.appendAll(reading: { try body.read(into: $0) },
                                 forEachPiece: { piece in forwards.forEach { $0.write(piece) } })
+            try length?.checkReceived(write.valueBytes)
             // Journal the version before syncing the file, so both syncs run at once.
             let position = try journal.append(key, version: version)
             do {
                 try write.finish(expecting: checksum, beforeRename: { try journal.waitUntilDurable(position) })
+            } catch StorageError.versionExists {
+                // The entry stays: the copy in place is another upload's, whose own entry
+                // this must not strike (the orphan sweep resolves both alike).
+                throw StorageError.versionExists
             } catch {
                 journal.strike(key, version: version)
                 throw error
@@ -101,7 +112,7 @@ extension Volume {
             write.abort()
             throw error
         }
-        return write.valueBytes
+        return (write.valueBytes, write.checksum.value)
     }
 
     /// Drops a version that will never be committed, here and on the replicas that have it.

@@ -12,8 +12,11 @@ public final class Volume: @unchecked Sendable {
     let journal: UncommittedJournal
     let master: MasterLink
     let metrics = Metrics()
-    /// Volume-to-volume calls: replica uploads, outcome notices, removals.
-    let replicaClient = HTTPClient(timeout: 30, maxIdlePerHost: 16)
+    /// Who may call what: in a signed cluster, tickets and internal calls need the secret.
+    let gate: AccessGate
+    /// Volume-to-volume calls: replica uploads, outcome notices, removals. Their timeout is
+    /// well under a client's, so a hung replica (SIGSTOP) fails the write instead of hanging it.
+    let replicaClient: HTTPClient
     /// Cleanup and notices that run after the client has its answer (see `afterAnswer`).
     let housekeeping = DispatchQueue(label: "housekeeping", attributes: .concurrent)
     private var orphans: OrphanSweeper!
@@ -22,10 +25,13 @@ public final class Volume: @unchecked Sendable {
 
     public init(configuration: VolumeConfiguration) throws {
         self.configuration = configuration
+        gate = try AccessGate(configuration: configuration.secretFile, authFile: nil)
+        replicaClient = HTTPClient(timeout: 10, maxIdlePerHost: 16, secret: gate.secret)
         store = try FileStore(root: configuration.directory, metrics: metrics)
         journal = try UncommittedJournal(path: configuration.directory + "/uncommitted.journal")
         store.startCounting()
-        master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL, metrics: metrics)
+        master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL, metrics: metrics,
+                            secret: gate.secret)
         metrics.gauge("kalavara_free_bytes", "Free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
         scrubber = Scrubber(volume: self, bytesPerSecond: configuration.scrubRate, every: configuration.scrubEvery,
                             grace: configuration.orphanGrace)
@@ -36,6 +42,7 @@ public final class Volume: @unchecked Sendable {
         signal(SIGXFSZ, SIG_IGN)
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
+        gate.announce()
         master.startHeartbeat(interval: configuration.heartbeatInterval)
         orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)
         orphans.start()

@@ -18,6 +18,8 @@ public struct VolumeConfiguration: Sendable {
     /// The background scrub's read rate (bytes/s; 0: unlimited) and how often a pass starts.
     public var scrubRate = 32.0 * 1024 * 1024
     public var scrubEvery = 86400.0
+    /// `--secret-file`: a signed cluster (nil: open).
+    public var secretFile: String?
 
     public init() {}
 
@@ -99,6 +101,7 @@ public struct VolumeCommand: DaemonCommand {
         configuration.orphanGrace = orphanGrace
         configuration.scrubRate = scrubRate * 1024 * 1024
         configuration.scrubEvery = scrubEvery
+        configuration.secretFile = server.secretFile
         return configuration
     }
 }

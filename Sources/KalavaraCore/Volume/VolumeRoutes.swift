@@ -4,50 +4,53 @@
 extension Volume {
     var router: Router {
         Router([
-            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
-                try storageErrorsAnswered(request) {
-                    let ticket = try PlacementTicket(QueryParameters(request.query))
-                    return try serveValue(try Self.key(request, "/store/"), version: ticket?.version, request: request)
-                }
-            },
-            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"]) { [unowned self] request, body in
+            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .ticket) { [unowned self] request, _ in
                 try storageErrorsAnswered(request) {
                     let key = try Self.key(request, "/store/")
-                    let ticket = try PlacementTicket(QueryParameters(request.query))
+                    let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)), for: .read, key,
+                                                              secret: gate.secret)
+                    return try serveValue(key, version: ticket?.version, request: request)
+                }
+            },
+            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .ticket) { [unowned self] request, body in
+                try storageErrorsAnswered(request) {
+                    let key = try Self.key(request, "/store/")
+                    let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)),
+                                                              for: request.method == "PUT" ? .put : .delete, key, secret: gate.secret)
                     return request.method == "PUT"
                         ? try storeValue(key, ticket: ticket, request: request, body: body)
                         : try deleteValue(key, ticket: ticket)
                 }
             },
-            Route("replica", .prefix("/internal/replica/"), methods: ["PUT", "DELETE"]) { [unowned self] request, body in
+            Route("replica", .prefix("/internal/replica/"), methods: ["PUT", "DELETE"], access: .cluster(streamed: true)) { [unowned self] request, body in
                 try storageErrorsAnswered(request) {
                     try replica(try Self.key(request, "/internal/replica/"), request, body)
                 }
             },
-            Route("committed", .prefix("/internal/committed/"), methods: ["POST"]) { [unowned self] request, _ in
+            Route("committed", .prefix("/internal/committed/"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try committed(try Self.key(request, "/internal/committed/"), QueryParameters(request.query))
             },
-            Route("copy", .prefix("/internal/copy/"), methods: ["POST"]) { [unowned self] request, _ in
+            Route("copy", .prefix("/internal/copy/"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try storageErrorsAnswered(request) {
                     try copyOut(try Self.key(request, "/internal/copy/"), QueryParameters(request.query))
                 }
             },
-            Route("inventory", .exact("/internal/inventory"), methods: ["GET"]) { [unowned self] request, _ in
+            Route("inventory", .exact("/internal/inventory"), methods: ["GET"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try inventory(QueryParameters(request.query))
             },
-            Route("scrub", .exact("/admin/scrub"), methods: ["GET", "HEAD", "POST"]) { [unowned self] request, _ in
+            Route("scrub", .exact("/admin/scrub"), methods: ["GET", "HEAD", "POST"], access: .open) { [unowned self] request, _ in
                 if request.method == "POST" {
                     return .text(202, scrubber.request() ? "scrub pass started" : "scrub pass already running")
                 }
                 return try .json(200, scrubber.snapshot)
             },
-            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop) { [unowned self] request, _ in
+            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { [unowned self] request, _ in
                 health(request)
             },
-            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"]) { [unowned self] _, _ in
+            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
                 .metrics(metrics)
             },
-        ])
+        ], gate: gate)
     }
 
     private static func key(_ request: HTTPRequest, _ prefix: String) throws -> Key {
@@ -66,13 +69,18 @@ extension Volume {
 
     /// `GET /health`: alive, with free space. The master's checks also say who it is and
     /// which URL it knows this volume by, which is how a volume without -m/-b learns both.
+    /// In a signed cluster it learns them only from a signed check, and signs its answer
+    /// (bound to the check's signature), which is how the master knows it is talking to a
+    /// volume of its cluster.
     func health(_ request: HTTPRequest) -> HTTPResponse {
-        if let master = request.headers[VolumeHeaders.master] { self.master.learnMaster(master) }
-        if let me = request.headers[VolumeHeaders.selfURL] { self.master.learnSelf(me) }
+        let trusted = gate.secret == nil || gate.isClusterCall(request)
+        if trusted, let master = request.headers[VolumeHeaders.master] { self.master.learnMaster(master) }
+        if trusted, let me = request.headers[VolumeHeaders.selfURL] { self.master.learnSelf(me) }
         var response = HTTPResponse.text(200, "ok")
         response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
         if let count = store.valueFileCount { response.headers.set(VolumeHeaders.valueCount, String(count)) }
         if let unknown = scrubber.snapshot.unknownFiles { response.headers.set(VolumeHeaders.unknownFiles, String(unknown)) }
+        if trusted, let secret = gate.secret { SignedCall.signHealthAnswer(&response.headers, request: request, secret: secret) }
         return response
     }
 }
