@@ -131,6 +131,11 @@ final class EventLoop: @unchecked Sendable {
         let connections = watched.withLock { Array($0.connections.values) }
         let configuration = server.configuration
         for connection in connections {
+            if connection.freshSince != nil, connection.evicted.load(ordering: .relaxed) {
+                guard forget(connection) else { continue }
+                server.close(connection)
+                continue
+            }
             switch connection.state.timeoutAction(now: now, readTimeout: configuration.readTimeout,
                                                   idleTimeout: configuration.idleTimeout,
                                                   freshSince: connection.freshSince, headTimeout: configuration.headTimeout) {

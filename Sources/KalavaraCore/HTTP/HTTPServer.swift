@@ -29,6 +29,9 @@ public final class HTTPServer: @unchecked Sendable {
         public var headTimeout: Double = 10
         /// Open client connections at most; more are refused with `503`.
         public var maxConnections: Int = 1024
+        /// A request body arriving slower than this (bytes/s, after 10 s) is dropped with
+        /// `408` (0: no floor).
+        public var minBodyRate: Double = 1024
         /// On shutdown, how long requests in flight may take to finish.
         public var shutdownGrace: Double = 10
         /// Event loop threads. One keeps a small machine's second core for the disk and
@@ -59,9 +62,19 @@ public final class HTTPServer: @unchecked Sendable {
     private var listenFD: Int32 = -1
     public private(set) var boundPort = 0
 
-    /// Guards `connections`, `stopping` and `acceptThreadDone`.
+    /// Connections that have not delivered a first request head may hold this many slots
+    /// at most: past it, a new connection evicts the oldest of them, so sockets that
+    /// connect and send nothing cannot lock real clients out (even at `maxConnections`,
+    /// which a new connection may then exceed by at most `evictionOvershoot`, briefly:
+    /// the evicted close within 0.2 s).
+    public var freshCap: Int { max(8, maxConnections / 4) }
+    static let evictionOvershoot = 32
+
+    /// Guards `connections`, `fresh`, `stopping` and `acceptThreadDone`.
     private let lock = NSCondition()
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
+    /// The connections still waiting for their first head, with when they were accepted.
+    private var fresh: [ObjectIdentifier: (since: Double, connection: ServerConnection)] = [:]
     private var stopping = false
     private var acceptThreadDone = false
 
@@ -152,6 +165,7 @@ public final class HTTPServer: @unchecked Sendable {
     func close(_ connection: ServerConnection) {
         lock.lock()
         let known = connections.removeValue(forKey: ObjectIdentifier(connection)) != nil
+        fresh[ObjectIdentifier(connection)] = nil
         lock.broadcast()
         lock.unlock()
         if known { httpMetrics.openConnections.decrement() }
@@ -190,7 +204,19 @@ public final class HTTPServer: @unchecked Sendable {
     private func admit(_ fd: Int32) {
         let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
         lock.lock()
-        guard connections.count < maxConnections, !stopping else {
+        if connections.count >= maxConnections || fresh.count >= freshCap {
+            // Room is made by evicting the connection that has waited longest without a
+            // head (its loop closes it within 0.2 s); without one to evict, a full server says 503.
+            let oldest = fresh.min { $0.value.since < $1.value.since }
+            guard !stopping, let oldest, connections.count < maxConnections + Self.evictionOvershoot else {
+                lock.unlock()
+                refuse(socket)
+                return
+            }
+            fresh[oldest.key] = nil
+            oldest.value.connection.evicted.store(true, ordering: .relaxed)
+        }
+        guard !stopping else {
             lock.unlock()
             refuse(socket)
             return
@@ -199,12 +225,20 @@ public final class HTTPServer: @unchecked Sendable {
         nextLoop += 1
         let connection = ServerConnection(socket: socket, server: self, loop: loop)
         connections[ObjectIdentifier(connection)] = connection
+        fresh[ObjectIdentifier(connection)] = (configuration.clock.now(), connection)
         lock.unlock()
         httpMetrics.openConnections.increment()
         // Timeouts for the blocking reads and writes of workers.
         socket.setReceiveTimeout(configuration.readTimeout)
         socket.setSendTimeout(configuration.readTimeout)
         loop.watch(connection)
+    }
+
+    /// A connection delivered its first head: it no longer counts against `freshCap`.
+    func delivered(_ connection: ServerConnection) {
+        lock.lock()
+        fresh[ObjectIdentifier(connection)] = nil
+        lock.unlock()
     }
 
     /// Answers a connection over the cap without giving it a thread.

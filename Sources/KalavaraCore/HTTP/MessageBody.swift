@@ -22,6 +22,12 @@ public final class MessageBody {
     /// Runs once before the first read: the server sends `100 Continue` from here.
     private var beforeFirstRead: (() throws -> Void)?
     public private(set) var bytesRead = 0
+    /// Server side: the rate (bytes/s) below which a body is dropped once it has been
+    /// arriving for `rateGrace` seconds (0: no floor). A body trickled a byte at a time
+    /// would otherwise hold a thread, a slot and a temporary file on every replica forever.
+    var rateFloor: Double = 0
+    static let rateGrace = 10.0
+    private var firstReadAt: Double?
 
     init(socket: BufferedSocket, framing: BodyFraming, beforeFirstRead: (() throws -> Void)? = nil) {
         self.socket = socket
@@ -49,6 +55,7 @@ public final class MessageBody {
             beforeFirstRead = nil
             try hook()
         }
+        if rateFloor > 0 { try checkRate() }
         while true {
             switch state {
             case .done:
@@ -105,6 +112,16 @@ public final class MessageBody {
             var poller = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
             guard poll(&poller, 1, Int32(max(1, left * 1000))) == 1, (try? socket.fill()) == true else { return nil }
         }
+    }
+
+    private func checkRate() throws {
+        let now = monotonicSeconds()
+        guard let start = firstReadAt else {
+            firstReadAt = now
+            return
+        }
+        let elapsed = now - start
+        if elapsed > Self.rateGrace, Double(bytesRead) < rateFloor * elapsed { throw ConnectionError.timedOut }
     }
 
     /// Reads the whole body into memory; bodies over `limit` bytes are refused with 413.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One client connection and the requests on it, served one after another.
 ///
@@ -23,6 +24,9 @@ final class ServerConnection: @unchecked Sendable {
     /// a connection must deliver that head within the head timeout, whatever it sends
     /// meanwhile (line breaks, a trickle). Touched by its event loop only.
     var freshSince: Double?
+    /// Set by the accepting thread when this connection, still without a head, is the
+    /// oldest of too many such (see `HTTPServer.freshCap`): its loop closes it.
+    let evicted = Atomic(false)
 
     private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
@@ -78,7 +82,10 @@ final class ServerConnection: @unchecked Sendable {
                 state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
                 return .handOff
             }
-            freshSince = nil
+            if freshSince != nil {
+                freshSince = nil
+                server.delivered(self)
+            }
             socket.consume(length)
             switch answerOnLoop(request, exchange) {
             case .handOff(let work):
@@ -193,6 +200,7 @@ final class ServerConnection: @unchecked Sendable {
                                beforeFirstRead: request.expectsContinue ? { [socket] in
                                    try socket.write(Self.continueLine)
                                } : nil)
+        body.rateFloor = configuration.minBodyRate
         var response: HTTPResponse
         do {
             switch routed(request) {
@@ -205,7 +213,7 @@ final class ServerConnection: @unchecked Sendable {
         } catch let error as HTTPError {
             response = .error(error)
         } catch ConnectionError.timedOut {
-            response = .error(HTTPError(408, "request body stalled", closesConnection: true))
+            response = .error(HTTPError(408, "request body stalled or slower than the server's --min-body-rate", closesConnection: true))
         } catch is ConnectionError {
             return false // the client is gone: nobody to answer
         } catch {

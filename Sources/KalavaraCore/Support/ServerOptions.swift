@@ -24,6 +24,11 @@ public struct ServerOptions: ParsableArguments {
                                valueName: "seconds"))
     var headTimeout = 10.0
 
+    @Option(name: .customLong("min-body-rate"),
+            help: ArgumentHelp("Drop an upload whose body arrives slower than this, in bytes/s, after its first 10 s (0: no floor).",
+                               valueName: "bytes"))
+    var minBodyRate = 1024.0
+
     @Option(name: .customLong("max-connections"), help: ArgumentHelp("Open client connections at most; more get 503.", valueName: "n"))
     var maxConnections = 1024
 
@@ -42,6 +47,7 @@ public struct ServerOptions: ParsableArguments {
         for (flag, value) in [("--read-timeout", readTimeout), ("--idle-timeout", idleTimeout), ("--head-timeout", headTimeout)] {
             try Self.checkSeconds(flag, value)
         }
+        guard minBodyRate >= 0, minBodyRate.isFinite else { throw ValidationError("--min-body-rate wants bytes per second (0: no floor)") }
         guard (1...1_000_000).contains(maxConnections) else {
             throw ValidationError("--max-connections wants a whole number in 1...1000000, not \(maxConnections)")
         }
@@ -63,6 +69,7 @@ public struct ServerOptions: ParsableArguments {
         configuration.idleTimeout = idleTimeout
         configuration.headTimeout = headTimeout
         configuration.maxConnections = maxConnections
+        configuration.minBodyRate = minBodyRate
         return configuration
     }
 }
