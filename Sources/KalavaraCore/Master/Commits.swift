@@ -132,9 +132,15 @@ extension Master {
     /// learnt whether it was committed. Answers `committed` if V is the current version and
     /// the volume one of its holders; otherwise `orphan`, after fencing V so that a commit
     /// of V arriving later is refused: the volume may delete its file as soon as it hears.
+    ///
+    /// A version this master never issued can never be committed: `orphan`, without a fence
+    /// (a fence in the future would refuse the key's writes until the clock passed it).
     func resolve(_ parameters: QueryParameters) throws -> HTTPResponse {
         let key = try Key(parameters.bytes("key") ?? [])
-        let version = try issuedVersion(parameters)
+        guard let version = parameters["ver"].flatMap(UInt64.init), version > 0 else {
+            throw HTTPError(400, "request without a valid version")
+        }
+        guard version <= clock.lastIssued else { return Resolution.orphan.response }
         guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
             throw HTTPError(400, "resolve needs the asking volume's URL (h)")
         }

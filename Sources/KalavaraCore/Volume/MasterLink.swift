@@ -162,6 +162,7 @@ final class MasterLink: @unchecked Sendable {
             switch (response.status, response.headers[VolumeHeaders.resolution]) {
             case (200, "committed"?): return .committed(previous: nil)
             case (200, "orphan"?): return .refused(status: 200, reason: "orphan")
+            case (400..<500, _): return .refused(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
             default: return .unreachable("master answered \(response.status) without a resolution")
             }
         } catch {

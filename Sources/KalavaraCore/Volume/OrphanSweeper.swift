@@ -42,6 +42,10 @@ final class OrphanSweeper {
                 for older in volume.store.versions(of: entry.key) where older < entry.version {
                     try? volume.dropVersion(entry.key, older)
                 }
+            case .refused(let status, let reason) where status != 200:
+                // The master cannot judge this entry (a bad key, an unknown volume): it stays
+                // for the scrub's backstop, and the entries after it are still checked.
+                Log.warning("the master cannot resolve \(entry.key) v\(entry.version): \(status) \(reason)")
             case .refused:
                 do {
                     try volume.dropVersion(entry.key, entry.version)
