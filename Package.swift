@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "master", targets: ["master"]),
         .executable(name: "volume", targets: ["volume"]),
         .executable(name: "kalavara-load", targets: ["kalavara-load"]),
+        .executable(name: "kalavara", targets: ["kalavara"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -45,6 +46,10 @@ let package = Package(
         ),
         .executableTarget(name: "master", dependencies: ["KalavaraCore"], swiftSettings: strict),
         .executableTarget(name: "volume", dependencies: ["KalavaraCore"], swiftSettings: strict),
+        // The operator's command line.
+        .executableTarget(name: "kalavara", dependencies: [
+            "KalavaraCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
         // Load generator and measurement helpers for scripts/bench.
         .executableTarget(name: "kalavara-load", dependencies: [
             "KalavaraCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -95,6 +95,23 @@ final class SecurityLogicTests: XCTestCase {
         XCTAssertEqual(read.query, "t=1&ver=7&x=2000000000&sig=\(read.signature!)")
     }
 
+    func testReadTicketsAreSignedOncePerKeyVersionAndPeriod() throws {
+        let cache = ReadTicketCache(secret: secret, lifetime: 600)
+        let key = try Key("hot")
+        let now = 1_800_000_007.0
+        let first = cache.query(key, version: 5, now: now)
+        XCTAssertEqual(cache.query(key, version: 5, now: now + 10), first, "same period: the same ticket")
+        XCTAssertNotEqual(cache.query(key, version: 5, now: now + 31), first, "next period: a new expiry")
+        XCTAssertNotEqual(cache.query(key, version: 6, now: now), first)
+        XCTAssertNotEqual(cache.query(try Key("cold"), version: 5, now: now), first)
+        let ticket = try XCTUnwrap(try PlacementTicket(QueryParameters(Substring(first))))
+        XCTAssertNotNil(try PlacementTicket.verified(ticket, for: .read, key, secret: secret, now: now + 600))
+        XCTAssertThrowsError(try PlacementTicket.verified(ticket, for: .read, key, secret: secret, now: now + 631))
+        XCTAssertThrowsError(try PlacementTicket.verified(ticket, for: .read, try Key("cold"), secret: secret, now: now))
+        let short = ReadTicketCache(secret: secret, lifetime: 2)
+        XCTAssertLessThanOrEqual(Double(short.expiry(at: now)), now + 2.5)
+    }
+
     func testAnnouncedLengthChecks() throws {
         let ticket = PlacementTicket(version: 1, length: 5)
         XCTAssertNoThrow(try ticket.checkBodyLength(.length(5)))

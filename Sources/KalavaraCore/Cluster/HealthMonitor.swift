@@ -50,16 +50,9 @@ public final class HealthMonitor: @unchecked Sendable {
     }
 
     private func check(_ volume: VolumeRegistry.Volume) {
-        var succeeded = false
-        var free: Int?, count: Int?, unknown: Int?
-        if let response = try? Self.ask(volume.url, masterURL: masterURL, client: client) {
-            succeeded = true
-            free = response.headers[VolumeHeaders.freeBytes].flatMap { Int($0) }
-            count = response.headers[VolumeHeaders.valueCount].flatMap { Int($0) }
-            unknown = response.headers[VolumeHeaders.unknownFiles].flatMap { Int($0) }
-        }
-        if let change = registry.recordCheck(id: volume.id, succeeded: succeeded, freeBytes: free, valueCount: count,
-                                             unknownFiles: unknown) {
+        let response = try? Self.ask(volume.url, masterURL: masterURL, client: client)
+        if let change = registry.recordCheck(id: volume.id, succeeded: response != nil,
+                                             report: response.map { HealthReport($0.headers) } ?? HealthReport()) {
             if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }
         }
     }

@@ -54,11 +54,31 @@ public struct PlacementTicket: Equatable, Sendable {
         }
     }
 
-    /// The text the signature covers: the operation, the key, and every field.
-    func signedText(_ operation: Operation, _ key: Key) -> String {
-        "KALAVARA-TICKET-1\n\(operation.rawValue)\n\(key.pathComponent)\n\(version)\n\(master ?? "")\n"
-            + "\(holders.joined(separator: ","))\n\(requestID ?? "")\n\(expires.map(String.init) ?? "")\n"
-            + (length.map(String.init) ?? "")
+    /// The bytes the signature covers: the operation, the key (its raw bytes, after their
+    /// count), and every field. Built as bytes: this runs on every redirect and read.
+    func signedText(_ operation: Operation, _ key: Key) -> [UInt8] {
+        var text: [UInt8] = []
+        text.reserveCapacity(96 + key.bytes.count + (master?.utf8.count ?? 0) + holders.reduce(0) { $0 + $1.utf8.count + 1 })
+        func line<S: StringProtocol>(_ field: S) {
+            text.append(contentsOf: field.utf8)
+            text.append(0x0A)
+        }
+        line("KALAVARA-TICKET-1")
+        line(operation.rawValue)
+        line(String(key.bytes.count))
+        text.append(contentsOf: key.bytes)
+        text.append(0x0A)
+        line(String(version))
+        line(master ?? "")
+        for (index, holder) in holders.enumerated() {
+            if index > 0 { text.append(UInt8(ascii: ",")) }
+            text.append(contentsOf: holder.utf8)
+        }
+        text.append(0x0A)
+        line(requestID ?? "")
+        line(expires.map(String.init) ?? "")
+        text.append(contentsOf: (length.map(String.init) ?? "").utf8)
+        return text
     }
 
     /// This ticket, signed for one operation on one key.

@@ -7,6 +7,9 @@ public enum VolumeHeaders {
     /// Answered by a volume's health check.
     public static let freeBytes = "Kalavara-Free-Bytes"
     public static let valueCount = "Kalavara-Values"
+    public static let totalBytes = "Kalavara-Total-Bytes"
+    /// Requests the volume has answered since it started.
+    public static let requests = "Kalavara-Requests"
     /// Answered by a volume's health check once a scrub pass has asked the master: value
     /// files of keys the master's index does not know.
     public static let unknownFiles = "Kalavara-Unknown-Files"

@@ -44,6 +44,10 @@ public final class VolumeRegistry: Sendable {
         public fileprivate(set) var freeBytes: Int?
         public fileprivate(set) var valueCount: Int?
         public fileprivate(set) var unknownFiles: Int?
+        public fileprivate(set) var totalBytes: Int?
+        /// Requests per second between its last two health answers.
+        public fileprivate(set) var requestRate: Double?
+        fileprivate var lastRequests: (count: Int, at: Double)?
 
         /// Its state at monotonic time `now`, with volumes down longer than `outAfter` out.
         public func state(now: Double, outAfter: Double) -> State {
@@ -172,8 +176,7 @@ public final class VolumeRegistry: Sendable {
     }
 
     /// Records a health check's outcome. Returns the liveness change, if any, for logging.
-    public func recordCheck(id: UInt16, succeeded: Bool, freeBytes: Int? = nil, valueCount: Int? = nil,
-                            unknownFiles: Int? = nil) -> Bool? {
+    public func recordCheck(id: UInt16, succeeded: Bool, report: HealthReport = HealthReport()) -> Bool? {
         volumes.withLock { volumes in
             guard Int(id) < volumes.count else { return nil }
             let wasLive = volumes[Int(id)].isLive
@@ -181,9 +184,17 @@ public final class VolumeRegistry: Sendable {
                 volumes[Int(id)].consecutiveFailures = 0
                 volumes[Int(id)].isLive = true
                 volumes[Int(id)].downSince = nil
-                if let freeBytes { volumes[Int(id)].freeBytes = freeBytes }
-                if let valueCount { volumes[Int(id)].valueCount = valueCount }
-                if let unknownFiles { volumes[Int(id)].unknownFiles = unknownFiles }
+                if let freeBytes = report.freeBytes { volumes[Int(id)].freeBytes = freeBytes }
+                if let valueCount = report.valueCount { volumes[Int(id)].valueCount = valueCount }
+                if let unknownFiles = report.unknownFiles { volumes[Int(id)].unknownFiles = unknownFiles }
+                if let totalBytes = report.totalBytes { volumes[Int(id)].totalBytes = totalBytes }
+                if let requests = report.requests {
+                    let now = monotonicSeconds()
+                    if let last = volumes[Int(id)].lastRequests, now > last.at, requests >= last.count {
+                        volumes[Int(id)].requestRate = Double(requests - last.count) / (now - last.at)
+                    }
+                    volumes[Int(id)].lastRequests = (requests, now)
+                }
             } else {
                 volumes[Int(id)].consecutiveFailures += 1
                 if volumes[Int(id)].consecutiveFailures >= Self.failuresBeforeDown, wasLive {
@@ -194,5 +205,30 @@ public final class VolumeRegistry: Sendable {
             let isLive = volumes[Int(id)].isLive
             return isLive == wasLive ? nil : isLive
         }
+    }
+}
+
+/// What a volume's health answer says about it.
+public struct HealthReport: Sendable, Equatable {
+    public var freeBytes: Int?
+    public var totalBytes: Int?
+    public var valueCount: Int?
+    public var unknownFiles: Int?
+    public var requests: Int?
+
+    public init(freeBytes: Int? = nil, totalBytes: Int? = nil, valueCount: Int? = nil, unknownFiles: Int? = nil,
+                requests: Int? = nil) {
+        self.freeBytes = freeBytes
+        self.totalBytes = totalBytes
+        self.valueCount = valueCount
+        self.unknownFiles = unknownFiles
+        self.requests = requests
+    }
+
+    public init(_ headers: HTTPHeaders) {
+        func number(_ name: String) -> Int? { headers[name].flatMap { Int($0) } }
+        self.init(freeBytes: number(VolumeHeaders.freeBytes), totalBytes: number(VolumeHeaders.totalBytes),
+                  valueCount: number(VolumeHeaders.valueCount), unknownFiles: number(VolumeHeaders.unknownFiles),
+                  requests: number(VolumeHeaders.requests))
     }
 }

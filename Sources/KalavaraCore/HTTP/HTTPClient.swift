@@ -94,6 +94,17 @@ public final class HTTPClient: @unchecked Sendable {
 
     /// Reads one answer (skipping interim 1xx answers) and its whole body.
     static func readResponse(_ socket: BufferedSocket, method: String) throws -> ClientResponse {
+        let (status, headers) = try readHead(socket)
+        let body = MessageBody(socket: socket, framing: try responseFraming(status, headers, method: method))
+        do {
+            return ClientResponse(status: status, headers: headers, body: try body.readAll(limit: maxResponseBody))
+        } catch is HTTPError {
+            throw ConnectionError.failed(errno: EPROTO)
+        }
+    }
+
+    /// Reads an answer's head, skipping interim 1xx answers.
+    static func readHead(_ socket: BufferedSocket) throws -> (status: Int, headers: HTTPHeaders) {
         while true {
             var scanned = 0
             var length: Int?
@@ -114,16 +125,37 @@ public final class HTTPClient: @unchecked Sendable {
                 throw ConnectionError.failed(errno: EPROTO)
             }
             socket.consume(length!)
-            if parsed.status < 200 { continue } // 100 Continue and friends: the real answer follows
-            let framing = try responseFraming(parsed.status, parsed.headers, method: method)
-            let body = MessageBody(socket: socket, framing: framing)
-            do {
-                let bytes = try body.readAll(limit: maxResponseBody)
-                return ClientResponse(status: parsed.status, headers: parsed.headers, body: bytes)
-            } catch is HTTPError {
-                throw ConnectionError.failed(errno: EPROTO)
-            }
+            if parsed.status >= 200 { return parsed } // 100 Continue and friends: the real answer follows
         }
+    }
+
+    /// A GET (or another bodiless request) whose answer body is handed to `sink` piece by
+    /// piece as it arrives, never whole in memory: for downloads of any size. Returns the
+    /// status and headers; `sink` sees the body only of a 2xx answer (others are read into
+    /// `errorBody`, up to 64 KiB). On a fresh connection, closed afterwards.
+    public func download(_ method: String = "GET", _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(),
+                         onHead: (Int, HTTPHeaders) throws -> Void = { _, _ in },
+                         sink: (UnsafeRawBufferPointer) throws -> Void) throws -> (status: Int, headers: HTTPHeaders, errorBody: [UInt8]) {
+        let headers = signed(method, url, headers: headers)
+        let socket = try Self.connect(url, timeout: timeout)
+        defer { socket.close() }
+        var head = "\(method) \(url.pathAndQuery) HTTP/1.1\r\nHost: \(url.authority)\r\nConnection: close\r\n"
+        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
+        try socket.write(Array((head + "\r\n").utf8))
+        let (status, answerHeaders) = try Self.readHead(socket)
+        let body = MessageBody(socket: socket, framing: try Self.responseFraming(status, answerHeaders, method: method))
+        guard (200..<300).contains(status) else {
+            return (status, answerHeaders, (try? body.readAll(limit: 64 * 1024)) ?? [])
+        }
+        try onHead(status, answerHeaders)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = try body.read(into: buffer)
+            if count == 0 { break }
+            try sink(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        }
+        return (status, answerHeaders, [])
     }
 
     /// Opens a request whose body the caller streams (see `StreamingUpload`); always on a

@@ -14,6 +14,9 @@ final class HTTPMetrics: Sendable {
     let sent: Counter
     let openConnections: Gauge
     let loopBusy: DurationHistogram
+    /// Requests answered since start-up, for the volume's health answer (the master turns
+    /// successive answers into a request rate for the status page).
+    let answered = Atomic(0)
 
     init(metrics: Metrics, router: Router) {
         self.metrics = metrics
@@ -38,6 +41,7 @@ final class HTTPMetrics: Sendable {
     /// Records one answered request. `route` is an index from the router, or nil.
     func record(route: Int?, status: Int, started: ContinuousClock.Instant, received bytesIn: Int, sent bytesOut: Int) {
         let index = route ?? unmatchedIndex
+        answered.add(1, ordering: .relaxed)
         durations[index].record(ContinuousClock.now - started)
         let key = index << 10 | (status & 0x3FF)
         let counter = requests.withLock { counters -> Counter in

@@ -234,6 +234,9 @@ public final class HTTPServer: @unchecked Sendable {
         loop.watch(connection)
     }
 
+    /// Requests answered since start-up.
+    public var requestsAnswered: Int { httpMetrics.answered.load(ordering: .relaxed) }
+
     /// A connection delivered its first head: it no longer counts against `freshCap`.
     func delivered(_ connection: ServerConnection) {
         lock.lock()

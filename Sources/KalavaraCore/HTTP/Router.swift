@@ -78,7 +78,7 @@ public struct Router: Sendable {
     /// route's handler runs only for requests `gate` lets through for its `access`.
     public init(_ routes: [Route], gate: AccessGate = .open) {
         let routes = routes.map { route in
-            guard route.access != .open, route.access != .ticket, gate.secret != nil || gate.credentials != nil else { return route }
+            guard gate.mayRefuse(route.access) else { return route }
             let handler = route.handler, access = route.access
             return Route(route.name, route.path, methods: route.methods, on: route.execution, access: access) { request, body in
                 if let refusal = gate.refusal(request, access) { return refusal }

@@ -17,6 +17,8 @@ public final class Master: @unchecked Sendable {
     let metrics = Metrics()
     /// Who may call what: the cluster secret and the client credentials.
     let gate: AccessGate
+    /// Signed clusters: read tickets, signed once per key and version every 30 s.
+    let readTickets: ReadTicketCache?
     let commits: (put: Counter, delete: Counter, holders: Counter)
     private let health: HealthMonitor
     /// Healing: the placement reconciler and the index rebuild.
@@ -35,6 +37,7 @@ public final class Master: @unchecked Sendable {
     public init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
         gate = try AccessGate(configuration: configuration.secretFile, authFile: configuration.authFile)
+        readTickets = gate.secret.map { ReadTicketCache(secret: $0, lifetime: configuration.readTicketLifetime) }
         index = try Index(path: configuration.databasePath, metrics: metrics)
         registry = try VolumeRegistry(index: index, seeds: configuration.volumes, outAfter: configuration.outAfter)
         let index = self.index

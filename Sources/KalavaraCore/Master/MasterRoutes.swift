@@ -17,6 +17,15 @@ extension Master {
                 request.method == "PUT" ? try redirectWrite(try Self.key(request), request, body) : try redirectDelete(try Self.key(request))
             },
             Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
+            Route("status-page", .exact("/"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
+                var page = HTTPResponse(status: 200, body: .bytes(Array(StatusPage.html(clusterStatus()).utf8)))
+                page.headers.set("Content-Type", "text/html; charset=utf-8")
+                page.headers.set("Cache-Control", "no-store")
+                return page
+            },
+            Route("status", .exact("/admin/status"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
+                try .json(200, clusterStatus())
+            },
             Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
                 .metrics(metrics)
             },
@@ -106,12 +115,8 @@ extension Master {
         }
         let holder = holders.count == 1
             ? holders[0] : holders[(readTurns.wrappingAdd(1, ordering: .relaxed).oldValue & Int.max) % holders.count]
-        var ticket = PlacementTicket(version: record.version)
-        if let secret = gate.secret {
-            ticket.expires = UInt64(Date().timeIntervalSince1970 + configuration.readTicketLifetime)
-            ticket = ticket.signed(for: .read, key, secret: secret)
-        }
-        return .redirect(302, to: location(holder, key, ticket.query))
+        let query = readTickets?.query(key, version: record.version) ?? PlacementTicket(version: record.version).query
+        return .redirect(302, to: location(holder, key, query))
     }
 
     /// DELETE: send the client to a live holder, with the delete's version and the holders.

@@ -46,6 +46,16 @@ public final class AccessGate: Sendable {
         }
     }
 
+    /// Whether this gate can refuse anything for `access` (the router skips it otherwise).
+    public func mayRefuse(_ access: Access) -> Bool {
+        switch access {
+        case .open, .ticket: return false
+        case .client: return credentials != nil
+        case .cluster: return secret != nil
+        case .registration: return secret != nil || credentials != nil
+        }
+    }
+
     /// Whether the request carries a valid signature of this cluster.
     public func isClusterCall(_ request: HTTPRequest, streamed: Bool = false) -> Bool {
         guard let secret else { return false }

@@ -6,7 +6,7 @@ import Foundation
 /// It never appears in a log line, an error message or an answer: `description` hides it,
 /// and comparisons of codes made with it run in constant time.
 public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
-    private let key: [UInt8]
+    private let mac: KeyedHMACSHA256
 
     /// At least this many bytes: a short secret can be guessed offline from one signature.
     public static let minimumBytes = 16
@@ -15,7 +15,7 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
         guard bytes.count >= Self.minimumBytes else {
             throw ConfigurationError("the cluster secret must be at least \(Self.minimumBytes) bytes")
         }
-        key = bytes
+        mac = KeyedHMACSHA256(key: bytes)
     }
 
     /// Reads the secret file: its bytes, as they are (every daemon reads the same file).
@@ -34,14 +34,18 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
     public var debugDescription: String { description }
 
     /// The HMAC-SHA256 of `message` under the secret, as lower-case hex.
-    public func sign(_ message: String) -> String {
-        Hex.encode(HMACSHA256.authenticationCode(key: key, message: Array(message.utf8)))
-    }
+    public func sign(_ message: String) -> String { sign(Array(message.utf8)) }
+
+    public func sign(_ message: [UInt8]) -> String { Hex.encode(mac.authenticationCode(message)) }
 
     /// Whether `signature` (hex) is the secret's code for `message`, compared in constant time.
     public func verify<Text: StringProtocol>(_ signature: Text, of message: String) -> Bool {
+        verify(signature, of: Array(message.utf8))
+    }
+
+    public func verify<Text: StringProtocol>(_ signature: Text, of message: [UInt8]) -> Bool {
         guard let given = Hex.decode(signature), given.count == SHA256.byteCount else { return false }
-        return HMACSHA256.equal(given, HMACSHA256.authenticationCode(key: key, message: Array(message.utf8)))
+        return HMACSHA256.equal(given, mac.authenticationCode(message))
     }
 }
 

@@ -100,7 +100,8 @@ public enum SignedCall {
     public static let answerSignatureHeader = "Kalavara-Answer-Signature"
 
     static func healthText(requestSignature: String, headers: HTTPHeaders) -> String {
-        "KALAVARA-HEALTH-1\n\(requestSignature)\n" + [VolumeHeaders.freeBytes, VolumeHeaders.valueCount, VolumeHeaders.unknownFiles]
+        "KALAVARA-HEALTH-1\n\(requestSignature)\n" + [VolumeHeaders.freeBytes, VolumeHeaders.valueCount, VolumeHeaders.unknownFiles,
+                                                                 VolumeHeaders.totalBytes, VolumeHeaders.requests]
             .map { headers[$0] ?? "" }.joined(separator: "\n")
     }
 

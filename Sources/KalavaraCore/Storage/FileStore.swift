@@ -344,6 +344,15 @@ public final class FileStore: @unchecked Sendable {
     public func freeBytes() -> Int { Self.freeBytes(at: dataDirectory) }
 
     /// Free bytes on the filesystem that holds `path`.
+    /// The size of the filesystem holding `path`.
+    public static func totalBytes(at path: String) -> Int {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return 0 }
+        return Int(info.f_blocks) * Int(info.f_frsize)
+    }
+
+    public func totalBytes() -> Int { Self.totalBytes(at: dataDirectory) }
+
     public static func freeBytes(at path: String) -> Int {
         var info = statvfs()
         guard statvfs(path, &info) == 0 else { return 0 }

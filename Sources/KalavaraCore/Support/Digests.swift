@@ -1,5 +1,6 @@
 import CLibCrypto
 import CZlib
+import Synchronization
 
 /// SHA-256, HMAC-SHA256, MD5 and CRC-32 from the system's libraries: OpenSSL's libcrypto
 /// (through its EVP interface, which uses the CPU's SHA extensions) and zlib. Chosen over
@@ -57,6 +58,35 @@ public enum HMACSHA256 {
         guard a.count == b.count else { return false }
         return a.withUnsafeBytes { x in b.withUnsafeBytes { y in CRYPTO_memcmp(x.baseAddress, y.baseAddress, a.count) == 0 } }
     }
+}
+
+/// HMAC-SHA256 under one key, keyed once (OpenSSL's EVP_MAC): what the cluster secret signs
+/// with on every redirect and internal call. Shared by all threads; each code works on a
+/// duplicate of the keyed context.
+public final class KeyedHMACSHA256: @unchecked Sendable {
+    private let context: OpaquePointer
+    /// Tells each thread's working copy which keyed context it was made from.
+    private let id: UInt64
+    private static let ids = Atomic<UInt64>(0)
+
+    public init(key: [UInt8]) {
+        id = Self.ids.add(1, ordering: .relaxed).newValue
+        guard let context = key.withUnsafeBufferPointer({ kalavara_hmac_sha256_keyed($0.baseAddress, $0.count) }) else {
+            fatalError("libcrypto cannot key HMAC-SHA256")
+        }
+        self.context = context
+    }
+
+    deinit { EVP_MAC_CTX_free(context) }
+
+    public func authenticationCode(_ message: UnsafeRawBufferPointer) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: SHA256.byteCount)
+        let ok = out.withUnsafeMutableBufferPointer { kalavara_hmac_sha256(context, id, message.baseAddress, message.count, $0.baseAddress) }
+        precondition(ok == 1, "HMAC-SHA256 failed")
+        return out
+    }
+
+    public func authenticationCode(_ message: [UInt8]) -> [UInt8] { message.withUnsafeBytes { authenticationCode($0) } }
 }
 
 /// CRC-32 (the zlib/IEEE polynomial), running or one-shot.

@@ -59,7 +59,10 @@ public struct CompactLogHandler: LogHandler {
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
         if let extra = event.metadata { all.merge(extra) { _, new in new } }
-        let line = Self.format(time: Date(), label: label, level: event.level, message: "\(event.message)", metadata: all)
+        let now = Date()
+        let message = "\(event.message)"
+        if event.level >= .warning { RecentEvents.record(time: now, level: event.level, message: message) }
+        let line = Self.format(time: now, label: label, level: event.level, message: message, metadata: all)
         line.utf8CString.withUnsafeBufferPointer { buffer in
             _ = Foundation.write(2, buffer.baseAddress, buffer.count - 1)
         }
@@ -79,4 +82,28 @@ public struct CompactLogHandler: LogHandler {
         for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { line += " \(name)=\(value)" }
         return line + "\n"
     }
+}
+
+/// The last warnings and errors this process logged, for the status page: an operator
+/// sees at a glance what went wrong lately without reading the logs.
+public enum RecentEvents {
+    public struct Event: Sendable, Encodable {
+        public let time: Double
+        public let level: String
+        public let message: String
+    }
+
+    public static let capacity = 20
+    private static let events = Mutex<[Event]>([])
+
+    static func record(time: Date, level: Logger.Level, message: String) {
+        let event = Event(time: time.timeIntervalSince1970, level: level.rawValue, message: String(message.prefix(500)))
+        events.withLock { events in
+            events.append(event)
+            if events.count > capacity { events.removeFirst(events.count - capacity) }
+        }
+    }
+
+    /// Newest first.
+    public static var snapshot: [Event] { events.withLock { $0.reversed() } }
 }

@@ -101,7 +101,7 @@ public enum Daemon {
     }
 
     /// Argument-parser's message as one line in the daemons' style ("unknown option '--x'").
-    static func usageMessage(_ message: String) -> String {
+    public static func usageMessage(_ message: String) -> String {
         var line = message.split(separator: "\n").first.map(String.init) ?? message
         if line.hasPrefix("Error: ") { line.removeFirst("Error: ".count) }
         if let first = line.first, first.isUppercase, !line.hasPrefix("URL") {

@@ -21,7 +21,7 @@ public final class Volume: @unchecked Sendable {
     let housekeeping = DispatchQueue(label: "housekeeping", attributes: .concurrent)
     private var orphans: OrphanSweeper!
     private(set) var scrubber: Scrubber!
-    private var server: HTTPServer!
+    private(set) var server: HTTPServer!
 
     public init(configuration: VolumeConfiguration) throws {
         self.configuration = configuration

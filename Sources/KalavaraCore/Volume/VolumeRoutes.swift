@@ -78,6 +78,8 @@ extension Volume {
         if trusted, let me = request.headers[VolumeHeaders.selfURL] { self.master.learnSelf(me) }
         var response = HTTPResponse.text(200, "ok")
         response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
+        response.headers.set(VolumeHeaders.totalBytes, String(store.totalBytes()))
+        if let server { response.headers.set(VolumeHeaders.requests, String(server.requestsAnswered)) }
         if let count = store.valueFileCount { response.headers.set(VolumeHeaders.valueCount, String(count)) }
         if let unknown = scrubber.snapshot.unknownFiles { response.headers.set(VolumeHeaders.unknownFiles, String(unknown)) }
         if trusted, let secret = gate.secret { SignedCall.signHealthAnswer(&response.headers, request: request, secret: secret) }

@@ -1,0 +1,108 @@
+import Foundation
+
+/// Everything the status page and `kalavara status` show, in one snapshot taken by the
+/// master: `GET /admin/status` serves it as JSON, `GET /` as HTML. Codable both ways, so
+/// the CLI reads exactly what the master wrote.
+public struct ClusterStatus: Codable, Sendable, Equatable {
+    public struct Volume: Codable, Sendable, Equatable {
+        public var url: String
+        public var state: String
+        public var freeBytes: Int?
+        public var totalBytes: Int?
+        public var keys: Int?
+        /// Requests per second the volume answered between its last two health checks.
+        public var requestRate: Double?
+        public var unknownFiles: Int?
+
+        /// Used share of its disk, 0...1, when known.
+        public var usedFraction: Double? {
+            guard let freeBytes, let totalBytes, totalBytes > 0 else { return nil }
+            return min(1, max(0, Double(totalBytes - freeBytes) / Double(totalBytes)))
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case url, state, keys
+            case freeBytes = "free_bytes", totalBytes = "total_bytes", requestRate = "request_rate", unknownFiles = "unknown_files"
+        }
+    }
+
+    public struct Repair: Codable, Sendable, Equatable {
+        public var running: Bool
+        public var scanned: Int
+        public var underReplicated: Int
+        public var misplaced: Int
+        public var copied: Int
+        public var bytesCopied: Int
+        public var errors: Int
+        public var passes: Int
+
+        enum CodingKeys: String, CodingKey {
+            case running, scanned, misplaced, copied, errors, passes
+            case underReplicated = "under_replicated", bytesCopied = "bytes_copied"
+        }
+    }
+
+    public struct Rebuild: Codable, Sendable, Equatable {
+        public var running: Bool
+        public var volumesDone: Int
+        public var volumesTotal: Int
+        public var keysFound: Int
+
+        enum CodingKeys: String, CodingKey {
+            case running
+            case volumesDone = "volumes_done", volumesTotal = "volumes_total", keysFound = "keys_found"
+        }
+    }
+
+    public struct Event: Codable, Sendable, Equatable {
+        public var time: Double
+        public var level: String
+        public var message: String
+    }
+
+    public var version: String
+    public var master: String
+    public var replicas: Int
+    public var signed: Bool
+    public var indexKeys: Int
+    public var indexDiskFreeBytes: Int
+    public var volumes: [Volume]
+    public var repair: Repair
+    public var rebuild: Rebuild
+    public var recentEvents: [Event]
+    public var time: Double
+
+    enum CodingKeys: String, CodingKey {
+        case version, master, replicas, signed, volumes, repair, rebuild, time
+        case indexKeys = "index_keys", indexDiskFreeBytes = "index_disk_free_bytes", recentEvents = "recent_events"
+    }
+
+    /// Whether healing has visible work: a pass or a rebuild running, or a volume draining.
+    public var isHealing: Bool {
+        repair.running || rebuild.running || volumes.contains { $0.state == "draining" }
+    }
+}
+
+extension Master {
+    /// The snapshot the status page and the CLI show.
+    func clusterStatus() -> ClusterStatus {
+        let now = monotonicSeconds()
+        let repair = reconciler.snapshot, rebuild = rebuilder.snapshot
+        return ClusterStatus(
+            version: Kalavara.version, master: configuration.advertisedURL, replicas: configuration.replicas,
+            signed: gate.secret != nil, indexKeys: index.estimatedKeyCount,
+            indexDiskFreeBytes: FileStore.freeBytes(at: configuration.databasePath),
+            volumes: registry.present.map { volume in
+                ClusterStatus.Volume(url: volume.url, state: volume.state(now: now, outAfter: registry.outAfter).rawValue,
+                                     freeBytes: volume.freeBytes, totalBytes: volume.totalBytes, keys: volume.valueCount,
+                                     requestRate: volume.requestRate, unknownFiles: volume.unknownFiles)
+            },
+            repair: ClusterStatus.Repair(running: repair.running, scanned: repair.scanned, underReplicated: repair.underReplicated,
+                                         misplaced: repair.misplaced, copied: repair.copied, bytesCopied: repair.bytesCopied,
+                                         errors: repair.errors, passes: repair.passes),
+            rebuild: ClusterStatus.Rebuild(running: rebuild.running, volumesDone: rebuild.volumesDone,
+                                           volumesTotal: rebuild.volumesTotal, keysFound: rebuild.keysFound),
+            recentEvents: RecentEvents.snapshot.map { ClusterStatus.Event(time: $0.time, level: $0.level, message: $0.message) },
+            time: Date().timeIntervalSince1970)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import KalavaraCore
+
+/// A problem the operator must see: one line on standard error, exit status 2.
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The master the CLI talks to, and the credentials it sends.
+struct MasterConnection {
+    let base: String
+    let authorization: String?
+    let client = HTTPClient(timeout: 30, maxIdlePerHost: 2)
+
+    init(master: String?, user: String?) throws {
+        let environment = ProcessInfo.processInfo.environment
+        let url = master ?? environment["KALAVARA_MASTER"] ?? "http://127.0.0.1:6000"
+        guard let normalized = VolumeRegistry.normalize(url) else { throw Failure("not a master URL (want http://host:port): \(url)") }
+        base = normalized
+        if let user = user ?? environment["KALAVARA_USER"] {
+            guard user.contains(":") else { throw Failure("--user wants NAME:SECRET") }
+            authorization = "Basic " + Data(user.utf8).base64EncodedString()
+        } else {
+            authorization = nil
+        }
+    }
+
+    var headers: HTTPHeaders {
+        var headers = HTTPHeaders()
+        if let authorization { headers.add("Authorization", authorization) }
+        return headers
+    }
+
+    func url(_ path: String) throws -> HTTPURL {
+        guard let url = HTTPURL(base + path) else { throw Failure("bad URL \(base + path)") }
+        return url
+    }
+
+    /// A request to the master; a 4xx/5xx answer is a Failure with the master's reason.
+    @discardableResult
+    func send(_ method: String, _ path: String, body: [UInt8] = [], expect: Set<Int> = [200]) throws -> ClientResponse {
+        let answer: ClientResponse
+        do {
+            answer = try client.send(method, try url(path), headers: headers, body: body)
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure("cannot reach the master at \(base): \(error)")
+        }
+        guard expect.contains(answer.status) else { throw Self.refusal(method, path, answer.status, answer.text) }
+        return answer
+    }
+
+    func json<Value: Decodable>(_ type: Value.Type, _ path: String) throws -> Value {
+        let answer = try send("GET", path)
+        do {
+            return try JSONDecoder().decode(type, from: Data(answer.body))
+        } catch {
+            throw Failure("GET \(path): the master's answer is not what this kalavara understands (\(error))")
+        }
+    }
+
+    /// Where the master sends a request for a key: the volume URL with its ticket.
+    func redirect(_ method: String, key: Key) throws -> HTTPURL {
+        let path = "/store/" + key.pathComponent
+        let answer = try send(method, path, expect: [302, 307])
+        guard let location = answer.headers["Location"], let url = HTTPURL(location) else {
+            throw Failure("\(method) \(key): the master's redirect has no usable Location")
+        }
+        return url
+    }
+
+    static func refusal(_ method: String, _ path: String, _ status: Int, _ text: String) -> Failure {
+        let reason = text.split(separator: "\n").first.map(String.init) ?? ""
+        return Failure("\(method) \(path.removingPercentEncoding ?? path): \(status) \(reason)")
+    }
+}
+
+/// A progress bar on standard error, drawn only when it is a terminal; silent when piped.
+final class ProgressBar {
+    private let label: String
+    private var total: Int?
+    private let unit: Unit
+    private let enabled: Bool
+    private var lastDraw = 0.0
+    private let started = monotonicSeconds()
+    private var current = 0
+    private var drew = false
+
+    enum Unit { case bytes, items }
+
+    init(_ label: String, total: Int?, unit: Unit = .bytes, enabled: Bool = isatty(2) == 1) {
+        self.label = label
+        self.total = total
+        self.unit = unit
+        self.enabled = enabled
+    }
+
+    func update(_ value: Int, total newTotal: Int? = nil) {
+        current = value
+        if let newTotal { total = newTotal }
+        guard enabled else { return }
+        let now = monotonicSeconds()
+        guard now - lastDraw >= 0.1 else { return }
+        lastDraw = now
+        draw()
+    }
+
+    func advance(_ delta: Int) { update(current + delta) }
+
+    func finish(_ message: String? = nil) {
+        guard enabled else { return }
+        draw()
+        FileHandle.standardError.write(Data("\n".utf8))
+        if let message { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+    }
+
+    private func draw() {
+        drew = true
+        let width = 30
+        let elapsed = max(0.001, monotonicSeconds() - started)
+        var line = "\r\(label) "
+        if let total, total > 0 {
+            let fraction = min(1, Double(current) / Double(total))
+            let filled = Int((fraction * Double(width)).rounded(.down))
+            line += "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] "
+            line += String(format: "%3.0f%% ", fraction * 100)
+            line += "\(format(current))/\(format(total))"
+        } else {
+            line += format(current)
+        }
+        if unit == .bytes { line += " " + StatusPage.formatBytes(Int(Double(current) / elapsed)) + "/s" }
+        FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
+    }
+
+    private func format(_ value: Int) -> String {
+        unit == .bytes ? StatusPage.formatBytes(value) : StatusPage.formatCount(value)
+    }
+}
+
+/// Polls until `done` says so, every half second, for at most `timeout` seconds.
+func poll(timeout: Double, _ done: () throws -> Bool) throws {
+    let deadline = monotonicSeconds() + timeout
+    while true {
+        if try done() { return }
+        guard monotonicSeconds() < deadline else { throw Failure("gave up waiting after \(Int(timeout)) s (--timeout)") }
+        usleep(500_000)
+    }
+}
