@@ -144,6 +144,15 @@ final class StoreTests: XCTestCase {
         answer = try HTTP.send("GET", cluster.masterURL + "/store/?limit=2&after=p/3")
         XCTAssertEqual(answer.text, "{\"keys\":[\"q/1\"],\"next\":null}\n")
         XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/store/?limit=zero").status, 400)
+        // With a delimiter, as S3 lists: keys up to the next delimiter roll up into prefixes.
+        answer = try HTTP.send("GET", cluster.masterURL + "/store/?delimiter=/")
+        XCTAssertEqual(answer.text, "{\"keys\":[],\"next\":null,\"prefixes\":[\"p/\",\"q/\"]}\n")
+        answer = try HTTP.send("GET", cluster.masterURL + "/store/?delimiter=/&limit=1")
+        XCTAssertEqual(answer.text, "{\"keys\":[],\"next\":\"p/\",\"prefixes\":[\"p/\"]}\n")
+        answer = try HTTP.send("GET", cluster.masterURL + "/store/?delimiter=/&limit=1&after=p/")
+        XCTAssertEqual(answer.text, "{\"keys\":[],\"next\":\"q/\",\"prefixes\":[\"q/\"]}\n")
+        answer = try HTTP.send("GET", cluster.masterURL + "/store/?prefix=p/&delimiter=/")
+        XCTAssertEqual(answer.text, "{\"keys\":[\"p/1\",\"p/3\"],\"next\":null,\"prefixes\":[]}\n")
     }
 
     func testValuesSpreadOverVolumes() throws {

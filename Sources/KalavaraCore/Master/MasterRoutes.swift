@@ -162,18 +162,13 @@ extension Master {
             limit = min(value, 10_000)
         }
         let prefix = parameters.bytes("prefix") ?? []
-        let after = parameters.bytes("after")
-        var keys: [Key] = []
-        var cursor = after
-        // Tombstones are skipped, so a page may need several scans to fill.
-        while keys.count < limit {
-            let wanted = limit - keys.count
-            let batch = try index.list(prefix: prefix, after: cursor, limit: wanted)
-            for (key, record) in batch where !record.isTombstone { keys.append(key) }
-            guard batch.count == wanted, let last = batch.last else { break }
-            cursor = last.0.bytes
+        let delimiter = parameters.bytes("delimiter")
+        let page = try Listing.page(prefix: prefix, delimiter: delimiter, after: parameters.bytes("after"), limit: limit) {
+            try index.list(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
         }
-        return try .json(200, KeyPage(keys: keys.map(\.description), next: keys.count == limit ? keys.last?.description : nil))
+        func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+        return try .json(200, KeyPage(keys: page.keys.map(\.description), prefixes: delimiter == nil ? nil : page.prefixes.map(text),
+                                      next: page.next.map(text)))
     }
 
     // MARK: Admin
@@ -240,15 +235,18 @@ extension Master {
 /// `GET /store/?prefix=` answers: a page of keys and where the next page starts.
 struct KeyPage: Encodable {
     let keys: [String]
+    /// With a delimiter: the common prefixes (absent without one, as before).
+    let prefixes: [String]?
     let next: String?
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(keys, forKey: .keys)
+        try container.encodeIfPresent(prefixes, forKey: .prefixes)
         try container.encode(next, forKey: .next) // null on the last page, not absent
     }
 
-    private enum CodingKeys: String, CodingKey { case keys, next }
+    private enum CodingKeys: String, CodingKey { case keys, prefixes, next }
 }
 
 /// `GET /admin/volumes` answers.

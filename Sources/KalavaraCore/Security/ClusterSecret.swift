@@ -7,6 +7,8 @@ import Foundation
 /// and comparisons of codes made with it run in constant time.
 public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     private let mac: KeyedHMACSHA256
+    /// Tickets verified lately (see `verifyRemembering`).
+    private let recent = RecentCodes()
 
     /// At least this many bytes: a short secret can be guessed offline from one signature.
     public static let minimumBytes = 16
@@ -47,10 +49,55 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
         guard let given = Hex.decode(signature), given.count == SHA256.byteCount else { return false }
         return HMACSHA256.equal(given, mac.authenticationCode(message))
     }
+
+    /// `verify`, remembering the codes that checked out: a read ticket is presented many
+    /// times (every GET of a hot key within its period carries the same one), and the same
+    /// signature over the same text is valid again without another HMAC. Only codes that
+    /// verified are remembered, so nothing can be slipped in; callers still check expiry.
+    public func verifyRemembering(_ signature: String, of message: [UInt8]) -> Bool {
+        if recent.contains(signature, message) { return true }
+        guard verify(signature, of: message) else { return false }
+        recent.insert(signature, message)
+        return true
+    }
 }
 
 /// A start-up configuration problem, reported in one line (exit 2).
 public struct ConfigurationError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// A fixed table of recently verified (signature, text) pairs in striped locks.
+final class RecentCodes: @unchecked Sendable {
+    private static let stripeCount = 64, slotsPerStripe = 256
+
+    private final class Stripe: @unchecked Sendable {
+        let lock = NSLock()
+        var slots = [(signature: String, message: [UInt8])?](repeating: nil, count: RecentCodes.slotsPerStripe)
+    }
+
+    private let stripes = (0..<stripeCount).map { _ in Stripe() }
+
+    private func place(_ signature: String) -> (Stripe, Int) {
+        var hasher = Hasher()
+        hasher.combine(signature)
+        let hash = UInt(bitPattern: hasher.finalize())
+        return (stripes[Int(hash % UInt(Self.stripeCount))], Int((hash / UInt(Self.stripeCount)) % UInt(Self.slotsPerStripe)))
+    }
+
+    func contains(_ signature: String, _ message: [UInt8]) -> Bool {
+        let (stripe, slot) = place(signature)
+        stripe.lock.lock()
+        defer { stripe.lock.unlock() }
+        guard let entry = stripe.slots[slot] else { return false }
+        return entry.signature == signature && entry.message == message
+    }
+
+    func insert(_ signature: String, _ message: [UInt8]) {
+        let (stripe, slot) = place(signature)
+        stripe.lock.lock()
+        stripe.slots[slot] = (signature, message)
+        stripe.lock.unlock()
+    }
 }

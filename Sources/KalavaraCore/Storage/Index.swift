@@ -69,8 +69,11 @@ public final class Index: Sendable {
     }
 
     /// Keys starting with `prefix`, after `after`, in byte order, with their records.
-    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int) throws -> [(Key, IndexRecord)] {
-        db.scan(prefix: Self.keyPrefix + prefix, after: after.map { Self.keyPrefix + $0 }, limit: limit)
+    /// Keys with `prefix` after `after`, in byte order, at most `limit`; with `stopAfter`, up
+    /// to the first key (raw bytes) it accepts.
+    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, stopAfter: (([UInt8]) -> Bool)? = nil) throws -> [(Key, IndexRecord)] {
+        db.scan(prefix: Self.keyPrefix + prefix, after: after.map { Self.keyPrefix + $0 }, limit: limit,
+                stopAfter: stopAfter.map { stop in { raw in stop(Array(raw.dropFirst())) } })
             .compactMap { entry in
                 guard let key = try? Key(Array(entry.key.dropFirst())),
                       let record = IndexRecord(decoding: entry.value) else { return nil }

@@ -169,11 +169,15 @@ public final class RocksDB: @unchecked Sendable {
     /// Entries whose keys start with `prefix` and sort strictly after `after` (or from the
     /// start of the prefix), in byte order, at most `limit` of them.
     /// `cached: false` for walks that should not disturb the block cache.
-    public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool = true) -> [(key: [UInt8], value: [UInt8])] {
-        (try? whileOpen { unlockedScan(prefix: prefix, after: after, limit: limit, cached: cached) }) ?? []
+    /// Up to `limit` entries with `prefix` after `after`, in key order; with `stopAfter`, the
+    /// scan ends at the first key it accepts (that key included), reading no further.
+    public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool = true,
+                     stopAfter: (([UInt8]) -> Bool)? = nil) -> [(key: [UInt8], value: [UInt8])] {
+        (try? whileOpen { unlockedScan(prefix: prefix, after: after, limit: limit, cached: cached, stopAfter: stopAfter) }) ?? []
     }
 
-    private func unlockedScan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool) -> [(key: [UInt8], value: [UInt8])] {
+    private func unlockedScan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool,
+                              stopAfter: (([UInt8]) -> Bool)?) -> [(key: [UInt8], value: [UInt8])] {
         let iterator = rocksdb_create_iterator(db, cached ? readOptions : walkOptions)
         defer { rocksdb_iter_destroy(iterator) }
         let start = after.map { $0 + [0] } ?? prefix // the smallest key greater than `after`
@@ -189,6 +193,7 @@ public final class RocksDB: @unchecked Sendable {
             let valuePointer = rocksdb_iter_value(iterator, &valueLength)!
             let value = Array(UnsafeRawBufferPointer(start: valuePointer, count: valueLength).bindMemory(to: UInt8.self))
             result.append((key, value))
+            if let stopAfter, stopAfter(key) { break }
             rocksdb_iter_next(iterator)
         }
         return result

@@ -1,0 +1,73 @@
+@testable import KalavaraCore
+import XCTest
+
+/// Listing with a delimiter: S3's common prefixes, without walking the keys they roll up.
+final class ListingTests: XCTestCase {
+    private let names = ["a", "b/1", "b/2", "b/3/x", "c/1", "c/2", "d", "e/deep/1", "e/deep/2", "e/z", "f"]
+    private var rowsRead = 0
+
+    private func scan(_ keys: [String], tombstones: Set<String> = [], prefix: String)
+        -> ([UInt8]?, Int, (([UInt8]) -> Bool)?) -> [(Key, IndexRecord)] {
+        let sorted = keys.map { Array($0.utf8) }.sorted { $0.lexicographicallyPrecedes($1) }
+        return { [self] after, limit, stopAfter in
+            var page: [[UInt8]] = []
+            for name in sorted where name.starts(with: Array(prefix.utf8)) && (after.map { $0.lexicographicallyPrecedes(name) } ?? true) {
+                guard page.count < limit else { break }
+                page.append(name)
+                if stopAfter?(name) == true { break }
+            }
+            rowsRead += page.count
+            return page.map { bytes in
+                let name = String(decoding: bytes, as: UTF8.self)
+                return (try! Key(bytes), IndexRecord(version: 1, isTombstone: tombstones.contains(name), size: 1, holders: [0]))
+            }
+        }
+    }
+
+    private func list(prefix: String = "", delimiter: String? = "/", after: String? = nil, limit: Int = 1000,
+                      tombstones: Set<String> = []) -> (keys: [String], prefixes: [String], next: String?) {
+        let page = Listing.page(prefix: Array(prefix.utf8), delimiter: delimiter.map { Array($0.utf8) }, after: after.map { Array($0.utf8) },
+                                limit: limit, scan: scan(names, tombstones: tombstones, prefix: prefix))
+        return (page.keys.map(\.description), page.prefixes.map { String(decoding: $0, as: UTF8.self) },
+                page.next.map { String(decoding: $0, as: UTF8.self) })
+    }
+
+    func testCommonPrefixesRollUpAndAreNotWalked() {
+        let page = list()
+        XCTAssertEqual(page.keys, ["a", "d", "f"])
+        XCTAssertEqual(page.prefixes, ["b/", "c/", "e/"])
+        XCTAssertNil(page.next)
+        XCTAssertLessThanOrEqual(rowsRead, 3 + 3 + 3, "each prefix costs one row and a seek, not its keys")
+        XCTAssertEqual(list(prefix: "e/").prefixes, ["e/deep/"])
+        XCTAssertEqual(list(prefix: "e/").keys, ["e/z"])
+        XCTAssertEqual(list(prefix: "b/").keys, ["b/1", "b/2"])
+        XCTAssertEqual(list(prefix: "b/").prefixes, ["b/3/"])
+        XCTAssertEqual(list(delimiter: nil).keys, names, "without a delimiter: every key, as before")
+        XCTAssertEqual(list(delimiter: "").keys, names)
+    }
+
+    func testPagesCountPrefixesAndResumeAfterThem() {
+        var seen: [String] = []
+        var after: String?
+        repeat {
+            let page = list(after: after, limit: 2)
+            XCTAssertLessThanOrEqual(page.keys.count + page.prefixes.count, 2)
+            seen += page.keys + page.prefixes
+            after = page.next
+        } while after != nil
+        XCTAssertEqual(seen.sorted(), ["a", "b/", "c/", "d", "e/", "f"], "each item once across pages")
+        // A page that ended on a prefix resumes past everything under it.
+        XCTAssertEqual(list(after: "b/", limit: 1).prefixes, ["c/"])
+    }
+
+    func testTombstonesAreSkipped() {
+        let page = list(tombstones: ["a", "c/1", "c/2"])
+        XCTAssertEqual(page.keys, ["d", "f"])
+        XCTAssertEqual(page.prefixes, ["b/", "e/"], "a prefix whose keys are all deleted is not listed")
+    }
+
+    func testMultiByteDelimiter() {
+        XCTAssertEqual(Listing.rollUp(Array("x--y--z".utf8), prefix: [], delimiter: Array("--".utf8)).map { String(decoding: $0, as: UTF8.self) }, "x--")
+        XCTAssertNil(Listing.rollUp(Array("xy".utf8), prefix: Array("x".utf8), delimiter: Array("/".utf8)))
+    }
+}
