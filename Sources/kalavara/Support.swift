@@ -40,24 +40,33 @@ struct MasterConnection {
     /// A request to the master; a 4xx/5xx answer is a Failure with the master's reason.
     @discardableResult
     func send(_ method: String, _ path: String, body: [UInt8] = [], expect: Set<Int> = [200]) throws -> ClientResponse {
+        try call(method, try url(path), headers: headers, body: body, expect: expect, peer: "the master at \(base)")
+    }
+
+    /// A request to any daemon (a volume the master sent us to, with its ticket, carries no
+    /// credentials); an unexpected answer is a Failure with the daemon's reason.
+    @discardableResult
+    func call(_ method: String, _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], expect: Set<Int>,
+              peer: String? = nil) throws -> ClientResponse {
         let answer: ClientResponse
         do {
-            answer = try client.send(method, try url(path), headers: headers, body: body)
-        } catch let failure as Failure {
-            throw failure
+            answer = try client.send(method, url, headers: headers, body: body)
         } catch {
-            throw Failure("cannot reach the master at \(base): \(error)")
+            throw Failure("cannot reach \(peer ?? url.authority): \(error)")
         }
-        guard expect.contains(answer.status) else { throw Self.refusal(method, path, answer.status, answer.text) }
+        guard expect.contains(answer.status) else { throw Self.refusal(method, url.pathAndQuery, answer.status, answer.text) }
         return answer
     }
 
     func json<Value: Decodable>(_ type: Value.Type, _ path: String) throws -> Value {
-        let answer = try send("GET", path)
+        try Self.decode(type, try send("GET", path), what: "GET \(path)")
+    }
+
+    static func decode<Value: Decodable>(_ type: Value.Type, _ answer: ClientResponse, what: String) throws -> Value {
         do {
             return try JSONDecoder().decode(type, from: Data(answer.body))
         } catch {
-            throw Failure("GET \(path): the master's answer is not what this kalavara understands (\(error))")
+            throw Failure("\(what): the answer is not what this kalavara understands (\(error))")
         }
     }
 
@@ -71,8 +80,10 @@ struct MasterConnection {
         return url
     }
 
-    static func refusal(_ method: String, _ path: String, _ status: Int, _ text: String) -> Failure {
+    /// `GET /store/k: 404 no such key` (the query, a ticket, left out).
+    static func refusal(_ method: String, _ target: String, _ status: Int, _ text: String) -> Failure {
         let reason = text.split(separator: "\n").first.map(String.init) ?? ""
+        let path = target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? target
         return Failure("\(method) \(path.removingPercentEncoding ?? path): \(status) \(reason)")
     }
 }
@@ -86,7 +97,6 @@ final class ProgressBar {
     private var lastDraw = 0.0
     private let started = monotonicSeconds()
     private var current = 0
-    private var drew = false
 
     enum Unit { case bytes, items }
 
@@ -117,7 +127,6 @@ final class ProgressBar {
     }
 
     private func draw() {
-        drew = true
         let width = 30
         let elapsed = max(0.001, monotonicSeconds() - started)
         var line = "\r\(label) "

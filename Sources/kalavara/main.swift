@@ -228,14 +228,7 @@ struct Remove: ParsableCommand {
     func run() throws {
         let master = try connection.connect()
         let key = try parsedKey(key)
-        let location = try master.redirect("DELETE", key: key)
-        let answer: ClientResponse
-        do {
-            answer = try master.client.send("DELETE", location)
-        } catch {
-            throw Failure("cannot reach the volume \(location.authority): \(error)")
-        }
-        guard answer.status == 204 else { throw MasterConnection.refusal("DELETE", "/store/\(key)", answer.status, answer.text) }
+        try master.call("DELETE", try master.redirect("DELETE", key: key), expect: [204])
     }
 }
 
@@ -330,23 +323,16 @@ struct Scrub: ParsableCommand {
         let master = try connection.connect()
         let volumes = try master.json(ClusterStatus.self, "/admin/status").volumes.filter { $0.state == "up" || $0.state == "draining" }
         guard !volumes.isEmpty else { throw Failure("no live volume to scrub") }
-        let client = HTTPClient(timeout: 30, maxIdlePerHost: 1)
-        func scrub(_ volume: ClusterStatus.Volume) throws -> VolumeScrub {
+        func scrubURL(_ volume: ClusterStatus.Volume) throws -> HTTPURL {
             guard let url = HTTPURL(volume.url + "/admin/scrub") else { throw Failure("bad volume URL \(volume.url)") }
-            let answer: ClientResponse
-            do { answer = try client.send("GET", url) } catch { throw Failure("cannot reach \(volume.url): \(error)") }
-            guard answer.status == 200 else { throw MasterConnection.refusal("GET", volume.url + "/admin/scrub", answer.status, answer.text) }
-            do { return try JSONDecoder().decode(VolumeScrub.self, from: Data(answer.body)) } catch {
-                throw Failure("\(volume.url)/admin/scrub: unexpected answer")
-            }
+            return url
+        }
+        func scrub(_ volume: ClusterStatus.Volume) throws -> VolumeScrub {
+            try MasterConnection.decode(VolumeScrub.self, try master.call("GET", try scrubURL(volume), expect: [200]),
+                                        what: "\(volume.url)/admin/scrub")
         }
         let before = try volumes.map { try scrub($0).passes }
-        for volume in volumes {
-            guard let url = HTTPURL(volume.url + "/admin/scrub") else { continue }
-            let answer: ClientResponse
-            do { answer = try client.send("POST", url) } catch { throw Failure("cannot reach \(volume.url): \(error)") }
-            guard answer.status == 202 else { throw MasterConnection.refusal("POST", volume.url + "/admin/scrub", answer.status, answer.text) }
-        }
+        for volume in volumes { try master.call("POST", try scrubURL(volume), expect: [202]) }
         guard waiting.wait else { return print("scrub started on \(volumes.count) volume(s)") }
         let total = volumes.reduce(0) { $0 + ($1.keys ?? 0) }
         let progress = ProgressBar("scrub", total: total, unit: .items)

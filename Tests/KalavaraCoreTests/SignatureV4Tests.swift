@@ -127,3 +127,14 @@ final class SignatureV4Tests: XCTestCase {
         return String(decoding: output, as: UTF8.self)
     }
 }
+
+extension SignatureV4Tests {
+    func testTimestamps() {
+        XCTAssertEqual(SignatureV4.amzTimestamp("Fri, 24 May 2013 00:00:00 GMT"), "20130524T000000Z")
+        XCTAssertNil(SignatureV4.amzTimestamp("yesterday"))
+        let date = SignatureV4.date(fromTimestamp: "20130524T013045Z")
+        XCTAssertEqual(date?.timeIntervalSince1970, 1_369_359_045)
+        XCTAssertEqual(date.map(SignatureV4.timestamp), "20130524T013045Z")
+        XCTAssertNil(SignatureV4.date(fromTimestamp: "2013-05-24"))
+    }
+}

@@ -33,11 +33,8 @@ public final class HTTPClient: @unchecked Sendable {
     public func send(_ method: String, _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(),
                      body: [UInt8] = []) throws -> ClientResponse {
         let headers = signed(method, url, headers: headers, body: body)
-        var head = "\(method) \(url.pathAndQuery) HTTP/1.1\r\nHost: \(url.authority)\r\n"
-        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
-        if !body.isEmpty || method == "POST" || method == "PUT" { head += "Content-Length: \(body.count)\r\n" }
-        head += "\r\n"
-        let message = Array(head.utf8) + body
+        let length = !body.isEmpty || method == "POST" || method == "PUT" ? "Content-Length: \(body.count)\r\n" : ""
+        let message = Array(Self.requestHead(method, url, headers, closing: false, framing: length).utf8) + body
 
         // A pooled connection may have been closed by the server while idle; if it fails
         // before any answer byte arrives, the request was not processed: retry once, fresh.
@@ -64,6 +61,15 @@ public final class HTTPClient: @unchecked Sendable {
         var headers = headers
         SignedCall.sign(&headers, method: method, target: url.pathAndQuery, body: body, length: body.count, secret: secret)
         return headers
+    }
+
+    /// A request head: request line, Host, `Connection: close` if `closing`, the fields, then
+    /// `framing` (the body's Content-Length or Transfer-Encoding line, or nothing).
+    static func requestHead(_ method: String, _ url: HTTPURL, _ headers: HTTPHeaders, closing: Bool, framing: String) -> String {
+        var head = "\(method) \(url.pathAndQuery) HTTP/1.1\r\nHost: \(url.authority)\r\n"
+        if closing { head += "Connection: close\r\n" }
+        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
+        return head + framing + "\r\n"
     }
 
     private struct StaleConnection: Error {}
@@ -139,9 +145,7 @@ public final class HTTPClient: @unchecked Sendable {
         let headers = signed(method, url, headers: headers)
         let socket = try Self.connect(url, timeout: timeout)
         defer { socket.close() }
-        var head = "\(method) \(url.pathAndQuery) HTTP/1.1\r\nHost: \(url.authority)\r\nConnection: close\r\n"
-        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
-        try socket.write(Array((head + "\r\n").utf8))
+        try socket.write(Array(Self.requestHead(method, url, headers, closing: true, framing: "").utf8))
         let (status, answerHeaders) = try Self.readHead(socket)
         let body = MessageBody(socket: socket, framing: try Self.responseFraming(status, answerHeaders, method: method))
         guard (200..<300).contains(status) else {

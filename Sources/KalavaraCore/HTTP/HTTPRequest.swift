@@ -122,3 +122,14 @@ public struct HTTPRequest: Sendable {
 
     public var isHead: Bool { method == "HEAD" }
 }
+
+extension BodyFraming {
+    /// The body length announced up front, if any.
+    var declaredLength: Int? {
+        switch self {
+        case .none: return 0
+        case .length(let count): return count
+        case .chunked, .untilClose: return nil
+        }
+    }
+}

@@ -14,10 +14,8 @@ public final class StreamingUpload {
         self.socket = socket
         self.url = url
         chunked = contentLength == nil
-        var head = "\(method) \(url.pathAndQuery) HTTP/1.1\r\nHost: \(url.authority)\r\nConnection: close\r\n"
-        for field in headers.fields { head += "\(field.name): \(field.value)\r\n" }
-        head += chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Content-Length: \(contentLength!)\r\n\r\n"
-        try socket.write(Array(head.utf8))
+        let framing = chunked ? "Transfer-Encoding: chunked\r\n" : "Content-Length: \(contentLength!)\r\n"
+        try socket.write(Array(HTTPClient.requestHead(method, url, headers, closing: true, framing: framing).utf8))
     }
 
     public var failed: Bool { writeError != nil }

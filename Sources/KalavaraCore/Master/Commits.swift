@@ -137,9 +137,7 @@ extension Master {
     /// (a fence in the future would refuse the key's writes until the clock passed it).
     func resolve(_ parameters: QueryParameters) throws -> HTTPResponse {
         let key = try Key(parameters.bytes("key") ?? [])
-        guard let version = parameters["ver"].flatMap(UInt64.init), version > 0 else {
-            throw HTTPError(400, "request without a valid version")
-        }
+        let version = try requestedVersion(parameters)
         guard version <= clock.lastIssued else { return Resolution.orphan.response }
         guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
             throw HTTPError(400, "resolve needs the asking volume's URL (h)")
@@ -220,10 +218,15 @@ extension Master {
 
     // MARK: Parameters
 
-    private func issuedVersion(_ parameters: QueryParameters) throws -> UInt64 {
+    private func requestedVersion(_ parameters: QueryParameters) throws -> UInt64 {
         guard let version = parameters["ver"].flatMap(UInt64.init), version > 0 else {
             throw HTTPError(400, "request without a valid version")
         }
+        return version
+    }
+
+    private func issuedVersion(_ parameters: QueryParameters) throws -> UInt64 {
+        let version = try requestedVersion(parameters)
         guard version <= clock.lastIssued else { throw HTTPError(400, "version \(version) was never issued") }
         return version
     }

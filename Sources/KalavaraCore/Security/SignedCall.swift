@@ -68,12 +68,7 @@ public enum SignedCall {
         guard abs(now - seconds) <= window else {
             return .invalid("signed call is stale (its date is \(Int(now - seconds)) s from this daemon's clock)")
         }
-        let length: String
-        switch request.framing {
-        case .none: length = "0"
-        case .length(let count): length = String(count)
-        case .chunked, .untilClose: length = "chunked"
-        }
+        let length = request.framing.declaredLength.map(String.init) ?? "chunked"
         if content == unsignedPayload {
             guard streamed else { return .invalid("this call's body must be signed") }
         } else if length == "0", content != emptyBodyDigest {

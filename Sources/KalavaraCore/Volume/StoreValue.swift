@@ -13,8 +13,6 @@ extension Volume {
         }
         master.learnSelf(me)
         try ticket.checkBodyLength(request.framing)
-        // A version is written once: never over a copy already here (a replayed ticket).
-        guard !store.holds(key, version: ticket.version) else { throw StorageError.versionExists.httpError }
 
         // 1. Open a stream to every other replica, then receive the body once, writing each
         //    piece here and to them as it arrives: memory stays one buffer, whatever the size.
@@ -31,7 +29,7 @@ extension Volume {
         let size: Int, checksum: UInt32
         do {
             (size, checksum) = try receiveValue(key, version: ticket.version, from: body, forwardingTo: uploads,
-                                                length: ticket)
+                                                checkingLengthOf: ticket)
         } catch {
             uploads.forEach { $0.abandon() } // the replicas see the body end early and drop it
             throw error
@@ -88,14 +86,16 @@ extension Volume {
     /// uncommitted and renames it into place. Returns the value's size and CRC-32. On any
     /// failure (client gone, disk full, the version already here) the temporary file is
     /// dropped: nothing partial is visible, and nothing already stored is touched.
-    /// `length`: the ticket whose announced length the body must have.
+    /// A version is written once: the rename into place never replaces a file, so a replayed
+    /// ticket ends in `StorageError.versionExists` (409) here and on every replica.
+    /// `checkingLengthOf`: the ticket whose announced length the body must have.
     func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = [],
-                      expecting checksum: UInt32? = nil, length: PlacementTicket? = nil) throws -> (Int, UInt32) {
+                      expecting checksum: UInt32? = nil, checkingLengthOf ticket: PlacementTicket? = nil) throws -> (Int, UInt32) {
         let write = try store.beginWrite(key: key, version: version)
         do {
             try write.appendAll(reading: { try body.read(into: $0) },
                                 forEachPiece: { piece in forwards.forEach { $0.write(piece) } })
-            try length?.checkReceived(write.valueBytes)
+            try ticket?.checkReceived(write.valueBytes)
             // Journal the version before syncing the file, so both syncs run at once.
             let position = try journal.append(key, version: version)
             do {
@@ -194,15 +194,4 @@ extension Volume {
     }
 
     static func etag(_ version: UInt64) -> String { "\"\(version)\"" }
-}
-
-extension BodyFraming {
-    /// The body length announced up front, if any.
-    var declaredLength: Int? {
-        switch self {
-        case .none: return 0
-        case .length(let count): return count
-        case .chunked, .untilClose: return nil
-        }
-    }
 }
