@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "volume", targets: ["volume"]),
         .executable(name: "kalavara-load", targets: ["kalavara-load"]),
         .executable(name: "kalavara", targets: ["kalavara"]),
+        .executable(name: "kalavara-s3", targets: ["kalavara-s3"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -46,6 +47,8 @@ let package = Package(
         ),
         .executableTarget(name: "master", dependencies: ["KalavaraCore"], swiftSettings: strict),
         .executableTarget(name: "volume", dependencies: ["KalavaraCore"], swiftSettings: strict),
+        // The S3 gateway.
+        .executableTarget(name: "kalavara-s3", dependencies: ["KalavaraCore"], swiftSettings: strict),
         // The operator's command line.
         .executableTarget(name: "kalavara", dependencies: [
             "KalavaraCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -23,4 +23,14 @@ public enum VolumeHeaders {
     public static let previousVersion = "Kalavara-Previous-Version"
     /// Answered by `/internal/resolve`: `committed` or `orphan`.
     public static let resolution = "Kalavara-Resolution"
+    /// On a PUT to a volume: attributes of the value to keep in the master's index with it
+    /// (printable ASCII, at most `IndexRecord.maxAttributeBytes`); the master answers them on
+    /// every 302 and HEAD of the key, and in a listing with `detail=1`.
+    public static let attributes = "Kalavara-Attributes"
+    /// On a PUT to a volume, `md5`: compute the value's MD5 while it streams in, keep it in
+    /// the index, and answer it in `Kalavara-MD5` (hex).
+    public static let digest = "Kalavara-Digest"
+    public static let md5 = "Kalavara-MD5"
+    /// On the master's 302/HEAD of a value with attributes or an MD5: its size in bytes.
+    public static let size = "Kalavara-Size"
 }

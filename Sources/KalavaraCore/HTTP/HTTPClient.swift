@@ -8,6 +8,34 @@ public struct ClientResponse: Sendable {
     public var text: String { String(decoding: body, as: UTF8.self) }
 }
 
+/// An answer whose body has not been read yet (see `HTTPClient.open`).
+public final class OpenAnswer {
+    public let status: Int
+    public let headers: HTTPHeaders
+    public let body: MessageBody
+    private let socket: BufferedSocket
+
+    init(status: Int, headers: HTTPHeaders, body: MessageBody, socket: BufferedSocket) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.socket = socket
+    }
+
+    /// Hands the rest of the body to `sink` piece by piece.
+    public func pump(_ sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = try body.read(into: buffer)
+            if count == 0 { return }
+            try sink(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        }
+    }
+
+    public func close() { socket.close() }
+}
+
 /// A small blocking HTTP/1.1 client for calls between daemons: commits, registration,
 /// health checks. It keeps idle keep-alive connections per host so a commit per PUT does
 /// not pay a TCP handshake, and it parses answers with the server's own parser.
@@ -142,24 +170,30 @@ public final class HTTPClient: @unchecked Sendable {
     public func download(_ method: String = "GET", _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(),
                          onHead: (Int, HTTPHeaders) throws -> Void = { _, _ in },
                          sink: (UnsafeRawBufferPointer) throws -> Void) throws -> (status: Int, headers: HTTPHeaders, errorBody: [UInt8]) {
+        let answer = try open(method, url, headers: headers)
+        defer { answer.close() }
+        guard (200..<300).contains(answer.status) else {
+            return (answer.status, answer.headers, (try? answer.body.readAll(limit: 64 * 1024)) ?? [])
+        }
+        try onHead(answer.status, answer.headers)
+        try answer.pump(sink)
+        return (answer.status, answer.headers, [])
+    }
+
+    /// Sends a bodiless request on a fresh connection and returns its answer with the body
+    /// still unread, for the caller to stream (`OpenAnswer.pump`) and then close.
+    public func open(_ method: String = "GET", _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders()) throws -> OpenAnswer {
         let headers = signed(method, url, headers: headers)
         let socket = try Self.connect(url, timeout: timeout)
-        defer { socket.close() }
-        try socket.write(Array(Self.requestHead(method, url, headers, closing: true, framing: "").utf8))
-        let (status, answerHeaders) = try Self.readHead(socket)
-        let body = MessageBody(socket: socket, framing: try Self.responseFraming(status, answerHeaders, method: method))
-        guard (200..<300).contains(status) else {
-            return (status, answerHeaders, (try? body.readAll(limit: 64 * 1024)) ?? [])
+        do {
+            try socket.write(Array(Self.requestHead(method, url, headers, closing: true, framing: "").utf8))
+            let (status, answerHeaders) = try Self.readHead(socket)
+            let body = MessageBody(socket: socket, framing: try Self.responseFraming(status, answerHeaders, method: method))
+            return OpenAnswer(status: status, headers: answerHeaders, body: body, socket: socket)
+        } catch {
+            socket.close()
+            throw error
         }
-        try onHead(status, answerHeaders)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let count = try body.read(into: buffer)
-            if count == 0 { break }
-            try sink(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-        }
-        return (status, answerHeaders, [])
     }
 
     /// Opens a request whose body the caller streams (see `StreamingUpload`); always on a

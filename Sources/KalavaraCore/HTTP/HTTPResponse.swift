@@ -7,6 +7,27 @@ public final class OpenFile: Sendable {
     deinit { Glibc.close(fd) }
 }
 
+/// A body produced while it is sent: `produce` hands the connection's writer each piece,
+/// blocking as needed. With a `count`, if it throws or produces fewer bytes, the connection
+/// closes (the client sees the answer cut short, never a wrong one); without one, the body
+/// goes chunked (the response must say `Transfer-Encoding: chunked`).
+/// Sendable by hand: it is made by a handler and consumed once by the same worker thread.
+public final class BodyStream: @unchecked Sendable {
+    public let count: Int?
+    let produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    /// Runs once the answer is sent or abandoned (closes the source).
+    let finished: () -> Void
+
+    public init(count: Int?, finished: @escaping () -> Void = {},
+                produce: @escaping ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) {
+        self.count = count
+        self.produce = produce
+        self.finished = finished
+    }
+
+    deinit { finished() }
+}
+
 /// A response a handler returns. The connection adds framing headers and writes it.
 public struct HTTPResponse: Sendable {
     /// Where the answer's bytes come from.
@@ -15,6 +36,8 @@ public struct HTTPResponse: Sendable {
         case bytes([UInt8])
         /// `count` bytes of `file` from `offset`, sent with sendfile(2).
         case file(OpenFile, offset: Int, count: Int)
+        /// Bytes a producer writes as they come (a proxied answer): worker routes only.
+        case stream(BodyStream)
     }
 
     public var status: Int
@@ -80,6 +103,7 @@ public struct HTTPResponse: Sendable {
         case .empty: return 0
         case .bytes(let bytes): return bytes.count
         case .file(_, _, let count): return count
+        case .stream(let stream): return stream.count ?? 0
         }
     }
 
@@ -98,7 +122,7 @@ public struct HTTPResponse: Sendable {
             head += field.value.utf8
             head += [ASCII.cr, ASCII.lf]
         }
-        if !forbidsBody, !headers.contains("Content-Length") {
+        if !forbidsBody, !headers.contains("Content-Length"), !headers.contains("Transfer-Encoding") {
             head += Self.contentLengthPrefix
             head += String(bodyCount).utf8
             head += [ASCII.cr, ASCII.lf]

@@ -129,6 +129,7 @@ final class ServerConnection: @unchecked Sendable {
             } catch {
                 return .handOff(.request(request, exchange)) // the worker runs it again and reports
             }
+            if case .stream = response.body { return .handOff(.answer(response, request, exchange)) }
             if case .file = response.body {
                 guard let inlined = response.inlined(upTo: configuration.inlineFileBytes, forHead: request.isHead) else {
                     return .handOff(.answer(response, request, exchange))
@@ -317,6 +318,27 @@ final class ServerConnection: @unchecked Sendable {
                 try socket.write(head, more: true)
                 try socket.sendFile(file.fd, offset: offset, count: count)
                 return head.count + count
+            case .stream(let stream):
+                try socket.write(head, more: true)
+                var sent = 0
+                guard let count = stream.count else {
+                    try stream.produce { piece in
+                        guard piece.count > 0 else { return }
+                        try socket.write(Array((String(piece.count, radix: 16) + "\r\n").utf8), more: true)
+                        try socket.write(piece, more: true)
+                        try socket.write([ASCII.cr, ASCII.lf])
+                        sent += piece.count
+                    }
+                    try socket.write(Array("0\r\n\r\n".utf8))
+                    return head.count + sent
+                }
+                try stream.produce { piece in
+                    guard sent + piece.count <= count else { throw ConnectionError.closedByPeer }
+                    try socket.write(piece)
+                    sent += piece.count
+                }
+                guard sent == count else { return nil } // cut short: the connection must close
+                return head.count + sent
             }
         } catch {
             return nil

@@ -15,7 +15,7 @@ import Foundation
 /// Copies that stop being current (a delete, an overwrite) are queued for removal in the
 /// same synced batch as the record, so none is forgotten even if its volume crashes.
 extension Master {
-    /// `POST /internal/commit?op=put|delete&key=K&ver=V&size=S&crc=HEX&h=URL,URL`
+    /// `POST /internal/commit?op=put|delete&key=K&ver=V&size=S&crc=HEX&h=URL,URL[&md5=HEX][&attrs=A]`
     func commit(_ parameters: QueryParameters) throws -> HTTPResponse {
         let key = try Key(parameters.bytes("key") ?? [])
         let version = try issuedVersion(parameters)
@@ -34,7 +34,17 @@ extension Master {
                 guard let value = UInt32(text, radix: 16) else { throw HTTPError(400, "commit with a bad crc") }
                 checksum = value
             }
-            return try commitWrite(key, IndexRecord(version: version, size: size, holders: holders, checksum: checksum))
+            var md5: [UInt8]?
+            if let text = parameters["md5"] {
+                guard let value = Hex.decode(text), value.count == MD5.byteCount else { throw HTTPError(400, "commit with a bad md5") }
+                md5 = value
+            }
+            let attributes = parameters.bytes("attrs")
+            guard (attributes?.count ?? 0) <= IndexRecord.maxAttributeBytes else {
+                throw HTTPError(400, "attributes over \(IndexRecord.maxAttributeBytes) bytes")
+            }
+            return try commitWrite(key, IndexRecord(version: version, size: size, holders: holders, checksum: checksum,
+                                                    md5: md5, attributes: attributes))
         case "delete":
             return try commitDelete(key, version: version)
         default:
@@ -48,7 +58,8 @@ extension Master {
             if let current {
                 if current.version == record.version, !current.isTombstone {
                     let same = current.holders == record.holders && current.size == record.size
-                        && current.checksum == record.checksum
+                        && current.checksum == record.checksum && current.md5 == record.md5
+                        && current.attributes == record.attributes
                     return same ? .text(200, "committed")
                         : .text(409, "version \(record.version) is already committed with other content or holders")
                 }

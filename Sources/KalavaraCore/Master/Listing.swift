@@ -7,6 +7,8 @@
 /// asked for after it starts past everything it rolled up.
 struct Listing: Equatable {
     var keys: [Key] = []
+    /// The index record of each key in `keys`, in the same order.
+    var records: [IndexRecord] = []
     var prefixes: [[UInt8]] = []
     /// Where the next page starts (the last key or prefix returned), nil at the end.
     var next: [UInt8]?
@@ -44,6 +46,7 @@ struct Listing: Equatable {
                     break
                 }
                 listing.keys.append(key)
+                listing.records.append(record)
                 if count == limit { break }
             }
             // A short batch means the index has no more, unless the scan stopped at a key that

@@ -116,7 +116,17 @@ extension Master {
         let holder = holders.count == 1
             ? holders[0] : holders[(readTurns.wrappingAdd(1, ordering: .relaxed).oldValue & Int.max) % holders.count]
         let query = readTickets?.query(key, version: record.version) ?? PlacementTicket(version: record.version).query
-        return .redirect(302, to: location(holder, key, query))
+        var answer = HTTPResponse.redirect(302, to: location(holder, key, query))
+        if record.md5 != nil || record.attributes != nil { Self.describe(record, in: &answer.headers) }
+        return answer
+    }
+
+    /// What a writer asked the index to keep with a value (the S3 gateway's ETag and
+    /// metadata), so a HEAD needs no volume.
+    static func describe(_ record: IndexRecord, in headers: inout HTTPHeaders) {
+        headers.set(VolumeHeaders.size, String(record.size))
+        if let md5 = record.md5 { headers.set(VolumeHeaders.md5, Hex.encode(md5)) }
+        if let attributes = record.attributes { headers.set(VolumeHeaders.attributes, String(decoding: attributes, as: UTF8.self)) }
     }
 
     /// DELETE: send the client to a live holder, with the delete's version and the holders.
@@ -167,8 +177,9 @@ extension Master {
             try index.list(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
         }
         func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+        let details = parameters["detail"] == "1" ? page.records.map(KeyPage.Detail.init) : nil
         return try .json(200, KeyPage(keys: page.keys.map(\.description), prefixes: delimiter == nil ? nil : page.prefixes.map(text),
-                                      next: page.next.map(text)))
+                                      next: page.next.map(text), details: details))
     }
 
     // MARK: Admin
@@ -238,15 +249,32 @@ struct KeyPage: Encodable {
     /// With a delimiter: the common prefixes (absent without one, as before).
     let prefixes: [String]?
     let next: String?
+    /// With `detail=1`: for each key, in the same order, what the index knows of its value.
+    let details: [Detail]?
+
+    struct Detail: Encodable {
+        let size: UInt64
+        let version: UInt64
+        let md5: String?
+        let attributes: String?
+
+        init(_ record: IndexRecord) {
+            size = record.size
+            version = record.version
+            md5 = record.md5.map(Hex.encode)
+            attributes = record.attributes.map { String(decoding: $0, as: UTF8.self) }
+        }
+    }
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(keys, forKey: .keys)
         try container.encodeIfPresent(prefixes, forKey: .prefixes)
         try container.encode(next, forKey: .next) // null on the last page, not absent
+        try container.encodeIfPresent(details, forKey: .details)
     }
 
-    private enum CodingKeys: String, CodingKey { case keys, prefixes, next }
+    private enum CodingKeys: String, CodingKey { case keys, prefixes, next, details }
 }
 
 /// `GET /admin/volumes` answers.

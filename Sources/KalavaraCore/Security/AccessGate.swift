@@ -98,7 +98,8 @@ extension AccessGate {
         if let credentials { Hangup.onSignal { Self.reload(credentials) } }
     }
 
-    private static func reload(_ credentials: Credentials) {
+    /// Re-reads the credentials (SIGHUP), keeping the old ones on a problem.
+    static func reload(_ credentials: Credentials) {
         do {
             try credentials.reload()
             Log.info("SIGHUP: re-read \(credentials.path): \(credentials.count) user(s)")

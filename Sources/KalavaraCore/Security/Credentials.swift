@@ -22,15 +22,25 @@ public final class Credentials: Sendable {
     struct Entry: Sendable, Equatable {
         let secretDigest: [UInt8]
         let rights: Set<Right>
+        /// The secret itself, kept only by the S3 gateway: Signature V4 derives its key from it.
+        var secret: String?
     }
 
     public let path: String
     private let table: Mutex<[String: Entry]>
+    private let keepsSecrets: Bool
     private static let dummy = SHA256.digest(Array("kalavara: no such user".utf8))
 
-    public init(file path: String) throws {
+    /// `keepingSecrets`: hold the secrets themselves (the S3 gateway), not only their digests.
+    public init(file path: String, keepingSecrets: Bool = false) throws {
         self.path = path
-        table = Mutex(try Self.load(path))
+        self.keepsSecrets = keepingSecrets
+        table = Mutex(try Self.load(path, keepingSecrets: keepingSecrets))
+    }
+
+    /// For Signature V4: the secret and rights of an access key, nil for an unknown one.
+    public func secretKey(of name: String) -> (secret: String, rights: Set<Right>)? {
+        table.withLock { $0[name] }.flatMap { entry in entry.secret.map { ($0, entry.rights) } }
     }
 
     /// The users the table holds now.
@@ -38,18 +48,18 @@ public final class Credentials: Sendable {
 
     /// Re-reads the file. On a problem the old table stays and the error says why.
     public func reload() throws {
-        let fresh = try Self.load(path)
+        let fresh = try Self.load(path, keepingSecrets: keepsSecrets)
         table.withLock { $0 = fresh }
     }
 
-    static func load(_ path: String) throws -> [String: Entry] {
+    static func load(_ path: String, keepingSecrets: Bool = false) throws -> [String: Entry] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read the auth file \(path)")
         }
-        return try parse(String(decoding: data, as: UTF8.self), source: path)
+        return try parse(String(decoding: data, as: UTF8.self), source: path, keepingSecrets: keepingSecrets)
     }
 
-    static func parse(_ text: String, source: String) throws -> [String: Entry] {
+    static func parse(_ text: String, source: String, keepingSecrets: Bool = false) throws -> [String: Entry] {
         var entries: [String: Entry] = [:]
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
@@ -69,7 +79,8 @@ public final class Credentials: Sendable {
                 rights.insert(right)
             }
             guard entries[name] == nil else { throw ConfigurationError("\(place): \(name) appears twice") }
-            entries[name] = Entry(secretDigest: SHA256.digest(Array(fields[1].utf8)), rights: rights)
+            entries[name] = Entry(secretDigest: SHA256.digest(Array(fields[1].utf8)), rights: rights,
+                                  secret: keepingSecrets ? String(fields[1]) : nil)
         }
         return entries
     }

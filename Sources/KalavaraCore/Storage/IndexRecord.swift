@@ -21,10 +21,20 @@ public struct IndexRecord: Equatable, Sendable {
     /// The value's CRC-32 as its volume computed it, when the commit said (format 2 value
     /// files): a repeated commit of a version is accepted only for the same content.
     public var checksum: UInt32?
+    /// The value's MD5, when the writer asked its volume for one (`Kalavara-Digest: md5`):
+    /// the S3 gateway's ETag.
+    public var md5: [UInt8]?
+    /// The writer's attributes of the value (`Kalavara-Attributes`: the S3 gateway keeps
+    /// Content-Type and `x-amz-meta-*` here), opaque to the master, at most
+    /// `maxAttributeBytes`.
+    public var attributes: [UInt8]?
+    public static let maxAttributeBytes = 4096
 
     public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16], floor: UInt64 = 0,
-                isFence: Bool = false, checksum: UInt32? = nil) {
+                isFence: Bool = false, checksum: UInt32? = nil, md5: [UInt8]? = nil, attributes: [UInt8]? = nil) {
         self.checksum = checksum
+        self.md5 = md5
+        self.attributes = attributes
         self.version = version
         self.isTombstone = isTombstone
         self.size = size
@@ -38,17 +48,23 @@ public struct IndexRecord: Equatable, Sendable {
 
     private static let format: UInt8 = 1
 
-    /// format · flags (bit 0 tombstone, bit 1 has floor, bit 2 fence, bit 3 has checksum) ·
-    /// version (8, LE) · size (8, LE) · [floor (8, LE)] · [checksum (4, LE)] · holder count ·
+    /// format · flags (bit 0 tombstone, bit 1 has floor, bit 2 fence, bit 3 has checksum,
+    /// bit 4 has MD5, bit 5 has attributes) · version (8, LE) · size (8, LE) · [floor (8, LE)] ·
+    /// [checksum (4, LE)] · [MD5 (16)] · [attribute length (2, LE) · attributes] · holder count ·
     /// holder ids (2 each). Ids rather than URLs keep a record about 25 bytes for a single replica.
     public func encoded() -> [UInt8] {
         var bytes: [UInt8] = [Self.format, (isTombstone ? 1 : 0) | (floor > 0 ? 2 : 0) | (isFence ? 4 : 0)
-                                | (checksum != nil ? 8 : 0)]
-        bytes.reserveCapacity(31 + 2 * holders.count)
+                                | (checksum != nil ? 8 : 0) | (md5 != nil ? 16 : 0) | (attributes != nil ? 32 : 0)]
+        bytes.reserveCapacity(31 + 2 * holders.count + (md5 == nil ? 0 : 16) + (attributes.map { $0.count + 2 } ?? 0))
         bytes.append(littleEndian: version)
         bytes.append(littleEndian: size)
         if floor > 0 { bytes.append(littleEndian: floor) }
         if let checksum { bytes.append(littleEndian: checksum) }
+        if let md5 { bytes += md5 }
+        if let attributes {
+            bytes.append(littleEndian: UInt16(attributes.count))
+            bytes += attributes
+        }
         bytes.append(UInt8(holders.count))
         for holder in holders { bytes.append(littleEndian: holder) }
         return bytes
@@ -56,18 +72,46 @@ public struct IndexRecord: Equatable, Sendable {
 
     public init?(decoding bytes: [UInt8]) {
         guard bytes.count >= 19, bytes[0] == Self.format else { return nil }
-        let hasFloor = bytes[1] & 2 == 2, hasChecksum = bytes[1] & 8 == 8
-        let checksumAt = hasFloor ? 26 : 18
-        let countAt = checksumAt + (hasChecksum ? 4 : 0)
-        guard bytes.count > countAt else { return nil }
-        let count = Int(bytes[countAt])
-        guard bytes.count == countAt + 1 + 2 * count else { return nil }
-        isTombstone = bytes[1] & 1 == 1
-        isFence = bytes[1] & 4 == 4
+        let flags = bytes[1]
+        var at = 18
+        if flags & 2 == 2 {
+            guard bytes.count >= at + 8 else { return nil }
+            floor = bytes.readLittleEndian(UInt64.self, at: at)
+            at += 8
+        } else {
+            floor = 0
+        }
+        if flags & 8 == 8 {
+            guard bytes.count >= at + 4 else { return nil }
+            checksum = bytes.readLittleEndian(UInt32.self, at: at)
+            at += 4
+        } else {
+            checksum = nil
+        }
+        if flags & 16 == 16 {
+            guard bytes.count >= at + 16 else { return nil }
+            md5 = Array(bytes[at..<at + 16])
+            at += 16
+        } else {
+            md5 = nil
+        }
+        if flags & 32 == 32 {
+            guard bytes.count >= at + 2 else { return nil }
+            let length = Int(bytes.readLittleEndian(UInt16.self, at: at))
+            at += 2
+            guard bytes.count >= at + length else { return nil }
+            attributes = Array(bytes[at..<at + length])
+            at += length
+        } else {
+            attributes = nil
+        }
+        guard bytes.count > at else { return nil }
+        let count = Int(bytes[at])
+        guard bytes.count == at + 1 + 2 * count else { return nil }
+        isTombstone = flags & 1 == 1
+        isFence = flags & 4 == 4
         version = bytes.readLittleEndian(UInt64.self, at: 2)
         size = bytes.readLittleEndian(UInt64.self, at: 10)
-        floor = hasFloor ? bytes.readLittleEndian(UInt64.self, at: 18) : 0
-        checksum = hasChecksum ? bytes.readLittleEndian(UInt32.self, at: checksumAt) : nil
-        holders = (0..<count).map { bytes.readLittleEndian(UInt16.self, at: countAt + 1 + 2 * $0) }
+        holders = (0..<count).map { bytes.readLittleEndian(UInt16.self, at: at + 1 + 2 * $0) }
     }
 }

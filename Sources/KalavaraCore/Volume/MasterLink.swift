@@ -68,7 +68,8 @@ final class MasterLink: @unchecked Sendable {
         return configuredMaster ?? ticket.master ?? learnedMaster
     }
 
-    func commitWrite(_ key: Key, _ ticket: PlacementTicket, size: Int, checksum: UInt32) -> Outcome {
+    func commitWrite(_ key: Key, _ ticket: PlacementTicket, size: Int, checksum: UInt32, md5: [UInt8]? = nil,
+                     attributes: [UInt8]? = nil) -> Outcome {
         var parameters = QueryParameters()
         parameters.add("op", "put")
         parameters.add("key", bytes: key.bytes)
@@ -76,6 +77,8 @@ final class MasterLink: @unchecked Sendable {
         parameters.add("size", String(size))
         parameters.add("crc", String(checksum, radix: 16))
         parameters.add("h", ticket.holders.joined(separator: ","))
+        if let md5 { parameters.add("md5", Hex.encode(md5)) }
+        if let attributes { parameters.add("attrs", bytes: attributes) }
         if let requestID = ticket.requestID { parameters.add("rid", requestID) }
         return commitRoundTrips.time { post("/internal/commit", parameters, ticket) }
     }

@@ -13,6 +13,16 @@ extension Volume {
         }
         master.learnSelf(me)
         try ticket.checkBodyLength(request.framing)
+        let attributes = request.headers[VolumeHeaders.attributes].map { Array($0.utf8) }
+        guard (attributes?.count ?? 0) <= IndexRecord.maxAttributeBytes else {
+            throw HTTPError(400, "\(VolumeHeaders.attributes) over \(IndexRecord.maxAttributeBytes) bytes")
+        }
+        var md5: EVPDigest?
+        switch request.headers[VolumeHeaders.digest] {
+        case nil: break
+        case "md5"?: md5 = MD5.hasher()
+        default: throw HTTPError(400, "\(VolumeHeaders.digest) must be md5")
+        }
 
         // 1. Open a stream to every other replica, then receive the body once, writing each
         //    piece here and to them as it arrives: memory stays one buffer, whatever the size.
@@ -29,7 +39,7 @@ extension Volume {
         let size: Int, checksum: UInt32
         do {
             (size, checksum) = try receiveValue(key, version: ticket.version, from: body, forwardingTo: uploads,
-                                                checkingLengthOf: ticket)
+                                                hashing: md5, checkingLengthOf: ticket)
         } catch {
             uploads.forEach { $0.abandon() } // the replicas see the body end early and drop it
             throw error
@@ -56,7 +66,8 @@ extension Volume {
 
         // 3. Commit. Until the master records it, this version is invisible to readers
         //    going through the master, and the previous version stays on disk.
-        switch master.commitWrite(key, ticket, size: size, checksum: checksum) {
+        let digest = md5?.finish()
+        switch master.commitWrite(key, ticket, size: size, checksum: checksum, md5: digest, attributes: attributes) {
         case .committed(let previous):
             journal.strike(key, version: ticket.version)
             Log.debug("stored", ["key": "\(key)", "ver": "\(ticket.version)", "size": "\(size)", "rid": "\(ticket.requestID ?? "-")"])
@@ -70,6 +81,7 @@ extension Volume {
             if previous != nil { scheduleSupersededDrop(key, by: ticket.version) }
             var response = HTTPResponse.text(201, "stored")
             response.headers.set("ETag", Self.etag(ticket.version))
+            if let digest { response.headers.set(VolumeHeaders.md5, Hex.encode(digest)) }
             return response
         case .refused(let status, let reason):
             try discard(key, version: ticket.version, replicas: durableReplicas)
@@ -90,11 +102,15 @@ extension Volume {
     /// ticket ends in `StorageError.versionExists` (409) here and on every replica.
     /// `checkingLengthOf`: the ticket whose announced length the body must have.
     func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = [],
-                      expecting checksum: UInt32? = nil, checkingLengthOf ticket: PlacementTicket? = nil) throws -> (Int, UInt32) {
+                      hashing digest: EVPDigest? = nil, expecting checksum: UInt32? = nil,
+                      checkingLengthOf ticket: PlacementTicket? = nil) throws -> (Int, UInt32) {
         let write = try store.beginWrite(key: key, version: version)
         do {
             try write.appendAll(reading: { try body.read(into: $0) },
-                                forEachPiece: { piece in forwards.forEach { $0.write(piece) } })
+                                forEachPiece: { piece in
+                                    digest?.update(piece)
+                                    forwards.forEach { $0.write(piece) }
+                                })
             try ticket?.checkReceived(write.valueBytes)
             // Journal the version before syncing the file, so both syncs run at once.
             let position = try journal.append(key, version: version)

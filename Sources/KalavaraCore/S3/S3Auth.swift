@@ -1,0 +1,119 @@
+import Foundation
+
+/// Who sent an S3 request, checked by Signature V4 against `--auth-file`, and how its body
+/// must be checked as it streams in.
+public struct S3Authenticator: Sendable {
+    /// Nil: an open gateway, which accepts any credentials (and anonymous requests).
+    public let credentials: Credentials?
+    /// S3 refuses a signed request whose time is further than this from its own.
+    public static let allowedSkew = 15.0 * 60
+
+    public init(credentials: Credentials?) {
+        self.credentials = credentials
+    }
+
+    /// What the request's body must satisfy, from `x-amz-content-sha256`.
+    public enum Payload: Sendable {
+        /// `UNSIGNED-PAYLOAD`, a presigned URL, or no header at all (open gateway).
+        case unchecked
+        /// The SHA-256 (hex) the body must have.
+        case sha256(String)
+        /// An `aws-chunked` body; with `signing`, every chunk's signature is checked, with
+        /// `trailer`, a trailer section (a checksum, maybe a trailer signature) follows.
+        case awsChunked(signing: ChunkSigning?, trailer: Bool)
+    }
+
+    /// What chunk signatures are checked with: the chain starts at the request's signature.
+    public struct ChunkSigning: Sendable {
+        public let signingKey: [UInt8]
+        public let timestamp: String
+        public let scope: SignatureV4.Scope
+        public let seed: String
+    }
+
+    public struct Identity: Sendable {
+        /// The access key, nil for an anonymous request to an open gateway.
+        public let user: String?
+        /// Nil: every right (an open gateway).
+        public let rights: Set<Right>?
+        public let payload: Payload
+
+        public func may(_ right: Right) -> Bool { rights?.contains(right) ?? true }
+    }
+
+    public func authenticate(_ request: HTTPRequest, query: QueryParameters, now: Date = Date()) throws -> Identity {
+        let claim: SignatureV4.Claim?
+        do {
+            claim = try SignatureV4.claim(method: request.method, headers: request.headers, query: query)
+        } catch let failure as SignatureV4.Failure {
+            let code = request.headers["Authorization"] != nil ? "AuthorizationHeaderMalformed" : "AuthorizationQueryParametersError"
+            throw S3Error(400, code, failure.description)
+        }
+        let declared = request.headers["x-amz-content-sha256"]
+        guard let claim else {
+            guard credentials == nil else { throw S3Error.accessDenied }
+            return Identity(user: nil, rights: nil, payload: try Self.payload(declared, signing: nil))
+        }
+        guard let credentials else {
+            // Open: the signature cannot be checked without the secret; the body framing still can.
+            return Identity(user: claim.scope.accessKey, rights: nil, payload: try Self.payload(declared, signing: nil))
+        }
+        guard let (secret, rights) = credentials.secretKey(of: claim.scope.accessKey) else {
+            throw S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+        }
+        guard let signedAt = SignatureV4.date(fromTimestamp: claim.timestamp) else {
+            throw S3Error(400, "AuthorizationHeaderMalformed", "unreadable x-amz-date \(claim.timestamp.prefix(32))")
+        }
+        if let expires = claim.expires {
+            guard now.timeIntervalSince(signedAt) <= Double(expires) else { throw S3Error(403, "AccessDenied", "Request has expired") }
+            guard signedAt.timeIntervalSince(now) <= Self.allowedSkew else {
+                throw S3Error(403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large.")
+            }
+        } else if abs(now.timeIntervalSince(signedAt)) > Self.allowedSkew {
+            throw S3Error(403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large.")
+        }
+        guard claim.scope.date == String(claim.timestamp.prefix(8)) else {
+            throw S3Error(400, "AuthorizationHeaderMalformed", "the credential's date is not the date of x-amz-date")
+        }
+        // Presigned URLs sign UNSIGNED-PAYLOAD unless the query says otherwise.
+        let payloadHash = claim.isPresigned ? (query["X-Amz-Content-Sha256"] ?? declared ?? SignatureV4.unsignedPayload)
+            : (declared ?? SignatureV4.unsignedPayload)
+        let canonical: String
+        do {
+            canonical = try SignatureV4.canonicalRequest(method: request.method, path: request.path, query: query,
+                                                         headers: request.headers, signedHeaders: claim.signedHeaders,
+                                                         payloadHash: payloadHash)
+        } catch {
+            throw S3Error(400, "InvalidURI", "Couldn't parse the specified URI.")
+        }
+        let key = SignatureV4.signingKey(secret: secret, scope: claim.scope)
+        let expected = SignatureV4.signature(signingKey: key,
+                                             stringToSign: SignatureV4.stringToSign(timestamp: claim.timestamp, scope: claim.scope,
+                                                                                    canonicalRequest: canonical))
+        guard SignatureV4.matches(claim.signature, expected) else {
+            throw S3Error(403, "SignatureDoesNotMatch",
+                          "The request signature we calculated does not match the signature you provided. Check your key and signing method.")
+        }
+        let signing = ChunkSigning(signingKey: key, timestamp: claim.timestamp, scope: claim.scope, seed: expected)
+        return Identity(user: claim.scope.accessKey, rights: rights,
+                        payload: try Self.payload(claim.isPresigned ? nil : declared, signing: signing))
+    }
+
+    static func payload(_ declared: String?, signing: ChunkSigning?) throws -> Payload {
+        switch declared {
+        case nil, SignatureV4.unsignedPayload?:
+            return .unchecked
+        case SignatureV4.streamingPayload?:
+            return .awsChunked(signing: signing, trailer: false)
+        case SignatureV4.streamingSignedTrailer?:
+            return .awsChunked(signing: signing, trailer: true)
+        case SignatureV4.streamingUnsignedTrailer?:
+            return .awsChunked(signing: nil, trailer: true)
+        case let hash?:
+            guard hash.utf8.count == 64, Hex.decode(hash) != nil else {
+                throw S3Error(400, "InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING- mode or a SHA-256 in hex")
+            }
+            return .sha256(hash.lowercased())
+        }
+    }
+}
