@@ -181,8 +181,25 @@ final class TestCluster {
         (try? FileManager.default.contentsOfDirectory(atPath: volumeDirectory(port) + "/tmp")) ?? []
     }
 
+    /// Other daemons of this cluster (S3 gateways), stopped with it.
+    var others: [Process] = []
+
+    /// Starts an S3 gateway for this cluster's master; returns its port once it answers.
+    func startGateway(extra: [String] = []) throws -> Int {
+        let port = Self.freePort()
+        let process = try launch("kalavara-s3", ["-p", String(port), "-m", masterURL, "--bind", "127.0.0.1"] + extra,
+                                 log: "s3-\(port)")
+        others.append(process)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let response = try? HTTP.send("GET", "http://127.0.0.1:\(port)/_health"), response.status == 200 { return port }
+            usleep(20_000)
+        }
+        throw ClusterError("gateway on \(port) did not start; logs:\n\(logText())")
+    }
+
     func shutdown() {
-        for process in [master] + volumes.values.map({ Optional($0) }) { kill9(process) }
+        for process in [master] + volumes.values.map({ Optional($0) }) + others.map({ Optional($0) }) { kill9(process) }
         try? FileManager.default.removeItem(atPath: root)
     }
 }

@@ -42,6 +42,7 @@ public struct S3Authenticator: Sendable {
     }
 
     public func authenticate(_ request: HTTPRequest, query: QueryParameters, now: Date = Date()) throws -> Identity {
+        if let identity = try authenticateV2(request, query: query, now: now) { return identity }
         let claim: SignatureV4.Claim?
         do {
             claim = try SignatureV4.claim(method: request.method, headers: request.headers, query: query)
@@ -116,4 +117,64 @@ public struct S3Authenticator: Sendable {
             return .sha256(hash.lowercased())
         }
     }
+
+    // MARK: Signature V2
+
+    /// S3's legacy HMAC-SHA1 signature, in `Authorization: AWS KEY:SIG` or a presigned query
+    /// (`AWSAccessKeyId`, `Expires`, `Signature`): what boto3's `generate_presigned_url` still
+    /// makes unless told `signature_version="s3v4"`. Nil when the request is not signed so.
+    func authenticateV2(_ request: HTTPRequest, query: QueryParameters, now: Date) throws -> Identity? {
+        let accessKey: String, signature: String, dateLine: String
+        if let authorization = request.headers["Authorization"], authorization.hasPrefix("AWS "),
+           let colon = authorization.lastIndex(of: ":") {
+            accessKey = String(authorization.dropFirst(4)[..<colon])
+            signature = String(authorization[authorization.index(after: colon)...])
+            let date = request.headers["x-amz-date"] ?? request.headers["Date"] ?? ""
+            guard let signedAt = ObjectInfo.httpDate(date), abs(now.timeIntervalSince1970 - Double(signedAt)) <= Self.allowedSkew else {
+                throw S3Error(403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large.")
+            }
+            dateLine = request.headers["x-amz-date"] != nil ? "" : date
+        } else if let key = query["AWSAccessKeyId"], let given = query["Signature"], let expires = query["Expires"] {
+            guard let at = Double(expires) else { throw S3Error(400, "AuthorizationQueryParametersError", "Expires must be a Unix time") }
+            guard now.timeIntervalSince1970 <= at else { throw S3Error(403, "AccessDenied", "Request has expired") }
+            (accessKey, signature, dateLine) = (key, given, expires)
+        } else {
+            return nil
+        }
+        let payload = try Self.payload(request.headers["x-amz-content-sha256"], signing: nil)
+        guard let credentials else { return Identity(user: accessKey, rights: nil, payload: payload) }
+        guard let (secret, rights) = credentials.secretKey(of: accessKey) else {
+            throw S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+        }
+        var amz: [(String, String)] = []
+        for field in request.headers.fields where field.name.lowercased().hasPrefix("x-amz-") {
+            let name = field.name.lowercased()
+            if let index = amz.firstIndex(where: { $0.0 == name }) { amz[index].1 += "," + field.value.trimmingHTTPWhitespace() }
+            else { amz.append((name, field.value.trimmingHTTPWhitespace())) }
+        }
+        amz.sort { $0.0 < $1.0 }
+        var resource = String(request.path)
+        let subresources = query.pairs.filter { Self.v2Subresources.contains($0.name) }.sorted { $0.name < $1.name }
+        if !subresources.isEmpty {
+            resource += "?" + subresources.map { $0.value.isEmpty && !Self.v2Valued.contains($0.name) ? $0.name
+                : "\($0.name)=\(String(decoding: $0.value, as: UTF8.self))" }.joined(separator: "&")
+        }
+        let text = "\(request.method)\n\(request.headers["Content-MD5"] ?? "")\n\(request.headers["Content-Type"] ?? "")\n\(dateLine)\n"
+            + amz.map { "\($0.0):\($0.1)\n" }.joined() + resource
+        let expected = HMACSHA256.sha1Code(key: Array(secret.utf8), message: Array(text.utf8))
+        guard let given = Data(base64Encoded: signature).map(Array.init), HMACSHA256.equal(given, expected) else {
+            throw S3Error(403, "SignatureDoesNotMatch",
+                          "The request signature we calculated does not match the signature you provided. Check your key and signing method.")
+        }
+        return Identity(user: accessKey, rights: rights, payload: payload)
+    }
+
+    static let v2Subresources: Set<String> = [
+        "acl", "cors", "delete", "lifecycle", "location", "logging", "notification", "partNumber", "policy", "requestPayment",
+        "restore", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning", "versions", "website",
+        "response-content-type", "response-content-language", "response-expires", "response-cache-control",
+        "response-content-disposition", "response-content-encoding",
+    ]
+    /// Sub-resources that keep `=` even with an empty value.
+    static let v2Valued: Set<String> = ["partNumber", "uploadId", "versionId"]
 }

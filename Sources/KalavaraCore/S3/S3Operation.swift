@@ -56,8 +56,10 @@ struct S3Context {
     /// with a letter or digit, no `..`, not an IP address.
     static func isValidBucketName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
-        guard (3...63).contains(bytes.count), isPlausibleBucket(name) else { return false }
         func alnum(_ byte: UInt8) -> Bool { (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte) }
+        guard (3...63).contains(bytes.count), bytes.allSatisfy({ alnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }) else {
+            return false
+        }
         guard alnum(bytes.first!), alnum(bytes.last!), !name.contains(".."), !name.contains(".-"), !name.contains("-.") else { return false }
         let parts = name.split(separator: ".")
         return !(parts.count == 4 && parts.allSatisfy { UInt8($0) != nil })

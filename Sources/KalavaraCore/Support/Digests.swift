@@ -38,18 +38,27 @@ public enum MD5 {
 /// HMAC-SHA256 (RFC 2104): signatures on tickets and internal calls, S3's Signature V4.
 public enum HMACSHA256 {
     public static func authenticationCode(key: [UInt8], message: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: SHA256.byteCount)
+        hmac(Algorithm.sha256, SHA256.byteCount, key: key, message: message)
+    }
+
+    /// HMAC-SHA1: only S3's legacy Signature V2 (the presigned URLs boto3 makes by default).
+    public static func sha1Code(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        hmac(Algorithm.sha1, 20, key: key, message: message)
+    }
+
+    private static func hmac(_ algorithm: Algorithm, _ byteCount: Int, key: [UInt8], message: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: byteCount)
         var length: UInt32 = 0
         key.withUnsafeBytes { keyBytes in
             message.withUnsafeBytes { messageBytes in
                 out.withUnsafeMutableBytes { outBytes in
-                    _ = HMAC(Algorithm.sha256.md, keyBytes.baseAddress, Int32(keyBytes.count),
+                    _ = HMAC(algorithm.md, keyBytes.baseAddress, Int32(keyBytes.count),
                              messageBytes.baseAddress?.assumingMemoryBound(to: UInt8.self), messageBytes.count,
                              outBytes.baseAddress?.assumingMemoryBound(to: UInt8.self), &length)
                 }
             }
         }
-        precondition(length == UInt32(SHA256.byteCount), "HMAC-SHA256 failed")
+        precondition(length == UInt32(byteCount), "HMAC failed")
         return out
     }
 
