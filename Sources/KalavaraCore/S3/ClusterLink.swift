@@ -103,11 +103,13 @@ final class ClusterLink: Sendable {
         let md5: [UInt8]?
     }
 
-    /// Stores `length` bytes from `source` under `key` through the commit protocol: the
-    /// master's redirect, then the body streamed to the first volume of the placement.
-    /// The last byte is held back until `verify` passes: a body that fails a check (a
-    /// signature, a checksum) is cut short, so the volume drops it and commits nothing.
-    func store(_ key: Key, length: Int, attributes: ObjectAttributes?, md5: Bool,
+    /// Stores the bytes `source` gives (until it gives 0) under `key` through the commit
+    /// protocol: the master's redirect, then the body streamed to the first volume of the
+    /// placement, with `Content-Length` when `length` is known, chunked otherwise. The last
+    /// piece read is always held back until the next one arrives, and the final one until
+    /// `verify` passes: a body that fails a check (a signature, a checksum, a short count) is
+    /// cut short, so the volume drops it and commits nothing.
+    func store(_ key: Key, length: Int?, attributes: ObjectAttributes?, md5: Bool,
                source: (UnsafeMutableRawBufferPointer) throws -> Int, verify: () throws -> Void,
                between: () -> Void = {}) throws -> Stored {
         let redirect = try call("PUT", try storeURL(key))
@@ -117,31 +119,37 @@ final class ClusterLink: Sendable {
         var headers = HTTPHeaders()
         if let attributes, !attributes.isEmpty { headers.add(VolumeHeaders.attributes, attributes.encoded) }
         if md5 { headers.add(VolumeHeaders.digest, "md5") }
-        if length == 0 { try verify() }
         let upload: StreamingUpload
         do {
             upload = try streams.startUpload("PUT", location, headers: headers, contentLength: length)
         } catch {
             throw S3Error.unavailable("volume \(location.authority) did not answer: \(error)")
         }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
-        defer { buffer.deallocate() }
-        var sent = 0
+        let pieceSize = 256 * 1024
+        var held = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceSize, alignment: 16)
+        var next = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceSize, alignment: 16)
+        defer {
+            held.deallocate()
+            next.deallocate()
+        }
+        var heldCount = 0, total = 0
         do {
-            while sent < length {
-                let count = try source(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, length - sent)]))
-                guard count > 0 else { throw S3Error(400, "IncompleteBody", "the body ended early") }
-                if sent + count == length {
-                    upload.write(UnsafeRawBufferPointer(rebasing: buffer[0..<(count - 1)]))
-                    try verify()
-                    upload.write(UnsafeRawBufferPointer(rebasing: buffer[(count - 1)..<count]))
-                } else {
-                    upload.write(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-                }
-                sent += count
+            while true {
+                let want = length.map { min(pieceSize, $0 - total) } ?? pieceSize
+                let count = want > 0 ? try source(UnsafeMutableRawBufferPointer(rebasing: next[0..<want])) : 0
+                if count == 0 { break }
+                total += count
+                if heldCount > 0 { upload.write(UnsafeRawBufferPointer(rebasing: held[0..<heldCount])) }
+                swap(&held, &next)
+                heldCount = count
                 if upload.failed { break }
                 between()
             }
+            if let length, total != length, !upload.failed {
+                throw S3Error(400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header")
+            }
+            try verify()
+            if heldCount > 0 { upload.write(UnsafeRawBufferPointer(rebasing: held[0..<heldCount])) }
         } catch {
             upload.abandon()
             throw error
@@ -152,9 +160,14 @@ final class ClusterLink: Sendable {
         } catch {
             throw S3Error.unavailable("volume \(location.authority) failed during the upload: \(error)")
         }
-        guard answer.status == 201 else { throw Self.unexpected(answer, "store") }
         let query = try? QueryParameters(text.split(separator: "?", maxSplits: 1).dropFirst().first)
-        return Stored(version: query?["ver"].flatMap(UInt64.init) ?? 0, md5: answer.headers[VolumeHeaders.md5].flatMap(Hex.decode))
+        let version = query?["ver"].flatMap(UInt64.init) ?? 0
+        let digest = answer.headers[VolumeHeaders.md5].flatMap(Hex.decode)
+        // A newer write of the key committed first: as in S3, where the last writer wins and
+        // every writer hears success, this one is as if overwritten at once.
+        if answer.status == 409, answer.text.contains("rules this write out") { return Stored(version: version, md5: digest) }
+        guard answer.status == 201 else { throw Self.unexpected(answer, "store") }
+        return Stored(version: version, md5: digest)
     }
 
     /// Deletes a key through the master's redirect; false when it was not there.

@@ -43,6 +43,9 @@ public struct S3Authenticator: Sendable {
 
     public func authenticate(_ request: HTTPRequest, query: QueryParameters, now: Date = Date()) throws -> Identity {
         if let identity = try authenticateV2(request, query: query, now: now) { return identity }
+        if let text = query["X-Amz-Expires"], !(Int(text).map { (1...604_800).contains($0) } ?? false) {
+            throw S3Error(403, "AccessDenied", "X-Amz-Expires must be between 1 and 604800 seconds")
+        }
         let claim: SignatureV4.Claim?
         do {
             claim = try SignatureV4.claim(method: request.method, headers: request.headers, query: query)

@@ -33,15 +33,19 @@ extension S3Gateway {
             throw S3Error(400, "InvalidBucketName", "The specified bucket is not valid.", resource: context.bucket)
         }
         let configuration = try smallBody(context, limit: 64 * 1024)
+        var region = ""
         if !configuration.isEmpty {
-            do { _ = try S3XML.parse(configuration) } catch { throw S3Error.malformedXML("\(error)") }
+            do { region = try S3XML.parse(configuration).value("LocationConstraint") ?? "" } catch { throw S3Error.malformedXML("\(error)") }
         }
         let marker = try Self.bucketKey(context.bucket)
-        if try cluster.locate(marker) != nil {
+        if try cluster.locate(marker) == nil {
+            try cluster.write(marker, [])
+        } else if !region.isEmpty, region != "us-east-1" {
+            // As S3 does: outside us-east-1, creating a bucket one already owns is an error;
+            // in us-east-1 (no LocationConstraint) it succeeds again.
             throw S3Error(409, "BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and you already own it.",
                           resource: context.bucket)
         }
-        try cluster.write(marker, [])
         var response = HTTPResponse(status: 200)
         response.headers.set("Location", "/\(context.bucket)")
         return response
@@ -151,7 +155,8 @@ extension S3Gateway {
         return Self.xml { xml in
             xml.element(root, namespace: true) { xml in
                 xml.text("Name", context.bucket)
-                xml.text("Prefix", encode(prefix))
+                // botocore decodes Prefix only in V2 answers, and S3 encodes it only there.
+                xml.text("Prefix", v2 ? encode(prefix) : String(decoding: prefix, as: UTF8.self))
                 if versions {
                     xml.text("KeyMarker", encode(start ?? []))
                     xml.text("VersionIdMarker", "")

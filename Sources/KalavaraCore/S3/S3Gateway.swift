@@ -78,7 +78,7 @@ public final class S3Gateway: @unchecked Sendable {
         Router([
             Route("health", .exact("/_health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
             Route("metrics", .exact("/_metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in .metrics(metrics) },
-            Route("s3", .prefix("/"), methods: ["GET", "HEAD", "PUT", "POST", "DELETE"], access: .open) { [unowned self] request, body in
+            Route("s3", .prefix("/"), methods: ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"], access: .open) { [unowned self] request, body in
                 answer(request, body)
             },
         ])
@@ -89,7 +89,23 @@ public final class S3Gateway: @unchecked Sendable {
         let requestID = Self.newRequestID()
         var response: HTTPResponse
         do {
-            let context = try S3Context(request, body, authenticator: authenticator, requestID: requestID)
+            if request.method == "OPTIONS" {
+                // A CORS preflight: no bucket of this gateway has a CORS configuration.
+                throw request.headers["Origin"] == nil
+                    ? S3Error(400, "BadRequest", "Insufficient information. Origin request header needed.")
+                    : S3Error(403, "AccessForbidden", "CORSResponse: This CORS request is not allowed.")
+            }
+            let context: S3Context
+            do {
+                context = try S3Context(request, body, authenticator: authenticator, requestID: requestID)
+            } catch let error as S3Error where error.code == "AccessDenied" && Self.isAnonymous(request) {
+                // S3 tells an anonymous caller that a bucket does not exist before it refuses it.
+                if let bucket = Self.bucketName(request), S3Context.isPlausibleBucket(bucket),
+                   (try? cluster.locate(try Self.bucketKey(bucket))) ?? nil == nil {
+                    throw S3Error.noSuchBucket(bucket)
+                }
+                throw error
+            }
             guard let operation = S3Operation.table.first(where: { $0.matches(context) }) else {
                 throw S3Error(501, "NotImplemented", "A header or query you provided implies functionality that is not implemented.")
             }
@@ -115,6 +131,17 @@ public final class S3Gateway: @unchecked Sendable {
         operations.increment()
         response.headers.set("x-amz-request-id", requestID)
         return response
+    }
+
+    static func isAnonymous(_ request: HTTPRequest) -> Bool {
+        request.headers["Authorization"] == nil && !(request.query ?? "").contains("Signature=")
+    }
+
+    /// The bucket a request's path names, if any.
+    static func bucketName(_ request: HTTPRequest) -> String? {
+        guard let path = PercentEncoding.decode(request.path.utf8) else { return nil }
+        let name = path.dropFirst().prefix { $0 != UInt8(ascii: "/") }
+        return name.isEmpty ? nil : String(decoding: name, as: UTF8.self)
     }
 
     static func newRequestID() -> String {

@@ -146,18 +146,34 @@ extension S3Gateway {
         do { document = try S3XML.parse(try smallBody(context)) } catch let error as S3XML.ParseError {
             throw S3Error.malformedXML(error.reason)
         }
-        let record = try uploadRecord(context, id)
         guard document.name == "CompleteMultipartUpload" else { throw S3Error.malformedXML("the root element must be CompleteMultipartUpload") }
         var wanted: [(number: Int, etag: String)] = []
         for part in document.all("Part") {
             guard let number = part.value("PartNumber").flatMap(Int.init), let etag = part.value("ETag") else {
                 throw S3Error.malformedXML("each Part needs a PartNumber and an ETag")
             }
-            wanted.append((number, etag.replacingOccurrences(of: "\"", with: "").lowercased()))
+            let tag = etag.replacingOccurrences(of: "\"", with: "").lowercased()
+            if let last = wanted.last, last.number == number {
+                wanted[wanted.count - 1] = (number, tag) // named twice: the later entry counts, as in S3
+                continue
+            }
+            guard wanted.last.map({ $0.number < number }) ?? true else {
+                throw S3Error(400, "InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be specified in order by part number.")
+            }
+            wanted.append((number, tag))
         }
         guard !wanted.isEmpty else { throw S3Error.malformedXML("CompleteMultipartUpload names no parts") }
-        for index in wanted.indices.dropFirst() where wanted[index].number <= wanted[index - 1].number {
-            throw S3Error(400, "InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be specified in order by part number.")
+        let record: UploadRecord
+        do {
+            record = try uploadRecord(context, id)
+        } catch let error as S3Error where error.code == "NoSuchUpload" {
+            // A client retrying a completion that succeeded (its answer lost): the object is
+            // there with the ETag these parts make, so the answer is the same again.
+            let digest = MD5.hasher()
+            for want in wanted { digest.update(Hex.decode(want.etag) ?? []) }
+            let etag = "\(Hex.encode(digest.finish()))-\(wanted.count)"
+            guard let entry = try cluster.locate(objectKey), entry.attributes.etag == etag else { throw error }
+            return Self.xml { Self.completed(&$0, bucket: context.bucket, key: context.keyText, etag: "\"\(etag)\"") }
         }
         let stored = Dictionary(try parts(id).map { ($0.number, $0) }, uniquingKeysWith: { a, _ in a })
         var chosen: [Part] = []
@@ -215,17 +231,21 @@ extension S3Gateway {
                     xml.text("RequestId", requestID)
                 }
             } else {
-                xml.element("CompleteMultipartUploadResult", namespace: true) { xml in
-                    xml.text("Location", "/\(bucket)/\(keyText)")
-                    xml.text("Bucket", bucket)
-                    xml.text("Key", keyText)
-                    xml.text("ETag", etag)
-                }
+                Self.completed(&xml, bucket: bucket, key: keyText, etag: etag)
                 cleanup.async { [self] in try? removeUpload(bucket: bucket, id: id) }
             }
             try send(String(xml.text.drop { $0 != ">" }.dropFirst().drop { $0 == "\n" }))
         })
         return response
+    }
+
+    static func completed(_ xml: inout S3XML.Writer, bucket: String, key: String, etag: String) {
+        xml.element("CompleteMultipartUploadResult", namespace: true) { xml in
+            xml.text("Location", "/\(bucket)/\(key)")
+            xml.text("Bucket", bucket)
+            xml.text("Key", key)
+            xml.text("ETag", etag)
+        }
     }
 
     func abortUpload(_ context: S3Context) throws -> HTTPResponse {

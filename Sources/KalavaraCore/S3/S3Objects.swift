@@ -176,11 +176,8 @@ extension S3Gateway {
         }
         if range != nil, answer.status != 206 { throw S3Error.invalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last") }
         let length = answer.headers["Content-Length"].flatMap(Int.init) ?? 0
-        return try cluster.store(key, length: length, attributes: attributes, md5: true, source: { buffer in
-            let count = try answer.body.read(into: buffer)
-            guard count > 0 else { throw S3Error.unavailable("the copy source ended early") }
-            return count
-        }, verify: {}, between: keepAlive)
+        return try cluster.store(key, length: length, attributes: attributes, md5: true,
+                                 source: { try answer.body.read(into: $0) }, verify: {}, between: keepAlive)
     }
 
     func copyObject(_ context: S3Context) throws -> HTTPResponse {

@@ -180,12 +180,15 @@ extension S3Gateway {
     /// A small request body (XML), read whole and checked like any upload.
     func smallBody(_ context: S3Context, limit: Int = 2 * 1024 * 1024) throws -> [UInt8] {
         let upload = try S3UploadBody(context.request, context.body, payload: context.identity.payload)
-        guard upload.length <= limit else { throw S3Error(400, "MaxMessageLengthExceeded", "Your request was too big.") }
-        var bytes = [UInt8](repeating: 0, count: upload.length)
-        var filled = 0
-        while filled < bytes.count {
-            let count = try bytes.withUnsafeMutableBytes { try upload.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
-            filled += count
+        let tooBig = S3Error(400, "MaxMessageLengthExceeded", "Your request was too big.")
+        guard (upload.length ?? 0) <= limit else { throw tooBig }
+        var bytes: [UInt8] = []
+        var piece = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let count = try piece.withUnsafeMutableBytes { try upload.read(into: $0) }
+            if count == 0 { break }
+            guard bytes.count + count <= limit else { throw tooBig }
+            bytes += piece[0..<count]
         }
         try upload.finish()
         return bytes

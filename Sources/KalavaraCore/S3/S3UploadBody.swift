@@ -7,8 +7,9 @@ import Foundation
 /// last of them and throws unless every check holds, so the caller can hold back the
 /// object's last byte from the store until it has (see `S3Gateway.store`).
 final class S3UploadBody {
-    /// The object's length: `x-amz-decoded-content-length` for aws-chunked, else `Content-Length`.
-    let length: Int
+    /// The object's length: `x-amz-decoded-content-length` for aws-chunked, else
+    /// `Content-Length`; nil for a plain `Transfer-Encoding: chunked` body (known at its end).
+    let length: Int?
     private let body: MessageBody
     private let chunked: Bool
     private let signing: S3Authenticator.ChunkSigning?
@@ -56,7 +57,9 @@ final class S3UploadBody {
             switch request.framing {
             case .length(let count): length = count
             case .none: length = 0
-            case .chunked, .untilClose:
+            case .chunked:
+                length = headers["x-amz-decoded-content-length"].flatMap(Int.init)
+            case .untilClose:
                 throw S3Error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
             }
         }
@@ -71,10 +74,11 @@ final class S3UploadBody {
 
     /// The object's bytes, up to `buffer.count`; 0 once all `length` bytes have come.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let wanted = min(buffer.count, length - delivered)
+        let wanted = min(buffer.count, (length ?? Int.max) - delivered)
         guard wanted > 0 else { return 0 }
         let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<wanted])
         let count = chunked ? try readChunked(into: target) : try body.read(into: target)
+        if count == 0, length == nil { return 0 }
         guard count > 0 else { throw S3Error(400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header") }
         let piece = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
         sha256?.hasher.update(piece)
@@ -95,7 +99,7 @@ final class S3UploadBody {
                 guard sawFinalChunk else { throw S3Error(400, "IncompleteBody", "the body has more data than x-amz-decoded-content-length") }
             }
             try readTrailers()
-        } else {
+        } else if length != nil {
             var scratch = [UInt8](repeating: 0, count: 1)
             let more = try scratch.withUnsafeMutableBytes { try body.read(into: $0) }
             guard more == 0 else { throw S3Error(400, "IncompleteBody", "the body is longer than Content-Length") }

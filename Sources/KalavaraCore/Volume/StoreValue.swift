@@ -85,7 +85,9 @@ extension Volume {
             return response
         case .refused(let status, let reason):
             try discard(key, version: ticket.version, replicas: durableReplicas)
-            return .text(status == 409 ? 409 : 502, "master refused the commit: \(reason)")
+            var answer = HTTPResponse.text(status == 409 ? 409 : 502, "master refused the commit: \(reason)")
+            if let digest { answer.headers.set(VolumeHeaders.md5, Hex.encode(digest)) }
+            return answer
         case .unreachable(let reason):
             // The master may or may not have recorded it: the files stay, journaled, and the
             // orphan sweep asks the master once the grace period has passed.
