@@ -232,7 +232,11 @@ extension S3Gateway {
                 }
             } else {
                 Self.completed(&xml, bucket: bucket, key: keyText, etag: etag)
-                cleanup.async { [self] in try? removeUpload(bucket: bucket, id: id) }
+                // The record goes before the answer, so a retried completion finds the object
+                // (see above) instead of stitching again; the parts go after it (a crash in
+                // between leaves parts the sweeper finds by their upload ID's age).
+                try? cluster.delete(try Self.uploadKey(bucket, id))
+                cleanup.async { [self] in try? removeParts(id) }
             }
             try send(String(xml.text.drop { $0 != ">" }.dropFirst().drop { $0 == "\n" }))
         })
@@ -258,10 +262,14 @@ extension S3Gateway {
     /// Removes an upload's parts, then its record (so a crash in between leaves the record,
     /// and the sweeper finishes the job).
     func removeUpload(bucket: String, id: String) throws {
+        try removeParts(id)
+        try cluster.delete(try Self.uploadKey(bucket, id))
+    }
+
+    func removeParts(_ id: String) throws {
         for part in try cluster.listAll(prefix: Self.partPrefix(id), limit: 10_000) {
             try cluster.delete(try Key(part.key))
         }
-        try cluster.delete(try Self.uploadKey(bucket, id))
     }
 
     func listUploads(_ context: S3Context) throws -> HTTPResponse {
@@ -330,7 +338,7 @@ extension S3Gateway {
             for prefix in page.prefixes ?? [] {
                 let id = String(prefix.dropFirst(Self.partsPrefix.count).dropLast())
                 guard !swept.contains(id), let created = Self.uploadTime(id), created < cutoff else { continue }
-                for part in try cluster.listAll(prefix: Self.partPrefix(id), limit: 10_000) { try cluster.delete(try Key(part.key)) }
+                try removeParts(id)
                 swept.insert(id)
             }
             guard let next = page.next else { break }
