@@ -28,7 +28,7 @@ def worker(args, results):
     lock = threading.Lock()
     totals = {"ops": 0, "bytes": 0, "errors": 0}
 
-    def run(index):
+    def run(index, local):
         if args.mode == "s3":
             s3 = boto3.client("s3", endpoint_url=args.endpoint, aws_access_key_id=args.access_key,
                               aws_secret_access_key=args.secret_key, region_name="us-east-1",
@@ -37,11 +37,15 @@ def worker(args, results):
             session = requests.Session()
         ops = done = errors = 0
         rng = random.Random(index)
-        while time.time() < deadline and (args.count == 0 or ops < args.count):
-            key = keys[rng.randrange(len(keys))] if args.op == "get" else f"{args.prefix}{index}-{ops}"
+        filling = keys[local::args.threads]  # op fill: this thread's share of the GET keys, once each
+        while time.time() < deadline and (args.count == 0 or ops < args.count) and (args.op != "fill" or ops < len(filling)):
+            if args.op == "fill":
+                key = filling[ops]
+            else:
+                key = keys[rng.randrange(len(keys))] if args.op == "get" else f"{args.prefix}{index}-{ops}"
             try:
                 if args.mode == "s3":
-                    if args.op == "put":
+                    if args.op in ("put", "fill"):
                         s3.put_object(Bucket=args.bucket, Key=key, Body=body)
                         done += len(body)
                     else:
@@ -49,7 +53,7 @@ def worker(args, results):
                             done += len(chunk)
                 else:
                     url = f"{args.master}/store/{args.bucket}/{key}"
-                    if args.op == "put":
+                    if args.op in ("put", "fill"):
                         redirect = session.put(url, data=b"", allow_redirects=False, timeout=60)
                         answer = session.put(redirect.headers["Location"], data=body, timeout=300)
                         if answer.status_code != 201:
@@ -69,7 +73,7 @@ def worker(args, results):
             totals["bytes"] += done
             totals["errors"] += errors
 
-    threads = [threading.Thread(target=run, args=(os.getpid() * 1000 + i,)) for i in range(args.threads)]
+    threads = [threading.Thread(target=run, args=(os.getpid() * 1000 + i, i)) for i in range(args.threads)]
     start = time.time()
     for thread in threads:
         thread.start()
@@ -82,7 +86,7 @@ def worker(args, results):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["s3", "native"], required=True)
-    parser.add_argument("--op", choices=["put", "get"], required=True)
+    parser.add_argument("--op", choices=["put", "get", "fill"], required=True, help="fill: write the GET keys once")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--procs", type=int, default=1)

@@ -28,3 +28,13 @@ static inline int kalavara_start_writeback(int fd, long long offset, long long c
 static inline int kalavara_rename_noreplace(const char *from, const char *to) {
     return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */);
 }
+
+// splice(2) (declared by glibc only under _GNU_SOURCE): moves bytes between a socket and a
+// pipe inside the kernel, so a proxy (the S3 gateway serving a volume's answer) never copies
+// a value through user space. SPLICE_F_MOVE, and SPLICE_F_MORE when more is to follow (as
+// MSG_MORE, it holds back a partial segment: never on the last piece).
+static inline long kalavara_splice(int from, int to, unsigned long count, int more) {
+    return (long)syscall(SYS_splice, from, (void *)0, to, (void *)0, count, 1 | (more ? 4 : 0));
+}
+// F_SETPIPE_SZ: a larger pipe moves more per splice.
+static inline int kalavara_pipe_size(int fd, int size) { return fcntl(fd, 1031 /* F_SETPIPE_SZ */, size); }

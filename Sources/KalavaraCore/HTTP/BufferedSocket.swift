@@ -1,3 +1,4 @@
+import CEpoll
 import Foundation
 
 /// A connected TCP socket with a read buffer: the only HTTP type that touches a raw fd.
@@ -171,6 +172,36 @@ public final class BufferedSocket: @unchecked Sendable {
             if result == 0 { throw ConnectionError.failed(errno: EIO) } // file shrank under us
             if errno == EINTR { continue }
             throw Self.writeError(errno)
+        }
+    }
+
+    /// Sends `count` bytes arriving on `source` (another socket) without copying them through
+    /// user space: splice(2) into a pipe, and from it into this socket. Both sockets' timeouts
+    /// hold (a stalled source is `timedOut`).
+    public func spliceIn(from source: Int32, count: Int) throws {
+        var ends: [Int32] = [-1, -1]
+        guard Glibc.pipe(&ends) == 0 else { throw ConnectionError.failed(errno: errno) }
+        defer {
+            Glibc.close(ends[0])
+            Glibc.close(ends[1])
+        }
+        _ = kalavara_pipe_size(ends[1], 1 << 20)
+        var left = count
+        while left > 0 {
+            let moved = kalavara_splice(source, ends[1], UInt(min(left, 1 << 20)), 0)
+            if moved == 0 { throw ConnectionError.closedByPeer }
+            if moved < 0 {
+                if errno == EINTR { continue }
+                throw Self.writeError(errno)
+            }
+            var inPipe = moved
+            while inPipe > 0 {
+                let out = kalavara_splice(ends[0], fd, UInt(inPipe), left - moved > 0 ? 1 : 0)
+                if out > 0 { inPipe -= out; continue }
+                if out < 0, errno == EINTR { continue }
+                throw Self.writeError(out == 0 ? EPIPE : errno)
+            }
+            left -= moved
         }
     }
 

@@ -33,6 +33,17 @@ public final class OpenAnswer {
         }
     }
 
+    /// For a body of known length: the bytes of it already read with the head, and the
+    /// socket the rest will arrive on, for a proxy to splice (see `BodyStream`). The body must
+    /// not be read any other way afterwards. Nil for a chunked or close-delimited body.
+    public func spliceSource() -> (prefix: [UInt8], fd: Int32)? {
+        guard let remaining = body.knownRemaining else { return nil }
+        let count = min(socket.bufferedCount, remaining)
+        let prefix = Array(socket.buffered.prefix(count))
+        socket.consume(count)
+        return (prefix, socket.fd)
+    }
+
     public func close() { socket.close() }
 }
 

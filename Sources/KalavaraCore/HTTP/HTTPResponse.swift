@@ -15,6 +15,8 @@ public final class OpenFile: Sendable {
 public final class BodyStream: @unchecked Sendable {
     public let count: Int?
     let produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    /// Instead of `produce`: `prefix`, then the rest of `count` spliced from this socket.
+    let splice: (prefix: [UInt8], fd: Int32)?
     /// Runs once the answer is sent or abandoned (closes the source).
     let finished: () -> Void
 
@@ -22,6 +24,16 @@ public final class BodyStream: @unchecked Sendable {
                 produce: @escaping ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) {
         self.count = count
         self.produce = produce
+        self.finished = finished
+        splice = nil
+    }
+
+    /// `count` bytes: `source.prefix`, then the rest as it arrives on `source.fd`, moved by
+    /// splice(2) from that socket to the client's, never through user space.
+    public init(count: Int, splicing source: (prefix: [UInt8], fd: Int32), finished: @escaping () -> Void = {}) {
+        self.count = count
+        splice = source
+        produce = { _ in }
         self.finished = finished
     }
 

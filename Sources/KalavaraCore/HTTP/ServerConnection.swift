@@ -319,6 +319,12 @@ final class ServerConnection: @unchecked Sendable {
                 try socket.sendFile(file.fd, offset: offset, count: count)
                 return head.count + count
             case .stream(let stream):
+                if let splice = stream.splice, let count = stream.count, splice.prefix.count <= count {
+                    let rest = count - splice.prefix.count
+                    try socket.write(head + splice.prefix, more: rest > 0)
+                    if rest > 0 { try socket.spliceIn(from: splice.fd, count: rest) }
+                    return head.count + count
+                }
                 try socket.write(head, more: true)
                 var sent = 0
                 guard let count = stream.count else {
