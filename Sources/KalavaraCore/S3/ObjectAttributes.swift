@@ -31,10 +31,10 @@ struct ObjectAttributes: Equatable {
     init(request headers: HTTPHeaders) throws {
         for (index, name) in Self.storedHeaders.enumerated() {
             guard var value = headers[name] else { continue }
-            if name == "Content-Encoding" {
+            if name == "Content-Encoding", value.lowercased().contains("aws-chunked") {
                 // aws-chunked is framing of this request, not a property of the object.
                 value = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                    .filter { $0.lowercased() != "aws-chunked" }.joined(separator: ",")
+                    .filter { $0.lowercased() != "aws-chunked" }.joined(separator: ", ")
                 if value.isEmpty { continue }
             }
             _ = index

@@ -3,19 +3,36 @@ import Foundation
 /// Bucket operations and listings. A bucket exists while its marker key
 /// `.s3/buckets/NAME` does; its objects are the keys `NAME/...`.
 extension S3Gateway {
+    /// ListBuckets, paged with `max-buckets` and `continuation-token` (the last name, base64),
+    /// filtered by `prefix`.
     func listBuckets(_ context: S3Context) throws -> HTTPResponse {
-        let markers = try cluster.listAll(prefix: Self.bucketPrefix, limit: 10_000)
+        let maxBuckets = min(context.query["max-buckets"].flatMap(Int.init) ?? 10_000, 10_000)
+        guard maxBuckets >= 1 else { throw S3Error.invalidArgument("max-buckets must be a number from 1 to 10000") }
+        var after: [UInt8]?
+        if let token = context.query["continuation-token"] {
+            guard let decoded = Data(base64Encoded: token) else { throw S3Error.invalidArgument("The continuation token provided is incorrect") }
+            after = Self.bucketPrefix + Array(decoded)
+        }
+        let prefix = Self.bucketPrefix + (context.query.bytes("prefix") ?? [])
+        let page = try cluster.list(prefix: prefix, after: after, limit: maxBuckets + 1)
+        var markers = zip(page.keys, page.details ?? []).map { key, detail in
+            (name: String(decoding: Array(key.utf8).dropFirst(Self.bucketPrefix.count), as: UTF8.self), detail: detail)
+        }
+        let truncated = markers.count > maxBuckets
+        if truncated { markers.removeLast(markers.count - maxBuckets) }
         return Self.xml { xml in
             xml.element("ListAllMyBucketsResult", namespace: true) { xml in
                 owner(context, into: &xml)
                 xml.element("Buckets") { xml in
                     for marker in markers {
                         xml.element("Bucket") { xml in
-                            xml.text("Name", String(decoding: marker.key.dropFirst(Self.bucketPrefix.count), as: UTF8.self))
-                            xml.text("CreationDate", ObjectInfo.iso8601(ObjectInfo.seconds(ofVersion: marker.detail?.version ?? 0)))
+                            xml.text("Name", marker.name)
+                            xml.text("CreationDate", ObjectInfo.iso8601(ObjectInfo.seconds(ofVersion: marker.detail.version)))
                         }
                     }
                 }
+                if truncated, let last = markers.last { xml.text("ContinuationToken", Data(last.name.utf8).base64EncodedString()) }
+                if let prefix = context.query["prefix"] { xml.text("Prefix", prefix) }
             }
         }
     }

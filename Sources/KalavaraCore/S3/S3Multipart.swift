@@ -73,7 +73,18 @@ extension S3Gateway {
         let key = try Self.partKey(id, number)
         if copy {
             let source = try copySource(context)
-            let stored = try copyValue(source.entry, range: context.header("x-amz-copy-source-range"), to: key, attributes: ObjectAttributes())
+            let range = context.header("x-amz-copy-source-range")
+            if let range {
+                // Exactly bytes=FIRST-LAST, inside the source (where a GET would clip it).
+                let bounds = range.hasPrefix("bytes=") ? range.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false) : []
+                guard bounds.count == 2, let first = UInt64(bounds[0]), let last = UInt64(bounds[1]), first <= last else {
+                    throw S3Error.invalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+                }
+                if let size = source.info.size, last >= size {
+                    throw S3Error(416, "InvalidRange", "The x-amz-copy-source-range is not within the source object of size \(size)")
+                }
+            }
+            let stored = try copyValue(source.entry, range: range, to: key, attributes: ObjectAttributes())
             return Self.xml { xml in
                 xml.element("CopyPartResult", namespace: true) { xml in
                     xml.text("LastModified", ObjectInfo.iso8601(ObjectInfo.seconds(ofVersion: stored.version)))
@@ -175,6 +186,7 @@ extension S3Gateway {
             guard let entry = try cluster.locate(objectKey), entry.attributes.etag == etag else { throw error }
             return Self.xml { Self.completed(&$0, bucket: context.bucket, key: context.keyText, etag: "\"\(etag)\"") }
         }
+        try checkWriteConditions(context, objectKey)
         let stored = Dictionary(try parts(id).map { ($0.number, $0) }, uniquingKeysWith: { a, _ in a })
         var chosen: [Part] = []
         for (index, want) in wanted.enumerated() {

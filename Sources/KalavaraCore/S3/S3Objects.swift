@@ -89,12 +89,7 @@ extension S3Gateway {
     /// RFC 9110 §13.2.2's order, as S3 applies it: If-Match, If-Unmodified-Since,
     /// If-None-Match, If-Modified-Since. Throws 412; returns a 304 answer; nil: go on.
     static func evaluateConditions(_ headers: HTTPHeaders, _ info: ObjectInfo, prefix: String = "") throws -> HTTPResponse? {
-        func matches(_ list: String) -> Bool {
-            list.split(separator: ",").contains {
-                let tag = $0.trimmingCharacters(in: .whitespaces)
-                return tag == "*" || tag == info.etag || "\"\(tag)\"" == info.etag || tag.replacingOccurrences(of: "W/", with: "") == info.etag
-            }
-        }
+        func matches(_ list: String) -> Bool { etag(info.etag, isIn: list) }
         let ifMatch = headers[prefix + "If-Match"]
         if let ifMatch, !matches(ifMatch) { throw S3Error.preconditionFailed }
         if ifMatch == nil, let text = headers[prefix + "If-Unmodified-Since"], let since = ObjectInfo.httpDate(text),
@@ -116,15 +111,34 @@ extension S3Gateway {
         return answer
     }
 
+    /// Whether a quoted ETag is in an `If-Match`-style list (`*` matches any).
+    static func etag(_ etag: String, isIn list: String) -> Bool {
+        list.split(separator: ",").contains {
+            let tag = $0.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "W/", with: "")
+            return tag == "*" || tag == etag || "\"\(tag)\"" == etag
+        }
+    }
+
+    /// A conditional write (`If-Match`, `If-None-Match` on PutObject or
+    /// CompleteMultipartUpload), checked against the current object just before the write:
+    /// not atomic with it, so two conditional writers racing may both pass.
+    func checkWriteConditions(_ context: S3Context, _ key: Key) throws {
+        let ifMatch = context.header("If-Match"), ifNoneMatch = context.header("If-None-Match")
+        guard ifMatch != nil || ifNoneMatch != nil else { return }
+        let current = try cluster.locate(key).map(ObjectInfo.init)
+        if let ifMatch {
+            guard let current else { throw S3Error.noSuchKey(context.keyText) }
+            guard Self.etag(current.etag, isIn: ifMatch) else { throw S3Error.preconditionFailed }
+        }
+        if let ifNoneMatch, let current, Self.etag(current.etag, isIn: ifNoneMatch) { throw S3Error.preconditionFailed }
+    }
+
     func putObject(_ context: S3Context) throws -> HTTPResponse {
         let key = try context.objectKey()
         try requireBucket(context.bucket)
         let attributes = try ObjectAttributes(request: context.request.headers)
         let upload = try S3UploadBody(context.request, context.body, payload: context.identity.payload)
-        if let condition = context.header("If-None-Match"), condition.trimmingCharacters(in: .whitespaces) == "*",
-           try cluster.locate(key) != nil {
-            throw S3Error.preconditionFailed
-        }
+        try checkWriteConditions(context, key)
         let stored = try cluster.store(key, length: upload.length, attributes: attributes, md5: true,
                                        source: { try upload.read(into: $0) }, verify: { try upload.finish() })
         var response = HTTPResponse(status: 200)

@@ -39,12 +39,14 @@ final class S3UploadBody {
             expectsTrailer = trailer
             previousSignature = signing?.seed ?? ""
         case .sha256(let expected):
-            chunked = encodings.contains("aws-chunked")
+            // `Content-Encoding: aws-chunked` alone does not frame the body (boto3 passes a
+            // user's value through): only with the decoded length does it.
+            chunked = encodings.contains("aws-chunked") && headers["x-amz-decoded-content-length"] != nil
             signing = nil
             expectsTrailer = false
             sha256 = (SHA256.hasher(), expected)
         case .unchecked:
-            chunked = encodings.contains("aws-chunked")
+            chunked = encodings.contains("aws-chunked") && headers["x-amz-decoded-content-length"] != nil
             signing = nil
             expectsTrailer = headers["x-amz-trailer"] != nil
         }
