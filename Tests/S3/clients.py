@@ -93,6 +93,10 @@ def buckets():
     assert error_code(s3.head_bucket, Bucket="missing-bucket")[1] == 404
     assert error_code(s3.put_object, Bucket="missing-bucket", Key="k", Body=b"x")[0] == "NoSuchBucket"
     s3.create_bucket(Bucket="beta", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    first = s3.list_buckets(MaxBuckets=1)
+    assert [b["Name"] for b in first["Buckets"]] == ["alpha"] and first["ContinuationToken"], first
+    rest = s3.list_buckets(MaxBuckets=1, ContinuationToken=first["ContinuationToken"])
+    assert [b["Name"] for b in rest["Buckets"]] == ["beta"] and "ContinuationToken" not in rest, rest
     ok("buckets")
 
 
@@ -108,6 +112,11 @@ def objects():
     head = s3.head_object(Bucket="alpha", Key="dir/hello.txt", VersionId="null")
     assert head["ContentLength"] == len(body) and head["ETag"] == put["ETag"]
     assert native("alpha/dir/hello.txt").content == body, "the native API reads what S3 wrote"
+    # Conditional writes.
+    assert error_code(s3.put_object, Bucket="alpha", Key="dir/hello.txt", Body=b"no", IfNoneMatch="*")[0] == "PreconditionFailed"
+    assert error_code(s3.put_object, Bucket="alpha", Key="dir/hello.txt", Body=b"no", IfMatch='"0123"')[0] == "PreconditionFailed"
+    assert error_code(s3.put_object, Bucket="alpha", Key="nothing-here", Body=b"no", IfMatch="*")[0] == "NoSuchKey"
+    s3.put_object(Bucket="alpha", Key="dir/hello.txt", Body=body, IfMatch=put["ETag"])
     # Overwrite, then delete.
     s3.put_object(Bucket="alpha", Key="dir/hello.txt", Body=b"second")
     assert s3.get_object(Bucket="alpha", Key="dir/hello.txt")["Body"].read() == b"second"
@@ -331,6 +340,16 @@ def multipart():
     assert across["Body"].read() == whole[five - 10:2 * five + 10], "a range across part boundaries"
     assert native("alpha/mp/object").content == whole
     assert error_code(s3.list_parts, Bucket="alpha", Key="mp/object", UploadId=uid)[0] == "NoSuchUpload"
+    # A part copied from a range of another object.
+    copied = s3.create_multipart_upload(Bucket="alpha", Key="mp/copied")["UploadId"]
+    part = s3.upload_part_copy(Bucket="alpha", Key="mp/copied", UploadId=copied, PartNumber=1,
+                               CopySource={"Bucket": "alpha", "Key": "mp/object"}, CopySourceRange="bytes=100-199")
+    assert part["CopyPartResult"]["ETag"] == '"%s"' % md5(whole[100:200])
+    assert error_code(s3.upload_part_copy, Bucket="alpha", Key="mp/copied", UploadId=copied, PartNumber=2,
+                      CopySource={"Bucket": "alpha", "Key": "mp/object"}, CopySourceRange="bytes=0-%d" % len(whole))[0] == "InvalidRange"
+    s3.complete_multipart_upload(Bucket="alpha", Key="mp/copied", UploadId=copied,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket="alpha", Key="mp/copied")["Body"].read() == whole[100:200]
     # Too small a part, and an abort.
     small = s3.create_multipart_upload(Bucket="alpha", Key="mp/small")["UploadId"]
     small_tags = [s3.upload_part(Bucket="alpha", Key="mp/small", UploadId=small, PartNumber=n, Body=b"tiny")["ETag"] for n in (1, 2)]
