@@ -4,7 +4,7 @@ Run by Tests/IntegrationTests/S3GatewayTests.swift, which starts a signed cluste
 gateways and this script. Every check prints "ok NAME"; the first failure raises, and the
 script exits non-zero with the traceback.
 
-Environment: S3_ENDPOINT, S3_SWEEP_ENDPOINT (a gateway with a short --upload-grace),
+Environment: WO_ACCESS_KEY, WO_SECRET_KEY (a write-only user), S3_ENDPOINT, S3_SWEEP_ENDPOINT (a gateway with a short --upload-grace),
 MASTER_URL, MASTER_AUTH (NAME:SECRET, optional), ACCESS_KEY, SECRET_KEY, RO_ACCESS_KEY, RO_SECRET_KEY, WORKDIR.
 """
 import base64
@@ -29,10 +29,11 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 ENDPOINT = os.environ["S3_ENDPOINT"]
-SWEEP_ENDPOINT = os.environ["S3_SWEEP_ENDPOINT"]
+SWEEP_ENDPOINT = os.environ.get("S3_SWEEP_ENDPOINT", "")
 MASTER = os.environ["MASTER_URL"]
 KEY, SECRET = os.environ["ACCESS_KEY"], os.environ["SECRET_KEY"]
 RO_KEY, RO_SECRET = os.environ["RO_ACCESS_KEY"], os.environ["RO_SECRET_KEY"]
+WO_KEY, WO_SECRET = os.environ["WO_ACCESS_KEY"], os.environ["WO_SECRET_KEY"]
 WORK = os.environ["WORKDIR"]
 CONFIG = Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"})
 
@@ -450,8 +451,53 @@ def delete_buckets():
     ok("delete_buckets")
 
 
+def review_edges():
+    """What a review of the gateway found, each once a way in or a crash."""
+    # A negative count is a 400, not a crash of the gateway.
+    answer = requests.get(ENDPOINT + "/alpha?uploads&max-uploads=-1", auth=None, timeout=10)
+    assert answer.status_code in (400, 403), answer.status_code
+    assert error_code(s3.list_multipart_uploads, Bucket="alpha", MaxUploads=-1)[0] == "InvalidArgument"
+    s3.list_buckets()  # still up
+    # Headers the signature does not cover cannot turn a presigned PUT into a copy.
+    s3.put_object(Bucket="alpha", Key="private", Body=b"secret")
+    v4 = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="us-east-1",
+                      config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    url = v4.generate_presigned_url("put_object", Params={"Bucket": "alpha", "Key": "upload-here"}, ExpiresIn=300)
+    answer = requests.put(url, data=b"", headers={"x-amz-copy-source": "/alpha/private"}, timeout=10)
+    assert answer.status_code == 403 and b"HeadersNotSigned" in answer.content, answer.content
+    assert error_code(s3.head_object, Bucket="alpha", Key="upload-here")[1] == 404
+    # The gateway's own keys and keys outside any bucket are not objects of any bucket.
+    assert error_code(s3.delete_object, Bucket=".s3", Key="buckets/alpha")[0] == "NoSuchBucket"
+    assert error_code(s3.get_object, Bucket=".s3", Key="buckets/alpha")[0] == "NoSuchBucket"
+    s3.head_bucket(Bucket="alpha")
+    requests.put(MASTER + "/store/loose-key", data=b"native only", timeout=10, auth=MASTER_AUTH)
+    assert error_code(s3.get_object, Bucket="loose-key", Key="x")[0] == "NoSuchBucket"
+    # A failed empty PUT changes nothing.
+    s3.put_object(Bucket="alpha", Key="keep-me", Body=b"kept")
+    wrong = base64.b64encode(hashlib.md5(b"x").digest()).decode()
+    assert error_code(s3.put_object, Bucket="alpha", Key="keep-me", Body=b"", ContentMD5=wrong)[0] == "BadDigest"
+    assert s3.get_object(Bucket="alpha", Key="keep-me")["Body"].read() == b"kept"
+    # No header injection through response-* overrides.
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "keep-me",
+                                                          "ResponseContentType": "text/html\r\nSet-Cookie: a=b"}, ExpiresIn=300)
+    answer = requests.get(url, timeout=10)
+    assert answer.status_code == 400 and "Set-Cookie" not in answer.headers, (answer.status_code, answer.headers)
+    # Metadata that S3 allows but the index cannot hold once encoded: 400, not 500.
+    assert error_code(s3.put_object, Bucket="alpha", Key="meta", Body=b"x", Metadata={"note": "%" * 2000})[0] == "MetadataTooLarge"
+    # A copy reads its source: a write-only key may not.
+    writer = client(WO_KEY, WO_SECRET)
+    writer.put_object(Bucket="alpha", Key="written", Body=b"w")
+    assert error_code(writer.copy_object, Bucket="alpha", Key="stolen", CopySource="alpha/private")[0] == "AccessDenied"
+    # An upload belongs to its key.
+    uid = s3.create_multipart_upload(Bucket="alpha", Key="owned")["UploadId"]
+    assert error_code(s3.upload_part, Bucket="alpha", Key="other", UploadId=uid, PartNumber=1, Body=b"x")[0] == "NoSuchUpload"
+    assert error_code(s3.abort_multipart_upload, Bucket="alpha", Key="other", UploadId=uid)[0] == "NoSuchUpload"
+    s3.abort_multipart_upload(Bucket="alpha", Key="owned", UploadId=uid)
+    ok("review_edges")
+
+
 CHECKS = [buckets, objects, ranges_and_conditions, listing, copy_and_delete_objects, presigned, credentials, checksums,
-          signed_chunks, multipart, abandoned_uploads_are_swept, aws_cli, rclone, delete_buckets]
+          signed_chunks, multipart, review_edges, aws_cli, rclone, delete_buckets, abandoned_uploads_are_swept]
 
 if __name__ == "__main__":
     only = sys.argv[1:]

@@ -119,6 +119,8 @@ final class ClusterLink: Sendable {
         var headers = HTTPHeaders()
         if let attributes, !attributes.isEmpty { headers.add(VolumeHeaders.attributes, attributes.encoded) }
         if md5 { headers.add(VolumeHeaders.digest, "md5") }
+        // An empty body is complete the moment its head is sent: check it before that.
+        if length == 0 { try verify() }
         let upload: StreamingUpload
         do {
             upload = try streams.startUpload("PUT", location, headers: headers, contentLength: length)
@@ -148,7 +150,7 @@ final class ClusterLink: Sendable {
             if let length, total != length, !upload.failed {
                 throw S3Error(400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header")
             }
-            try verify()
+            if length != 0 { try verify() }
             if heldCount > 0 { upload.write(UnsafeRawBufferPointer(rebasing: held[0..<heldCount])) }
         } catch {
             upload.abandon()

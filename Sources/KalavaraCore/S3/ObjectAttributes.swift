@@ -27,6 +27,20 @@ struct ObjectAttributes: Equatable {
 
     var isEmpty: Bool { headers.isEmpty && metadata.isEmpty && etag == nil }
 
+    /// No control characters (tab allowed): safe to send as a header value.
+    static func isHeaderSafe(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }
+    }
+
+    /// What the index can keep with a value: S3's 2 KB of user metadata grows with
+    /// percent-encoding, and the stored headers count too.
+    func checkSize() throws {
+        guard encoded.utf8.count <= IndexRecord.maxAttributeBytes else {
+            throw S3Error(400, "MetadataTooLarge", "Your metadata headers exceed the maximum allowed metadata size once encoded "
+                          + "(\(IndexRecord.maxAttributeBytes) bytes).")
+        }
+    }
+
     /// From a PUT, copy or CreateMultipartUpload request.
     init(request headers: HTTPHeaders) throws {
         for (index, name) in Self.storedHeaders.enumerated() {
@@ -57,6 +71,9 @@ struct ObjectAttributes: Equatable {
         guard let encoded, let parameters = try? QueryParameters(Substring(encoded)) else { return }
         for pair in parameters.pairs {
             let value = String(decoding: pair.value, as: UTF8.self)
+            // Values become response headers: any a native writer set with CR, LF or other
+            // control characters are dropped, never sent.
+            guard Self.isHeaderSafe(value), Self.isHeaderSafe(pair.name) else { continue }
             if let index = Self.codes.firstIndex(of: pair.name) {
                 headers.append((Self.storedHeaders[index], value))
             } else if pair.name.hasPrefix("m.") {

@@ -98,6 +98,20 @@ public struct S3Authenticator: Sendable {
             throw S3Error(403, "SignatureDoesNotMatch",
                           "The request signature we calculated does not match the signature you provided. Check your key and signing method.")
         }
+        // What the signature does not cover cannot change what the request does: every
+        // x-amz-* header must be signed (a presigned PUT must not turn into a copy of another
+        // object by an added x-amz-copy-source), and so must Host.
+        let signed = Set(claim.signedHeaders)
+        guard signed.contains("host") else {
+            throw S3Error(403, "AccessDenied", "There were headers present in the request which were not signed: host")
+        }
+        for field in request.headers.fields {
+            let name = field.name.lowercased()
+            guard name.hasPrefix("x-amz-"), !signed.contains(name), !(claim.isPresigned && name == "x-amz-content-sha256") else { continue }
+            var error = S3Error(403, "AccessDenied", "There were headers present in the request which were not signed")
+            error.extra["HeadersNotSigned"] = name
+            throw error
+        }
         let signing = ChunkSigning(signingKey: key, timestamp: claim.timestamp, scope: claim.scope, seed: expected)
         return Identity(user: claim.scope.accessKey, rights: rights,
                         payload: try Self.payload(claim.isPresigned ? nil : declared, signing: signing))

@@ -159,7 +159,9 @@ public final class S3Gateway: @unchecked Sendable {
     func requireBucket(_ bucket: String) throws {
         let now = monotonicSeconds()
         if let seen = knownBuckets.withLock({ $0[bucket] }), now - seen < Self.bucketMemory { return }
-        guard S3Context.isPlausibleBucket(bucket), try cluster.locate(try Self.bucketKey(bucket)) != nil else {
+        // Only names CreateBucket accepts: `.s3` (the gateway's own keys) and native keys
+        // outside any bucket are never reachable through S3.
+        guard S3Context.isValidBucketName(bucket), try cluster.locate(try Self.bucketKey(bucket)) != nil else {
             throw S3Error.noSuchBucket(bucket)
         }
         knownBuckets.withLock { $0[bucket] = now }

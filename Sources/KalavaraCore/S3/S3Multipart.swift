@@ -52,6 +52,7 @@ extension S3Gateway {
         _ = try context.objectKey()
         try requireBucket(context.bucket)
         let attributes = try ObjectAttributes(request: context.request.headers)
+        try attributes.checkSize()
         let id = Self.newUploadID()
         let record = try JSONEncoder().encode(UploadRecord(key: context.keyText, attributes: attributes.encoded))
         try cluster.write(try Self.uploadKey(context.bucket, id), Array(record))
@@ -69,7 +70,7 @@ extension S3Gateway {
             throw S3Error.invalidArgument("Part number must be an integer between 1 and 10000, inclusive")
         }
         let id = try uploadID(context)
-        guard try cluster.locate(try Self.uploadKey(context.bucket, id)) != nil else { throw S3Error.noSuchUpload(id) }
+        _ = try uploadRecord(context, id) // exists, and is this key's
         let key = try Self.partKey(id, number)
         if copy {
             let source = try copySource(context)
@@ -119,7 +120,7 @@ extension S3Gateway {
         let id = try uploadID(context)
         _ = try uploadRecord(context, id)
         let marker = context.query["part-number-marker"].flatMap(Int.init) ?? 0
-        let maxParts = min(context.query["max-parts"].flatMap(Int.init) ?? 1000, 1000)
+        let maxParts = min(try Self.count(context, "max-parts", default: 1000), 1000)
         var selected = try parts(id).filter { $0.number > marker }
         let truncated = selected.count > maxParts
         if truncated { selected.removeLast(selected.count - maxParts) }
@@ -266,7 +267,7 @@ extension S3Gateway {
 
     func abortUpload(_ context: S3Context) throws -> HTTPResponse {
         let id = try uploadID(context)
-        guard try cluster.locate(try Self.uploadKey(context.bucket, id)) != nil else { throw S3Error.noSuchUpload(id) }
+        _ = try uploadRecord(context, id)
         try removeUpload(bucket: context.bucket, id: id)
         return HTTPResponse(status: 204)
     }
@@ -289,7 +290,7 @@ extension S3Gateway {
         let prefix = context.query["prefix"] ?? ""
         let keyMarker = context.query["key-marker"] ?? ""
         let idMarker = context.query["upload-id-marker"] ?? ""
-        let maxUploads = min(context.query["max-uploads"].flatMap(Int.init) ?? 1000, 1000)
+        let maxUploads = min(try Self.count(context, "max-uploads", default: 1000), 1000)
         var uploads: [(key: String, id: String)] = []
         for marker in try cluster.listAll(prefix: Self.uploadPrefix(context.bucket), limit: 10_000) {
             let id = String(decoding: marker.key.dropFirst(Self.uploadPrefix(context.bucket).count), as: UTF8.self)

@@ -7,14 +7,12 @@ extension S3Gateway {
     func getObject(_ context: S3Context) throws -> HTTPResponse {
         try context.checkVersionID()
         let key = try context.objectKey()
-        guard let entry = try cluster.locate(key) else {
-            try requireBucket(context.bucket)
-            throw S3Error.noSuchKey(context.keyText)
-        }
+        try requireBucket(context.bucket)
+        guard let entry = try cluster.locate(key) else { throw S3Error.noSuchKey(context.keyText) }
         let info = ObjectInfo(entry)
         if let notModified = try Self.evaluateConditions(context.request.headers, info) { return notModified }
         let isHead = context.request.isHead
-        var headers = Self.objectHeaders(info, overrides: context.query)
+        var headers = try Self.objectHeaders(info, overrides: context.query)
 
         if isHead, let size = info.size {
             var status = 200
@@ -66,7 +64,7 @@ extension S3Gateway {
 
     /// The headers of a GetObject/HeadObject answer; `response-*` query parameters (in
     /// presigned URLs) override the stored ones.
-    static func objectHeaders(_ info: ObjectInfo, overrides query: QueryParameters) -> HTTPHeaders {
+    static func objectHeaders(_ info: ObjectInfo, overrides query: QueryParameters) throws -> HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add("ETag", info.etag)
         headers.add("Last-Modified", HTTPDate.format(info.lastModified))
@@ -78,6 +76,11 @@ extension S3Gateway {
         }
         for name in ObjectAttributes.storedHeaders where headers[name] == nil {
             if let value = query["response-" + name.lowercased()] { headers.set(name, value) }
+        }
+        for name in ObjectAttributes.storedHeaders {
+            if let value = query["response-" + name.lowercased()], !ObjectAttributes.isHeaderSafe(value) {
+                throw S3Error.invalidArgument("response-\(name.lowercased()) cannot contain control characters")
+            }
         }
         for (name, value) in info.attributes.metadata { headers.add("x-amz-meta-" + name, value) }
         if info.attributes.etag != nil, let parts = info.attributes.etag?.split(separator: "-").last {
@@ -137,6 +140,7 @@ extension S3Gateway {
         let key = try context.objectKey()
         try requireBucket(context.bucket)
         let attributes = try ObjectAttributes(request: context.request.headers)
+        try attributes.checkSize()
         let upload = try S3UploadBody(context.request, context.body, payload: context.identity.payload)
         try checkWriteConditions(context, key)
         let stored = try cluster.store(key, length: upload.length, attributes: attributes, md5: true,
@@ -149,7 +153,8 @@ extension S3Gateway {
     func deleteObject(_ context: S3Context) throws -> HTTPResponse {
         try context.checkVersionID()
         let key = try context.objectKey()
-        if try !cluster.delete(key) { try requireBucket(context.bucket) }
+        try requireBucket(context.bucket)
+        try cluster.delete(key)
         return HTTPResponse(status: 204)
     }
 
@@ -171,8 +176,10 @@ extension S3Gateway {
         }
         let bucket = String(decoding: path[path.startIndex..<slash], as: UTF8.self)
         let key = Array(path[(slash + 1)...])
+        // A copy reads its source: the read right too, and a real bucket.
+        guard context.identity.may(.read) else { throw S3Error.accessDenied }
+        try requireBucket(bucket)
         guard let entry = try cluster.locate(try S3Context.indexKey(bucket: bucket, key: key)) else {
-            try requireBucket(bucket)
             throw S3Error.noSuchKey(String(decoding: key, as: UTF8.self))
         }
         let info = ObjectInfo(entry)
@@ -209,6 +216,7 @@ extension S3Gateway {
         }
         var attributes = directive == "REPLACE" ? try ObjectAttributes(request: context.request.headers) : source.info.attributes
         attributes.etag = nil // the copy is one part: its ETag is its MD5
+        try attributes.checkSize()
         let stored = try copyValue(source.entry, range: nil, to: key, attributes: attributes)
         let etag = ObjectInfo.etag(md5: stored.md5, attributes: ObjectAttributes(), version: stored.version)
         return Self.xml { xml in

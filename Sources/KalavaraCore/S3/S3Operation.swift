@@ -194,6 +194,13 @@ extension S3Gateway {
         return bytes
     }
 
+    /// A non-negative count from the query (`max-uploads`, `max-parts`), or 400.
+    static func count(_ context: S3Context, _ name: String, default value: Int) throws -> Int {
+        guard let text = context.query[name] else { return value }
+        guard let number = Int(text), number >= 0 else { throw S3Error.invalidArgument("\(name) must be a whole number, 0 or more") }
+        return number
+    }
+
     func owner(_ context: S3Context, into xml: inout S3XML.Writer) {
         let name = context.identity.user ?? "kalavara"
         xml.element("Owner") { xml in
