@@ -43,7 +43,7 @@ struct ObjectAttributes: Equatable {
 
     /// From a PUT, copy or CreateMultipartUpload request.
     init(request headers: HTTPHeaders) throws {
-        for (index, name) in Self.storedHeaders.enumerated() {
+        for name in Self.storedHeaders {
             guard var value = headers[name] else { continue }
             if name == "Content-Encoding", value.lowercased().contains("aws-chunked") {
                 // aws-chunked is framing of this request, not a property of the object.
@@ -51,7 +51,6 @@ struct ObjectAttributes: Equatable {
                     .filter { $0.lowercased() != "aws-chunked" }.joined(separator: ", ")
                 if value.isEmpty { continue }
             }
-            _ = index
             self.headers.append((name, value))
         }
         var total = 0

@@ -128,7 +128,7 @@ extension S3Gateway {
         let prefix = query.bytes("prefix") ?? []
         let delimiter = query.bytes("delimiter").flatMap { $0.isEmpty ? nil : $0 }
         var maxKeys = 1000
-        if let text = query[versions ? "max-keys" : "max-keys"] {
+        if let text = query["max-keys"] {
             guard let value = Int(text), value >= 0 else { throw S3Error.invalidArgument("max-keys must be a whole number") }
             maxKeys = min(value, 1000)
         }
