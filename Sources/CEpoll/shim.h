@@ -38,3 +38,7 @@ static inline long kalavara_splice(int from, int to, unsigned long count, int mo
 }
 // F_SETPIPE_SZ: a larger pipe moves more per splice.
 static inline int kalavara_pipe_size(int fd, int size) { return fcntl(fd, 1031 /* F_SETPIPE_SZ */, size); }
+
+// syncfs(2): writes back everything dirty on the filesystem holding fd and waits (the
+// volume's journal checkpoint; glibc declares it only under _GNU_SOURCE).
+static inline int kalavara_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }

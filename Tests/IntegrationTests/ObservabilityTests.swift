@@ -73,9 +73,46 @@ final class ObservabilityTests: XCTestCase {
                 XCTAssertEqual(volume.types[histogram], "histogram", histogram)
             }
             XCTAssertEqual(volume.types["kalavara_free_bytes"], "gauge")
+            XCTAssertEqual(volume.types["kalavara_journal_checkpoint_duration_seconds"], "histogram")
             fsyncs += value(volume.samples, "kalavara_value_fsync_duration_seconds_count") ?? 0
+            fsyncs += value(volume.samples, "kalavara_journaled_copies_total") ?? 0
         }
-        XCTAssertEqual(fsyncs, 10, "every copy of every value is fsynced once")
+        XCTAssertEqual(fsyncs, 10, "every copy of every value is fsynced once, or journaled instead")
+    }
+
+    /// A volume removes what deletes and overwrites left behind in batches and reports each
+    /// batch in one call: every copy goes, and the master's removal queue never has to ask
+    /// again (it would after 5 s).
+    func testRemovalsAreReportedInBatchesAndNeverAskedAgain() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        let keys = 40
+        for index in 0..<keys {
+            XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/r\(index)", body: [UInt8](repeating: 1, count: 100)).status, 201)
+        }
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/r0", body: [2]).status, 201) // supersedes a copy
+        let masterURL = cluster.masterURL
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            for index in stride(from: 1 + worker, to: keys, by: 8) {
+                XCTAssertEqual(try? HTTP.follow("DELETE", masterURL + "/store/r\(index)").status, 204)
+            }
+        }
+        let port = cluster.volumePorts[0]
+        let data = cluster.volumeDirectory(port) + "/data"
+        func files() -> Int {
+            (FileManager.default.enumerator(atPath: data)?.allObjects as? [String] ?? []).filter { $0.contains(".") }.count
+        }
+        try waitUntil("the copies removed", timeout: 10) { files() == 1 }
+        sleep(7) // past the age at which the master's removal queue would ask for what was not reported
+        let volume = try parsePrometheus(try HTTP.send("GET", cluster.volumeURL(port) + "/metrics").text)
+        XCTAssertNil(value(volume.samples, "kalavara_http_requests_total", "route=replica,status=204"),
+                     "the master asked for a removal the volume had reported")
+        let master = try parsePrometheus(try HTTP.send("GET", cluster.masterURL + "/metrics").text)
+        let reports = try XCTUnwrap(value(master.samples, "kalavara_http_requests_total", "route=purged,status=200"))
+        XCTAssertGreaterThanOrEqual(reports, 1)
+        XCTAssertLessThanOrEqual(reports, Double(keys))
+        XCTAssertEqual(files(), 1)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/r0").body, [2])
     }
 
     func testARequestIDFollowsAPutIntoTheCommit() throws {

@@ -39,6 +39,117 @@ final class StorageTests: XCTestCase {
         XCTAssertFalse(names.contains { $0.contains("..") })
     }
 
+    /// Writes a small value the way the volume does with the journal: logged, no fsync.
+    private func loggedWrite(_ store: FileStore, _ journal: UncommittedJournal, _ key: Key, _ version: UInt64,
+                             _ bytes: [UInt8]) throws {
+        let write = try store.beginWrite(key: key, version: version)
+        try write.append(bytes)
+        let position = try XCTUnwrap(try journal.appendLogged(key, version: version, value: bytes, crc: write.checksum.value))
+        try write.finish(durably: false) { try journal.waitUntilDurable(position) }
+        journal.applied(position)
+    }
+
+    private func removeLogged(_ store: FileStore, _ journal: UncommittedJournal, _ key: Key, _ version: UInt64) throws {
+        let position = try journal.recordRemoval(key, version: version)
+        try journal.waitUntilDurable(position)
+        XCTAssertTrue(try store.remove(key, version: version, durably: false))
+        journal.applied(position)
+    }
+
+    /// A crash may lose a journaled value's unsynced file, or leave it cut: start-up puts
+    /// it back whole from the journal, leaves an intact one alone, and a removal that did
+    /// not reach the disk is made again.
+    func testJournalPutsBackLostFilesAndRemovesAgain() throws {
+        let root = directory + "/vol"
+        var store = try FileStore(root: root)
+        var journal = try UncommittedJournal(path: root + "/uncommitted.journal")
+        try journal.startCheckpoints(syncing: root + "/data", every: 3600)
+        let (lost, cut, intact, removed) = (try Key("lost"), try Key("cut"), try Key("intact"), try Key("removed"))
+        let value = { (key: Key) in Array("value of \(key)".utf8) + [UInt8](repeating: 7, count: 1000) }
+        for key in [lost, cut, intact, removed] { try loggedWrite(store, journal, key, 3, value(key)) }
+        journal.strike(intact, version: 3) // committed: struck, yet still unsettled until a checkpoint
+        let removedPath = store.path(stem: FileStore.fileStem(removed), version: 3)
+        let removedBytes = try XCTUnwrap(FileManager.default.contents(atPath: removedPath))
+        try removeLogged(store, journal, removed, 3)
+        journal.close()
+        // What a power cut can leave of files that were never synced.
+        XCTAssertEqual(unlink(store.path(stem: FileStore.fileStem(lost), version: 3)), 0)
+        XCTAssertEqual(truncate(store.path(stem: FileStore.fileStem(cut), version: 3), 40), 0)
+        XCTAssertTrue(FileManager.default.createFile(atPath: removedPath, contents: removedBytes))
+
+        store = try FileStore(root: root)
+        journal = try UncommittedJournal(path: root + "/uncommitted.journal")
+        XCTAssertEqual(journal.unsettledRecords.count, 4)
+        XCTAssertEqual(try store.replay(journal.unsettledRecords), 3)
+        for key in [lost, cut, intact] {
+            let held = try XCTUnwrap(try store.open(key, version: 3))
+            XCTAssertEqual(try store.readVerified(held), value(key))
+        }
+        XCTAssertNil(try store.open(removed, version: 3))
+        XCTAssertTrue(journal.isPending(lost, version: 3))
+        XCTAssertFalse(journal.isPending(intact, version: 3))
+        // A replay is idempotent.
+        XCTAssertEqual(try store.replay(journal.unsettledRecords), 0)
+        journal.close()
+    }
+
+    /// A checkpoint syncs the filesystem and drops the values from the journal; what is
+    /// pending stays pending, and a record cut short by a crash is ignored whole.
+    func testCheckpointDropsSettledRecordsAndTornRecordsAreIgnored() throws {
+        let root = directory + "/vol"
+        let store = try FileStore(root: root)
+        let path = root + "/uncommitted.journal"
+        var journal = try UncommittedJournal(path: path)
+        XCTAssertNil(try journal.appendLogged(try Key("early"), version: 1, value: [1], crc: CRC32.checksum([1])),
+                     "before checkpoints run, no value is logged")
+        try journal.startCheckpoints(syncing: root + "/data", every: 3600)
+        let key = try Key("k")
+        try loggedWrite(store, journal, key, 5, [UInt8](repeating: 1, count: 2048))
+        XCTAssertEqual(journal.unsettledValueBytes, 2048)
+        try journal.checkpoint()
+        XCTAssertEqual(journal.unsettledValueBytes, 0)
+        XCTAssertTrue(journal.isPending(key, version: 5))
+        let size = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        XCTAssertLessThan(size, 200, "the value left the journal")
+        journal.close()
+        let torn = "+ 9 \(Hex.encode(Array("t".utf8))) 100 4 \(String(CRC32.checksum([1, 2, 3, 4]), radix: 16)) 010203"
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data(torn.utf8))
+        try handle.close()
+        journal = try UncommittedJournal(path: path)
+        XCTAssertTrue(journal.unsettledRecords.isEmpty)
+        XCTAssertTrue(journal.isPending(key, version: 5))
+        XCTAssertFalse(journal.isPending(try Key("t"), version: 9))
+        journal.close()
+    }
+
+    /// A removed small file is recycled for the next write, but never while a reader has
+    /// it open: that reader keeps reading its own value.
+    func testRecycledFilesAreNeverOneAReaderHoldsOpen() throws {
+        let store = try FileStore(root: directory + "/vol")
+        let key = try Key("k")
+        func write(_ version: UInt64, _ text: String) throws {
+            let write = try store.beginWrite(key: key, version: version)
+            try write.append(Array(text.utf8))
+            try write.finish()
+        }
+        try write(1, "first")
+        let held = try XCTUnwrap(try store.open(key, version: 1))
+        XCTAssertEqual(store.openValueFiles, 1)
+        XCTAssertTrue(try store.remove(key, version: 1))
+        XCTAssertEqual(store.recycledFiles, 0, "an open file is unlinked, not recycled")
+        try write(2, "second")
+        XCTAssertEqual(read(held), Array("first".utf8))
+        XCTAssertTrue(try store.remove(key, version: 2))
+        XCTAssertEqual(store.recycledFiles, 1)
+        try write(3, "third, longer than the first two")
+        XCTAssertEqual(store.recycledFiles, 0, "the next write reuses it")
+        XCTAssertEqual(read(try XCTUnwrap(try store.open(key, version: 3))), Array("third, longer than the first two".utf8))
+        XCTAssertEqual(read(held), Array("first".utf8))
+        XCTAssertNil(try store.open(key, version: 2))
+    }
+
     func testAbortedWriteLeavesNothing() throws {
         let store = try FileStore(root: directory + "/vol")
         let key = try Key("k")

@@ -25,6 +25,8 @@ public final class VersionClock: Sendable {
     private let persistCeiling: @Sendable (UInt64) throws -> Void
     /// How far ahead of the last version the persisted ceiling is set: about 4 s of time.
     static let reservation: UInt64 = 4000 << 16
+    /// True while a background raise (see `nextWithoutWaiting`) is queued or running.
+    private let raiseQueued = Atomic<Bool>(false)
 
     public init(storedCeiling: UInt64, persistCeiling: @escaping @Sendable (UInt64) throws -> Void) throws {
         self.persistCeiling = persistCeiling
@@ -46,6 +48,27 @@ public final class VersionClock: Sendable {
             }
             try raiseCeiling(above: max(ceiling, Self.now()))
         }
+    }
+
+    /// The next version for a caller that must not wait on the disk (the event loop): past
+    /// the half-way mark the ceiling is raised on another thread; nil only when the ceiling
+    /// itself is reached (that raise has been stuck for seconds), and then nothing is issued.
+    public func nextWithoutWaiting() -> UInt64? {
+        let (version, ceiling) = state.withLock { state -> (UInt64?, UInt64) in
+            let candidate = max(state.last + 1, Self.now())
+            guard candidate < state.ceiling else { return (nil, state.ceiling) }
+            state.last = candidate
+            return (candidate, state.ceiling)
+        }
+        guard let version else { return nil }
+        if version + Self.reservation / 2 >= ceiling,
+           raiseQueued.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
+            DispatchQueue.global().async { [self] in
+                try? raiseCeiling(above: version)
+                raiseQueued.store(false, ordering: .releasing)
+            }
+        }
+        return version
     }
 
     /// Persists a ceiling a reservation above `version`, unless another caller already has.

@@ -83,7 +83,17 @@ final class EventLoop: @unchecked Sendable {
         if thread != nil { finished.wait() }
     }
 
+    /// Thrown by a loop route's handler that finds it must block after all: the request
+    /// goes to a worker, which runs the handler again.
+    struct MustHandOff: Error {}
+
+    /// Whether the calling thread is an event loop (for handlers that may run on either;
+    /// a dictionary lookup, so only for rare paths).
+    static var onLoopThread: Bool { Thread.current.threadDictionary[loopMarker] != nil }
+    private static let loopMarker = "kalavara.event-loop"
+
     private func run() {
+        Thread.current.threadDictionary[Self.loopMarker] = true
         var events = [epoll_event](repeating: epoll_event(), count: 256)
         let clock = server.configuration.clock
         var lastSweep = clock.now()

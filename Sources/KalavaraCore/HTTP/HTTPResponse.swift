@@ -3,8 +3,16 @@ import Foundation
 /// An open file whose bytes a response sends; the descriptor closes when the response is done.
 public final class OpenFile: Sendable {
     public let fd: Int32
-    public init(fd: Int32) { self.fd = fd }
-    deinit { Glibc.close(fd) }
+    /// Runs once the descriptor is closed (the volume's store counts its open value files).
+    private let onClose: (@Sendable () -> Void)?
+    public init(fd: Int32, onClose: (@Sendable () -> Void)? = nil) {
+        self.fd = fd
+        self.onClose = onClose
+    }
+    deinit {
+        Glibc.close(fd)
+        onClose?()
+    }
 }
 
 /// A body produced while it is sent: `produce` hands the connection's writer each piece,

@@ -102,6 +102,9 @@ final class ServerConnection: @unchecked Sendable {
         }
     }
 
+    /// The largest body a request answered on the event loop may have (all of it received).
+    static let loopBodyBytes = 64 * 1024
+
     private enum LoopAnswer {
         case sent(keepAlive: Bool)
         case pending([UInt8], keepAlive: Bool)
@@ -113,22 +116,34 @@ final class ServerConnection: @unchecked Sendable {
     /// or to no route at all (404/405). Everything else becomes a worker's job.
     private func answerOnLoop(_ request: HTTPRequest, _ exchange: Exchange) -> LoopAnswer {
         var exchange = exchange
-        let bodiless = request.framing == .none || request.framing == .length(0)
-        guard bodiless, !server.isStopping else { return .handOff(.request(request, exchange)) }
+        // A small body already received whole never makes the loop wait: such a request
+        // may be answered here too (the master's redirect of a PUT drops it).
+        var bodyBytes = 0
+        switch request.framing {
+        case .none: break
+        case .length(let count) where count <= Self.loopBodyBytes && count <= socket.bufferedCount: bodyBytes = count
+        default: return .handOff(.request(request, exchange))
+        }
+        guard !server.isStopping else { return .handOff(.request(request, exchange)) }
         var response: HTTPResponse
         switch routed(request) {
         case .failure(let unrouted):
             response = unrouted.response
+            socket.consume(bodyBytes)
         case .success((let index, let route)):
             exchange.route = index
             guard route.execution == .eventLoop else { return .handOff(.request(request, exchange)) }
+            let body = MessageBody(socket: socket, framing: bodyBytes > 0 ? .length(bodyBytes) : .none)
             do {
-                response = try route.handler(request, MessageBody(socket: socket, framing: .none))
+                response = try route.handler(request, body)
             } catch let error as HTTPError {
                 response = .error(error)
             } catch {
-                return .handOff(.request(request, exchange)) // the worker runs it again and reports
+                // The worker runs it again and reports, with the body as it came.
+                guard body.bytesRead == 0 else { return .failed }
+                return .handOff(.request(request, exchange))
             }
+            socket.consume(body.knownRemaining ?? 0)
             if case .stream = response.body { return .handOff(.answer(response, request, exchange)) }
             if case .file = response.body {
                 guard let inlined = response.inlined(upTo: configuration.inlineFileBytes, forHead: request.isHead) else {
@@ -142,7 +157,7 @@ final class ServerConnection: @unchecked Sendable {
             return .failed
         }
         server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
-                                  received: exchange.headBytes, sent: total.count)
+                                  received: exchange.headBytes + bodyBytes, sent: total.count)
         if sent < total.count { return .pending(Array(total[sent...]), keepAlive: keepAlive) }
         return .sent(keepAlive: keepAlive)
     }

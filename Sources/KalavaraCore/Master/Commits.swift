@@ -122,6 +122,26 @@ extension Master {
         return .text(200, "recorded")
     }
 
+    /// `POST /internal/purged?h=URL` with `VERSION KEY` lines: many such removals of one
+    /// holder at once (a volume's batch).
+    func purged(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
+        let parameters = try QueryParameters(request.query)
+        guard parameters["key"] == nil else { return try purged(parameters) }
+        guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
+            throw HTTPError(400, "purge report needs a known h")
+        }
+        let bytes = try body.readAll(limit: 4 << 20)
+        try SignedCall.verifyBody(request, bytes, secret: gate.secret)
+        var removals: [(Key, UInt64)] = []
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, let version = UInt64(parts[0]) else { throw HTTPError(400, "want VERSION KEY lines") }
+            removals.append((try Key(percentEncoded: parts[1]), version))
+        }
+        for (key, version) in removals { try recordRemoval(key, volume: holder, below: version) }
+        return .text(200, "recorded \(removals.count)")
+    }
+
     /// Notes that `volume` holds no copy of `key` older than `below` any more.
     func recordRemoval(_ key: Key, volume: UInt16, below: UInt64) throws {
         try keyLocks.withLock(for: key) {

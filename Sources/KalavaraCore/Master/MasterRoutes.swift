@@ -13,7 +13,10 @@ extension Master {
             Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .client(.read)) { [unowned self] request, _ in
                 try redirectRead(try Self.key(request), request.query)
             },
-            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .client(.write)) { [unowned self] request, body in
+            // On the loop too: a redirect only reads the index and the clock (a PUT's small
+            // body, already here, is dropped); a ceiling write or a body still on its way
+            // sends it to a worker.
+            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], on: .eventLoop, access: .client(.write)) { [unowned self] request, body in
                 request.method == "PUT" ? try redirectWrite(try Self.key(request), request, body) : try redirectDelete(try Self.key(request))
             },
             Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
@@ -54,8 +57,8 @@ extension Master {
             Route("commit", .exact("/internal/commit"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try commit(QueryParameters(request.query))
             },
-            Route("purged", .exact("/internal/purged"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
-                try purged(QueryParameters(request.query))
+            Route("purged", .exact("/internal/purged"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
+                try purged(request, body)
             },
             Route("resolve", .exact("/internal/resolve"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try resolve(QueryParameters(request.query))
@@ -85,7 +88,7 @@ extension Master {
         }
         let placement = Array(Placement.order(live, for: key).prefix(configuration.replicas))
         let requestID = RequestID.from(request.headers)
-        let version = try clock.next()
+        let version = try issueVersion()
         var ticket = PlacementTicket(version: version, master: configuration.advertisedURL, holders: placement,
                                      requestID: requestID, length: announcedLength(request, body))
         if let secret = gate.secret {
@@ -138,13 +141,21 @@ extension Master {
         guard let first = live.first else { return .text(503, "no live volume holds this key") }
         let all = record.holders.compactMap { registry.volume($0)?.url }
         let holders = live + all.filter { !live.contains($0) }
-        let version = try clock.next()
+        let version = try issueVersion()
         var ticket = PlacementTicket(version: version, master: configuration.advertisedURL, holders: holders)
         if let secret = gate.secret {
             ticket.expires = UInt64(VersionClock.issueTime(of: version) + configuration.ticketLifetime)
             ticket = ticket.signed(for: .delete, key, secret: secret)
         }
         return .redirect(307, to: location(first, key, ticket.query))
+    }
+
+    /// A version for a write's ticket. On the event loop, one that needs no ceiling write
+    /// now, or the request goes to a worker, which may wait for it.
+    private func issueVersion() throws -> UInt64 {
+        if let version = clock.nextWithoutWaiting() { return version }
+        if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+        return try clock.next()
     }
 
     /// The most common answer of all, built once.

@@ -1,6 +1,7 @@
 import CEpoll
 import Foundation
 import Prometheus
+import Synchronization
 
 /// A volume's values as files: `DIR/data/abc/<sha256(key)>.<version>`.
 ///
@@ -15,7 +16,15 @@ import Prometheus
 /// holds about 2,500 files, which ext4's hashed directories handle well; only rare paths
 /// list a bucket (a commit names the version it replaced).
 ///
-/// Sendable by hand: the counts are behind `countLock`; the rest is immutable.
+/// Inodes are recycled: a removed small value file is moved into `DIR/tmp` rather than
+/// unlinked, and the next write truncates and fills it instead of creating a file. On ext4
+/// without a journal (this project's benchmark machine), creating an inode skips every
+/// inode freed in the last minute or more and looks each one up on the way: after a few
+/// thousand deletes a create cost 600 µs of kernel CPU instead of 30 (see BENCHMARKS.md).
+/// A file some reader of this process still has open is never recycled (see `remove`).
+///
+/// Sendable by hand: the counts are behind `countLock`, the recycling state behind its
+/// mutexes; the rest is immutable.
 public final class FileStore: @unchecked Sendable {
     public let root: String
     let tmpDirectory: String
@@ -29,6 +38,18 @@ public final class FileStore: @unchecked Sendable {
     private let countLock = NSLock()
     private var filesCounted: Int?
     private var filesChanged = 0
+    /// Removed value files waiting in `tmp` to be filled again, and a counter naming them.
+    private let recycled = Mutex<(paths: [String], named: Int)>(([], 0))
+    /// Value files open for reading in this process: inode number → how many opens.
+    private let openInodes = Mutex<[UInt64: Int]>([:])
+    /// Orders a reader's open (and its entry in `openInodes`) against a removal of the same
+    /// file: a removal that finds no reader registered knows none can appear, since a
+    /// later open of the path finds nothing. One of these per stem, striped.
+    private let openLocks = (0..<64).map { _ in NSLock() }
+    /// Files up to this size are recycled (larger ones are unlinked: their blocks are
+    /// worth giving back), and at most this many wait.
+    static let recycledFileBytes = 64 * 1024
+    static let recycledFilesKept = 256
 
     /// Opens (creating) the store under `root`. Leftover temporary files are partial
     /// writes of a previous run that never became values: they are removed.
@@ -115,8 +136,15 @@ public final class FileStore: @unchecked Sendable {
 
     /// Starts a new version of `key`: a temporary file holding the header.
     public func beginWrite(key: Key, version: UInt64) throws -> PendingWrite {
-        let tmpPath = tmpDirectory + "/" + UUID().uuidString
-        let fd = Glibc.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        var tmpPath = "", fd: Int32 = -1
+        if let reused = recycled.withLock({ $0.paths.popLast() }) {
+            fd = Glibc.open(reused, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
+            if fd >= 0 { tmpPath = reused } else { unlink(reused) }
+        }
+        if fd < 0 {
+            tmpPath = tmpDirectory + "/" + UUID().uuidString
+            fd = Glibc.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        }
         guard fd >= 0 else { throw StorageError.io("cannot create a temporary file", errno) }
         let header = ValueFileHeader(key: key, version: version, checksum: 0, size: 0)
         let write = PendingWrite(store: self, key: key, version: version, fd: fd, tmpPath: tmpPath)
@@ -182,23 +210,63 @@ public final class FileStore: @unchecked Sendable {
     /// Opens a version of `key` (the newest present when `version` is nil).
     public func open(_ key: Key, version: UInt64?) throws -> StoredValue? {
         guard let version = version ?? versions(of: key).last else { return nil }
-        return try openFile(path(stem: Self.fileStem(key), version: version), what: "value file for \(key)") {
+        let stem = Self.fileStem(key)
+        return try openFile(path(stem: stem, version: version), stem: stem, what: "value file for \(key)") {
             $0.key == key && $0.version == version
         }
     }
 
+    private func openLock(_ stem: String) -> NSLock {
+        var hash = 0
+        for byte in stem.utf8.prefix(4) { hash = hash &* 31 &+ Int(byte) }
+        return openLocks[hash & (openLocks.count - 1)]
+    }
+
+    /// Opens a value file for reading and registers its inode as open until the returned
+    /// descriptor closes. Nil (errno set) if it cannot be opened.
+    private func openRegistered(_ path: String, stem: String) -> (OpenFile, stat)? {
+        let lock = openLock(stem)
+        lock.lock()
+        defer { lock.unlock() }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            close(fd)
+            errno = code
+            return nil
+        }
+        let inode = UInt64(info.st_ino)
+        openInodes.withLock { $0[inode, default: 0] += 1 }
+        let file = OpenFile(fd: fd) { [weak self] in
+            self?.openInodes.withLock { open in
+                if let count = open[inode], count > 1 { open[inode] = count - 1 } else { open[inode] = nil }
+            }
+        }
+        return (file, info)
+    }
+
+    /// Value files open for reading now (for tests).
+    var openValueFiles: Int { openInodes.withLock { $0.values.reduce(0, +) } }
+
+    /// Removed files waiting to be filled again (for tests).
+    var recycledFiles: Int { recycled.withLock { $0.paths.count } }
+
+    /// Unlinks every recycled file: their blocks go back to the filesystem (a full disk).
+    func dropRecycled() {
+        for path in recycled.withLock({ state in defer { state.paths = [] }; return state.paths }) { unlink(path) }
+    }
+
     /// Opens a value file and reads its header, which must pass `belongs`; nil if the file
     /// is gone.
-    private func openFile(_ path: String, what: @autoclosure () -> String,
+    private func openFile(_ path: String, stem: String, what: @autoclosure () -> String,
                           belongs: (ValueFileHeader) -> Bool) throws -> StoredValue? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
+        guard let (file, info) = openRegistered(path, stem: stem) else {
             if errno == ENOENT { return nil }
             throw StorageError.io("cannot open value", errno)
         }
-        let file = OpenFile(fd: fd)
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw StorageError.io("fstat", errno) }
+        let fd = file.fd
         var headerBytes = [UInt8](repeating: 0, count: min(Int(info.st_size), ValueFileHeader.maxEncodedBytes))
         let count = headerBytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
         guard count == headerBytes.count, let header = ValueFileHeader.decode(headerBytes), belongs(header) else {
@@ -292,7 +360,7 @@ public final class FileStore: @unchecked Sendable {
     public func open(fileNamed name: String) throws -> StoredValue? {
         guard let dot = name.lastIndex(of: "."), let version = UInt64(name[name.index(after: dot)...]) else { return nil }
         let stem = String(name[..<dot])
-        return try openFile(path(stem: stem, version: version), what: "value file \(name)") {
+        return try openFile(path(stem: stem, version: version), stem: stem, what: "value file \(name)") {
             $0.version == version && Self.fileStem($0.key) == stem
         }
     }
@@ -318,16 +386,73 @@ public final class FileStore: @unchecked Sendable {
     // MARK: Removing
 
     /// Removes the given version of `key`, if present. Returns whether a file went.
+    /// `durably: false` skips the bucket's fsync (the removal is journaled).
     @discardableResult
-    public func remove(_ key: Key, version: UInt64) throws -> Bool {
+    public func remove(_ key: Key, version: UInt64, durably: Bool = true) throws -> Bool {
         let stem = Self.fileStem(key)
-        if unlink(path(stem: stem, version: version)) != 0 {
-            if errno == ENOENT { return false }
-            throw StorageError.io("cannot remove a value file", errno)
+        let path = path(stem: stem, version: version)
+        let lock = openLock(stem)
+        lock.lock()
+        let gone: Int32
+        // Recycled only if no reader here has it open: a recycled inode is truncated and
+        // filled with another value, which such a reader would then read. Under the stem's
+        // lock no reader can be half way between opening it and registering.
+        var info = stat()
+        if lstat(path, &info) == 0, info.st_size <= Self.recycledFileBytes, (info.st_mode & S_IFMT) == S_IFREG,
+           openInodes.withLock({ $0[UInt64(info.st_ino)] == nil }),
+           let name = recycled.withLock({ state -> String? in
+               guard state.paths.count < Self.recycledFilesKept else { return nil }
+               state.named += 1
+               return tmpDirectory + "/recycled-\(state.named)"
+           }) {
+            gone = rename(path, name)
+            if gone == 0 { recycled.withLock { $0.paths.append(name) } }
+        } else {
+            gone = unlink(path)
+        }
+        let failure = errno
+        lock.unlock()
+        if gone != 0 {
+            if failure == ENOENT { return false }
+            throw StorageError.io("cannot remove a value file", failure)
         }
         countChange(-1)
-        try syncBucket(bucket(forStem: stem))
+        if durably { try syncBucket(bucket(forStem: stem)) }
         return true
+    }
+
+    /// Makes the files match what the journal recorded since its last checkpoint, after a
+    /// crash: a value whose file is missing or not whole is written again (durably, from
+    /// the journal's copy); a removed one is removed again. Returns how many files changed.
+    public func replay(_ records: [(entry: UncommittedJournal.Entry, settlement: UncommittedJournal.Settlement)]) throws -> Int {
+        var changed = 0
+        for (entry, settlement) in records {
+            let stem = Self.fileStem(entry.key)
+            let path = path(stem: stem, version: entry.version)
+            switch settlement {
+            case .removed:
+                if unlink(path) == 0 {
+                    try syncBucket(bucket(forStem: stem))
+                    changed += 1
+                }
+            case .value(let bytes, let crc):
+                if let held = try? open(entry.key, version: entry.version), held.checksum == crc,
+                   (try? readVerified(held)).flatMap({ $0 }) == bytes {
+                    continue
+                }
+                if unlink(path) == 0 { try syncBucket(bucket(forStem: stem)) }
+                let write = try beginWrite(key: entry.key, version: entry.version)
+                do {
+                    try write.append(bytes)
+                    try write.finish(expecting: crc)
+                } catch {
+                    write.abort()
+                    throw error
+                }
+                changed += 1
+            }
+        }
+        return changed
     }
 
     /// Removes every version of `key` for which `shouldRemove` holds.
@@ -425,7 +550,9 @@ public final class PendingWrite {
             let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             if written < 0 {
                 if errno == EINTR { continue }
-                throw StorageError.io("write", errno)
+                let code = errno
+                if code == ENOSPC || code == EDQUOT { store.dropRecycled() }
+                throw StorageError.io("write", code)
             }
             offset += written
         }
@@ -458,15 +585,19 @@ public final class PendingWrite {
     /// `beforeRename` runs once the bytes are durable (the volume journals the version there).
     /// With `expecting`, the value must have that checksum (a copy from another volume):
     /// otherwise the write is dropped and `StorageError.checksumMismatch` thrown.
-    public func finish(expecting expected: UInt32? = nil, beforeRename: () throws -> Void = {}) throws {
+    /// `durably: false` skips the file's and the bucket's fsync: for a value whose bytes are
+    /// durable elsewhere until the filesystem is synced (the volume's journal).
+    public func finish(expecting expected: UInt32? = nil, durably: Bool = true, beforeRename: () throws -> Void = {}) throws {
         if let expected, expected != checksum.value { throw StorageError.checksumMismatch }
         var trailer: [UInt8] = []
         trailer.append(littleEndian: checksum.value)
         trailer.append(littleEndian: UInt64(valueBytes))
         let patched = trailer.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(ValueFileHeader.checksumOffset)) }
         guard patched == trailer.count else { throw StorageError.io("writing the value's checksum", errno) }
-        let synced = store.valueSyncs.map { histogram in histogram.time { fsync(fd) } } ?? fsync(fd)
-        guard synced == 0 else { throw StorageError.io("fsync", errno) }
+        if durably {
+            let synced = store.valueSyncs.map { histogram in histogram.time { fsync(fd) } } ?? fsync(fd)
+            guard synced == 0 else { throw StorageError.io("fsync", errno) }
+        }
         try beforeRename()
         close(fd)
         fd = -1
@@ -484,6 +615,7 @@ public final class PendingWrite {
         guard renamed else { throw StorageError.io("rename", errno) }
         tmpFileExists = false
         store.countChange(1)
+        guard durably else { return }
         do {
             try store.syncBucket(bucket)
         } catch {

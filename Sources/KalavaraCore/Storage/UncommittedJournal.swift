@@ -1,4 +1,6 @@
+import CEpoll
 import Foundation
+import Prometheus
 import Synchronization
 
 /// A volume's list of value files whose commit it has not seen succeed.
@@ -10,11 +12,22 @@ import Synchronization
 /// entries here that outlived the grace period, never at every file on the volume.
 ///
 /// Format: an append-only text file of lines `+ VERSION HEXKEY UNIXTIME` and
-/// `- VERSION HEXKEY`. Additions are made durable by a syncer thread that fdatasyncs
-/// whatever has been appended since its last sync: writers append before they fsync their
-/// value file and wait for the journal only after, so the two syncs overlap, and concurrent
-/// writers share one journal sync. Strikes are not synced: a lost strike only means one
-/// redundant question to the master later.
+/// `- VERSION HEXKEY`. A plain addition (a value that will be fsynced) is made durable by a
+/// syncer thread woken at once, so that its sync overlaps the value file's fsync; other
+/// records are synced by whoever waits for them first (see `waitUntilDurable`). Each sync
+/// covers whatever has been appended so far, so concurrent writers share it. Strikes are
+/// not synced: a lost strike only means one redundant question to the master later.
+///
+/// The journal is also the durable copy of small values until a checkpoint (see
+/// `appendLogged`): an addition may carry the value's bytes (`+ VERSION HEXKEY UNIXTIME
+/// SIZE CRC HEXVALUE`), and a removal of a file is recorded (`x VERSION HEXKEY`) before the
+/// file goes. Such a value's file is written and renamed without fsync and its directory
+/// is not synced; after a crash, start-up puts back from here every such file that did not
+/// survive whole (and removes again any recorded removal that did not), see
+/// `FileStore.replay`. Once a second, a checkpoint `syncfs`es the data's filesystem, after
+/// which those files are as durable as if each had been fsynced, and the records drop out.
+/// One shared journal sync thus replaces a write's two fsyncs (file and directory) and a
+/// removal's directory fsync.
 ///
 /// Two locks, so that a reader never waits on the disk: `pending` (what GETs ask about)
 /// sits in a mutex held only for dictionary operations; `lock` orders the file's writes,
@@ -41,23 +54,66 @@ public final class UncommittedJournal: @unchecked Sendable {
     private var syncing = false
     private var strikesSinceCompaction = 0
 
+    /// What a start-up must make true of a file, recorded since the last checkpoint.
+    public enum Settlement: Equatable, Sendable {
+        /// The file must hold this value (its CRC-32 given).
+        case value([UInt8], crc: UInt32)
+        /// The file must be gone.
+        case removed
+    }
+    /// Records since the last checkpoint, with the position of each; under `lock`.
+    private var unsettled: [Entry: (position: Int, settlement: Settlement)] = [:]
+    private var unsettledBytes = 0
+    /// Positions whose file operation (the rename, the removal) is not done yet: a
+    /// checkpoint must wait for them before its syncfs covers them.
+    private var inFlight = Set<Int>()
+    /// True while a checkpoint waits for `inFlight` (only then does `applied` wake anyone).
+    private var checkpointWaiting = false
+    /// The syncer sleeps on `syncerWake` while `syncerIdle`.
+    private var syncerIdle = false
+    private let syncerWake = DispatchSemaphore(value: 0)
+    /// The directory whose filesystem a checkpoint syncs (set by `startCheckpoints`).
+    private var checkpointFD: Int32 = -1
+    private var syncfsTimes: DurationHistogram?
+    /// Values up to this size go into the journal; unsettled bytes past `unsettledCap`
+    /// (a checkpoint that cannot keep up) send writes back to fsyncing their files.
+    public static let loggedValueBytes = 16 * 1024
+    static let unsettledCap = 32 << 20
+    /// Seconds between checkpoints while anything is unsettled, by default.
+    public static let checkpointInterval = 1.0
+
     public init(path: String) throws {
         self.path = path
         var loaded: [Entry: Double] = [:]
+        var settlements: [Entry: Settlement] = [:]
         if let text = try? String(contentsOfFile: path, encoding: .utf8) {
             for line in text.split(separator: "\n") {
                 let fields = line.split(separator: " ")
                 guard fields.count >= 3, let version = UInt64(fields[1]),
                       let keyBytes = Hex.decode(fields[2]), let key = try? Key(keyBytes) else { continue }
                 let entry = Entry(key: key, version: version)
-                if fields[0] == "+" {
+                switch fields[0] {
+                case "+":
+                    // A value record cut short (the crash came mid-write) was never durable,
+                    // so never acknowledged: it is dropped whole.
+                    if fields.count == 7 {
+                        guard let size = Int(fields[4]), let crc = UInt32(fields[5], radix: 16),
+                              let value = Hex.decode(fields[6]), value.count == size, CRC32.checksum(value) == crc else { continue }
+                        settlements[entry] = .value(value, crc: crc)
+                    }
                     loaded[entry] = fields.count > 3 ? Double(fields[3]) ?? 0 : 0
-                } else {
+                case "x":
+                    settlements[entry] = .removed
+                default:
                     loaded[entry] = nil
                 }
             }
         }
         pending.withLock { $0 = loaded }
+        for (entry, settlement) in settlements {
+            unsettled[entry] = (0, settlement)
+            if case .value(let bytes, _) = settlement { unsettledBytes += bytes.count }
+        }
         fd = -1
         try rewrite()
         let syncer = Thread { [self] in syncLoop() }
@@ -71,8 +127,16 @@ public final class UncommittedJournal: @unchecked Sendable {
     public func close() {
         lock.lock()
         stopped = true
+        wakeSyncer()
         lock.broadcast()
         lock.unlock()
+    }
+
+    /// Wakes the syncer if it sleeps. Called with the lock held.
+    private func wakeSyncer() {
+        guard syncerIdle else { return }
+        syncerIdle = false
+        syncerWake.signal()
     }
 
     public var count: Int { pending.withLock { $0.count } }
@@ -88,32 +152,187 @@ public final class UncommittedJournal: @unchecked Sendable {
         }
         pending.withLock { $0[Entry(key: key, version: version)] = now }
         appended += 1
-        lock.broadcast()
+        wakeSyncer()
         return appended
     }
 
+    /// Records a version as uncommitted together with its bytes, which then need no fsync
+    /// of their file or directory: until the next checkpoint, the journal is their durable
+    /// copy. Nil when the checkpoint has fallen behind (the caller fsyncs as usual). The
+    /// caller must pass the position to `applied` once its file is renamed into place (or
+    /// the write failed).
+    public func appendLogged(_ key: Key, version: UInt64, value: [UInt8], crc: UInt32) throws -> Int? {
+        let now = Date().timeIntervalSince1970
+        lock.lock()
+        defer { lock.unlock() }
+        guard checkpointFD >= 0, unsettledBytes + value.count <= Self.unsettledCap else { return nil }
+        let entry = Entry(key: key, version: version)
+        guard append(Self.valueLine(entry, time: now, value: value, crc: crc)) else { throw StorageError.io("journal write", errno) }
+        pending.withLock { $0[entry] = now }
+        appended += 1
+        settle(entry, .value(value, crc: crc))
+        inFlight.insert(appended)
+        return appended
+    }
+
+    /// Records that this version's file is about to be removed; once `waitUntilDurable`
+    /// returns for the position, the removal needs no directory fsync. The caller passes
+    /// the position to `applied` once the file is gone.
+    public func recordRemoval(_ key: Key, version: UInt64) throws -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        let entry = Entry(key: key, version: version)
+        guard append("x \(version) \(Hex.encode(key.bytes))\n") else { throw StorageError.io("journal write", errno) }
+        appended += 1
+        settle(entry, .removed)
+        inFlight.insert(appended)
+        return appended
+    }
+
+    /// The file operation recorded at `position` is done (or will not happen).
+    public func applied(_ position: Int) {
+        lock.lock()
+        inFlight.remove(position)
+        if checkpointWaiting { lock.broadcast() }
+        lock.unlock()
+    }
+
+    /// A logged write that failed before its file was in place: start-up must not put it
+    /// back. Not synced (a file put back for it would only be an orphan the sweep drops).
+    public func cancelLogged(_ key: Key, version: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
+        let entry = Entry(key: key, version: version)
+        guard case .value? = unsettled[entry]?.settlement else { return }
+        _ = append("x \(version) \(Hex.encode(key.bytes))\n")
+        settle(entry, .removed)
+    }
+
+    /// What start-up must make true of the files, as loaded from the journal.
+    public var unsettledRecords: [(entry: Entry, settlement: Settlement)] {
+        lock.lock()
+        defer { lock.unlock() }
+        return unsettled.map { ($0.key, $0.value.settlement) }
+    }
+
+    /// Bytes of values whose only durable copy is the journal now (for tests and metrics).
+    public var unsettledValueBytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return unsettledBytes
+    }
+
+    /// Called with the lock held.
+    private func settle(_ entry: Entry, _ settlement: Settlement) {
+        if case .value(let bytes, _)? = unsettled[entry]?.settlement { unsettledBytes -= bytes.count }
+        if case .value(let bytes, _) = settlement { unsettledBytes += bytes.count }
+        unsettled[entry] = (appended, settlement)
+    }
+
+    private static func valueLine(_ entry: Entry, time: Double, value: [UInt8], crc: UInt32) -> String {
+        "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time)) \(value.count) \(String(crc, radix: 16)) \(Hex.encode(value))\n"
+    }
+
+    /// Starts checkpointing: every `interval` seconds while records are unsettled, waits
+    /// for their file operations, syncs the filesystem holding `directory`, and rewrites
+    /// the journal without them. Until this is called, `appendLogged` declines.
+    public func startCheckpoints(syncing directory: String, every interval: Double = checkpointInterval,
+                                 measuredBy histogram: DurationHistogram? = nil) throws {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw StorageError.io("cannot open \(directory)", errno) }
+        lock.lock()
+        checkpointFD = fd
+        syncfsTimes = histogram
+        lock.unlock()
+        let thread = Thread { [self] in
+            while true {
+                Thread.sleep(forTimeInterval: interval)
+                lock.lock()
+                let stop = stopped
+                lock.unlock()
+                if stop { return }
+                try? checkpoint()
+            }
+        }
+        thread.name = "journal-checkpoint"
+        thread.start()
+    }
+
+    /// Makes every file operation recorded so far durable by syncing the filesystem, then
+    /// drops their records from the journal.
+    public func checkpoint() throws {
+        lock.lock()
+        guard checkpointFD >= 0, !unsettled.isEmpty else {
+            lock.unlock()
+            return
+        }
+        let target = appended
+        // A rename or removal in flight now is done within moments of its journal sync.
+        checkpointWaiting = true
+        while inFlight.contains(where: { $0 <= target }), !stopped { _ = lock.wait(until: Date(timeIntervalSinceNow: 0.1)) }
+        checkpointWaiting = false
+        let fd = checkpointFD, syncfsTimes = syncfsTimes
+        lock.unlock()
+        let synced = syncfsTimes.map { times in times.time { kalavara_syncfs(fd) } } ?? kalavara_syncfs(fd)
+        guard synced == 0 else { throw StorageError.io("syncfs", errno) }
+        lock.lock()
+        defer { lock.unlock() }
+        for (entry, record) in unsettled where record.position <= target {
+            settle(entry, .removed)
+            unsettled[entry] = nil
+        }
+        try rewriteLocked()
+    }
+
     /// Returns once the addition at `position` is on disk.
+    /// A waiter that finds no sync running runs one itself, for everything appended so
+    /// far (the others wait for it): a logged write or a removal wakes no other thread to
+    /// sync for it. (A plain addition wakes the syncer at once instead, so that its sync
+    /// overlaps the value file's fsync.)
     public func waitUntilDurable(_ position: Int) throws {
         lock.lock()
         defer { lock.unlock() }
-        while synced < position, syncError == 0 { lock.wait() }
+        while synced < position, syncError == 0 {
+            if syncing {
+                lock.wait()
+            } else {
+                syncLocked()
+            }
+        }
         if syncError != 0 { throw StorageError.io("journal fdatasync", syncError) }
+    }
+
+    /// One fdatasync of everything appended so far, run outside the lock. Called with the
+    /// lock held and no sync running.
+    private func syncLocked() {
+        let target = appended, descriptor = fd
+        syncing = true
+        lock.unlock()
+        let failed = fdatasync(descriptor) != 0 ? errno : 0
+        lock.lock()
+        syncing = false
+        if failed != 0 { syncError = failed }
+        synced = max(synced, target)
+        lock.broadcast()
     }
 
     private func syncLoop() {
         lock.lock()
         while true {
-            while synced >= appended, !stopped { lock.wait() }
+            while synced >= appended, !stopped {
+                // Writers wake this thread through the semaphore, not the condition, so a
+                // journal write never wakes the threads waiting for a sync.
+                syncerIdle = true
+                lock.unlock()
+                syncerWake.wait()
+                lock.lock()
+            }
             if stopped, synced >= appended { break }
-            let target = appended, descriptor = fd
-            syncing = true
-            lock.unlock()
-            let failed = fdatasync(descriptor) != 0 ? errno : 0
-            lock.lock()
-            syncing = false
-            if failed != 0 { syncError = failed }
-            synced = max(synced, target)
-            lock.broadcast()
+            if syncing {
+                lock.wait() // a waiter's sync; it may cover what this thread was woken for
+                continue
+            }
+            syncLocked()
         }
         lock.unlock()
     }
@@ -159,7 +378,24 @@ public final class UncommittedJournal: @unchecked Sendable {
         let tmp = path + ".new"
         var text = ""
         // Additions and strikes take `lock` too, so this copy is exactly what the file must hold.
-        for (entry, time) in pending.withLock({ $0 }) { text += "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n" }
+        let pendingNow = pending.withLock { $0 }
+        for (entry, time) in pendingNow {
+            if case .value(let bytes, let crc)? = unsettled[entry]?.settlement {
+                text += Self.valueLine(entry, time: time, value: bytes, crc: crc)
+            } else {
+                text += "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n"
+            }
+        }
+        // Unsettled records of versions no longer pending: a value (its addition, then its
+        // strike) or a removal.
+        for (entry, record) in unsettled where pendingNow[entry] == nil {
+            switch record.settlement {
+            case .value(let bytes, let crc):
+                text += Self.valueLine(entry, time: 0, value: bytes, crc: crc) + "- \(entry.version) \(Hex.encode(entry.key.bytes))\n"
+            case .removed:
+                text += "x \(entry.version) \(Hex.encode(entry.key.bytes))\n"
+            }
+        }
         let newFD = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard newFD >= 0 else { throw StorageError.io("cannot create \(tmp)", errno) }
         let bytes = Array(text.utf8)

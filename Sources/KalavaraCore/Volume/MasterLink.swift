@@ -91,17 +91,29 @@ final class MasterLink: @unchecked Sendable {
         return commitRoundTrips.time { post("/internal/commit", parameters, ticket) }
     }
 
-    /// Tells the master this volume holds no copy of `key` older than `below` any more,
-    /// once it knows both the master and its own URL there.
-    func reportRemoved(_ key: Key, below: UInt64) {
-        guard let (master, me) = identity else { return }
-        var parameters = QueryParameters()
-        parameters.add("key", bytes: key.bytes)
-        parameters.add("ver", String(below))
-        parameters.add("h", me)
-        guard let url = HTTPURL("\(master)/internal/purged?\(parameters.encoded)") else { return }
-        _ = try? client.send("POST", url)
+    /// Tells the master, in one call, that this volume holds no copy of each key older than
+    /// its version any more (`POST /internal/purged?h=ME` with `VERSION KEY` lines). With
+    /// `master` and `holder` nil, the volume's known identity is used; unknown, nothing is
+    /// sent (the master's removal queue asks again).
+    func reportRemoved(_ removed: [(key: Key, below: UInt64)], master: String?, holder: String?) {
+        guard !removed.isEmpty else { return }
+        let known = identity
+        guard let master = master ?? known?.master, let me = holder ?? known?.me else { return }
+        for start in stride(from: 0, to: removed.count, by: Self.reportBatch) {
+            var parameters = QueryParameters()
+            parameters.add("h", me)
+            guard let url = HTTPURL("\(master)/internal/purged?\(parameters.encoded)") else { return }
+            let body = removed[start..<min(start + Self.reportBatch, removed.count)]
+                .map { "\($0.below) \($0.key.pathComponent)" }.joined(separator: "\n")
+            if (try? client.send("POST", url, body: Array(body.utf8)))?.status != 200 {
+                Log.warning("could not report \(removed.count) removals to \(master); its removal queue asks again")
+                return
+            }
+        }
     }
+
+    /// Removals per report at most (the master reads at most 4 MiB of one).
+    static let reportBatch = 1024
 
     /// Tells the master this volume's copy of `key` at `version` failed its checksum.
     func reportCorrupt(_ key: Key, version: UInt64) {

@@ -56,8 +56,18 @@ extension Volume {
         return .text(200, "noted")
     }
 
+    /// Removes a version's file. The removal is journaled first, so that no start-up puts
+    /// back a file the journal still holds a copy of; once that record is durable the
+    /// file goes without a directory fsync (the next checkpoint's syncfs covers it).
     func dropVersion(_ key: Key, _ version: UInt64) throws {
-        try store.remove(key, version: version)
+        guard store.holds(key, version: version) else {
+            journal.strike(key, version: version)
+            return
+        }
+        let position = try journal.recordRemoval(key, version: version)
+        defer { journal.applied(position) }
+        try journal.waitUntilDurable(position)
+        try store.remove(key, version: version, durably: false)
         journal.strike(key, version: version)
     }
 

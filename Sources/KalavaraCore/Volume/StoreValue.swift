@@ -74,9 +74,11 @@ extension Volume {
             // The replicas hear the outcome at once; the replaced version (invisible from now
             // on) goes a little later everywhere, so a reader the master sent to it just
             // before this commit still finds it.
-            afterAnswer { [self] in
-                let query = "ver=\(ticket.version)" + (previous.map { "&previous=\($0)" } ?? "")
-                notify(durableReplicas, key: key, path: "/internal/committed", query: query, method: "POST")
+            if !durableReplicas.isEmpty {
+                afterAnswer { [self] in
+                    let query = "ver=\(ticket.version)" + (previous.map { "&previous=\($0)" } ?? "")
+                    notify(durableReplicas, key: key, path: "/internal/committed", query: query, method: "POST")
+                }
             }
             if previous != nil { scheduleSupersededDrop(key, by: ticket.version) }
             var response = HTTPResponse.text(201, "stored")
@@ -107,22 +109,34 @@ extension Volume {
                       hashing digest: EVPDigest? = nil, expecting checksum: UInt32? = nil,
                       checkingLengthOf ticket: PlacementTicket? = nil) throws -> (Int, UInt32) {
         let write = try store.beginWrite(key: key, version: version)
+        // A small value is kept whole as it arrives: its bytes go into the journal, whose
+        // one shared sync then stands for the file's and the directory's fsyncs.
+        var kept: [UInt8]? = body.knownRemaining.map { $0 <= UncommittedJournal.loggedValueBytes } == true ? [] : nil
         do {
             try write.appendAll(reading: { try body.read(into: $0) },
                                 forEachPiece: { piece in
                                     digest?.update(piece)
                                     forwards.forEach { $0.write(piece) }
+                                    if kept != nil { kept!.append(contentsOf: piece) }
                                 })
             try ticket?.checkReceived(write.valueBytes)
+            if let checksum, checksum != write.checksum.value { throw StorageError.checksumMismatch }
             // Journal the version before syncing the file, so both syncs run at once.
-            let position = try journal.append(key, version: version)
+            var logged: Int?
+            if let kept, kept.count == write.valueBytes {
+                logged = try journal.appendLogged(key, version: version, value: kept, crc: write.checksum.value)
+            }
+            if logged != nil { journaledCopies.increment() }
+            let position = try logged ?? journal.append(key, version: version)
+            defer { if let logged { journal.applied(logged) } }
             do {
-                try write.finish(expecting: checksum, beforeRename: { try journal.waitUntilDurable(position) })
+                try write.finish(expecting: checksum, durably: logged == nil, beforeRename: { try journal.waitUntilDurable(position) })
             } catch StorageError.versionExists {
                 // The entry stays: the copy in place is another upload's, whose own entry
                 // this must not strike (the orphan sweep resolves both alike).
                 throw StorageError.versionExists
             } catch {
+                if logged != nil { journal.cancelLogged(key, version: version) }
                 journal.strike(key, version: version)
                 throw error
             }
@@ -136,6 +150,7 @@ extension Volume {
     /// Drops a version that will never be committed, here and on the replicas that have it.
     private func discard(_ key: Key, version: UInt64, replicas: [String]) throws {
         try dropVersion(key, version)
+        guard !replicas.isEmpty else { return }
         afterAnswer { [self] in
             notify(replicas, key: key, path: "/internal/replica", query: "exact=\(version)", method: "DELETE")
         }
@@ -153,15 +168,12 @@ extension Volume {
         case .committed(_):
             // From here no reader is sent to any copy: remove them right after answering.
             // What fails here stays in the master's removal queue and is retried from there.
+            // Reported only when done: otherwise the master's removal queue retries.
+            if let me = ticket.holders.first {
+                removals.enqueue(.init(key: key, below: ticket.version, master: master.masterURL(for: ticket), holder: me))
+            }
+            guard ticket.holders.count > 1 else { return HTTPResponse(status: 204) }
             afterAnswer { [self] in
-                if let me = ticket.holders.first {
-                    var removedAll = true
-                    for version in store.versions(of: key) where version < ticket.version {
-                        if (try? dropVersion(key, version)) == nil { removedAll = false }
-                    }
-                    // Reported only when done: otherwise the master's removal queue retries.
-                    if removedAll { _ = master.reportPurged(key, ticket, holder: me) }
-                }
                 for holder in ticket.holders.dropFirst() {
                     guard let url = HTTPURL("\(holder)/internal/replica/\(key.pathComponent)?below=\(ticket.version)"),
                           (try? replicaClient.send("DELETE", url))?.status == 204 else { continue }
@@ -206,8 +218,7 @@ extension Volume {
     /// ones on a volume that had been down.
     func scheduleSupersededDrop(_ key: Key, by version: UInt64) {
         afterAnswer(delay: Self.supersededGrace) { [self] in
-            let dropped = store.versions(of: key).filter { $0 < version }.allSatisfy { (try? dropVersion(key, $0)) != nil }
-            if dropped { master.reportRemoved(key, below: version) }
+            removals.enqueue(.init(key: key, below: version, master: nil, holder: nil))
         }
     }
 

@@ -1,17 +1,21 @@
 import Foundation
 import Logging
+import Prometheus
 
 /// The volume daemon: a file store served over HTTP. `volume/main.swift` only parses flags
 /// and calls `run`.
 ///
-/// Sendable by hand: every stored property is Sendable or thread-safe, except `orphans`
-/// and `server`, which `start` sets once before the listener admits anyone.
+/// Sendable by hand: every stored property is Sendable or thread-safe, except `orphans`,
+/// `server` (set once by `start` before the listener admits anyone), and `scrubber` and
+/// `removals` (set once by `init`).
 public final class Volume: @unchecked Sendable {
     public let configuration: VolumeConfiguration
     let store: FileStore
     let journal: UncommittedJournal
     let master: MasterLink
     let metrics = Metrics()
+    /// Copies whose journal record stood for their file's and directory's fsync.
+    let journaledCopies: Counter
     /// Who may call what: in a signed cluster, tickets and internal calls need the secret.
     let gate: AccessGate
     /// Volume-to-volume calls: replica uploads, outcome notices, removals. Their timeout is
@@ -21,20 +25,35 @@ public final class Volume: @unchecked Sendable {
     let housekeeping = DispatchQueue(label: "housekeeping", attributes: .concurrent)
     private var orphans: OrphanSweeper!
     private(set) var scrubber: Scrubber!
+    /// Batched removal of copies no longer wanted (see `Removals`).
+    private(set) var removals: Removals!
     private(set) var server: HTTPServer!
 
     public init(configuration: VolumeConfiguration) throws {
         self.configuration = configuration
         gate = try AccessGate(configuration: configuration.secretFile, authFile: nil)
         replicaClient = HTTPClient(timeout: 10, maxIdlePerHost: 16, secret: gate.secret)
+        journaledCopies = metrics.counter("kalavara_journaled_copies",
+                                          "Value copies made durable by their journal record instead of their own fsyncs")
         store = try FileStore(root: configuration.directory, metrics: metrics)
         journal = try UncommittedJournal(path: configuration.directory + "/uncommitted.journal")
+        // After a crash: files the journal holds the only durable copy of, put back whole.
+        let records = journal.unsettledRecords
+        if !records.isEmpty {
+            let changed = try store.replay(records)
+            if changed > 0 { Log.warning("journal replay: \(changed) of \(records.count) recorded files restored") }
+        }
+        try journal.startCheckpoints(syncing: configuration.directory + "/data", every: configuration.checkpointEvery,
+                                     measuredBy: metrics.histogram("kalavara_journal_checkpoint_duration_seconds",
+                                                                   "Time of a journal checkpoint's syncfs"))
+        try journal.checkpoint()
         store.startCounting()
         master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL, metrics: metrics,
                             secret: gate.secret)
         metrics.gauge("kalavara_free_bytes", "Free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
         scrubber = Scrubber(volume: self, bytesPerSecond: configuration.scrubRate, every: configuration.scrubEvery,
                             grace: configuration.orphanGrace)
+        removals = Removals(volume: self)
     }
 
     public func start() throws {
@@ -56,6 +75,7 @@ public final class Volume: @unchecked Sendable {
         master.stop()
         server?.stop()
         housekeeping.sync(flags: .barrier) {} // let started cleanup finish
+        removals.stop()
         journal.close()
     }
 

@@ -18,6 +18,9 @@ public struct VolumeConfiguration: Sendable {
     /// The background scrub's read rate (bytes/s; 0: unlimited) and how often a pass starts.
     public var scrubRate = 32.0 * 1024 * 1024
     public var scrubEvery = 86400.0
+    /// Seconds between journal checkpoints (see `UncommittedJournal`): how long a small
+    /// value's journal record may stand for its file's fsync.
+    public var checkpointEvery = UncommittedJournal.checkpointInterval
     /// `--secret-file`: a signed cluster (nil: open).
     public var secretFile: String?
 
@@ -69,6 +72,11 @@ public struct VolumeCommand: DaemonCommand {
             help: ArgumentHelp("Seconds between scrub passes (each reads and checks every value file).", valueName: "seconds"))
     var scrubEvery = 86400.0
 
+    @Option(name: .customLong("checkpoint-every"),
+            help: ArgumentHelp("Seconds between journal checkpoints (a syncfs that makes journaled small values' files durable).",
+                               valueName: "seconds"))
+    var checkpointEvery = UncommittedJournal.checkpointInterval
+
     @OptionGroup var server: ServerOptions
 
     public init() {}
@@ -78,6 +86,7 @@ public struct VolumeCommand: DaemonCommand {
         try ServerOptions.checkSeconds("--heartbeat", heartbeat)
         try ServerOptions.checkSeconds("--orphan-grace", orphanGrace)
         try ServerOptions.checkSeconds("--scrub-every", scrubEvery)
+        try ServerOptions.checkSeconds("--checkpoint-every", checkpointEvery)
         guard scrubRate >= 0, scrubRate.isFinite else { throw ValidationError("--scrub-rate wants MiB/s (0 for no limit)") }
         for (flag, value) in [("--master", master), ("--base", base)] {
             if let value, VolumeRegistry.normalize(value) == nil { throw ValidationError("\(flag) wants http://host:port, not \(value)") }
@@ -101,6 +110,7 @@ public struct VolumeCommand: DaemonCommand {
         configuration.orphanGrace = orphanGrace
         configuration.scrubRate = scrubRate * 1024 * 1024
         configuration.scrubEvery = scrubEvery
+        configuration.checkpointEvery = checkpointEvery
         configuration.secretFile = server.secretFile
         return configuration
     }
