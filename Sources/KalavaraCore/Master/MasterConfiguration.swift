@@ -28,6 +28,8 @@ public struct MasterConfiguration: Sendable {
     public var authFile: String?
     /// How long a read ticket (a GET redirect) stays valid in a signed cluster.
     public var readTicketLifetime = 600.0
+    /// The index's block cache in bytes (`--index-cache`).
+    public var indexCacheBytes = Index.defaultCacheBytes
 
     public init() {}
 
@@ -78,6 +80,11 @@ public struct MasterCommand: DaemonCommand {
     @Option(name: .customLong("repair-copies"), help: ArgumentHelp("Repair copies in flight at most.", valueName: "n"))
     var repairCopies = 4
 
+    @Option(name: .customLong("index-cache"),
+            help: ArgumentHelp("Memory for the index's block cache, in MiB (about 40 bytes a key: 1024 holds some 25M keys).",
+                               valueName: "mib"))
+    var indexCache = Index.defaultCacheBytes >> 20
+
     @Option(name: .customLong("repair-rate"),
             help: ArgumentHelp("Repair copy bandwidth in MiB/s (0: unlimited).", valueName: "mib-per-second"))
     var repairRate = 100.0
@@ -111,6 +118,7 @@ public struct MasterCommand: DaemonCommand {
         try ServerOptions.checkSeconds("--out-after", outAfter)
         try ServerOptions.checkSeconds("--repair-every", repairEvery)
         guard (1...256).contains(repairCopies) else { throw ValidationError("--repair-copies wants 1...256, not \(repairCopies)") }
+        guard (8...1_048_576).contains(indexCache) else { throw ValidationError("--index-cache wants MiB in 8...1048576, not \(indexCache)") }
         guard repairRate >= 0, repairRate.isFinite else { throw ValidationError("--repair-rate wants MiB/s (0 for no limit)") }
         guard repairScanRate >= 0, repairScanRate.isFinite else {
             throw ValidationError("--repair-scan-rate wants records per second (0 for no limit)")
@@ -138,6 +146,7 @@ public struct MasterCommand: DaemonCommand {
         configuration.ticketLifetime = ticketLifetime
         configuration.outAfter = outAfter
         configuration.repairCopies = repairCopies
+        configuration.indexCacheBytes = indexCache << 20
         configuration.repairRate = repairRate * 1024 * 1024
         configuration.repairInterval = repairEvery
         configuration.repairScanRate = repairScanRate

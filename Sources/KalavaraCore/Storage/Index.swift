@@ -34,7 +34,13 @@ public final class Index: Sendable {
     /// returning an error. Checked first, so a full disk is a one-line error.
     public static let minimumFreeBytes = 64 * 1024
 
-    public init(path: String, metrics: Metrics? = nil) throws {
+    /// The block cache by default: 1 GiB, about 40 bytes of memory per key, so an index of
+    /// up to some 25 million keys is read from memory after its first pass. The cache fills
+    /// only as keys are read: a small index costs what it holds.
+    public static let defaultCacheBytes = 1 << 30
+
+    /// `cacheBytes`: RocksDB's block cache, the most of the index kept in memory, uncompressed.
+    public init(path: String, metrics: Metrics? = nil, cacheBytes: Int = Index.defaultCacheBytes) throws {
         syncedWrites = metrics?.histogram("kalavara_rocksdb_write_duration_seconds",
                                           "Time of a synced RocksDB batch write (WAL fsync included)")
         let parent = (path as NSString).deletingLastPathComponent
@@ -44,7 +50,7 @@ public final class Index: Sendable {
             throw StorageError.io("cannot open index at \(path): its filesystem is full (\(free) bytes free)", ENOSPC)
         }
         do {
-            db = try RocksDB(path: path)
+            db = try RocksDB(path: path, blockCacheBytes: cacheBytes)
         } catch let failure as RocksDB.Failure {
             throw StorageError.corrupt("cannot open index at \(path): \(failure.description)")
         }
