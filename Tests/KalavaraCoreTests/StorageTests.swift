@@ -93,6 +93,38 @@ final class StorageTests: XCTestCase {
         journal.close()
     }
 
+    /// A second upload of a version already in place is refused, yet journaled its bytes:
+    /// start-up keeps the whole file that won, and a version written again the fsync way
+    /// after a recorded removal is not removed by that record.
+    func testReplayKeepsTheFileThatWonAndForgetsSupersededRemovals() throws {
+        let root = directory + "/vol"
+        var store = try FileStore(root: root)
+        var journal = try UncommittedJournal(path: root + "/uncommitted.journal")
+        try journal.startCheckpoints(syncing: root + "/data", every: 3600)
+        let (won, back) = (try Key("won"), try Key("back"))
+        try loggedWrite(store, journal, won, 4, Array("first".utf8))
+        let loser = try store.beginWrite(key: won, version: 4)
+        try loser.append(Array("other".utf8))
+        let position = try XCTUnwrap(try journal.appendLogged(won, version: 4, value: Array("other".utf8), crc: loser.checksum.value))
+        XCTAssertThrowsError(try loser.finish(durably: false) { try journal.waitUntilDurable(position) })
+        journal.applied(position)
+        loser.abort()
+        try loggedWrite(store, journal, back, 2, Array("gone".utf8))
+        try removeLogged(store, journal, back, 2)
+        let again = try store.beginWrite(key: back, version: 2) // a repair copy, fsynced
+        try again.append(Array("back again".utf8))
+        let plain = try journal.append(back, version: 2)
+        try again.finish { try journal.waitUntilDurable(plain) }
+        journal.close()
+
+        store = try FileStore(root: root)
+        journal = try UncommittedJournal(path: root + "/uncommitted.journal")
+        XCTAssertEqual(try store.replay(journal.unsettledRecords), 0)
+        XCTAssertEqual(try store.readVerified(try XCTUnwrap(try store.open(won, version: 4))), Array("first".utf8))
+        XCTAssertEqual(try store.readVerified(try XCTUnwrap(try store.open(back, version: 2))), Array("back again".utf8))
+        journal.close()
+    }
+
     /// A checkpoint syncs the filesystem and drops the values from the journal; what is
     /// pending stays pending, and a record cut short by a crash is ignored whole.
     func testCheckpointDropsSettledRecordsAndTornRecordsAreIgnored() throws {

@@ -436,8 +436,11 @@ public final class FileStore: @unchecked Sendable {
                     changed += 1
                 }
             case .value(let bytes, let crc):
-                if let held = try? open(entry.key, version: entry.version), held.checksum == crc,
-                   (try? readVerified(held)).flatMap({ $0 }) == bytes {
+                // A whole file that passes its own checksum stays, even with other bytes: a
+                // version is written once, so it is the upload whose rename won (another
+                // upload of the same version, refused with 409, journaled its bytes too).
+                if let held = try? open(entry.key, version: entry.version), held.checksum != nil,
+                   (try? readVerified(held)).flatMap({ $0 }) != nil {
                     continue
                 }
                 if unlink(path) == 0 { try syncBucket(bucket(forStem: stem)) }

@@ -75,6 +75,8 @@ public final class UncommittedJournal: @unchecked Sendable {
     /// The directory whose filesystem a checkpoint syncs (set by `startCheckpoints`).
     private var checkpointFD: Int32 = -1
     private var syncfsTimes: DurationHistogram?
+    /// Set by a checkpoint whose syncfs failed (see `checkpoint`).
+    private var syncfsFailed = false
     /// Values up to this size go into the journal; unsettled bytes past `unsettledCap`
     /// (a checkpoint that cannot keep up) send writes back to fsyncing their files.
     public static let loggedValueBytes = 16 * 1024
@@ -100,6 +102,8 @@ public final class UncommittedJournal: @unchecked Sendable {
                         guard let size = Int(fields[4]), let crc = UInt32(fields[5], radix: 16),
                               let value = Hex.decode(fields[6]), value.count == size, CRC32.checksum(value) == crc else { continue }
                         settlements[entry] = .value(value, crc: crc)
+                    } else {
+                        settlements[entry] = nil // an fsynced write of this version
                     }
                     loaded[entry] = fields.count > 3 ? Double(fields[3]) ?? 0 : 0
                 case "x":
@@ -150,8 +154,14 @@ public final class UncommittedJournal: @unchecked Sendable {
         guard append("+ \(version) \(Hex.encode(key.bytes)) \(Int(now))\n") else {
             throw StorageError.io("journal write", errno)
         }
-        pending.withLock { $0[Entry(key: key, version: version)] = now }
+        let entry = Entry(key: key, version: version)
+        pending.withLock { $0[entry] = now }
         appended += 1
+        // This version's file will be fsynced: an earlier removal record must not undo it.
+        if unsettled[entry] != nil {
+            settle(entry, .removed)
+            unsettled[entry] = nil
+        }
         wakeSyncer()
         return appended
     }
@@ -165,7 +175,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         lock.lock()
         defer { lock.unlock() }
-        guard checkpointFD >= 0, unsettledBytes + value.count <= Self.unsettledCap else { return nil }
+        guard checkpointFD >= 0, !syncfsFailed, unsettledBytes + value.count <= Self.unsettledCap else { return nil }
         let entry = Entry(key: key, version: version)
         guard append(Self.valueLine(entry, time: now, value: value, crc: crc)) else { throw StorageError.io("journal write", errno) }
         pending.withLock { $0[entry] = now }
@@ -206,6 +216,14 @@ public final class UncommittedJournal: @unchecked Sendable {
         guard case .value? = unsettled[entry]?.settlement else { return }
         _ = append("x \(version) \(Hex.encode(key.bytes))\n")
         settle(entry, .removed)
+    }
+
+    /// Whether the journal holds the bytes of this version as its durable copy now.
+    public func holdsValue(_ key: Key, version: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if case .value? = unsettled[Entry(key: key, version: version)]?.settlement { return true }
+        return false
     }
 
     /// What start-up must make true of the files, as loaded from the journal.
@@ -262,7 +280,7 @@ public final class UncommittedJournal: @unchecked Sendable {
     /// drops their records from the journal.
     public func checkpoint() throws {
         lock.lock()
-        guard checkpointFD >= 0, !unsettled.isEmpty else {
+        guard checkpointFD >= 0, !unsettled.isEmpty, !stopped, !syncfsFailed else {
             lock.unlock()
             return
         }
@@ -271,12 +289,25 @@ public final class UncommittedJournal: @unchecked Sendable {
         checkpointWaiting = true
         while inFlight.contains(where: { $0 <= target }), !stopped { _ = lock.wait(until: Date(timeIntervalSinceNow: 0.1)) }
         checkpointWaiting = false
+        if stopped {
+            lock.unlock()
+            return
+        }
         let fd = checkpointFD, syncfsTimes = syncfsTimes
         lock.unlock()
         let synced = syncfsTimes.map { times in times.time { kalavara_syncfs(fd) } } ?? kalavara_syncfs(fd)
-        guard synced == 0 else { throw StorageError.io("syncfs", errno) }
         lock.lock()
         defer { lock.unlock() }
+        guard synced == 0 else {
+            // The kernel reports a writeback error to one syncfs only: a later one that
+            // succeeds says nothing of the pages that failed. From here the records stay
+            // (the journal remains those values' durable copy) and every write fsyncs its
+            // own file again.
+            let code = errno
+            syncfsFailed = true
+            Log.error("journal checkpoint: syncfs failed (\(String(cString: strerror(code)))); small writes fsync their files from now on")
+            throw StorageError.io("syncfs", code)
+        }
         for (entry, record) in unsettled where record.position <= target {
             settle(entry, .removed)
             unsettled[entry] = nil
@@ -345,7 +376,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         guard removed else { return }
         _ = append("- \(version) \(Hex.encode(key.bytes))\n")
         strikesSinceCompaction += 1
-        if strikesSinceCompaction > 10_000 + 2 * left { try? rewriteLocked() }
+        if strikesSinceCompaction > 10_000 + 2 * left, !stopped { try? rewriteLocked() }
     }
 
     /// Whether this version of `key` is still waiting for its commit's outcome.
@@ -362,7 +393,17 @@ public final class UncommittedJournal: @unchecked Sendable {
 
     private func append(_ line: String) -> Bool {
         let bytes = Array(line.utf8)
-        return bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if written == bytes.count { return true }
+        // A short write (a full disk) must not leave half a line for the next record to be
+        // glued to: that record would be misread, or lost, at the next start.
+        if written > 0 {
+            let code = errno
+            let end = lseek(fd, 0, SEEK_END)
+            if end >= written { _ = ftruncate(fd, end - off_t(written)) }
+            errno = code == 0 ? ENOSPC : code
+        }
+        return false
     }
 
     private func rewrite() throws {
@@ -380,9 +421,13 @@ public final class UncommittedJournal: @unchecked Sendable {
         // Additions and strikes take `lock` too, so this copy is exactly what the file must hold.
         let pendingNow = pending.withLock { $0 }
         for (entry, time) in pendingNow {
-            if case .value(let bytes, let crc)? = unsettled[entry]?.settlement {
+            switch unsettled[entry]?.settlement {
+            case .value(let bytes, let crc)?:
                 text += Self.valueLine(entry, time: time, value: bytes, crc: crc)
-            } else {
+            case .removed?:
+                text += "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n"
+                    + "x \(entry.version) \(Hex.encode(entry.key.bytes))\n"
+            case nil:
                 text += "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n"
             }
         }

@@ -38,6 +38,10 @@ final class Removals: @unchecked Sendable {
 
     func enqueue(_ job: Job) {
         lock.lock()
+        guard !stopped else { // the master's removal queue asks again after a restart
+            lock.unlock()
+            return
+        }
         queued.append(job)
         lock.signal()
         lock.unlock()
@@ -66,6 +70,7 @@ final class Removals: @unchecked Sendable {
             running = false
             lock.broadcast()
         }
+        lock.broadcast()
         lock.unlock()
     }
 

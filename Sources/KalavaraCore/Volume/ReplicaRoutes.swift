@@ -29,6 +29,7 @@ extension Volume {
                     _ = body.discardRemaining(limit: Int.max)
                     return .text(200, "already held, \(held!.size) bytes")
                 case .corrupt?, nil:
+                    journalRemoval(key, ticket.version)
                     _ = try store.quarantine(key, version: ticket.version, checked: held)
                 default:
                     throw StorageError.versionExists.httpError

@@ -78,6 +78,7 @@ extension Volume {
         do {
             return try store.open(key, version: version)
         } catch StorageError.corrupt(let reason) {
+            journalRemoval(key, version)
             guard (try? store.quarantine(fileNamed: FileStore.fileStem(key) + "." + String(version))) == true else { return nil }
             tookOutOfService(key, version, because: reason)
             return nil
@@ -98,10 +99,19 @@ extension Volume {
         return .redirect(302, to: "\(masterURL)/store/\(key.pathComponent)?\(query.encoded)")
     }
 
+    /// Before a file of a journaled version leaves the data directory other than by
+    /// `dropVersion` (quarantine): a removal record, so that no start-up puts it back.
+    func journalRemoval(_ key: Key, _ version: UInt64) {
+        guard journal.holdsValue(key, version: version), let position = try? journal.recordRemoval(key, version: version) else { return }
+        try? journal.waitUntilDurable(position)
+        journal.applied(position)
+    }
+
     /// Takes a bad copy out of service and tells the master, which drops this holder and
     /// has the key copied again from a good one.
     func quarantine(_ value: StoredValue, reason: String) {
         let key = value.key, version = value.version
+        journalRemoval(key, version)
         do {
             guard try store.quarantine(key, version: version, checked: value) else { return }
         } catch {
