@@ -130,15 +130,8 @@ extension Master {
         guard let holder = parameters["h"].flatMap({ registry.id(of: $0) }) else {
             throw HTTPError(400, "purge report needs a known h")
         }
-        let bytes = try body.readAll(limit: 4 << 20)
-        try SignedCall.verifyBody(request, bytes, secret: gate.secret)
-        var removals: [(Key, UInt64)] = []
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, let version = UInt64(parts[0]) else { throw HTTPError(400, "want VERSION KEY lines") }
-            removals.append((try Key(percentEncoded: parts[1]), version))
-        }
-        for (key, version) in removals { try recordRemoval(key, volume: holder, below: version) }
+        let removals = try versionedKeys(request, body)
+        for (version, key) in removals { try recordRemoval(key, volume: holder, below: version) }
         return .text(200, "recorded \(removals.count)")
     }
 
@@ -350,15 +343,20 @@ extension Master {
     /// scrub's backstop against leaked copies. Each line is answered `keep`, `drop` (the
     /// index positively knows a newer version or a delete of the key) or `unknown` (no
     /// record: a rebuild may still need the file). While a rebuild runs, everything is `keep`.
-    func wanted(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
+    /// A volume's body of `VERSION KEY` lines (key percent-encoded), its signature checked.
+    private func versionedKeys(_ request: HTTPRequest, _ body: MessageBody) throws -> [(UInt64, Key)] {
         let bytes = try body.readAll(limit: 4 << 20)
         try SignedCall.verifyBody(request, bytes, secret: gate.secret)
-        let text = String(decoding: bytes, as: UTF8.self)
-        var answers: [String] = []
-        for line in text.split(separator: "\n") {
+        return try String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { line in
             let parts = line.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, let version = UInt64(parts[0]) else { throw HTTPError(400, "want VERSION KEY lines") }
-            let key = try Key(percentEncoded: parts[1])
+            return (version, try Key(percentEncoded: parts[1]))
+        }
+    }
+
+    func wanted(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
+        var answers: [String] = []
+        for (version, key) in try versionedKeys(request, body) {
             if isRebuilding {
                 answers.append("keep")
             } else if let record = try index.record(for: key), !(record.isTombstone && record.isFence) {

@@ -149,19 +149,13 @@ public final class UncommittedJournal: @unchecked Sendable {
     /// position to pass to `waitUntilDurable`.
     public func append(_ key: Key, version: UInt64) throws -> Int {
         let now = Date().timeIntervalSince1970
+        let entry = Entry(key: key, version: version)
         lock.lock()
         defer { lock.unlock() }
-        guard append("+ \(version) \(Hex.encode(key.bytes)) \(Int(now))\n") else {
-            throw StorageError.io("journal write", errno)
-        }
-        let entry = Entry(key: key, version: version)
+        guard append(Self.additionLine(entry, time: now)) else { throw StorageError.io("journal write", errno) }
         pending.withLock { $0[entry] = now }
         appended += 1
-        // This version's file will be fsynced: an earlier removal record must not undo it.
-        if unsettled[entry] != nil {
-            settle(entry, .removed)
-            unsettled[entry] = nil
-        }
+        forget(entry) // this version's file will be fsynced: an earlier removal record must not undo it
         wakeSyncer()
         return appended
     }
@@ -185,18 +179,32 @@ public final class UncommittedJournal: @unchecked Sendable {
         return appended
     }
 
-    /// Records that this version's file is about to be removed; once `waitUntilDurable`
-    /// returns for the position, the removal needs no directory fsync. The caller passes
-    /// the position to `applied` once the file is gone.
-    public func recordRemoval(_ key: Key, version: UInt64) throws -> Int {
+    /// Journals the removal of these versions' files, waits until that is durable, runs
+    /// `remove` (which takes the files away: no directory fsync is needed for it, the next
+    /// checkpoint's syncfs covers it), and only then lets a checkpoint pass them. A start-up
+    /// after a crash removes them again, so no file the journal holds a copy of comes back.
+    public func removing<T>(_ entries: [Entry], _ remove: () throws -> T) throws -> T {
         lock.lock()
-        defer { lock.unlock() }
-        let entry = Entry(key: key, version: version)
-        guard append("x \(version) \(Hex.encode(key.bytes))\n") else { throw StorageError.io("journal write", errno) }
-        appended += 1
-        settle(entry, .removed)
-        inFlight.insert(appended)
-        return appended
+        var positions: [Int] = []
+        defer {
+            lock.lock()
+            positions.forEach { inFlight.remove($0) }
+            if checkpointWaiting { lock.broadcast() }
+            lock.unlock()
+        }
+        for entry in entries {
+            guard append(Self.removalLine(entry)) else {
+                lock.unlock()
+                throw StorageError.io("journal write", errno)
+            }
+            appended += 1
+            settle(entry, .removed)
+            inFlight.insert(appended)
+            positions.append(appended)
+        }
+        lock.unlock()
+        if let last = positions.last { try waitUntilDurable(last) }
+        return try remove()
     }
 
     /// The file operation recorded at `position` is done (or will not happen).
@@ -214,7 +222,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         defer { lock.unlock() }
         let entry = Entry(key: key, version: version)
         guard case .value? = unsettled[entry]?.settlement else { return }
-        _ = append("x \(version) \(Hex.encode(key.bytes))\n")
+        _ = append(Self.removalLine(entry))
         settle(entry, .removed)
     }
 
@@ -240,16 +248,28 @@ public final class UncommittedJournal: @unchecked Sendable {
         return unsettledBytes
     }
 
-    /// Called with the lock held.
-    private func settle(_ entry: Entry, _ settlement: Settlement) {
+    /// Records what start-up must make true of this version's file. With the lock held.
+    private func settle(_ entry: Entry, _ settlement: Settlement?) {
         if case .value(let bytes, _)? = unsettled[entry]?.settlement { unsettledBytes -= bytes.count }
-        if case .value(let bytes, _) = settlement { unsettledBytes += bytes.count }
-        unsettled[entry] = (appended, settlement)
+        if case .value(let bytes, _)? = settlement { unsettledBytes += bytes.count }
+        unsettled[entry] = settlement.map { (appended, $0) }
+    }
+
+    /// Nothing is left for start-up to do about this version's file. With the lock held.
+    private func forget(_ entry: Entry) { settle(entry, nil) }
+
+    // The journal's lines, one builder each.
+    private static func additionLine(_ entry: Entry, time: Double) -> String {
+        "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n"
     }
 
     private static func valueLine(_ entry: Entry, time: Double, value: [UInt8], crc: UInt32) -> String {
         "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time)) \(value.count) \(String(crc, radix: 16)) \(Hex.encode(value))\n"
     }
+
+    private static func removalLine(_ entry: Entry) -> String { "x \(entry.version) \(Hex.encode(entry.key.bytes))\n" }
+
+    private static func strikeLine(_ entry: Entry) -> String { "- \(entry.version) \(Hex.encode(entry.key.bytes))\n" }
 
     /// Starts checkpointing: every `interval` seconds while records are unsettled, waits
     /// for their file operations, syncs the filesystem holding `directory`, and rewrites
@@ -308,10 +328,7 @@ public final class UncommittedJournal: @unchecked Sendable {
             Log.error("journal checkpoint: syncfs failed (\(String(cString: strerror(code)))); small writes fsync their files from now on")
             throw StorageError.io("syncfs", code)
         }
-        for (entry, record) in unsettled where record.position <= target {
-            settle(entry, .removed)
-            unsettled[entry] = nil
-        }
+        for (entry, record) in unsettled where record.position <= target { forget(entry) }
         try rewriteLocked()
     }
 
@@ -374,7 +391,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         defer { lock.unlock() }
         let (removed, left) = pending.withLock { ($0.removeValue(forKey: Entry(key: key, version: version)) != nil, $0.count) }
         guard removed else { return }
-        _ = append("- \(version) \(Hex.encode(key.bytes))\n")
+        _ = append(Self.strikeLine(Entry(key: key, version: version)))
         strikesSinceCompaction += 1
         if strikesSinceCompaction > 10_000 + 2 * left, !stopped { try? rewriteLocked() }
     }
@@ -425,10 +442,9 @@ public final class UncommittedJournal: @unchecked Sendable {
             case .value(let bytes, let crc)?:
                 text += Self.valueLine(entry, time: time, value: bytes, crc: crc)
             case .removed?:
-                text += "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n"
-                    + "x \(entry.version) \(Hex.encode(entry.key.bytes))\n"
+                text += Self.additionLine(entry, time: time) + Self.removalLine(entry)
             case nil:
-                text += "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n"
+                text += Self.additionLine(entry, time: time)
             }
         }
         // Unsettled records of versions no longer pending: a value (its addition, then its
@@ -436,9 +452,9 @@ public final class UncommittedJournal: @unchecked Sendable {
         for (entry, record) in unsettled where pendingNow[entry] == nil {
             switch record.settlement {
             case .value(let bytes, let crc):
-                text += Self.valueLine(entry, time: 0, value: bytes, crc: crc) + "- \(entry.version) \(Hex.encode(entry.key.bytes))\n"
+                text += Self.valueLine(entry, time: 0, value: bytes, crc: crc) + Self.strikeLine(entry)
             case .removed:
-                text += "x \(entry.version) \(Hex.encode(entry.key.bytes))\n"
+                text += Self.removalLine(entry)
             }
         }
         let newFD = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

@@ -76,34 +76,25 @@ final class Removals: @unchecked Sendable {
 
     private func process(_ jobs: [Job]) {
         let journal = volume.journal, store = volume.store
-        var drops: [(key: Key, version: UInt64, position: Int, job: Int)] = []
+        let drops = jobs.enumerated().flatMap { index, job in
+            store.versions(of: job.key).filter { $0 < job.below }.map { (entry: UncommittedJournal.Entry(key: job.key, version: $0), job: index) }
+        }
         var failed = Set<Int>()
-        for (index, job) in jobs.enumerated() {
-            for version in store.versions(of: job.key) where version < job.below {
-                do {
-                    drops.append((job.key, version, try journal.recordRemoval(job.key, version: version), index))
-                } catch {
-                    failed.insert(index)
+        do {
+            try journal.removing(drops.map(\.entry)) {
+                for drop in drops {
+                    do {
+                        try store.remove(drop.entry.key, version: drop.entry.version, durably: false)
+                        journal.strike(drop.entry.key, version: drop.entry.version)
+                    } catch {
+                        Log.warning("cannot remove \(drop.entry.key) v\(drop.entry.version): \(error)")
+                        failed.insert(drop.job)
+                    }
                 }
             }
-        }
-        var synced = true
-        if let last = drops.last?.position {
-            do { try journal.waitUntilDurable(last) } catch { synced = false }
-        }
-        for drop in drops {
-            defer { journal.applied(drop.position) }
-            guard synced else {
-                failed.insert(drop.job)
-                continue
-            }
-            do {
-                try store.remove(drop.key, version: drop.version, durably: false)
-                journal.strike(drop.key, version: drop.version)
-            } catch {
-                Log.warning("cannot remove \(drop.key) v\(drop.version): \(error)")
-                failed.insert(drop.job)
-            }
+        } catch {
+            Log.warning("cannot journal \(drops.count) removals: \(error)")
+            drops.forEach { failed.insert($0.job) }
         }
         // Only a job whose every version went is reported: otherwise the master's queue
         // keeps the entry and asks again.

@@ -65,10 +65,7 @@ extension Volume {
             journal.strike(key, version: version)
             return
         }
-        let position = try journal.recordRemoval(key, version: version)
-        defer { journal.applied(position) }
-        try journal.waitUntilDurable(position)
-        try store.remove(key, version: version, durably: false)
+        try journal.removing([.init(key: key, version: version)]) { try store.remove(key, version: version, durably: false) }
         journal.strike(key, version: version)
     }
 

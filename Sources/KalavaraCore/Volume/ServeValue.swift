@@ -102,9 +102,8 @@ extension Volume {
     /// Before a file of a journaled version leaves the data directory other than by
     /// `dropVersion` (quarantine): a removal record, so that no start-up puts it back.
     func journalRemoval(_ key: Key, _ version: UInt64) {
-        guard journal.holdsValue(key, version: version), let position = try? journal.recordRemoval(key, version: version) else { return }
-        try? journal.waitUntilDurable(position)
-        journal.applied(position)
+        guard journal.holdsValue(key, version: version) else { return }
+        try? journal.removing([.init(key: key, version: version)]) {}
     }
 
     /// Takes a bad copy out of service and tells the master, which drops this holder and
