@@ -171,7 +171,7 @@ struct Put: ParsableCommand {
         }
         guard answer.status == 201 else { throw MasterConnection.refusal("PUT", "/store/\(key)", answer.status, answer.text) }
         progress.finish()
-        if isatty(1) == 1 { print("stored \(key): \(StatusPage.formatBytes(sent)), version \(answer.headers["ETag"] ?? "?")") }
+        print("stored \(key): \(StatusPage.formatBytes(sent)), version \(answer.headers["ETag"] ?? "?")")
     }
 }
 
@@ -229,6 +229,7 @@ struct Remove: ParsableCommand {
         let master = try connection.connect()
         let key = try parsedKey(key)
         try master.call("DELETE", try master.redirect("DELETE", key: key), expect: [204])
+        print("deleted \(key)")
     }
 }
 

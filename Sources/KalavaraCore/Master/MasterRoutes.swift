@@ -96,7 +96,7 @@ extension Master {
             ticket = ticket.signed(for: .put, key, secret: secret)
         }
         Log.debug("PUT redirected", ["key": "\(key)", "ver": "\(ticket.version)", "volume": "\(placement[0])", "rid": "\(requestID)"])
-        var response = HTTPResponse.redirect(307, to: location(placement[0], key, ticket.query))
+        var response = Self.resend(.put, to: location(placement[0], key, ticket.query))
         response.headers.set(RequestID.header, requestID)
         return response
     }
@@ -147,8 +147,20 @@ extension Master {
             ticket.expires = UInt64(VersionClock.issueTime(of: version) + configuration.ticketLifetime)
             ticket = ticket.signed(for: .delete, key, secret: secret)
         }
-        return .redirect(307, to: location(first, key, ticket.query))
+        return Self.resend(.delete, to: location(first, key, ticket.query))
     }
+
+    /// A write's `307`, with a one-line body saying what to do: a client that does not
+    /// follow it by itself (Go's `http.Client` with a body it cannot rewind, HTTPie
+    /// `--chunked`) would otherwise show an empty answer, and nothing is stored.
+    private static func resend(_ operation: PlacementTicket.Operation, to location: String) -> HTTPResponse {
+        var response = HTTPResponse.redirect(307, to: location)
+        response.body = .bytes(operation == .put ? putHint : deleteHint)
+        response.headers.set("Content-Type", "text/plain; charset=utf-8")
+        return response
+    }
+    private static let putHint = Array("not stored yet: send this PUT again, with its body, to the Location (curl -L does)\n".utf8)
+    private static let deleteHint = Array("not deleted yet: send this DELETE again to the Location (curl -L does)\n".utf8)
 
     /// A version for a write's ticket. On the event loop, one that needs no ceiling write
     /// now, or the request goes to a worker, which may wait for it.
