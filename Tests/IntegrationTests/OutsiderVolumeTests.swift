@@ -1,0 +1,120 @@
+import Foundation
+import KalavaraCore
+import XCTest
+
+/// What outsiders found on the volumes (issue 21), each against real processes: a ticket
+/// acted on by a volume it does not name, files cut or grown on disk and served anyway,
+/// removed values left whole under the data directory, and a scrub anyone could start.
+final class OutsiderVolumeTests: XCTestCase {
+    static let secretText = "kalavara-outsider-secret-\(UUID().uuidString)"
+    private var cluster: TestCluster!
+
+    override func tearDown() {
+        cluster?.shutdown()
+        cluster = nil
+    }
+
+    /// A cluster of `volumes` (signed with `secretText` if `signed`), waited for until the
+    /// master counts every volume up (which is also when each has learnt its URL).
+    private func start(volumes: Int, replicas: Int, signed: Bool = false, authLines: String? = nil,
+                       volumeExtra: [String] = []) throws {
+        cluster = try TestCluster()
+        var masterExtra = ["--replicas", String(replicas)]
+        cluster.volumeExtra = volumeExtra
+        if signed {
+            let secretPath = cluster.root + "/secret"
+            try Data(Self.secretText.utf8).write(to: URL(fileURLWithPath: secretPath))
+            cluster.volumeExtra += ["--secret-file", secretPath]
+            masterExtra += ["--secret-file", secretPath]
+        }
+        if let authLines {
+            let authPath = cluster.root + "/users"
+            try Data(authLines.utf8).write(to: URL(fileURLWithPath: authPath))
+            masterExtra += ["--auth-file", authPath]
+        }
+        let ports = try (0..<volumes).map { _ in try cluster.startVolume() }
+        try cluster.startMaster(volumePorts: ports, extra: masterExtra)
+        let admin = authLines == nil ? [] : root
+        try waitUntil("\(volumes) volume(s) up", timeout: 10) {
+            let text = (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: admin))?.text ?? ""
+            return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= volumes
+        }
+    }
+
+    private let root = [("Authorization", "Basic " + Data("root:rootpass".utf8).base64EncodedString())]
+
+    private func put(_ key: String, _ value: [UInt8]) throws -> Int {
+        try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: value).status
+    }
+
+    /// Through the master, following up to three redirects (a volume may send a reader back).
+    private func get(_ key: String) throws -> HTTP.Answer {
+        var answer = try HTTP.send("GET", cluster.masterURL + "/store/" + key)
+        for _ in 0..<3 {
+            guard [302, 307].contains(answer.status), let location = answer.headers["Location"] else { break }
+            answer = try HTTP.send("GET", location)
+        }
+        return answer
+    }
+
+    /// The master's redirect for a write (not followed): the volume it names and the query.
+    private func redirect(_ method: String, _ key: String, body: [UInt8] = []) throws -> (port: Int, target: String) {
+        let answer = try HTTP.send(method, cluster.masterURL + "/store/" + key, body: body)
+        XCTAssertEqual(answer.status, 307, answer.text)
+        let location = try XCTUnwrap(answer.headers["Location"].flatMap(HTTPURL.init))
+        return (location.port, location.pathAndQuery)
+    }
+
+    // MARK: - Item 10: a ticket is for the volume it names
+
+    func testAVolumeActsOnlyOnTicketsThatNameIt() throws {
+        for replicas in [1, 2] {
+            try start(volumes: 3, replicas: replicas, signed: true)
+            let value = Array("placed where the master said (replicas \(replicas))".utf8)
+
+            // A PUT with a genuine ticket, sent to each volume but the one it names: refused,
+            // nothing stored anywhere (no copy forwarded either).
+            let write = try redirect("PUT", "misdirected", body: value)
+            for port in cluster.volumePorts where port != write.port {
+                let answer = try HTTP.send("PUT", cluster.volumeURL(port) + write.target, body: value)
+                XCTAssertEqual(answer.status, 403, "replicas \(replicas): \(answer.text)")
+                XCTAssertEqual(answer.text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1)
+            }
+            XCTAssertEqual(cluster.copies(of: "misdirected"), [:], "replicas \(replicas): nothing stored")
+            XCTAssertEqual(try get("misdirected").status, 404)
+
+            // The same ticket where it belongs works.
+            XCTAssertEqual(try HTTP.send("PUT", cluster.volumeURL(write.port) + write.target, body: value).status, 201)
+            let placed = cluster.copies(of: "misdirected")
+            XCTAssertEqual(placed.count, replicas)
+
+            // A DELETE sent elsewhere: refused, the value and every copy stay.
+            let delete = try redirect("DELETE", "misdirected")
+            for port in cluster.volumePorts where port != delete.port {
+                let answer = try HTTP.send("DELETE", cluster.volumeURL(port) + delete.target)
+                XCTAssertEqual(answer.status, 403, "replicas \(replicas): \(answer.text)")
+            }
+            XCTAssertEqual(try get("misdirected").body, value)
+            XCTAssertEqual(cluster.copies(of: "misdirected"), placed, "replicas \(replicas): no copy deleted")
+            XCTAssertEqual(try HTTP.send("DELETE", cluster.volumeURL(delete.port) + delete.target).status, 204)
+            XCTAssertEqual(try get("misdirected").status, 404)
+
+            // A replica copy (a signed internal call) to a volume the ticket does not name.
+            if replicas == 2 {
+                let copy = try redirect("PUT", "stray-copy", body: value)
+                let holders = try XCTUnwrap(QueryParameters(copy.target.split(separator: "?")[1])["h"])
+                let outsider = try XCTUnwrap(cluster.volumePorts.first { !holders.contains(":\($0)") })
+                let path = "/internal/replica/stray-copy?" + copy.target.split(separator: "?")[1]
+                var headers = HTTPHeaders()
+                SignedCall.sign(&headers, method: "PUT", target: path, body: value, length: value.count,
+                                secret: try ClusterSecret(bytes: Array(Self.secretText.utf8)))
+                let answer = try HTTP.send("PUT", cluster.volumeURL(outsider) + path, body: value,
+                                           headers: headers.fields.map { ($0.name, $0.value) })
+                XCTAssertEqual(answer.status, 403, answer.text)
+                XCTAssertTrue(answer.text.contains("not among the ticket's holders"), answer.text)
+                XCTAssertEqual(cluster.copies(of: "stray-copy"), [:])
+            }
+            cluster.shutdown()
+        }
+    }
+}
