@@ -117,4 +117,57 @@ final class OutsiderVolumeTests: XCTestCase {
             cluster.shutdown()
         }
     }
+
+    // MARK: - Item 11: a cut or grown file is never served
+
+    func testACutOrGrownFileIsNeverServedAndIsRepaired() throws {
+        try start(volumes: 3, replicas: 2)
+        // 300,000 bytes go by sendfile (over the in-memory limit), 1,000 from memory.
+        let cases: [(key: String, size: Int, change: Int)] = [
+            ("large-cut", 300_000, -100), ("large-grown", 300_000, 70), ("small-cut", 1000, -100), ("small-grown", 1000, 70),
+        ]
+        var values: [String: [UInt8]] = [:]
+        for (key, size, _) in cases {
+            values[key] = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ key.utf8.count) }
+            XCTAssertEqual(try put(key, values[key]!), 201)
+        }
+        var damaged: [String: (port: Int, version: String)] = [:]
+        for (key, _, change) in cases {
+            let port = try XCTUnwrap(cluster.copies(of: key).keys.sorted().first)
+            let name = try XCTUnwrap(cluster.copies(of: key)[port]?.first)
+            let path = cluster.volumeDirectory(port) + "/data/" + name.prefix(3) + "/" + name
+            let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: path))
+            let length = handle.seekToEndOfFile()
+            if change < 0 {
+                handle.truncateFile(atOffset: length - UInt64(-change))
+            } else {
+                handle.write(Data(repeating: 0x5A, count: change))
+            }
+            handle.closeFile()
+            damaged[key] = (port, String(name.split(separator: ".").last!))
+        }
+        // A reader sent to the damaged copy is sent back to the master, never given its bytes.
+        for (key, _, _) in cases {
+            let (port, version) = damaged[key]!
+            let direct = try HTTP.send("GET", cluster.volumeURL(port) + "/store/\(key)?t=1&ver=\(version)")
+            XCTAssertEqual(direct.status, 302, "\(key): \(direct.status), \(direct.body.count) bytes")
+        }
+        // Through the master every read gets the right bytes, and the bad copy is restored.
+        for (key, _, _) in cases {
+            for _ in 0..<4 { XCTAssertEqual(try get(key).body, values[key], key) }
+        }
+        for (key, _, _) in cases {
+            let (port, version) = damaged[key]!
+            try waitUntil("\(key) repaired on \(port)", timeout: 30) {
+                guard let copy = try? HTTP.send("GET", cluster.volumeURL(port) + "/store/\(key)?t=1&ver=\(version)") else {
+                    return false
+                }
+                return copy.status == 200 && copy.body == values[key]
+            }
+        }
+        let quarantined = cluster.volumePorts.flatMap { port in
+            (try? FileManager.default.contentsOfDirectory(atPath: cluster.volumeDirectory(port) + "/quarantine")) ?? []
+        }
+        XCTAssertEqual(quarantined.count, cases.count, "each bad copy kept for inspection")
+    }
 }
