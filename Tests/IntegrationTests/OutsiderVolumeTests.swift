@@ -170,4 +170,55 @@ final class OutsiderVolumeTests: XCTestCase {
         }
         XCTAssertEqual(quarantined.count, cases.count, "each bad copy kept for inspection")
     }
+
+    // MARK: - Item 12: no removed value stays on disk
+
+    func testNoDeletedOrOverwrittenValueStaysOnDisk() throws {
+        try start(volumes: 2, replicas: 2, volumeExtra: ["--checkpoint-every", "0.2"])
+        // Sizes: journaled (under 16 KiB), recycled but not journaled (under 64 KiB), unlinked.
+        func value(_ marker: String, _ size: Int) -> [UInt8] {
+            Array(String(repeating: marker + "|", count: size / (marker.count + 1) + 1).utf8.prefix(size))
+        }
+        var dead: [String] = [], live: [String: [UInt8]] = [:]
+        for size in [1000, 40_000, 100_000] {
+            let tag = "\(size)-\(UUID().uuidString.prefix(8))"
+            XCTAssertEqual(try put("deleted-\(size)", value("DEAD-DELETED-\(tag)", size)), 201)
+            XCTAssertEqual(try put("overwritten-\(size)", value("DEAD-OVERWRITTEN-\(tag)", size)), 201)
+            XCTAssertEqual(try put("kept-\(size)", value("LIVE-KEPT-\(tag)", size)), 201)
+            dead += ["DEAD-DELETED-\(tag)", "DEAD-OVERWRITTEN-\(tag)"]
+            live["kept-\(size)"] = value("LIVE-KEPT-\(tag)", size)
+            live["overwritten-\(size)"] = value("LIVE-NEW-\(tag)", size)
+        }
+        for size in [1000, 40_000, 100_000] {
+            XCTAssertEqual(try HTTP.follow("DELETE", cluster.masterURL + "/store/deleted-\(size)").status, 204)
+            XCTAssertEqual(try put("overwritten-\(size)", live["overwritten-\(size)"]!), 201)
+        }
+        // The journal holds a small value's bytes in hex until a checkpoint: look for both.
+        let needles = dead.flatMap { [Data($0.utf8), Data(Hex.encode(Array($0.utf8)).utf8)] }
+        var found: [String] = []
+        do {
+            try waitUntil("no removed value's bytes under any volume directory", timeout: 20) {
+                found = filesHolding(needles)
+                return found.isEmpty
+            }
+        } catch {
+            XCTFail("removed values still on disk in: \(found)")
+        }
+        XCTAssertFalse(filesHolding(live.values.map { Data($0.prefix(40)) }).isEmpty, "the search does find live values")
+        for (key, bytes) in live { XCTAssertEqual(try get(key).body, bytes, key) }
+    }
+
+    /// Every file under every volume's directory (data, tmp, journal, quarantine) holding any of `needles`.
+    private func filesHolding(_ needles: [Data]) -> [String] {
+        var holding: [String] = []
+        for port in cluster.volumePorts {
+            let directory = cluster.volumeDirectory(port)
+            let walk = FileManager.default.enumerator(atPath: directory)
+            while let path = walk?.nextObject() as? String {
+                guard let contents = FileManager.default.contents(atPath: directory + "/" + path) else { continue }
+                if needles.contains(where: { contents.range(of: $0) != nil }) { holding.append("\(port)/\(path)") }
+            }
+        }
+        return holding
+    }
 }
