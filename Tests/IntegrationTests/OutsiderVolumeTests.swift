@@ -221,4 +221,28 @@ final class OutsiderVolumeTests: XCTestCase {
         }
         return holding
     }
+
+    // MARK: - Item 15d: the scrub is started by the cluster or an admin
+
+    func testOnlyTheClusterOrAnAdminStartsAScrub() throws {
+        try start(volumes: 2, replicas: 1, signed: true, authLines: "root rootpass read,write,admin\nreader rpass read\n")
+        let volume = cluster.volumeURL(cluster.volumePorts[0])
+        let unsigned = try HTTP.send("POST", volume + "/admin/scrub")
+        XCTAssertEqual(unsigned.status, 403, unsigned.text)
+        XCTAssertEqual(try HTTP.send("GET", volume + "/admin/scrub").status, 200, "progress stays readable")
+        XCTAssertEqual(try HTTP.send("POST", cluster.masterURL + "/admin/scrub").status, 401)
+        let reader = [("Authorization", "Basic " + Data("reader:rpass".utf8).base64EncodedString())]
+        XCTAssertEqual(try HTTP.send("POST", cluster.masterURL + "/admin/scrub", headers: reader).status, 403)
+
+        // The operator's way: `kalavara scrub` asks the master, which signs its call to each volume.
+        let cli = TestCluster.binDirectory + "/kalavara"
+        let scrub = try runTool(cli, ["-m", cluster.masterURL, "--user", "root:rootpass", "scrub", "--wait", "--timeout", "30"])
+        XCTAssertEqual(scrub.status, 0, scrub.output)
+        XCTAssertTrue(scrub.output.contains("scrub done on 2 volume(s)"), scrub.output)
+        for port in cluster.volumePorts {
+            let progress = try HTTP.send("GET", cluster.volumeURL(port) + "/admin/scrub")
+            let passes = (try JSONSerialization.jsonObject(with: Data(progress.body)) as? [String: Any])?["passes"] as? Int
+            XCTAssertGreaterThanOrEqual(passes ?? 0, 1, "port \(port)")
+        }
+    }
 }

@@ -40,11 +40,13 @@ extension Volume {
             Route("inventory", .exact("/internal/inventory"), methods: ["GET"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try inventory(QueryParameters(request.query))
             },
-            Route("scrub", .exact("/admin/scrub"), methods: ["GET", "HEAD", "POST"], access: .open) { [unowned self] request, _ in
-                if request.method == "POST" {
-                    return .text(202, scrubber.request() ? "scrub pass started" : "scrub pass already running")
-                }
-                return try .json(200, scrubber.snapshot)
+            Route("scrub-status", .exact("/admin/scrub"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
+                try .json(200, scrubber.snapshot)
+            },
+            // A pass reads every file on the disk: in a signed cluster only the cluster may
+            // start one (the master's `POST /admin/scrub`, which asks an operator for `admin`).
+            Route("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] _, _ in
+                .text(202, scrubber.request() ? "scrub pass started" : "scrub pass already running")
             },
             Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { [unowned self] request, _ in
                 health(request)
