@@ -105,6 +105,30 @@ public struct PlacementTicket: Equatable, Sendable {
         return ticket
     }
 
+    /// Where in a ticket's holders a volume must be to act on it.
+    public enum Addressee: Sendable {
+        /// A client's PUT or DELETE: the volume the master sent the client to.
+        case first
+        /// A write's copy, forwarded by the first holder.
+        case replica
+        /// A read: any holder the ticket names.
+        case holder
+    }
+
+    /// Whether this ticket is meant for the volume known as `me` (a normalized base URL) in
+    /// the role `addressee`. A ticket acted on elsewhere would make the disks differ from
+    /// the holders the master records. A ticket that names no holders (a read's, a repair
+    /// copy's) is bound to a key and version, not to a volume.
+    public func addresses(_ me: String, as addressee: Addressee) -> Bool {
+        guard !holders.isEmpty else { return true }
+        let named = holders.map { VolumeRegistry.normalize($0) ?? $0 }
+        switch addressee {
+        case .first: return named[0] == me
+        case .replica: return named.dropFirst().contains(me)
+        case .holder: return named.contains(me)
+        }
+    }
+
     public var query: String {
         // A read's ticket names only the version: built directly, it is on the hot path.
         if master == nil, holders.isEmpty, length == nil {

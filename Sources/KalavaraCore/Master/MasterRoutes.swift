@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Which handler answers which request on the master.
 extension Master {
@@ -47,6 +48,9 @@ extension Master {
                     return .text(202, "repair pass requested")
                 }
                 return try .json(200, reconciler.snapshot)
+            },
+            Route("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .client(.admin)) { [unowned self] _, _ in
+                startScrubs()
             },
             Route("rebuild", .exact("/admin/rebuild"), methods: ["GET", "HEAD", "POST"], access: .client(.admin)) { [unowned self] request, _ in
                 if request.method == "POST" {
@@ -237,6 +241,26 @@ extension Master {
             return .text(410, "volume \(url) was removed from this cluster; add it again with POST /admin/add-volume")
         }
         return .text(200, isNew ? "added \(url)" : "already known: \(url)")
+    }
+
+    /// `POST /admin/scrub`: a scrub pass starts on every live volume. A volume starts one
+    /// only for the cluster's signature (a pass reads every file on its disk), so this is
+    /// where an operator asks, with `admin` credentials; the call to each volume is signed.
+    private func startScrubs() -> HTTPResponse {
+        let volumes = registry.liveURLs
+        let client = HTTPClient(timeout: 5, maxIdlePerHost: 0, secret: gate.secret)
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: volumes.count) { index in
+            let volume = volumes[index]
+            let answer = HTTPURL(volume + "/admin/scrub").flatMap { try? client.send("POST", $0) }
+            guard answer?.status != 202 else { return }
+            let failure = "\(volume): " + (answer.map { "\($0.status) \($0.text.trimmingCharacters(in: .whitespacesAndNewlines))" }
+                                           ?? "no answer")
+            failures.withLock { $0.append(failure) }
+        }
+        let failed = failures.withLock { $0 }
+        guard failed.isEmpty else { return .text(502, "scrub not started on " + failed.sorted().joined(separator: "; ")) }
+        return .text(202, "scrub started on \(volumes.count) volume(s)")
     }
 
     /// `POST /admin/remove-volume`: drain a volume. Its keys move to their new placement;

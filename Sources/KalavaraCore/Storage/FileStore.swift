@@ -16,8 +16,8 @@ import Synchronization
 /// holds about 2,500 files, which ext4's hashed directories handle well; only rare paths
 /// list a bucket (a commit names the version it replaced).
 ///
-/// Inodes are recycled: a removed small value file is moved into `DIR/tmp` rather than
-/// unlinked, and the next write truncates and fills it instead of creating a file. On ext4
+/// Inodes are recycled: a removed small value file is moved into `DIR/tmp` and emptied
+/// rather than unlinked, and the next write fills it instead of creating a file. On ext4
 /// without a journal (this project's benchmark machine), creating an inode skips every
 /// inode freed in the last minute or more and looks each one up on the way: after a few
 /// thousand deletes a create cost 600 µs of kernel CPU instead of 30 (see BENCHMARKS.md).
@@ -406,7 +406,12 @@ public final class FileStore: @unchecked Sendable {
                return tmpDirectory + "/recycled-\(state.named)"
            }) {
             gone = rename(path, name)
-            if gone == 0 { recycled.withLock { $0.paths.append(name) } }
+            // Emptied now, not when a write reuses it: a removed value's bytes must not wait
+            // whole in `tmp` (deleted or overwritten data, readable by anyone who can read
+            // the directory) for a write that may never come. If it cannot be emptied, it goes.
+            if gone == 0 {
+                if truncate(name, 0) == 0 { recycled.withLock { $0.paths.append(name) } } else { unlink(name) }
+            }
         } else {
             gone = unlink(path)
         }

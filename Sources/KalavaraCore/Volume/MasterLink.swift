@@ -45,12 +45,21 @@ final class MasterLink: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Remembers the URL the master knows this volume by (unless `-b` set it).
+    /// Remembers the URL the master knows this volume by (unless `-b` set it): from the
+    /// master's health checks (signed ones, in a signed cluster), or in an open cluster from
+    /// the first ticket that reaches it before any check did.
     func learnSelf(_ url: String) {
         guard configuredSelf == nil, VolumeRegistry.normalize(url) == url else { return }
         lock.lock()
         learnedSelf = url
         lock.unlock()
+    }
+
+    /// This volume's URL as the master knows it (`-b`, or learnt from a health check), once known.
+    var selfURL: String? {
+        lock.lock()
+        defer { lock.unlock() }
+        return configuredSelf ?? learnedSelf
     }
 
     /// The master and this volume's URL there, once both are known.

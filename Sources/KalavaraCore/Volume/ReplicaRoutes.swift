@@ -13,6 +13,7 @@ extension Volume {
             // will commit: durable and journaled here, committed or discarded later. A copy
             // that comes with a checksum must match it.
             guard let ticket = try PlacementTicket(parameters) else { throw HTTPError(400, "replica copy without a ticket") }
+            try checkAddressed(ticket, as: .replica)
             if let masterURL = ticket.master { master.learnMaster(masterURL) }
             var expected: UInt32?
             if let text = request.headers[VolumeHeaders.checksum] {

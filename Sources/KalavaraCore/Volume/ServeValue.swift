@@ -26,6 +26,7 @@ extension Volume {
             if let bytes = try store.readVerified(value) {
                 inMemory = bytes
             } else {
+                try leaveTheLoop()
                 quarantine(value, reason: "failed its checksum on a read")
                 guard version != nil, value.version < .max, let other = try findValue(key, version: value.version + 1),
                       let bytes = try store.readVerified(other) else {
@@ -72,17 +73,31 @@ extension Volume {
         return try openChecked(key, newer)
     }
 
-    /// Opens a version; a file whose header is damaged goes to quarantine, is reported and
-    /// counts as absent (the reader is sent elsewhere), rather than failing the read.
+    /// Opens a version; a file whose header is damaged, or whose length is not the size its
+    /// header records (cut or grown since it was written), goes to quarantine, is reported
+    /// and counts as absent (the reader is sent elsewhere), rather than failing the read.
+    /// The length is checked on every read, from the open's fstat, before a byte is sent: a
+    /// large value goes out by sendfile, which never reads it here.
     private func openChecked(_ key: Key, _ version: UInt64) throws -> StoredValue? {
         do {
-            return try store.open(key, version: version)
+            guard let value = try store.open(key, version: version) else { return nil }
+            guard let declared = value.declaredSize, declared != value.size else { return value }
+            try leaveTheLoop()
+            quarantine(value, reason: "holds \(value.size) bytes where its header records \(declared)")
+            return nil
         } catch StorageError.corrupt(let reason) {
+            try leaveTheLoop()
             journalRemoval(key, version)
             guard (try? store.quarantine(fileNamed: FileStore.fileStem(key) + "." + String(version))) == true else { return nil }
             tookOutOfService(key, version, because: reason)
             return nil
         }
+    }
+
+    /// Taking a copy out of service syncs directories and calls the master: never on the
+    /// event loop, where a read found it, but on a worker, which reads again.
+    private func leaveTheLoop() throws {
+        if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
     }
 
     /// A read for a version this volume does not (validly) hold: back to the master, which

@@ -5,13 +5,12 @@ import Foundation
 /// success only once the master has recorded it.
 extension Volume {
     func storeValue(_ key: Key, ticket: PlacementTicket?, request: HTTPRequest, body: MessageBody) throws -> HTTPResponse {
-        guard let ticket, let me = ticket.holders.first else {
+        guard let ticket, !ticket.holders.isEmpty else {
             throw HTTPError(400, "a PUT must go through the master (this request has no placement ticket)")
         }
         guard master.masterURL(for: ticket) != nil else {
             throw HTTPError(400, "no master known to commit to: start the volume with -m")
         }
-        master.learnSelf(me)
         try ticket.checkBodyLength(request.framing)
         let attributes = request.headers[VolumeHeaders.attributes].map { Array($0.utf8) }
         guard (attributes?.count ?? 0) <= IndexRecord.maxAttributeBytes else {
@@ -160,7 +159,6 @@ extension Volume {
         guard let ticket else {
             throw HTTPError(400, "a DELETE must go through the master (this request has no placement ticket)")
         }
-        if let me = ticket.holders.first { master.learnSelf(me) }
         // The tombstone is committed first: once it is in the index no reader is sent to a
         // copy, so removing copies afterwards never exposes a half-deleted key. Holders that
         // cannot be reached now are in the master's removal queue.

@@ -9,6 +9,7 @@ extension Volume {
                     let key = try Self.key(request, "/store/")
                     let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)), for: .read, key,
                                                               secret: gate.secret)
+                    try checkAddressed(ticket, as: .holder)
                     return try serveValue(key, version: ticket?.version, request: request)
                 }
             },
@@ -17,6 +18,7 @@ extension Volume {
                     let key = try Self.key(request, "/store/")
                     let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)),
                                                               for: request.method == "PUT" ? .put : .delete, key, secret: gate.secret)
+                    try checkAddressed(ticket, as: .first)
                     return request.method == "PUT"
                         ? try storeValue(key, ticket: ticket, request: request, body: body)
                         : try deleteValue(key, ticket: ticket)
@@ -38,11 +40,13 @@ extension Volume {
             Route("inventory", .exact("/internal/inventory"), methods: ["GET"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try inventory(QueryParameters(request.query))
             },
-            Route("scrub", .exact("/admin/scrub"), methods: ["GET", "HEAD", "POST"], access: .open) { [unowned self] request, _ in
-                if request.method == "POST" {
-                    return .text(202, scrubber.request() ? "scrub pass started" : "scrub pass already running")
-                }
-                return try .json(200, scrubber.snapshot)
+            Route("scrub-status", .exact("/admin/scrub"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
+                try .json(200, scrubber.snapshot)
+            },
+            // A pass reads every file on the disk: in a signed cluster only the cluster may
+            // start one (the master's `POST /admin/scrub`, which asks an operator for `admin`).
+            Route("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] _, _ in
+                .text(202, scrubber.request() ? "scrub pass started" : "scrub pass already running")
             },
             Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { [unowned self] request, _ in
                 health(request)
@@ -55,6 +59,28 @@ extension Volume {
 
     private static func key(_ request: HTTPRequest, _ prefix: String) throws -> Key {
         try Key(percentEncoded: request.path.dropFirst(prefix.count))
+    }
+
+    /// A volume acts only on a ticket meant for it: the master records the ticket's holders
+    /// as the value's, so a write or delete acted on by another volume (a client that sent
+    /// the redirect's query elsewhere) would leave the disks differing from the index, a
+    /// copy the delete missed, and a value a rebuild brings back. This volume's URL comes
+    /// from `-b` or the master's health checks; before either, an open volume takes it from
+    /// the ticket as it always did, while a signed one sends a client back (`503`) but takes
+    /// a replica's copy, which only a first holder that checked itself forwards (signed).
+    func checkAddressed(_ ticket: PlacementTicket?, as addressee: PlacementTicket.Addressee) throws {
+        guard let ticket, let first = ticket.holders.first else { return }
+        guard let me = master.selfURL else {
+            guard addressee == .first else { return }
+            if gate.secret == nil { return master.learnSelf(first) }
+            var error = HTTPError(503, "this volume does not know its own URL yet (no -b, no health check from the master yet): retry")
+            error.headers["Retry-After"] = "1"
+            throw error
+        }
+        guard !ticket.addresses(me, as: addressee) else { return }
+        throw HTTPError(403, addressee == .first
+            ? "this ticket is for \(first), not this volume (\(me)): send the request where the master's redirect says"
+            : "this volume (\(me)) is not among the ticket's holders")
     }
 
     /// A storage failure becomes its HTTP answer (a full disk is `507`) and a log line.
