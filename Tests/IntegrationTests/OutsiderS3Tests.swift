@@ -54,7 +54,8 @@ final class OutsiderS3Tests: XCTestCase {
         all.append(dateHeader.map { ("Date", $0) } ?? ("x-amz-date", timestamp))
         let names = all.map { $0.0.lowercased() }.sorted()
         let scope = SignatureV4.Scope(accessKey: accessKey, date: String(timestamp.prefix(8)), region: "us-east-1")
-        let canonical = try SignatureV4.canonicalRequest(method: method, path: Substring(path), query: QueryParameters(nil),
+        let target = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let canonical = try SignatureV4.canonicalRequest(method: method, path: target[0], query: QueryParameters(target.dropFirst().first),
                                                          headers: HTTPHeaders(all), signedHeaders: names, payloadHash: payloadHash)
         let key = SignatureV4.signingKey(secret: secretKey, scope: scope)
         let signature = SignatureV4.signature(signingKey: key, stringToSign: SignatureV4.stringToSign(timestamp: timestamp, scope: scope,
@@ -153,5 +154,150 @@ final class OutsiderS3Tests: XCTestCase {
             XCTAssertEqual(answer.status, 200, "\(path): \(answer.text)")
             XCTAssertEqual(try signedSend(port, "GET", path).body, object, path)
         }
+    }
+
+    // MARK: 2. Signature V2 dates, and the dates of Signature V4
+
+    /// s3cmd --signature-v2 dates its requests `Sun, 06 Dec 2026 10:02:46 +0000`, which was
+    /// taken for a skewed clock: put, get, ls and del with it against a gateway with
+    /// `--auth-file`.
+    func testS3cmdWithSignatureV2() throws {
+        try requireTool("s3cmd", ["--version"])
+        let (cluster, port) = try signedGateway()
+        defer { cluster.shutdown() }
+        let config = cluster.root + "/s3cfg"
+        try Data("""
+            [default]
+            access_key = \(Self.accessKey)
+            secret_key = \(Self.secretKey)
+            host_base = 127.0.0.1:\(port)
+            host_bucket = 127.0.0.1:\(port)
+            use_https = False
+            signature_v2 = True
+            bucket_location = us-east-1
+
+            """.utf8).write(to: URL(fileURLWithPath: config))
+        let original = cluster.root + "/hello.txt", copy = cluster.root + "/hello-back.txt"
+        try Data("hello from s3cmd, signed the old way\n".utf8).write(to: URL(fileURLWithPath: original))
+        func s3cmd(_ arguments: [String]) throws -> String {
+            let (status, output) = try runTool("s3cmd", ["-c", config, "--signature-v2", "--no-progress"] + arguments)
+            XCTAssertEqual(status, 0, "s3cmd \(arguments.joined(separator: " ")):\n\(output)")
+            return output
+        }
+        _ = try s3cmd(["mb", "s3://v2-bucket"])
+        _ = try s3cmd(["put", original, "s3://v2-bucket/hello.txt"])
+        _ = try s3cmd(["get", "--force", "s3://v2-bucket/hello.txt", copy])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: original)))
+        XCTAssertTrue(try s3cmd(["ls", "s3://v2-bucket"]).contains("s3://v2-bucket/hello.txt"))
+        _ = try s3cmd(["del", "s3://v2-bucket/hello.txt"])
+        XCTAssertFalse(try s3cmd(["ls", "s3://v2-bucket"]).contains("hello.txt"))
+
+        // A date that is no date is refused as such, never as a skew; V2 and V4 alike.
+        let base = "http://127.0.0.1:\(port)"
+        let undated = try HTTP.send("GET", base + "/v2-bucket", headers: [("Date", "yesterday"), ("Authorization", "AWS \(Self.accessKey):c2lnbmF0dXJl")])
+        XCTAssertEqual(undated.status, 403)
+        XCTAssertTrue(undated.text.contains("<Code>AccessDenied</Code>") && undated.text.contains("requires a valid Date"), undated.text)
+        var badV4 = try Self.signV4("GET", "/v2-bucket", [("Host", "127.0.0.1:\(port)")], payloadHash: SHA256.hex([])).headers
+        badV4 = badV4.filter { $0.0 != "Host" }.map { $0.0 == "x-amz-date" ? ($0.0, "20261306T250000Z") : $0 }
+        let badAnswer = try HTTP.send("GET", base + "/v2-bucket", headers: badV4)
+        XCTAssertEqual(badAnswer.status, 403)
+        XCTAssertTrue(badAnswer.text.contains("<Code>AccessDenied</Code>") && badAnswer.text.contains("requires a valid Date"), badAnswer.text)
+    }
+
+    /// Signature V4 signs with `Date` when there is no x-amz-date, in any HTTP date form.
+    func testSignatureV4WithDateAndNoAmzDate() throws {
+        let (cluster, port) = try signedGateway()
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try signedSend(port, "PUT", "/dated").status, 200)
+        let now = Date()
+        let imf = HTTPDate.format(Int(now.timeIntervalSince1970))
+        for (form, date) in [("GMT", imf), ("+0000", imf.replacingOccurrences(of: " GMT", with: " +0000"))] {
+            let body = Array("signed with Date \(form)".utf8)
+            let signed = try Self.signV4("PUT", "/dated/object", [("Host", "127.0.0.1:\(port)")], payloadHash: SHA256.hex(body),
+                                         date: now, dateHeader: date)
+            XCTAssertFalse(signed.headers.contains { $0.0 == "x-amz-date" })
+            let answer = try HTTP.send("PUT", "http://127.0.0.1:\(port)/dated/object", body: body, headers: signed.headers.filter { $0.0 != "Host" })
+            XCTAssertEqual(answer.status, 200, "Date in the \(form) form: \(answer.text)")
+            XCTAssertEqual(try signedSend(port, "GET", "/dated/object").body, body)
+        }
+    }
+
+    // MARK: 15b. V2 presigned URLs end within seven days
+
+    func testSignatureV2PresignedURLsExpireWithinSevenDays() throws {
+        let (cluster, port) = try signedGateway()
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try signedSend(port, "PUT", "/presigned").status, 200)
+        XCTAssertEqual(try signedSend(port, "PUT", "/presigned/k", body: Array("v".utf8)).status, 200)
+        func presigned(expiresIn seconds: Int) -> String {
+            let expires = Int(Date().timeIntervalSince1970) + seconds
+            let code = HMACSHA256.sha1Code(key: Array(Self.secretKey.utf8), message: Array("GET\n\n\n\(expires)\n/presigned/k".utf8))
+            let signature = SignatureV4.uriEncode(Array(Data(code).base64EncodedString().utf8), keepSlash: false)
+            return "http://127.0.0.1:\(port)/presigned/k?AWSAccessKeyId=\(Self.accessKey)&Expires=\(expires)&Signature=\(signature)"
+        }
+        XCTAssertEqual(try HTTP.send("GET", presigned(expiresIn: 3600)).text, "v")
+        XCTAssertEqual(try HTTP.send("GET", presigned(expiresIn: 7 * 86400 - 60)).status, 200)
+        let forever = try HTTP.send("GET", presigned(expiresIn: 70 * 365 * 86400))
+        XCTAssertEqual(forever.status, 403)
+        XCTAssertTrue(forever.text.contains("<Code>AccessDenied</Code>") && forever.text.contains("7 days"), forever.text)
+    }
+
+    // MARK: 5. s3-tests cases that were bugs
+
+    /// An expectation S3 does not know is ignored, as S3 does (it was a 417).
+    func testUnknownExpectationIsIgnored() throws {
+        let (cluster, port) = try signedGateway()
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try signedSend(port, "PUT", "/expecting").status, 200)
+        let answer = try signedSend(port, "PUT", "/expecting/k", body: Array("v".utf8), headers: [("Expect", "200-ok")])
+        XCTAssertEqual(answer.status, 200, answer.text)
+        XCTAssertEqual(try signedSend(port, "GET", "/expecting/k").text, "v")
+    }
+
+    /// GetBucketLocation answers the LocationConstraint a bucket was created with; S3's
+    /// empty element for us-east-1.
+    func testGetBucketLocationAnswersTheBucketsRegion() throws {
+        let (cluster, port) = try signedGateway()
+        defer { cluster.shutdown() }
+        let configuration = Array("<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>".utf8)
+        XCTAssertEqual(try signedSend(port, "PUT", "/in-europe", body: configuration).status, 200)
+        XCTAssertEqual(try signedSend(port, "PUT", "/in-virginia").status, 200)
+        let europe = try signedSend(port, "GET", "/in-europe?location")
+        XCTAssertEqual(europe.status, 200)
+        XCTAssertTrue(europe.text.contains(">eu-west-1</LocationConstraint>"), europe.text)
+        let virginia = try signedSend(port, "GET", "/in-virginia?location")
+        XCTAssertTrue(virginia.text.contains("<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>"), virginia.text)
+        XCTAssertEqual(try signedSend(port, "GET", "/nowhere?location").status, 404)
+        let weird = Array("<CreateBucketConfiguration><LocationConstraint>&lt;x&gt;</LocationConstraint></CreateBucketConfiguration>".utf8)
+        XCTAssertEqual(try signedSend(port, "PUT", "/in-nowhere", body: weird).status, 400)
+    }
+
+    /// A key that is not UTF-8 once percent-decoded is 400 InvalidURI, not 404.
+    func testUnreadableKeyIsABadRequest() throws {
+        let (cluster, port) = try signedGateway()
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try signedSend(port, "PUT", "/unreadable").status, 200)
+        for method in ["GET", "PUT"] {
+            let answer = try signedSend(port, method, "/unreadable/%AE%8A-")
+            XCTAssertEqual(answer.status, 400, "\(method): \(answer.text)")
+            XCTAssertTrue(answer.text.contains("<Code>InvalidURI</Code>") && answer.text.contains("Couldn&apos;t parse the specified URI."), answer.text)
+        }
+        // UTF-8 keys, controls included, are keys like any other.
+        XCTAssertEqual(try signedSend(port, "PUT", "/unreadable/%C2%AE%C2%8A-", body: Array("ok".utf8)).status, 200)
+        XCTAssertEqual(try signedSend(port, "GET", "/unreadable/%C2%AE%C2%8A-").text, "ok")
+    }
+
+    /// x-amz-meta-* values come back as the bytes the client sent (boto3 sends UTF-8).
+    func testNonASCIIMetadataComesBackAsSent() throws {
+        let (cluster, port) = try signedGateway()
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try signedSend(port, "PUT", "/meta").status, 200)
+        let value = "Hello World\u{e9} \u{65e5}\u{672c}"
+        XCTAssertEqual(try signedSend(port, "PUT", "/meta/k", body: Array("v".utf8), headers: [("x-amz-meta-greeting", value)]).status, 200)
+        let signed = try Self.signV4("HEAD", "/meta/k", [("Host", "127.0.0.1:\(port)")], payloadHash: SHA256.hex([]))
+        let answer = try Self.sendInPieces(port, [Self.head("HEAD", "/meta/k", signed.headers)])
+        XCTAssertEqual(answer.status, 200, answer.text)
+        let line = answer.text.split(separator: "\r\n").first { $0.lowercased().hasPrefix("x-amz-meta-greeting:") }
+        XCTAssertEqual(line.map { Array($0.utf8) }, Array("x-amz-meta-greeting: \(value)".utf8))
     }
 }
