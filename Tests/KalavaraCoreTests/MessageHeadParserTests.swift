@@ -81,7 +81,8 @@ final class MessageHeadParserTests: XCTestCase {
         XCTAssertEqual(status("PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 501)
         XCTAssertEqual(status("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), 501)
         XCTAssertEqual(status("PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400)
-        XCTAssertEqual(status("PUT / HTTP/1.1\r\nExpect: something\r\n\r\n"), 417)
+        // An expectation other than 100-continue is ignored (RFC 9110 §10.1.1 allows it; S3 does).
+        XCTAssertFalse(try parse("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: something\r\n\r\n").expectsContinue)
         XCTAssertTrue(try parse("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n").expectsContinue)
         XCTAssertFalse(try parse("PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n").expectsContinue)
     }

@@ -51,7 +51,29 @@ final class S3LogicTests: XCTestCase {
         XCTAssertEqual(info.etag, "\"900150983cd24fb0d6963f7d28e17f72\"")
         XCTAssertEqual(info.lastModified, 1_700_000_000)
         XCTAssertEqual(ObjectInfo.iso8601(1_700_000_000), "2023-11-14T22:13:20.000Z")
-        XCTAssertEqual(ObjectInfo.httpDate("Tue, 14 Nov 2023 22:13:20 GMT"), 1_700_000_000)
+        XCTAssertEqual(HTTPDate.parse("Tue, 14 Nov 2023 22:13:20 GMT"), 1_700_000_000)
+    }
+
+    /// Every form of a date S3 reads in `Date` (Signature V2 and V4) and conditional
+    /// headers (issue 21: s3cmd --signature-v2 sends `+0000`, which was read as a skew).
+    func testHTTPDatesInEveryFormClientsSend() {
+        let instant = 1_796_551_366 // Sun, 06 Dec 2026 10:02:46 GMT
+        for text in ["Sun, 06 Dec 2026 10:02:46 GMT", "Sun, 06 Dec 2026 10:02:46 +0000", "Sun, 06 Dec 2026 10:02:46 -0000",
+                     "Sun, 6 Dec 2026 10:02:46 UT", "06 Dec 2026 10:02:46 UTC", "Sun, 06 Dec 2026 11:02:46 +0100",
+                     "Sun, 06 Dec 2026 05:02:46 EST", "Sun, 06 Dec 2026 02:02:46 PST", "Sun, 06 Dec 2026 04:32:46 -0530",
+                     "Sunday, 06-Dec-26 10:02:46 GMT", "Sun Dec  6 10:02:46 2026", "Sun, 06 Dec 2026 10:02:46 Z",
+                     "sun, 06 dec 2026 10:02:46 gmt"] {
+            XCTAssertEqual(HTTPDate.parse(text), instant, text)
+        }
+        XCTAssertEqual(HTTPDate.parse("Sun, 06 Dec 2026 10:02 GMT"), instant - 46)
+        XCTAssertEqual(HTTPDate.parse(HTTPDate.format(instant)), instant)
+        for bad in ["", "yesterday", "Sun, 06 Dec 2026", "Sun, 32 Dec 2026 10:02:46 GMT", "Sun, 06 Foo 2026 10:02:46 GMT",
+                    "Sun, 06 Dec 2026 24:02:46 GMT", "Sun, 06 Dec 2026 10:02:46 +2500", "Sun, 06 Dec 2026 10:02:46 XYZ",
+                    "Sun, 06 Dec 2026 10:02:46 +00", "20261206T100246Z", "Sun Dec 6 10:02:46", "Sun, 06 Dec 2026 10:x:46 GMT"] {
+            XCTAssertNil(HTTPDate.parse(bad), bad)
+        }
+        // A request signed with Date and no x-amz-date: Signature V4 signs its x-amz-date form.
+        XCTAssertEqual(SignatureV4.amzTimestamp("Sun, 06 Dec 2026 10:02:46 +0000"), "20261206T100246Z")
     }
 
     func testIndexRecordsKeepMD5AndAttributes() throws {

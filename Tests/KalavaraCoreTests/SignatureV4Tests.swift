@@ -136,5 +136,6 @@ extension SignatureV4Tests {
         XCTAssertEqual(date?.timeIntervalSince1970, 1_369_359_045)
         XCTAssertEqual(date.map(SignatureV4.timestamp), "20130524T013045Z")
         XCTAssertNil(SignatureV4.date(fromTimestamp: "2013-05-24"))
+        XCTAssertNil(SignatureV4.date(fromTimestamp: "20261306T250000Z")) // no 13th month, no 25th hour
     }
 }

@@ -57,15 +57,12 @@ public struct HTTPRequest: Sendable {
 
         framing = try Self.requestFraming(headers, minorVersion: minorVersion)
 
-        if let expect = headers["Expect"] {
-            guard expect.caseInsensitiveEquals("100-continue") else {
-                throw HTTPError(417, "only 'Expect: 100-continue' is understood")
-            }
-            // HTTP/1.0 clients do not know 100 (RFC 9110 §10.1.1): ignore it for them.
-            expectsContinue = minorVersion >= 1 && framing != .none && framing != .length(0)
-        } else {
-            expectsContinue = false
-        }
+        // 100-continue is the only expectation HTTP defines. Any other is ignored, as RFC
+        // 9110 §10.1.1 allows (417 is a "MAY") and as S3 does: a client that sends one (some
+        // S3 clients do) gets its request served instead of a 417 it cannot act on.
+        // HTTP/1.0 clients do not know 100 (RFC 9110 §10.1.1): ignore it for them too.
+        expectsContinue = headers.listValues("Expect").contains { $0.caseInsensitiveEquals("100-continue") }
+            && minorVersion >= 1 && framing != .none && framing != .length(0)
 
         // RFC 9112 §3.2: an HTTP/1.1 request with no Host field, or more than one, is a 400.
         if minorVersion >= 1 {

@@ -1,12 +1,20 @@
 import Foundation
 
+/// Where a body's bytes are pulled from, one read at a time: `MessageBody` off a socket, or
+/// in a test a list of pieces, so that a decoder above it (the S3 gateway's aws-chunked
+/// framing) can be fed every way the network may cut the same bytes into reads.
+public protocol ByteSource: AnyObject {
+    /// Up to `buffer.count` bytes; 0 only at the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+}
+
 /// A message body read as a stream: `Content-Length`, `chunked`, or until close.
 ///
 /// Handlers pull bytes with `read(into:)`, so a 1 GiB upload never sits in memory; the
 /// same reader decodes request bodies on the server and response bodies in the client.
 /// A body that ends early throws `ConnectionError.closedByPeer`: the caller must treat
 /// what it received as incomplete (the volume deletes its temporary file).
-public final class MessageBody {
+public final class MessageBody: ByteSource {
     fileprivate enum State {
         case remaining(Int)
         case chunkSize

@@ -135,9 +135,4 @@ struct ObjectInfo {
         return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.000Z", fields.tm_year + 1900, fields.tm_mon + 1, fields.tm_mday,
                       fields.tm_hour, fields.tm_min, fields.tm_sec)
     }
-
-    /// Parses an HTTP date (IMF-fixdate) to seconds since 1970.
-    static func httpDate(_ text: String) -> Int? {
-        SignatureV4.amzTimestamp(text).flatMap(SignatureV4.date(fromTimestamp:)).map { Int($0.timeIntervalSince1970) }
-    }
 }

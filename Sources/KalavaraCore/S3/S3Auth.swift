@@ -7,6 +7,8 @@ public struct S3Authenticator: Sendable {
     public let credentials: Credentials?
     /// S3 refuses a signed request whose time is further than this from its own.
     public static let allowedSkew = 15.0 * 60
+    /// The longest a presigned URL may work, V4 or V2: S3's seven days.
+    public static let maxPresignedSeconds = 604_800
 
     public init(credentials: Credentials?) {
         self.credentials = credentials
@@ -43,12 +45,14 @@ public struct S3Authenticator: Sendable {
 
     public func authenticate(_ request: HTTPRequest, query: QueryParameters, now: Date = Date()) throws -> Identity {
         if let identity = try authenticateV2(request, query: query, now: now) { return identity }
-        if let text = query["X-Amz-Expires"], !(Int(text).map { (1...604_800).contains($0) } ?? false) {
-            throw S3Error(403, "AccessDenied", "X-Amz-Expires must be between 1 and 604800 seconds")
+        if let text = query["X-Amz-Expires"], !(Int(text).map { (1...Self.maxPresignedSeconds).contains($0) } ?? false) {
+            throw S3Error(403, "AccessDenied", "X-Amz-Expires must be between 1 and \(Self.maxPresignedSeconds) seconds")
         }
         let claim: SignatureV4.Claim?
         do {
             claim = try SignatureV4.claim(method: request.method, headers: request.headers, query: query)
+        } catch SignatureV4.Failure.undated {
+            throw S3Error.undated
         } catch let failure as SignatureV4.Failure {
             let code = request.headers["Authorization"] != nil ? "AuthorizationHeaderMalformed" : "AuthorizationQueryParametersError"
             throw S3Error(400, code, failure.description)
@@ -65,9 +69,7 @@ public struct S3Authenticator: Sendable {
         guard let (secret, rights) = credentials.secretKey(of: claim.scope.accessKey) else {
             throw S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
         }
-        guard let signedAt = SignatureV4.date(fromTimestamp: claim.timestamp) else {
-            throw S3Error(400, "AuthorizationHeaderMalformed", "unreadable x-amz-date \(claim.timestamp.prefix(32))")
-        }
+        guard let signedAt = SignatureV4.date(fromTimestamp: claim.timestamp) else { throw S3Error.undated }
         if let expires = claim.expires {
             guard now.timeIntervalSince(signedAt) <= Double(expires) else { throw S3Error(403, "AccessDenied", "Request has expired") }
             guard signedAt.timeIntervalSince(now) <= Self.allowedSkew else {
@@ -147,13 +149,19 @@ public struct S3Authenticator: Sendable {
             accessKey = String(authorization.dropFirst(4)[..<colon])
             signature = String(authorization[authorization.index(after: colon)...])
             let date = request.headers["x-amz-date"] ?? request.headers["Date"] ?? ""
-            guard let signedAt = ObjectInfo.httpDate(date), abs(now.timeIntervalSince1970 - Double(signedAt)) <= Self.allowedSkew else {
+            guard let signedAt = HTTPDate.parse(date) else { throw S3Error.undated }
+            guard abs(now.timeIntervalSince1970 - Double(signedAt)) <= Self.allowedSkew else {
                 throw S3Error(403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large.")
             }
             dateLine = request.headers["x-amz-date"] != nil ? "" : date
         } else if let key = query["AWSAccessKeyId"], let given = query["Signature"], let expires = query["Expires"] {
             guard let at = Double(expires) else { throw S3Error(400, "AuthorizationQueryParametersError", "Expires must be a Unix time") }
             guard now.timeIntervalSince1970 <= at else { throw S3Error(403, "AccessDenied", "Request has expired") }
+            // As for Signature V4's X-Amz-Expires: a URL that works for seventy years is a
+            // credential handed out for good, not a link.
+            guard at - now.timeIntervalSince1970 <= Double(Self.maxPresignedSeconds) else {
+                throw S3Error(403, "AccessDenied", "Expires must be at most \(Self.maxPresignedSeconds) seconds (7 days) from now")
+            }
             (accessKey, signature, dateLine) = (key, given, expires)
         } else {
             return nil

@@ -54,9 +54,15 @@ extension S3Gateway {
         if !configuration.isEmpty {
             do { region = try S3XML.parse(configuration).value("LocationConstraint") ?? "" } catch { throw S3Error.malformedXML("\(error)") }
         }
+        guard region.utf8.count <= 64, region.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D }) else {
+            throw S3Error(400, "InvalidLocationConstraint", "The specified location-constraint is not valid")
+        }
         let marker = try Self.bucketKey(context.bucket)
         if try cluster.locate(marker) == nil {
-            try cluster.write(marker, [])
+            // The marker's value is the bucket's region, as GetBucketLocation answers it:
+            // every region is this one cluster, but a client that created a bucket "in"
+            // eu-west-1 reads that back. us-east-1 is S3's empty LocationConstraint.
+            try cluster.write(marker, region == "us-east-1" ? [] : Array(region.utf8))
         } else if !region.isEmpty, region != "us-east-1" {
             // As S3 does: outside us-east-1, creating a bucket one already owns is an error;
             // in us-east-1 (no LocationConstraint) it succeeds again.
@@ -113,9 +119,19 @@ extension S3Gateway {
         return Self.xml { xml in xml.element("VersioningConfiguration", namespace: true) { _ in } }
     }
 
+    /// The LocationConstraint the bucket was created with (its marker's value); S3's empty
+    /// element for us-east-1 or none.
     func getLocation(_ context: S3Context) throws -> HTTPResponse {
-        try requireBucket(context.bucket)
-        return Self.xml { xml in xml.text += "<LocationConstraint xmlns=\"\(S3XML.namespace)\"/>" }
+        guard S3Context.isValidBucketName(context.bucket), let region = try cluster.read(try Self.bucketKey(context.bucket), limit: 64) else {
+            throw S3Error.noSuchBucket(context.bucket)
+        }
+        return Self.xml { xml in
+            if region.isEmpty {
+                xml.text += "<LocationConstraint xmlns=\"\(S3XML.namespace)\"/>"
+            } else {
+                xml.text += "<LocationConstraint xmlns=\"\(S3XML.namespace)\">\(String(decoding: region, as: UTF8.self))</LocationConstraint>"
+            }
+        }
     }
 
     // MARK: Listing

@@ -50,5 +50,9 @@ public struct S3Error: Error, Equatable, CustomStringConvertible {
     public static func internalError(_ message: String) -> S3Error { S3Error(500, "InternalError", message) }
     public static func unavailable(_ message: String) -> S3Error { S3Error(503, "ServiceUnavailable", message) }
     public static let accessDenied = S3Error(403, "AccessDenied", "Access Denied")
+    /// A signed request whose date cannot be read: refused as S3 does, never as a clock skew.
+    public static let undated = S3Error(403, "AccessDenied", SignatureV4.Failure.undated.description)
+    /// A key that is not UTF-8 once percent-decoded (S3's keys are UTF-8).
+    public static let unparsableURI = S3Error(400, "InvalidURI", "Couldn't parse the specified URI.")
     public static let preconditionFailed = S3Error(412, "PreconditionFailed", "At least one of the preconditions you specified did not hold")
 }

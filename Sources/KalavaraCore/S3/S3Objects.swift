@@ -95,14 +95,14 @@ extension S3Gateway {
         func matches(_ list: String) -> Bool { etag(info.etag, isIn: list) }
         let ifMatch = headers[prefix + "If-Match"]
         if let ifMatch, !matches(ifMatch) { throw S3Error.preconditionFailed }
-        if ifMatch == nil, let text = headers[prefix + "If-Unmodified-Since"], let since = ObjectInfo.httpDate(text),
+        if ifMatch == nil, let text = headers[prefix + "If-Unmodified-Since"], let since = HTTPDate.parse(text),
            info.lastModified > since {
             throw S3Error.preconditionFailed
         }
         let ifNoneMatch = headers[prefix + "If-None-Match"]
         var notModified = false
         if let ifNoneMatch, matches(ifNoneMatch) { notModified = true }
-        if ifNoneMatch == nil, let text = headers[prefix + "If-Modified-Since"], let since = ObjectInfo.httpDate(text),
+        if ifNoneMatch == nil, let text = headers[prefix + "If-Modified-Since"], let since = HTTPDate.parse(text),
            info.lastModified <= since {
             notModified = true
         }

@@ -19,12 +19,15 @@ struct S3Context {
         self.body = body
         self.requestID = requestID
         query = try QueryParameters(request.query)
-        guard let path = PercentEncoding.decode(request.path.utf8) else { throw S3Error(400, "InvalidURI", "Couldn't parse the specified URI.") }
+        guard let path = PercentEncoding.decode(request.path.utf8) else { throw S3Error.unparsableURI }
         var rest = path.dropFirst() // "/"
         if let slash = rest.firstIndex(of: UInt8(ascii: "/")) {
             bucket = String(decoding: rest[rest.startIndex..<slash], as: UTF8.self)
             rest = rest[(slash + 1)...]
             key = Array(rest)
+            // S3 names objects in UTF-8: a key that is not (decoding would repair it into
+            // other bytes) cannot name an object, so it is no "missing key" either.
+            guard String(decoding: key, as: UTF8.self).utf8.elementsEqual(key) else { throw S3Error.unparsableURI }
         } else {
             bucket = String(decoding: rest, as: UTF8.self)
             key = []

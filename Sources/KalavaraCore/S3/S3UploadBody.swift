@@ -10,7 +10,7 @@ final class S3UploadBody {
     /// The object's length: `x-amz-decoded-content-length` for aws-chunked, else
     /// `Content-Length`; nil for a plain `Transfer-Encoding: chunked` body (known at its end).
     let length: Int?
-    private let body: MessageBody
+    private let body: any ByteSource
     private let chunked: Bool
     private let signing: S3Authenticator.ChunkSigning?
     private let expectsTrailer: Bool
@@ -28,7 +28,7 @@ final class S3UploadBody {
     private var previousSignature = ""
     private var sawFinalChunk = false
 
-    init(_ request: HTTPRequest, _ body: MessageBody, payload: S3Authenticator.Payload) throws {
+    init(_ request: HTTPRequest, _ body: any ByteSource, payload: S3Authenticator.Payload) throws {
         self.body = body
         let headers = request.headers
         let encodings = headers.listValues("Content-Encoding").map { $0.lowercased() }
@@ -134,19 +134,23 @@ final class S3UploadBody {
         return count > 0
     }
 
-    /// A CRLF-terminated line of the aws-chunked framing, without its CRLF.
+    /// A CRLF-terminated line of the aws-chunked framing, without its CRLF, at most `limit`
+    /// bytes before its LF. The line may arrive in any number of reads, and `fillRaw` moves
+    /// what is buffered to the front of `raw` to make room: so the scan keeps its place as a
+    /// count from `rawStart`, never as an index into `raw`, which a fill would invalidate.
     private func readLine(limit: Int = 4096) throws -> String {
-        var scanned = rawStart
+        var scanned = 0
         while true {
-            while scanned < rawEnd, raw[scanned] != ASCII.lf { scanned += 1 }
-            if scanned < rawEnd {
-                var end = scanned
+            while rawStart + scanned < rawEnd, raw[rawStart + scanned] != ASCII.lf { scanned += 1 }
+            if rawStart + scanned < rawEnd {
+                guard scanned <= limit else { throw S3Error(400, "InvalidRequest", "aws-chunked framing line too long") }
+                var end = rawStart + scanned
                 if end > rawStart, raw[end - 1] == ASCII.cr { end -= 1 }
                 let line = String(decoding: raw[rawStart..<end], as: UTF8.self)
-                rawStart = scanned + 1
+                rawStart += scanned + 1
                 return line
             }
-            guard scanned - rawStart < limit else { throw S3Error(400, "InvalidRequest", "aws-chunked framing line too long") }
+            guard scanned < limit else { throw S3Error(400, "InvalidRequest", "aws-chunked framing line too long") }
             guard try fillRaw() else { throw S3Error(400, "IncompleteBody", "the body ended inside its aws-chunked framing") }
         }
     }

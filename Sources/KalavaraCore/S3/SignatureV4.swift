@@ -53,8 +53,13 @@ public enum SignatureV4 {
     public enum Failure: Error, Equatable, CustomStringConvertible {
         /// Unreadable signature fields: S3's `AuthorizationHeaderMalformed` / `AuthorizationQueryParametersError`.
         case malformed(String)
+        /// Neither `x-amz-date` nor `Date` holds a date: S3's `AccessDenied`, not a skew.
+        case undated
         public var description: String {
-            switch self { case .malformed(let reason): return reason }
+            switch self {
+            case .malformed(let reason): return reason
+            case .undated: return "AWS authentication requires a valid Date or x-amz-date header"
+            }
         }
     }
 
@@ -74,8 +79,10 @@ public enum SignatureV4 {
             guard let credential = fields["Credential"], let signed = fields["SignedHeaders"], let signature = fields["Signature"] else {
                 throw Failure.malformed("Authorization needs Credential, SignedHeaders and Signature")
             }
-            guard let timestamp = headers["x-amz-date"] ?? headers["Date"].flatMap(amzTimestamp) else {
-                throw Failure.malformed("a signed request needs x-amz-date")
+            // Without x-amz-date, Signature V4 signs with the Date header, in the x-amz-date form.
+            guard let timestamp = headers["x-amz-date"] ?? headers["Date"].flatMap(amzTimestamp),
+                  date(fromTimestamp: timestamp) != nil else {
+                throw Failure.undated
             }
             return Claim(scope: try Scope(credential: credential), signedHeaders: signed.split(separator: ";").map(String.init),
                          signature: String(signature), timestamp: timestamp, expires: nil)
@@ -91,20 +98,10 @@ public enum SignatureV4 {
                      signature: signature, timestamp: timestamp, expires: expires)
     }
 
-    /// The `x-amz-date` form of an HTTP date (IMF-fixdate, `Fri, 24 May 2013 00:00:00 GMT`),
-    /// for clients that sign `Date` instead. By hand with timegm: a DateFormatter costs more
-    /// to make than the whole signature check, and cannot be shared between threads.
+    /// The `x-amz-date` form of an HTTP date (`Fri, 24 May 2013 00:00:00 GMT`, or any form
+    /// `HTTPDate.parse` reads), for clients that sign `Date` instead.
     static func amzTimestamp(_ httpDate: String) -> String? {
-        let parts = httpDate.split(separator: " ")
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        guard parts.count == 6, parts[5] == "GMT", let day = Int32(parts[1]), let month = months.firstIndex(of: String(parts[2])),
-              let year = Int32(parts[3]) else { return nil }
-        let clock = parts[4].split(separator: ":").compactMap { Int32($0) }
-        guard clock.count == 3 else { return nil }
-        var fields = tm()
-        (fields.tm_year, fields.tm_mon, fields.tm_mday) = (year - 1900, Int32(month), day)
-        (fields.tm_hour, fields.tm_min, fields.tm_sec) = (clock[0], clock[1], clock[2])
-        return timestamp(Date(timeIntervalSince1970: Double(timegm(&fields))))
+        HTTPDate.parse(httpDate).map { timestamp(Date(timeIntervalSince1970: Double($0))) }
     }
 
     /// `20130524T000000Z`.
@@ -121,7 +118,10 @@ public enum SignatureV4 {
         guard digits.count == 16, digits[8] == UInt8(ascii: "T"), digits[15] == UInt8(ascii: "Z") else { return nil }
         func number(_ range: Range<Int>) -> Int32? { Int32(String(decoding: digits[range], as: UTF8.self)) }
         guard let year = number(0..<4), let month = number(4..<6), let day = number(6..<8),
-              let hour = number(9..<11), let minute = number(11..<13), let second = number(13..<15) else { return nil }
+              let hour = number(9..<11), let minute = number(11..<13), let second = number(13..<15),
+              // timegm would carry a 13th month or a 25th hour over, making a date of no date.
+              (1...12).contains(month), (1...31).contains(day), (0...23).contains(hour), (0...59).contains(minute),
+              (0...60).contains(second) else { return nil }
         var fields = tm()
         (fields.tm_year, fields.tm_mon, fields.tm_mday) = (year - 1900, month - 1, day)
         (fields.tm_hour, fields.tm_min, fields.tm_sec) = (hour, minute, second)
