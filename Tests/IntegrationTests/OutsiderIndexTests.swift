@@ -106,4 +106,102 @@ final class OutsiderIndexTests: XCTestCase {
         XCTAssertEqual(seen, keys.sorted())
         XCTAssertGreaterThan(pages, 5, "3,000 entries of 5 KiB are more than a page's byte budget")
     }
+
+    // MARK: A full index disk
+
+    /// A cluster whose master keeps its index on a tmpfs of `megabytes` (the test runs as
+    /// root), with a filler file of `fillerMegabytes` on it.
+    private func clusterWithSmallIndexDisk(megabytes: Int, fillerMegabytes: Int, masterExtra: [String]) throws
+        -> (cluster: TestCluster, disk: String, filler: String) {
+        let cluster = try TestCluster()
+        let disk = cluster.root + "/small-index"
+        try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
+        guard try runTool("mount", ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", disk]).status == 0 else {
+            cluster.shutdown()
+            throw XCTSkip("needs the right to mount a tmpfs")
+        }
+        let filler = disk + "/filler"
+        if fillerMegabytes > 0 {
+            _ = try runTool("dd", ["if=/dev/zero", "of=\(filler)", "bs=1M", "count=\(fillerMegabytes)"])
+        }
+        let volume = try cluster.startVolume()
+        try cluster.startMaster(volumePorts: [volume], extra: ["-d", disk + "/db"] + masterExtra)
+        return (cluster, disk, filler)
+    }
+
+    private func unmount(_ disk: String) { _ = try? runTool("umount", ["-l", disk]) }
+
+    /// A PUT of a 1-byte value with a key of about 1,000 bytes and 4 KiB of attributes.
+    private func putLarge(_ cluster: TestCluster, _ number: Int) throws -> HTTP.Answer {
+        let key = String(format: "fill/%06d-", number) + String(repeating: "k", count: 990)
+        return try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: [7],
+                               headers: [(VolumeHeaders.attributes, String(repeating: "a", count: IndexRecord.maxAttributeBytes))])
+    }
+
+    func testTheFreeSpaceGuardRefusesWritesWith507BeforeTheIndexDiskIsFullAndWritesResumeWhenSpaceReturns() throws {
+        let (cluster, disk, filler) = try clusterWithSmallIndexDisk(megabytes: 16, fillerMegabytes: 9,
+                                                                    masterExtra: ["--index-reserve", "2"])
+        defer { cluster.shutdown(); unmount(disk) }
+        let master = try XCTUnwrap(cluster.master)
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/early", body: Array("kept".utf8)).status, 201)
+
+        // Small values with large keys and attributes fill the index; the guard answers 507
+        // while the reserve is still free, so RocksDB never meets a full disk.
+        var refused: HTTP.Answer?
+        var written = 0
+        for number in 0..<3000 {
+            let answer = try putLarge(cluster, number)
+            if answer.status == 507 { refused = answer; break }
+            XCTAssertEqual(answer.status, 201, answer.text)
+            guard answer.status == 201 else { break }
+            written += 1
+        }
+        let full = try XCTUnwrap(refused, "no 507 after 3,000 writes of 5 KiB records")
+        XCTAssertTrue(full.text.contains("index disk full"), full.text)
+        XCTAssertEqual(full.text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, full.text)
+        XCTAssertGreaterThan(written, 10)
+        XCTAssertGreaterThanOrEqual(FileStore.freeBytes(at: disk), 2 << 20, "the reserve is left free")
+        XCTAssertEqual(try putLarge(cluster, 99_999).status, 507)
+
+        // Reads go on.
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/store/?prefix=fill/&limit=5").status, 200)
+
+        // Space comes back: writes resume, without a restart.
+        try FileManager.default.removeItem(atPath: filler)
+        XCTAssertEqual(try putLarge(cluster, 100_000).status, 201)
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: [1]).status, 201)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertTrue(master.isRunning)
+    }
+
+    func testAFillerTakingTheIndexDiskBehindRocksDBsBackIsA507NotAnAbortAndWritesResume() throws {
+        let (cluster, disk, filler) = try clusterWithSmallIndexDisk(megabytes: 16, fillerMegabytes: 0,
+                                                                    masterExtra: ["--index-reserve", "1"])
+        defer { cluster.shutdown(); unmount(disk) }
+        let master = try XCTUnwrap(cluster.master)
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/early", body: Array("kept".utf8)).status, 201)
+        XCTAssertEqual(try putLarge(cluster, 0).status, 201)
+        // Behind RocksDB's back, a filler file takes every free byte: its next log write
+        // would fail, and Debian's RocksDB aborts in that call (`sync_without_flush_called_`).
+        _ = try runTool("dd", ["if=/dev/zero", "of=\(filler)", "bs=64k"])
+        XCTAssertLessThan(FileStore.freeBytes(at: disk), 64 * 1024)
+
+        for number in 1...20 {
+            let answer = try putLarge(cluster, number)
+            XCTAssertTrue([503, 507].contains(answer.status), "\(answer.status) \(answer.text)")
+            XCTAssertTrue(answer.text.contains("index disk full"), answer.text)
+        }
+        let small = try HTTP.follow("PUT", cluster.masterURL + "/store/small", body: [1])
+        XCTAssertEqual(small.status, 507, small.text)
+        XCTAssertTrue(master.isRunning, "the master exited:\n\(cluster.logText().suffix(2000))")
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+
+        try FileManager.default.removeItem(atPath: filler)
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: Array("again".utf8)).status, 201)
+        XCTAssertEqual(try putLarge(cluster, 1000).status, 201)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/late").text, "again")
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertTrue(master.isRunning)
+    }
 }

@@ -41,7 +41,8 @@ public final class Master: @unchecked Sendable {
         listings = ListingBudget(bytes: configuration.listingMemoryBytes)
         gate = try AccessGate(configuration: configuration.secretFile, authFile: configuration.authFile)
         readTickets = gate.secret.map { ReadTicketCache(secret: $0, lifetime: configuration.readTicketLifetime) }
-        index = try Index(path: configuration.databasePath, metrics: metrics, cacheBytes: configuration.indexCacheBytes)
+        index = try Index(path: configuration.databasePath, metrics: metrics, cacheBytes: configuration.indexCacheBytes,
+                          reserveBytes: configuration.indexReserveBytes)
         registry = try VolumeRegistry(index: index, seeds: configuration.volumes, outAfter: configuration.outAfter)
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })

@@ -86,6 +86,7 @@ extension Master {
         guard live.count >= configuration.replicas else {
             return .text(503, "only \(live.count) live volume(s), \(configuration.replicas) needed")
         }
+        try checkIndexSpace(forRecordOf: key, attributes: request.headers[VolumeHeaders.attributes])
         let placement = Array(Placement.order(live, for: key).prefix(configuration.replicas))
         let requestID = RequestID.from(request.headers)
         let version = try issueVersion()
@@ -148,6 +149,14 @@ extension Master {
             ticket = ticket.signed(for: .delete, key, secret: secret)
         }
         return .redirect(307, to: location(first, key, ticket.query))
+    }
+
+    /// Refuses a PUT up front (507) when its index record, key and attributes counted, would
+    /// not fit above the index's reserve, so no volume stores a value whose commit must fail.
+    /// Reopening an index held off after a full disk blocks: a worker does it, not the loop.
+    private func checkIndexSpace(forRecordOf key: Key, attributes: String?) throws {
+        if index.writesHeldOff, EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+        try index.checkSpace(forBytes: IndexRecord.overheadBytes + key.bytes.count + (attributes?.utf8.count ?? 0))
     }
 
     /// A version for a write's ticket. On the event loop, one that needs no ceiling write
