@@ -105,6 +105,11 @@ final class OutsiderIndexTests: XCTestCase {
         } while after != nil && pages < 1000
         XCTAssertEqual(seen, keys.sorted())
         XCTAssertGreaterThan(pages, 5, "3,000 entries of 5 KiB are more than a page's byte budget")
+        // An HTTP/1.0 client, which knows no chunked bodies, gets the page whole.
+        let (status, output) = try runTool("curl", ["-s", "--http1.0", cluster.masterURL + "/store/?limit=3"])
+        XCTAssertEqual(status, 0)
+        let old = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], output)
+        XCTAssertEqual(old["keys"] as? [String], Array(keys.sorted().prefix(3)))
     }
 
     // MARK: A full index disk

@@ -56,59 +56,75 @@ enum KeyPage {
     /// Flushed to the socket whenever this much is buffered.
     static let bufferBytes = 64 * 1024
 
-    static func answer(_ page: Listing, prefixes withPrefixes: Bool, details withDetails: Bool,
+    /// The answer, streamed chunked; for an HTTP/1.0 client, which knows no chunks, built
+    /// whole (a page is bounded by bytes, so this is bounded too). `finished` runs once the
+    /// page is no longer held.
+    static func answer(_ page: Listing, prefixes withPrefixes: Bool, details withDetails: Bool, chunked: Bool,
                        finished: @escaping () -> Void) -> HTTPResponse {
-        let stream = BodyStream(count: nil, finished: finished) { write in
-            var out: [UInt8] = []
-            out.reserveCapacity(bufferBytes + 8 * 1024)
-            func flushIfFull() throws {
-                guard out.count >= bufferBytes else { return }
-                try out.withUnsafeBytes { try write($0) }
-                out.removeAll(keepingCapacity: true)
-            }
-            func list<S: Sequence>(_ name: String, _ items: S, _ item: (S.Element, inout [UInt8]) -> Void) throws {
-                out += Array("\"\(name)\":[".utf8)
-                for (position, element) in items.enumerated() {
-                    if position > 0 { out.append(UInt8(ascii: ",")) }
-                    item(element, &out)
-                    try flushIfFull()
-                }
-                out.append(UInt8(ascii: "]"))
-            }
-            out.append(UInt8(ascii: "{"))
-            if withDetails {
-                try list("details", page.records) { record, out in
-                    out += Array("{".utf8)
-                    if let attributes = record.attributes {
-                        out += Array("\"attributes\":".utf8)
-                        JSONText.appendString(String(decoding: attributes, as: UTF8.self), to: &out)
-                        out.append(UInt8(ascii: ","))
-                    }
-                    if let md5 = record.md5 { out += Array("\"md5\":\"\(Hex.encode(md5))\",".utf8) }
-                    out += Array("\"size\":\(record.size),\"version\":\(record.version)}".utf8)
-                }
-                out.append(UInt8(ascii: ","))
-            }
-            try list("keys", page.keys) { key, out in JSONText.appendString(key.description, to: &out) }
-            out += Array(",\"next\":".utf8)
-            if let next = page.next {
-                JSONText.appendString(String(decoding: next, as: UTF8.self), to: &out)
-            } else {
-                out += Array("null".utf8)
-            }
-            if withPrefixes {
-                out.append(UInt8(ascii: ","))
-                try list("prefixes", page.prefixes) { prefix, out in
-                    JSONText.appendString(String(decoding: prefix, as: UTF8.self), to: &out)
-                }
-            }
-            out += Array("}\n".utf8)
-            try out.withUnsafeBytes { try write($0) }
+        var response: HTTPResponse
+        if chunked {
+            response = HTTPResponse(status: 200, body: .stream(BodyStream(count: nil, finished: finished) { write in
+                try encode(page, prefixes: withPrefixes, details: withDetails, to: write)
+            }))
+            response.headers.set("Transfer-Encoding", "chunked")
+        } else {
+            defer { finished() }
+            var whole: [UInt8] = []
+            try? encode(page, prefixes: withPrefixes, details: withDetails) { whole += $0 }
+            response = HTTPResponse(status: 200, body: .bytes(whole))
         }
-        var response = HTTPResponse(status: 200, body: .stream(stream))
         response.headers.set("Content-Type", "application/json")
-        response.headers.set("Transfer-Encoding", "chunked")
         return response
+    }
+
+    /// Writes the page's JSON to `write`, `bufferBytes` at a time.
+    private static func encode(_ page: Listing, prefixes withPrefixes: Bool, details withDetails: Bool,
+                               to write: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var out: [UInt8] = []
+        out.reserveCapacity(bufferBytes + 8 * 1024)
+        func flushIfFull() throws {
+            guard out.count >= bufferBytes else { return }
+            try out.withUnsafeBytes { try write($0) }
+            out.removeAll(keepingCapacity: true)
+        }
+        func list<S: Sequence>(_ name: String, _ items: S, _ item: (S.Element, inout [UInt8]) -> Void) throws {
+            out += Array("\"\(name)\":[".utf8)
+            for (position, element) in items.enumerated() {
+                if position > 0 { out.append(UInt8(ascii: ",")) }
+                item(element, &out)
+                try flushIfFull()
+            }
+            out.append(UInt8(ascii: "]"))
+        }
+        out.append(UInt8(ascii: "{"))
+        if withDetails {
+            try list("details", page.records) { record, out in
+                out += Array("{".utf8)
+                if let attributes = record.attributes {
+                    out += Array("\"attributes\":".utf8)
+                    JSONText.appendString(String(decoding: attributes, as: UTF8.self), to: &out)
+                    out.append(UInt8(ascii: ","))
+                }
+                if let md5 = record.md5 { out += Array("\"md5\":\"\(Hex.encode(md5))\",".utf8) }
+                out += Array("\"size\":\(record.size),\"version\":\(record.version)}".utf8)
+            }
+            out.append(UInt8(ascii: ","))
+        }
+        try list("keys", page.keys) { key, out in JSONText.appendString(key.description, to: &out) }
+        out += Array(",\"next\":".utf8)
+        if let next = page.next {
+            JSONText.appendString(String(decoding: next, as: UTF8.self), to: &out)
+        } else {
+            out += Array("null".utf8)
+        }
+        if withPrefixes {
+            out.append(UInt8(ascii: ","))
+            try list("prefixes", page.prefixes) { prefix, out in
+                JSONText.appendString(String(decoding: prefix, as: UTF8.self), to: &out)
+            }
+        }
+        out += Array("}\n".utf8)
+        try out.withUnsafeBytes { try write($0) }
     }
 }
 

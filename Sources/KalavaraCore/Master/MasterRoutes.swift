@@ -209,7 +209,8 @@ extension Master {
             listings.give(Listing.reservedBytes)
             throw error
         }
-        return KeyPage.answer(page, prefixes: delimiter != nil, details: parameters["detail"] == "1") { [listings] in
+        return KeyPage.answer(page, prefixes: delimiter != nil, details: parameters["detail"] == "1",
+                              chunked: request.minorVersion >= 1) { [listings] in
             listings.give(Listing.reservedBytes)
         }
     }
