@@ -199,6 +199,8 @@ final class OutsiderIndexTests: XCTestCase {
         }
         let small = try HTTP.follow("PUT", cluster.masterURL + "/store/small", body: [1])
         XCTAssertEqual(small.status, 507, small.text)
+        let delete = try HTTP.follow("DELETE", cluster.masterURL + "/store/early")
+        XCTAssertEqual(delete.status, 507, delete.text)
         XCTAssertTrue(master.isRunning, "the master exited:\n\(cluster.logText().suffix(2000))")
         XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
 

@@ -138,6 +138,8 @@ extension Master {
         guard let record = try index.record(for: key), !record.isTombstone else {
             return isRebuilding ? Self.rebuildingAnswer : .text(404, "no such key")
         }
+        // A delete writes too: a tombstone and its expiry entry, the size of a bare record.
+        try checkIndexSpace(forRecordOf: key, attributes: nil)
         let live = liveHolders(record)
         guard let first = live.first else { return .text(503, "no live volume holds this key") }
         let all = record.holders.compactMap { registry.volume($0)?.url }
@@ -151,7 +153,7 @@ extension Master {
         return .redirect(307, to: location(first, key, ticket.query))
     }
 
-    /// Refuses a PUT up front (507) when its index record, key and attributes counted, would
+    /// Refuses a PUT or DELETE up front (507) when its index record, key and attributes counted, would
     /// not fit above the index's reserve, so no volume stores a value whose commit must fail.
     /// Reopening an index held off after a full disk blocks: a worker does it, not the loop.
     private func checkIndexSpace(forRecordOf key: Key, attributes: String?) throws {
