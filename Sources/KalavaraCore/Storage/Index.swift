@@ -44,8 +44,11 @@ public final class Index: Sendable {
     /// only as keys are read: a small index costs what it holds.
     public static let defaultCacheBytes = 1 << 30
 
-    /// The free space writes leave by default (`--index-reserve`).
-    public static let defaultReserveBytes = 64 << 20
+    /// The free space writes leave by default (`--index-reserve`): room for RocksDB's own
+    /// writes, which the guard cannot weigh one by one: a flush of its memtables (up to six
+    /// of 16 MiB) and compactions, which write their output before they delete their input.
+    /// Debian's RocksDB aborts (an assertion) when one of those meets a full disk.
+    public static let defaultReserveBytes = 256 << 20
 
     /// `cacheBytes`: RocksDB's block cache, the most of the index kept in memory, uncompressed.
     /// On a filesystem too full to open for writing, an existing index opens read-only: reads

@@ -270,8 +270,17 @@ public final class RocksDB: @unchecked Sendable {
 
     /// Writes the memtables out to table files (after a bulk load, so a restart does not
     /// replay a large log).
+    /// A flush that fails for want of space leaves RocksDB in its background error state:
+    /// writes are held off as after a failed write.
     public func flush() throws {
-        try whileOpen { try unlockedFlush() }
+        try whileOpen {
+            do {
+                try unlockedFlush()
+            } catch let failure as Failure where failure.isNoSpace {
+                heldOff.withLock { $0 = $0 ?? failure.description }
+                throw failure
+            }
+        }
     }
 
     private func unlockedFlush() throws {
