@@ -69,7 +69,7 @@ public final class Index: Sendable {
         do {
             db = try RocksDB(path: path, blockCacheBytes: cacheBytes, readOnly: full)
         } catch let failure as RocksDB.Failure {
-            let why = full ? " (its filesystem is full, \(free) bytes free: opened read-only)" : ""
+            let why = full ? " read-only (its filesystem is full, \(free) bytes free)" : ""
             throw StorageError.corrupt("cannot open index at \(path)\(why): \(failure.description)")
         }
         if full { Log.warning("index filesystem full (\(free) bytes free): index opened read-only, writes refused until space is freed") }
