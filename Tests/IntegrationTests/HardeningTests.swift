@@ -120,7 +120,7 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/small", body: [1, 2]).status, 201)
     }
 
-    func testMasterOnAFullIndexDiskIsAOneLineErrorNotAnAbort() throws {
+    func testMasterStartedOnAFullIndexDiskServesReadsRefusesWritesAndRecovers() throws {
         let cluster = try TestCluster()
         defer { cluster.shutdown() }
         let small = cluster.root + "/small-index"
@@ -129,18 +129,29 @@ final class HardeningTests: XCTestCase {
             throw XCTSkip("needs the right to mount a tmpfs")
         }
         defer { _ = try? runTool("umount", ["-l", small]) }
-        let port = TestCluster.freePort()
-        let arguments = ["-p", String(port), "-d", small + "/db", "--bind", "127.0.0.1"]
+        let volume = try cluster.startVolume()
         // An index made, then its disk filled up to the last byte while the master was down.
-        let first = try cluster.launch("master", arguments, log: "master")
-        try cluster.waitForHealth("http://127.0.0.1:\(port)")
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        try cluster.startMaster(volumePorts: [volume], extra: ["-d", small + "/db", "--index-reserve", "0"])
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/early", body: Array("kept".utf8)).status, 201)
+        cluster.killMaster()
+        cluster.master?.waitUntilExit()
         _ = try runTool("dd", ["if=/dev/zero", "of=\(small)/fill", "bs=64k"])
-        let (status, output) = try runTool(TestCluster.binDirectory + "/master", arguments)
-        XCTAssertEqual(status, 2, output)
-        XCTAssertTrue(output.contains("filesystem is full"), output)
-        XCTAssertEqual(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, output)
+
+        // It opens the index read-only (a writable open would abort in RocksDB): reads are
+        // served, writes get a one-line 507.
+        try cluster.restartMaster()
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        let refused = try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: [1])
+        XCTAssertEqual(refused.status, 507, refused.text)
+        XCTAssertTrue(refused.text.contains("index disk full"), refused.text)
+        XCTAssertEqual(refused.text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, refused.text)
+        XCTAssertTrue(cluster.logText().contains("index opened read-only"))
+
+        // Space comes back: the next write reopens the index for writing.
+        try FileManager.default.removeItem(atPath: small + "/fill")
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: [1]).status, 201)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertTrue(cluster.master?.isRunning ?? false)
     }
 
     func testIdleConnectionsUnderTheDefaultOpenFileLimitGet503NotAHang() throws {

@@ -70,4 +70,21 @@ final class ListingTests: XCTestCase {
         XCTAssertEqual(Listing.rollUp(Array("x--y--z".utf8), prefix: [], delimiter: Array("--".utf8)).map { String(decoding: $0, as: UTF8.self) }, "x--")
         XCTAssertNil(Listing.rollUp(Array("xy".utf8), prefix: Array("x".utf8), delimiter: Array("/".utf8)))
     }
+
+    func testAPageEndsAtItsByteBudgetAndPagesListEveryKeyOnce() {
+        let keys = (0..<500).map { String(format: "k%04d", $0) + String(repeating: "x", count: 200) }
+        var seen: [String] = []
+        var after: [UInt8]?
+        var pages = 0
+        repeat {
+            let page = Listing.page(prefix: [], delimiter: nil, after: after, limit: 10_000, maxBytes: 10_000,
+                                    scan: scan(keys, prefix: ""))
+            XCTAssertLessThan(page.bytes, 10_000 + 400, "a page ends at the first entry past its budget")
+            seen += page.keys.map(\.description)
+            after = page.next
+            pages += 1
+        } while after != nil && pages < 1000
+        XCTAssertEqual(seen, keys)
+        XCTAssertGreaterThan(pages, 5)
+    }
 }

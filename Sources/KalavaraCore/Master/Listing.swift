@@ -5,6 +5,11 @@
 /// A rolled-up prefix is never walked: after one is found, the scan seeks past every key
 /// that starts with it. A page may end on a prefix; `next` is then that prefix, and a page
 /// asked for after it starts past everything it rolled up.
+///
+/// A page is bounded by bytes as well as by entries: 10,000 keys of 1 KiB names with 4 KiB
+/// of attributes each are 50 MiB, which a read-only client could ask for many times at once.
+/// It ends early, with `next` set, once what it holds reaches `maxBytes`, and the index is
+/// read `scanBatch` entries at a time, so a page never holds much more than its budget.
 struct Listing: Equatable {
     var keys: [Key] = []
     /// The index record of each key in `keys`, in the same order.
@@ -12,6 +17,17 @@ struct Listing: Equatable {
     var prefixes: [[UInt8]] = []
     /// Where the next page starts (the last key or prefix returned), nil at the end.
     var next: [UInt8]?
+    /// What the page holds, as counted against `maxBytes` (see `cost`).
+    var bytes = 0
+
+    /// Entries read from the index per scan: at most some 5 KiB each (a key and attributes).
+    static let scanBatch = 128
+
+    /// What an entry costs a page: its key, its attributes and a fixed share for the rest of
+    /// its record and its JSON.
+    static func cost(_ key: Key, _ record: IndexRecord) -> Int {
+        key.bytes.count + (record.attributes?.count ?? 0) + 96
+    }
 
     /// Past every key that starts with `prefix`: keys are at most 1,024 bytes.
     static func pastEverything(under prefix: [UInt8]) -> [UInt8] {
@@ -19,7 +35,7 @@ struct Listing: Equatable {
     }
 
     /// `scan(after, limit, stopAfter)` must end at the first key `stopAfter` accepts.
-    static func page(prefix: [UInt8], delimiter: [UInt8]?, after: [UInt8]?, limit: Int,
+    static func page(prefix: [UInt8], delimiter: [UInt8]?, after: [UInt8]?, limit: Int, maxBytes: Int = .max,
                      scan: (_ after: [UInt8]?, _ limit: Int, _ stopAfter: (([UInt8]) -> Bool)?) throws -> [(Key, IndexRecord)])
         rethrows -> Listing {
         var listing = Listing()
@@ -30,8 +46,9 @@ struct Listing: Equatable {
             cursor = pastEverything(under: after)
         }
         var count: Int { listing.keys.count + listing.prefixes.count }
-        while count < limit {
-            let wanted = limit - count
+        var isFull: Bool { count == limit || listing.bytes >= maxBytes }
+        while !isFull {
+            let wanted = min(limit - count, scanBatch)
             // With a delimiter the scan stops at the first key that rolls up, so the keys
             // under a common prefix are never read.
             let batch = try scan(cursor, wanted, delimiter.map { delimiter in { rollUp($0, prefix: prefix, delimiter: delimiter) != nil } })
@@ -41,14 +58,18 @@ struct Listing: Equatable {
                 if record.isTombstone { continue }
                 if let delimiter, let common = rollUp(key.bytes, prefix: prefix, delimiter: delimiter) {
                     listing.prefixes.append(common)
+                    listing.bytes += common.count + 16
                     cursor = pastEverything(under: common)
                     seeked = true
                     break
                 }
                 listing.keys.append(key)
                 listing.records.append(record)
-                if count == limit { break }
+                listing.bytes += cost(key, record)
+                if isFull { break }
             }
+            // Full, perhaps in the middle of a batch: `next` says where the rest starts.
+            if isFull { break }
             // A short batch means the index has no more, unless the scan stopped at a key that
             // rolls up (a deleted one, whose prefix may still hold live keys).
             let stoppedEarly = delimiter.flatMap { delimiter in batch.last.map { rollUp($0.0.bytes, prefix: prefix, delimiter: delimiter) != nil } } ?? false

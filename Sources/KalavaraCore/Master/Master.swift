@@ -11,6 +11,8 @@ import Synchronization
 public final class Master: @unchecked Sendable {
     public let configuration: MasterConfiguration
     let index: Index
+    /// What listings in flight may hold (see `ListingBudget`).
+    let listings: ListingBudget
     let registry: VolumeRegistry
     let clock: VersionClock
     let keyLocks = StripedLock()
@@ -36,9 +38,11 @@ public final class Master: @unchecked Sendable {
 
     public init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
+        listings = ListingBudget(bytes: configuration.listingMemoryBytes)
         gate = try AccessGate(configuration: configuration.secretFile, authFile: configuration.authFile)
         readTickets = gate.secret.map { ReadTicketCache(secret: $0, lifetime: configuration.readTicketLifetime) }
-        index = try Index(path: configuration.databasePath, metrics: metrics, cacheBytes: configuration.indexCacheBytes)
+        index = try Index(path: configuration.databasePath, metrics: metrics, cacheBytes: configuration.indexCacheBytes,
+                          reserveBytes: configuration.indexReserveBytes)
         registry = try VolumeRegistry(index: index, seeds: configuration.volumes, outAfter: configuration.outAfter)
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })

@@ -30,6 +30,10 @@ public struct MasterConfiguration: Sendable {
     public var readTicketLifetime = 600.0
     /// The index's block cache in bytes (`--index-cache`).
     public var indexCacheBytes = Index.defaultCacheBytes
+    /// Free bytes writes leave on the index's filesystem (`--index-reserve`).
+    public var indexReserveBytes = Index.defaultReserveBytes
+    /// The memory all listings in flight may hold together (`--listing-memory`).
+    public var listingMemoryBytes = 64 << 20
 
     public init() {}
 
@@ -85,6 +89,16 @@ public struct MasterCommand: DaemonCommand {
                                valueName: "mib"))
     var indexCache = Index.defaultCacheBytes >> 20
 
+    @Option(name: .customLong("index-reserve"),
+            help: ArgumentHelp("Free space to keep on the index's filesystem, in MiB: writes that would leave less get 507.",
+                               valueName: "mib"))
+    var indexReserve = Index.defaultReserveBytes >> 20
+
+    @Option(name: .customLong("listing-memory"),
+            help: ArgumentHelp("Memory all listings in flight may hold, in MiB (2 a listing; past it a listing waits, then gets 503).",
+                               valueName: "mib"))
+    var listingMemory = 64
+
     @Option(name: .customLong("repair-rate"),
             help: ArgumentHelp("Repair copy bandwidth in MiB/s (0: unlimited).", valueName: "mib-per-second"))
     var repairRate = 100.0
@@ -119,6 +133,8 @@ public struct MasterCommand: DaemonCommand {
         try ServerOptions.checkSeconds("--repair-every", repairEvery)
         guard (1...256).contains(repairCopies) else { throw ValidationError("--repair-copies wants 1...256, not \(repairCopies)") }
         guard (8...1_048_576).contains(indexCache) else { throw ValidationError("--index-cache wants MiB in 8...1048576, not \(indexCache)") }
+        guard (0...1_048_576).contains(indexReserve) else { throw ValidationError("--index-reserve wants MiB in 0...1048576, not \(indexReserve)") }
+        guard (2...65536).contains(listingMemory) else { throw ValidationError("--listing-memory wants MiB in 2...65536, not \(listingMemory)") }
         guard repairRate >= 0, repairRate.isFinite else { throw ValidationError("--repair-rate wants MiB/s (0 for no limit)") }
         guard repairScanRate >= 0, repairScanRate.isFinite else {
             throw ValidationError("--repair-scan-rate wants records per second (0 for no limit)")
@@ -147,6 +163,8 @@ public struct MasterCommand: DaemonCommand {
         configuration.outAfter = outAfter
         configuration.repairCopies = repairCopies
         configuration.indexCacheBytes = indexCache << 20
+        configuration.listingMemoryBytes = listingMemory << 20
+        configuration.indexReserveBytes = indexReserve << 20
         configuration.repairRate = repairRate * 1024 * 1024
         configuration.repairInterval = repairEvery
         configuration.repairScanRate = repairScanRate

@@ -90,6 +90,7 @@ extension Master {
         guard live.count >= configuration.replicas else {
             return .text(503, "only \(live.count) live volume(s), \(configuration.replicas) needed")
         }
+        try checkIndexSpace(forRecordOf: key, attributes: request.headers[VolumeHeaders.attributes])
         let placement = Array(Placement.order(live, for: key).prefix(configuration.replicas))
         let requestID = RequestID.from(request.headers)
         let version = try issueVersion()
@@ -141,6 +142,8 @@ extension Master {
         guard let record = try index.record(for: key), !record.isTombstone else {
             return isRebuilding ? Self.rebuildingAnswer : .text(404, "no such key")
         }
+        // A delete writes too: a tombstone and its expiry entry, the size of a bare record.
+        try checkIndexSpace(forRecordOf: key, attributes: nil)
         let live = liveHolders(record)
         guard let first = live.first else { return .text(503, "no live volume holds this key") }
         let all = record.holders.compactMap { registry.volume($0)?.url }
@@ -166,6 +169,14 @@ extension Master {
     private static let putHint = Array("not stored yet: send this PUT again, with its body, to the Location (curl -L does)\n".utf8)
     private static let deleteHint = Array("not deleted yet: send this DELETE again to the Location (curl -L does)\n".utf8)
 
+    /// Refuses a PUT or DELETE up front (507) when its index record, key and attributes counted, would
+    /// not fit above the index's reserve, so no volume stores a value whose commit must fail.
+    /// Reopening an index held off after a full disk blocks: a worker does it, not the loop.
+    private func checkIndexSpace(forRecordOf key: Key, attributes: String?) throws {
+        if index.writesHeldOff, EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+        try index.checkSpace(forBytes: IndexRecord.overheadBytes + key.bytes.count + (attributes?.utf8.count ?? 0))
+    }
+
     /// A version for a write's ticket. On the event loop, one that needs no ceiling write
     /// now, or the request goes to a worker, which may wait for it.
     private func issueVersion() throws -> UInt64 {
@@ -190,7 +201,8 @@ extension Master {
         "\(volume)/store/\(key.pathComponent)?\(query)"
     }
 
-    /// `GET /store/?prefix=P&limit=N&after=K`: keys in byte order, a page at a time.
+    /// `GET /store/?prefix=P&limit=N&after=K`: keys in byte order, a page at a time, at most
+    /// `limit` entries and about `Listing.pageBytes` bytes, streamed to the client.
     private func listKeys(_ request: HTTPRequest) throws -> HTTPResponse {
         let parameters = try QueryParameters(request.query)
         var limit = 1000
@@ -200,13 +212,25 @@ extension Master {
         }
         let prefix = parameters.bytes("prefix") ?? []
         let delimiter = parameters.bytes("delimiter")
-        let page = try Listing.page(prefix: prefix, delimiter: delimiter, after: parameters.bytes("after"), limit: limit) {
-            try index.list(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
+        guard listings.take(Listing.reservedBytes, waiting: Listing.budgetWait) else {
+            var busy = HTTPError(503, "too many listings in flight (--listing-memory): retry shortly")
+            busy.headers["Retry-After"] = "1"
+            throw busy
         }
-        func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
-        let details = parameters["detail"] == "1" ? page.records.map(KeyPage.Detail.init) : nil
-        return try .json(200, KeyPage(keys: page.keys.map(\.description), prefixes: delimiter == nil ? nil : page.prefixes.map(text),
-                                      next: page.next.map(text), details: details))
+        let page: Listing
+        do {
+            page = try Listing.page(prefix: prefix, delimiter: delimiter, after: parameters.bytes("after"), limit: limit,
+                                    maxBytes: Listing.pageBytes) {
+                try index.list(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
+            }
+        } catch {
+            listings.give(Listing.reservedBytes)
+            throw error
+        }
+        return KeyPage.answer(page, prefixes: delimiter != nil, details: parameters["detail"] == "1",
+                              chunked: request.minorVersion >= 1) { [listings] in
+            listings.give(Listing.reservedBytes)
+        }
     }
 
     // MARK: Admin
@@ -288,40 +312,6 @@ extension Master {
                              keys: $0.valueCount, freeBytes: $0.freeBytes, unknownFiles: $0.unknownFiles)
         }))
     }
-}
-
-/// `GET /store/?prefix=` answers: a page of keys and where the next page starts.
-struct KeyPage: Encodable {
-    let keys: [String]
-    /// With a delimiter: the common prefixes (absent without one, as before).
-    let prefixes: [String]?
-    let next: String?
-    /// With `detail=1`: for each key, in the same order, what the index knows of its value.
-    let details: [Detail]?
-
-    struct Detail: Encodable {
-        let size: UInt64
-        let version: UInt64
-        let md5: String?
-        let attributes: String?
-
-        init(_ record: IndexRecord) {
-            size = record.size
-            version = record.version
-            md5 = record.md5.map(Hex.encode)
-            attributes = record.attributes.map { String(decoding: $0, as: UTF8.self) }
-        }
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(keys, forKey: .keys)
-        try container.encodeIfPresent(prefixes, forKey: .prefixes)
-        try container.encode(next, forKey: .next) // null on the last page, not absent
-        try container.encodeIfPresent(details, forKey: .details)
-    }
-
-    private enum CodingKeys: String, CodingKey { case keys, prefixes, next, details }
 }
 
 /// `GET /admin/volumes` answers.

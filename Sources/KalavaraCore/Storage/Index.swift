@@ -17,6 +17,11 @@ import Prometheus
 /// Every change that backs an answer to a client is written synced, in one batch.
 public final class Index: Sendable {
     private let db: RocksDB
+    /// The index's directory: its filesystem's free space is what `checkSpace` weighs.
+    let path: String
+    /// Free bytes writes leave on the index's filesystem (`master --index-reserve`): room
+    /// for RocksDB's flushes and compactions, and for an open. See `checkSpace`.
+    let reserveBytes: Int
     /// Time of each synced batch write (commits, fences, registry), when measured.
     private let syncedWrites: DurationHistogram?
     private static let keyPrefix: [UInt8] = [UInt8(ascii: "k")]
@@ -28,10 +33,10 @@ public final class Index: Sendable {
     private static let tombstonePrefix = Array("t/".utf8)
     private static let removalPrefix = Array("r/".utf8)
 
-    /// Free bytes the index's filesystem must have for RocksDB to open: an open writes a
-    /// new log, manifest and options file, and Debian's RocksDB aborts on an assertion
-    /// (`sync_without_flush_called_`) when those writes fail on a full disk, instead of
-    /// returning an error. Checked first, so a full disk is a one-line error.
+    /// Free bytes the index's filesystem must have for RocksDB to open for writing: an open
+    /// writes a new log, manifest and options file, and Debian's RocksDB aborts on an
+    /// assertion (`sync_without_flush_called_`) when those writes fail on a full disk,
+    /// instead of returning an error. With less, an existing index opens read-only.
     public static let minimumFreeBytes = 64 * 1024
 
     /// The block cache by default: 1 GiB, about 40 bytes of memory per key, so an index of
@@ -39,21 +44,35 @@ public final class Index: Sendable {
     /// only as keys are read: a small index costs what it holds.
     public static let defaultCacheBytes = 1 << 30
 
+    /// The free space writes leave by default (`--index-reserve`): room for RocksDB's own
+    /// writes, which the guard cannot weigh one by one: a flush of its memtables (up to six
+    /// of 16 MiB) and compactions, which write their output before they delete their input.
+    /// Debian's RocksDB aborts (an assertion) when one of those meets a full disk.
+    public static let defaultReserveBytes = 256 << 20
+
     /// `cacheBytes`: RocksDB's block cache, the most of the index kept in memory, uncompressed.
-    public init(path: String, metrics: Metrics? = nil, cacheBytes: Int = Index.defaultCacheBytes) throws {
+    /// On a filesystem too full to open for writing, an existing index opens read-only: reads
+    /// are served, and writes answer 507 until space comes back (see `checkSpace`).
+    public init(path: String, metrics: Metrics? = nil, cacheBytes: Int = Index.defaultCacheBytes,
+                reserveBytes: Int = Index.defaultReserveBytes) throws {
         syncedWrites = metrics?.histogram("kalavara_rocksdb_write_duration_seconds",
                                           "Time of a synced RocksDB batch write (WAL fsync included)")
+        self.path = path
+        self.reserveBytes = reserveBytes
         let parent = (path as NSString).deletingLastPathComponent
-        let probe = FileManager.default.fileExists(atPath: path) ? path : (parent.isEmpty ? "." : parent)
-        var info = statvfs()
-        if statvfs(probe, &info) == 0, case let free = Int(info.f_bavail) * Int(info.f_frsize), free < Self.minimumFreeBytes {
+        let exists = FileManager.default.fileExists(atPath: path)
+        let free = FileStore.freeBytes(at: exists ? path : (parent.isEmpty ? "." : parent))
+        let full = free < Self.minimumFreeBytes
+        if full, !exists {
             throw StorageError.io("cannot open index at \(path): its filesystem is full (\(free) bytes free)", ENOSPC)
         }
         do {
-            db = try RocksDB(path: path, blockCacheBytes: cacheBytes)
+            db = try RocksDB(path: path, blockCacheBytes: cacheBytes, readOnly: full)
         } catch let failure as RocksDB.Failure {
-            throw StorageError.corrupt("cannot open index at \(path): \(failure.description)")
+            let why = full ? " read-only (its filesystem is full, \(free) bytes free)" : ""
+            throw StorageError.corrupt("cannot open index at \(path)\(why): \(failure.description)")
         }
+        if full { Log.warning("index filesystem full (\(free) bytes free): index opened read-only, writes refused until space is freed") }
     }
 
     public func close() { db.close() }
@@ -177,8 +196,62 @@ public final class Index: Sendable {
     /// crash costs only a redundant retry (a removal already done, asked for again).
     public func apply(_ changes: Changes, durable: Bool = true) throws {
         guard !changes.batch.isEmpty else { return }
-        guard durable, let syncedWrites else { return try db.write(changes.batch, sync: durable) }
-        try syncedWrites.time { try db.write(changes.batch, sync: true) }
+        guard durable, let syncedWrites else { return try write(changes.batch, sync: durable) }
+        try syncedWrites.time { try write(changes.batch, sync: true) }
+    }
+
+    /// Whether writes are held off after RocksDB ran out of space (or the index was opened
+    /// read-only): the next write weighs the free space and reopens it if there is room.
+    public var writesHeldOff: Bool { db.writesHeldOff != nil }
+
+    /// Refuses (507, one line) a write of `bytes` (keys and values, attributes included)
+    /// that would leave less than `reserveBytes` free on the index's filesystem. What it
+    /// costs is counted twice (the log, then a table) plus a block, so that a writer cannot
+    /// creep past the guard with large keys and attributes on tiny values; even with no
+    /// reserve, a write never goes to RocksDB without room for itself: Debian's RocksDB aborts
+    /// (`sync_without_flush_called_`) when its log write fails, in that very call. Writes held
+    /// off after RocksDB failed for want of space (a flush or compaction in the background)
+    /// resume here, by a reopen, once the space is back.
+    public func checkSpace(forBytes bytes: Int) throws {
+        let wanted = reserveBytes + 2 * bytes + 4096
+        let free = FileStore.freeBytes(at: path)
+        if db.writesHeldOff != nil {
+            guard free >= wanted + Self.minimumFreeBytes else {
+                throw Self.noSpace("\(free) bytes free on the index's disk after it filled up")
+            }
+            do {
+                try db.reopen()
+                Log.info("index reopened for writing (\(free) bytes free on its disk)")
+            } catch {
+                throw Self.noSpace("the index's disk filled up and it cannot be reopened yet (\(error))")
+            }
+        }
+        guard free >= wanted else {
+            throw Self.noSpace("\(free) bytes free on the index's disk, \(reserveBytes) kept in reserve (--index-reserve)")
+        }
+    }
+
+    private static func noSpace(_ why: String) -> HTTPError {
+        HTTPError(507, "index disk full: \(why); writes are refused until space is freed")
+    }
+
+    /// Every write of the index: weighed against the free space first (`checkSpace`), and a
+    /// RocksDB failure for want of space answered as one (507).
+    private func write(_ batch: WriteBatch, sync: Bool) throws {
+        try checkSpace(forBytes: batch.byteCount)
+        do {
+            try db.write(batch, sync: sync)
+        } catch let failure as RocksDB.Failure where failure.isNoSpace {
+            Log.error("index write failed for want of space: writes refused until space is freed (\(failure))")
+            throw Self.noSpace("the index's disk filled up")
+        }
+    }
+
+    /// Sets `key` to `value`, or removes it for nil: one write of the cluster state.
+    private func change(_ key: [UInt8], to value: [UInt8]?, sync: Bool) throws {
+        var batch = WriteBatch()
+        if let value { batch.put(key, value) } else { batch.delete(key) }
+        try write(batch, sync: sync)
     }
 
     // MARK: Cluster state
@@ -189,7 +262,7 @@ public final class Index: Sendable {
     }
 
     public func setVolumeURLs(_ urls: [String]) throws {
-        try db.put(Self.volumesKey, Array(urls.joined(separator: "\n").utf8), sync: true)
+        try change(Self.volumesKey, to: Array(urls.joined(separator: "\n").utf8), sync: true)
     }
 
     /// Volumes being drained or removed: `URL MODE` lines.
@@ -205,7 +278,7 @@ public final class Index: Sendable {
 
     public func setVolumeModes(_ modes: [String: String]) throws {
         let text = modes.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: "\n")
-        try db.put(Self.volumeModesKey, Array(text.utf8), sync: true)
+        try change(Self.volumeModesKey, to: Array(text.utf8), sync: true)
     }
 
     /// Where the placement reconciler's pass stands: the last key it finished, so a
@@ -213,14 +286,14 @@ public final class Index: Sendable {
     public func repairCursor() throws -> [UInt8]? { try db.get(Self.repairCursorKey) }
 
     public func setRepairCursor(_ key: [UInt8]?) throws {
-        if let key { try db.put(Self.repairCursorKey, key, sync: false) } else { try db.delete(Self.repairCursorKey, sync: false) }
+        try change(Self.repairCursorKey, to: key, sync: false)
     }
 
     /// Whether an index rebuild was started and has not finished (a restarted master resumes it).
     public func rebuildPending() throws -> Bool { try db.get(Self.rebuildKey) != nil }
 
     public func setRebuildPending(_ pending: Bool) throws {
-        if pending { try db.put(Self.rebuildKey, [1], sync: true) } else { try db.delete(Self.rebuildKey, sync: true) }
+        try change(Self.rebuildKey, to: pending ? [1] : nil, sync: true)
     }
 
     public func versionCeiling() throws -> UInt64 {
@@ -231,7 +304,7 @@ public final class Index: Sendable {
     public func setVersionCeiling(_ ceiling: UInt64) throws {
         var bytes: [UInt8] = []
         bytes.append(littleEndian: ceiling)
-        try db.put(Self.versionCeilingKey, bytes, sync: true)
+        try change(Self.versionCeilingKey, to: bytes, sync: true)
     }
 
     // MARK: Key layout

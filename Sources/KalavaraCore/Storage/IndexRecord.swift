@@ -29,6 +29,8 @@ public struct IndexRecord: Equatable, Sendable {
     /// `maxAttributeBytes`.
     public var attributes: [UInt8]?
     public static let maxAttributeBytes = 4096
+    /// An encoded record's size past its key and attributes, at most (a few holders, an MD5).
+    public static let overheadBytes = 96
 
     public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16], floor: UInt64 = 0,
                 isFence: Bool = false, checksum: UInt32? = nil, md5: [UInt8]? = nil, attributes: [UInt8]? = nil) {

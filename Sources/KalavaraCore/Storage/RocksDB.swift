@@ -1,5 +1,6 @@
 import CRocksDB
 import Foundation
+import Synchronization
 
 /// A RocksDB database behind a small safe Swift type; the only code that calls its C API.
 ///
@@ -7,7 +8,9 @@ import Foundation
 /// they return; RocksDB batches concurrent synced writers into one WAL fsync (group
 /// commit), so many committing threads share the cost of each flush.
 public final class RocksDB: @unchecked Sendable {
-    private let db: OpaquePointer
+    /// Replaced only by `reopen`, under the lifetime lock held exclusively.
+    private var db: OpaquePointer
+    private let path: String
     private let options: OpaquePointer
     private let tableOptions: OpaquePointer
     private let cache: OpaquePointer
@@ -21,17 +24,28 @@ public final class RocksDB: @unchecked Sendable {
     /// Calls hold it shared; `close` holds it exclusively, so a call still running when the
     /// daemon shuts down finishes first, and any later call fails instead of touching freed
     /// memory.
-    /// Guards `isClosed` (and so every use of the handles above).
+    /// Guards `isClosed`, `isLost` and `isReadOnly` (and so every use of the handles above).
     private var lifetime = pthread_rwlock_t()
     private var isClosed = false
+    /// A `reopen` could open the database neither for writing nor for reading: `db` is gone.
+    private var isLost = false
+    /// Opened with `rocksdb_open_for_read_only`: reads only, until a `reopen`.
+    private var isReadOnly = false
+    /// Why writes are held off (see `writesHeldOff`).
+    private let heldOff = Mutex<String?>(nil)
 
     /// The error RocksDB reported, as one line.
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+        /// The filesystem was full (RocksDB's status says ENOSPC's text).
+        public var isNoSpace: Bool { description.contains("No space left") }
     }
 
-    /// Opens (creating if missing) the database in directory `path`.
-    public init(path: String, blockCacheBytes: Int = 64 << 20) throws {
+    /// Opens (creating if missing) the database in directory `path`; `readOnly` opens an
+    /// existing one without writing anything (on a full disk, see `Index.init`), with
+    /// writes held off until a `reopen`.
+    public init(path: String, blockCacheBytes: Int = 64 << 20, readOnly: Bool = false) throws {
+        self.path = path
         options = rocksdb_options_create()
         rocksdb_options_set_create_if_missing(options, 1)
         rocksdb_options_increase_parallelism(options, 2)
@@ -67,9 +81,10 @@ public final class RocksDB: @unchecked Sendable {
         rocksdb_writeoptions_set_sync(syncedWrite, 1)
         bufferedWrite = rocksdb_writeoptions_create()
 
-        var error: UnsafeMutablePointer<CChar>?
-        let handle = rocksdb_open(options, path, &error)
-        if let message = Self.take(error) {
+        let handle: OpaquePointer
+        do {
+            handle = try Self.open(options, path, readOnly: readOnly)
+        } catch {
             rocksdb_readoptions_destroy(readOptions)
             rocksdb_readoptions_destroy(walkOptions)
             rocksdb_writeoptions_destroy(syncedWrite)
@@ -77,10 +92,19 @@ public final class RocksDB: @unchecked Sendable {
             rocksdb_options_destroy(options)
             rocksdb_block_based_options_destroy(tableOptions)
             rocksdb_cache_destroy(cache)
-            throw Failure(description: message)
+            throw error
         }
-        db = handle!
+        db = handle
+        isReadOnly = readOnly
+        if readOnly { heldOff.withLock { $0 = "the index was opened read-only" } }
         pthread_rwlock_init(&lifetime, nil)
+    }
+
+    private static func open(_ options: OpaquePointer, _ path: String, readOnly: Bool) throws -> OpaquePointer {
+        var error: UnsafeMutablePointer<CChar>?
+        let handle = readOnly ? rocksdb_open_for_read_only(options, path, 0, &error) : rocksdb_open(options, path, &error)
+        if let message = take(error) { throw Failure(description: message) }
+        return handle!
     }
 
     deinit {
@@ -93,7 +117,38 @@ public final class RocksDB: @unchecked Sendable {
         pthread_rwlock_rdlock(&lifetime)
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { throw Failure(description: "the index is closed") }
+        guard !isLost else { throw Failure(description: "the index could not be reopened") }
         return try body()
+    }
+
+    /// Why writes are held off, or nil when they go through. Set when RocksDB fails a write
+    /// for want of space: it then keeps a background error, and Debian's 7.x aborts on an
+    /// assertion (`sync_without_flush_called_`) when asked to write again; its C API has no
+    /// `rocksdb_resume`. So no write reaches it again until `reopen` has closed it and
+    /// opened it anew (reads go on meanwhile: they do not touch the failed log).
+    public var writesHeldOff: String? { heldOff.withLock { $0 } }
+
+    /// Closes the database and opens it again for writing, which clears a background error
+    /// (RocksDB recovers from its log what had reached it); if that fails, opens it for
+    /// reading only, so reads go on and writes stay held off. Waits for calls in flight.
+    public func reopen() throws {
+        pthread_rwlock_wrlock(&lifetime)
+        defer { pthread_rwlock_unlock(&lifetime) }
+        guard !isClosed else { throw Failure(description: "the index is closed") }
+        guard writesHeldOff != nil else { return } // another writer reopened it first
+        if !isLost { rocksdb_close(db) }
+        do {
+            db = try Self.open(options, path, readOnly: false)
+            isLost = false
+            isReadOnly = false
+            heldOff.withLock { $0 = nil }
+        } catch {
+            isLost = true
+            db = try Self.open(options, path, readOnly: true)
+            isLost = false
+            isReadOnly = true
+            throw error
+        }
     }
 
     /// Closes; later calls fail. Safe to call twice.
@@ -102,7 +157,7 @@ public final class RocksDB: @unchecked Sendable {
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { return }
         isClosed = true
-        rocksdb_close(db)
+        if !isLost { rocksdb_close(db) }
         rocksdb_readoptions_destroy(readOptions)
         rocksdb_readoptions_destroy(walkOptions)
         rocksdb_writeoptions_destroy(syncedWrite)
@@ -142,9 +197,19 @@ public final class RocksDB: @unchecked Sendable {
         try write(batch, sync: sync)
     }
 
-    /// Applies all operations of `batch` atomically.
+    /// Applies all operations of `batch` atomically. Throws without asking RocksDB while
+    /// writes are held off (see `writesHeldOff`); a write that fails for want of space
+    /// holds them off.
     public func write(_ batch: WriteBatch, sync: Bool) throws {
-        try whileOpen { try unlockedWrite(batch, sync: sync) }
+        try whileOpen {
+            if let reason = writesHeldOff { throw Failure(description: reason) }
+            do {
+                try unlockedWrite(batch, sync: sync)
+            } catch let failure as Failure where failure.isNoSpace {
+                heldOff.withLock { $0 = $0 ?? failure.description }
+                throw failure
+            }
+        }
     }
 
     private func unlockedWrite(_ batch: WriteBatch, sync: Bool) throws {
@@ -205,8 +270,17 @@ public final class RocksDB: @unchecked Sendable {
 
     /// Writes the memtables out to table files (after a bulk load, so a restart does not
     /// replay a large log).
+    /// A flush that fails for want of space leaves RocksDB in its background error state:
+    /// writes are held off as after a failed write.
     public func flush() throws {
-        try whileOpen { try unlockedFlush() }
+        try whileOpen {
+            do {
+                try unlockedFlush()
+            } catch let failure as Failure where failure.isNoSpace {
+                heldOff.withLock { $0 = $0 ?? failure.description }
+                throw failure
+            }
+        }
     }
 
     private func unlockedFlush() throws {
@@ -249,4 +323,6 @@ public struct WriteBatch: Sendable {
     public mutating func put(_ key: [UInt8], _ value: [UInt8]) { operations.append((key, value)) }
     public mutating func delete(_ key: [UInt8]) { operations.append((key, nil)) }
     public var isEmpty: Bool { operations.isEmpty }
+    /// The bytes of its keys and values: what it adds to the log, and later to a table.
+    public var byteCount: Int { operations.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) } }
 }
