@@ -234,7 +234,13 @@ final class Reconciler: @unchecked Sendable {
         let before = snapshot
         Log.info("repair pass started" + (wholeIndex ? "" : " (resumed)"))
         walk: while !stopped.load(ordering: .relaxed), !master.isRebuilding {
-            let page = master.index.walk(after: cursor, limit: Self.batch)
+            let page: (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int)
+            do {
+                page = try master.index.walk(after: cursor, limit: Self.batch)
+            } catch {
+                fail("repair pass: cannot read the index (\(error))")
+                break walk
+            }
             let batch = page.records
             if page.damaged > 0 { fail("repair pass: \(page.damaged) index record(s) cannot be decoded") }
             let view = PlacementView(registry: master.registry, replicas: replicas)

@@ -54,7 +54,9 @@ extension S3Gateway {
         if !configuration.isEmpty {
             do { region = try S3XML.parse(configuration).value("LocationConstraint") ?? "" } catch { throw S3Error.malformedXML("\(error)") }
         }
-        guard region.utf8.count <= 64, region.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D }) else {
+        // Region names, and S3's legacy upper-case `EU` (s3cmd --bucket-location=EU).
+        guard region.utf8.count <= 64, region.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x41...0x5A).contains($0)
+                                                              || (0x30...0x39).contains($0) || $0 == 0x2D }) else {
             throw S3Error(400, "InvalidLocationConstraint", "The specified location-constraint is not valid")
         }
         let marker = try Self.bucketKey(context.bucket)
@@ -122,14 +124,17 @@ extension S3Gateway {
     /// The LocationConstraint the bucket was created with (its marker's value); S3's empty
     /// element for us-east-1 or none.
     func getLocation(_ context: S3Context) throws -> HTTPResponse {
-        guard S3Context.isValidBucketName(context.bucket), let region = try cluster.read(try Self.bucketKey(context.bucket), limit: 64) else {
+        guard S3Context.isValidBucketName(context.bucket), let marker = try cluster.read(try Self.bucketKey(context.bucket), limit: 1024) else {
             throw S3Error.noSuchBucket(context.bucket)
         }
+        // The marker is a key like any other (the native API can write it): escaped, and
+        // read as no location unless it is one CreateBucket could have stored.
+        let region = marker.count <= 64 ? String(decoding: marker, as: UTF8.self) : ""
         return Self.xml { xml in
             if region.isEmpty {
                 xml.text += "<LocationConstraint xmlns=\"\(S3XML.namespace)\"/>"
             } else {
-                xml.text += "<LocationConstraint xmlns=\"\(S3XML.namespace)\">\(String(decoding: region, as: UTF8.self))</LocationConstraint>"
+                xml.text += "<LocationConstraint xmlns=\"\(S3XML.namespace)\">\(S3XML.escape(region))</LocationConstraint>"
             }
         }
     }

@@ -150,7 +150,7 @@ final class S3UploadBody {
                 rawStart += scanned + 1
                 return line
             }
-            guard scanned < limit else { throw S3Error(400, "InvalidRequest", "aws-chunked framing line too long") }
+            guard scanned <= limit else { throw S3Error(400, "InvalidRequest", "aws-chunked framing line too long") }
             guard try fillRaw() else { throw S3Error(400, "IncompleteBody", "the body ended inside its aws-chunked framing") }
         }
     }

@@ -284,7 +284,7 @@ public final class FileStore: @unchecked Sendable {
         let count = bytes.withUnsafeMutableBytes { pread(value.file.fd, $0.baseAddress, value.size, off_t(value.valueOffset)) }
         guard count == value.size else { throw StorageError.io("short read of a value", count < 0 ? errno : EIO) }
         guard let expected = value.checksum else { return bytes }
-        return value.declaredSize == value.size && CRC32.checksum(bytes) == expected ? bytes : nil
+        return value.isWhole && CRC32.checksum(bytes) == expected ? bytes : nil
     }
 
     /// What a full read of a value found.
@@ -296,7 +296,7 @@ public final class FileStore: @unchecked Sendable {
     /// `pace` with each piece's size (the scrub's rate limit).
     public func verify(_ value: StoredValue, pace: (Int) -> Void = { _ in }) throws -> Verdict {
         guard let expected = value.checksum else { return .unverified }
-        guard value.declaredSize == value.size else { return .corrupt }
+        guard value.isWhole else { return .corrupt }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: PendingWrite.streamBufferBytes, alignment: 16)
         defer { buffer.deallocate() }
         var crc = CRC32()
@@ -506,6 +506,12 @@ public struct StoredValue: Sendable {
     public let checksum: UInt32?
     /// The size the header says; a file of another size was cut or grown.
     public let declaredSize: Int?
+
+    /// False for a file cut or grown since it was written: its length is not the size its
+    /// header records (format 1 files record none). Checked on every read, copy and listing:
+    /// it costs nothing (the length comes from the open's fstat) and sendfile never reads
+    /// the bytes it sends.
+    public var isWhole: Bool { declaredSize.map { $0 == size } ?? true }
 }
 
 /// A write in progress: bytes go to a temporary file until `finish` makes them a value.

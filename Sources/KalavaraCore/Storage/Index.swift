@@ -97,7 +97,7 @@ public final class Index: Sendable {
     /// Keys with `prefix` after `after`, in byte order, at most `limit`; with `stopAfter`, up
     /// to the first key (raw bytes) it accepts.
     public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, stopAfter: (([UInt8]) -> Bool)? = nil) throws -> [(Key, IndexRecord)] {
-        db.scan(prefix: Self.keyPrefix + prefix, after: after.map { Self.keyPrefix + $0 }, limit: limit,
+        try db.scan(prefix: Self.keyPrefix + prefix, after: after.map { Self.keyPrefix + $0 }, limit: limit,
                 stopAfter: stopAfter.map { stop in { raw in stop(Array(raw.dropFirst())) } })
             .compactMap { entry in
                 guard let key = try? Key(Array(entry.key.dropFirst())),
@@ -109,8 +109,8 @@ public final class Index: Sendable {
     /// A page of the index in key order for a full walk: the records that decode, the last
     /// raw key read (where the next page starts) and how many rows were read, so that a
     /// damaged record can neither end a walk early nor be skipped silently.
-    public func walk(after: [UInt8]?, limit: Int) -> (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int) {
-        let rows = db.scan(prefix: Self.keyPrefix, after: after.map { Self.keyPrefix + $0 }, limit: limit, cached: false)
+    public func walk(after: [UInt8]?, limit: Int) throws -> (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int) {
+        let rows = try db.scan(prefix: Self.keyPrefix, after: after.map { Self.keyPrefix + $0 }, limit: limit, cached: false)
         var records: [(Key, IndexRecord)] = []
         records.reserveCapacity(rows.count)
         for row in rows {
@@ -127,7 +127,7 @@ public final class Index: Sendable {
     /// Queued tombstones whose version is below `version`, oldest first.
     public func tombstones(issuedBefore version: UInt64, limit: Int) -> [(key: Key, version: UInt64)] {
         var result: [(key: Key, version: UInt64)] = []
-        for entry in db.scan(prefix: Self.tombstonePrefix, after: nil, limit: limit) {
+        for entry in (try? db.scan(prefix: Self.tombstonePrefix, after: nil, limit: limit)) ?? [] {
             let suffix = Array(entry.key.dropFirst(Self.tombstonePrefix.count))
             guard suffix.count > 8 else { continue }
             let entryVersion = suffix[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
@@ -141,7 +141,7 @@ public final class Index: Sendable {
     /// Removals waiting for `volume`: each key with the version below which copies must go.
     public func pendingRemovals(volume: UInt16, limit: Int) -> [(key: Key, below: UInt64)] {
         let prefix = Self.removalPrefix + Self.bigEndian(volume)
-        return db.scan(prefix: prefix, after: nil, limit: limit).compactMap { entry in
+        return ((try? db.scan(prefix: prefix, after: nil, limit: limit)) ?? []).compactMap { entry in
             guard entry.value.count == 8, let key = try? Key(Array(entry.key.dropFirst(prefix.count))) else { return nil }
             return (key, entry.value.readLittleEndian(UInt64.self, at: 0))
         }

@@ -241,8 +241,10 @@ public final class RocksDB: @unchecked Sendable {
     /// Up to `limit` entries with `prefix` after `after`, in key order; with `stopAfter`, the
     /// scan ends at the first key it accepts (that key included), reading no further.
     public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool = true,
-                     stopAfter: (([UInt8]) -> Bool)? = nil) -> [(key: [UInt8], value: [UInt8])] {
-        (try? whileOpen { unlockedScan(prefix: prefix, after: after, limit: limit, cached: cached, stopAfter: stopAfter) }) ?? []
+                     stopAfter: (([UInt8]) -> Bool)? = nil) throws -> [(key: [UInt8], value: [UInt8])] {
+        // A closed or lost index throws: an empty page would read as "no keys" to a listing
+        // and as "the end" to a placement pass.
+        try whileOpen { unlockedScan(prefix: prefix, after: after, limit: limit, cached: cached, stopAfter: stopAfter) }
     }
 
     private func unlockedScan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool,

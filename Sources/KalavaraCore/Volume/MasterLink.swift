@@ -47,12 +47,19 @@ final class MasterLink: @unchecked Sendable {
 
     /// Remembers the URL the master knows this volume by (unless `-b` set it): from the
     /// master's health checks (signed ones, in a signed cluster), or in an open cluster from
-    /// the first ticket that reaches it before any check did.
+    /// the first ticket that reaches it before any check did. Once learnt it is kept: a
+    /// signed check says which volume it was meant for but not which one received it, so a
+    /// check to another volume replayed here must not turn this volume into that one (which
+    /// would make it refuse its own tickets and act on the other's). `-b` avoids the question.
     func learnSelf(_ url: String) {
         guard configuredSelf == nil, VolumeRegistry.normalize(url) == url else { return }
         lock.lock()
-        learnedSelf = url
+        let known = learnedSelf
+        if known == nil { learnedSelf = url }
         lock.unlock()
+        if let known, known != url {
+            Log.error("a health check names this volume \(url), but it is \(known): ignored (set -b to be sure)")
+        }
     }
 
     /// This volume's URL as the master knows it (`-b`, or learnt from a health check), once known.

@@ -66,7 +66,7 @@ extension Volume {
             journal.strike(key, version: version)
             return
         }
-        try journal.removing([.init(key: key, version: version)]) { try store.remove(key, version: version, durably: false) }
+        _ = try journal.removing([.init(key: key, version: version)]) { try store.remove(key, version: version, durably: false) }
         journal.strike(key, version: version)
     }
 
@@ -79,7 +79,7 @@ extension Volume {
             throw HTTPError(400, "copy needs ver and a target volume URL (to)")
         }
         guard let value = try store.open(key, version: version) else { return .text(404, "no copy of that version here") }
-        if let declared = value.declaredSize, declared != value.size {
+        guard value.isWhole else {
             quarantine(value, reason: "has the wrong size")
             return .text(422, "this copy is corrupt")
         }
@@ -130,7 +130,8 @@ extension Volume {
         let names = store.fileNames(after: parameters["after"], limit: limit)
         var entries: [Inventory.Entry] = []
         for name in names {
-            guard let value = try? store.open(fileNamed: name) else { continue } // the scrub deals with bad ones
+            // The scrub deals with bad ones; a cut or grown file's size is not the value's.
+            guard let value = try? store.open(fileNamed: name), value.isWhole else { continue }
             entries.append(Inventory.Entry(key: value.key, version: value.version, size: UInt64(value.size),
                                            checksum: value.checksum))
         }

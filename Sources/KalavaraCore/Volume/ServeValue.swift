@@ -81,9 +81,9 @@ extension Volume {
     private func openChecked(_ key: Key, _ version: UInt64) throws -> StoredValue? {
         do {
             guard let value = try store.open(key, version: version) else { return nil }
-            guard let declared = value.declaredSize, declared != value.size else { return value }
+            guard !value.isWhole else { return value }
             try leaveTheLoop()
-            quarantine(value, reason: "holds \(value.size) bytes where its header records \(declared)")
+            quarantine(value, reason: "holds \(value.size) bytes where its header records \(value.declaredSize ?? 0)")
             return nil
         } catch StorageError.corrupt(let reason) {
             try leaveTheLoop()
