@@ -63,6 +63,9 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
     public var body: Body
+    /// An error answer's one-line reason (what its body tells the client), for the log:
+    /// a refusal the operator cannot see is one nobody can explain.
+    public var explanation: String?
 
     public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: Body = .empty) {
         self.status = status
@@ -73,6 +76,7 @@ public struct HTTPResponse: Sendable {
     /// A short plain-text answer; used for every error so clients see a reason.
     public static func text(_ status: Int, _ message: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
         var response = HTTPResponse(status: status, headers: headers, body: .bytes(Array((message + "\n").utf8)))
+        if status >= 400 { response.explanation = message }
         response.headers.set("Content-Type", "text/plain; charset=utf-8")
         return response
     }
