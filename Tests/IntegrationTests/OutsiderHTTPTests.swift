@@ -13,11 +13,11 @@ final class OutsiderHTTPTests: XCTestCase {
     }
 
     /// A cluster of one volume and a master with client credentials (`users`).
-    private func securedCluster(masterExtra: [String] = []) throws -> TestCluster {
+    private func securedCluster(masterExtra: [String] = [], volumeExtra: [String] = []) throws -> TestCluster {
         let cluster = try TestCluster()
         let authPath = cluster.root + "/users"
         try Data(Self.users.utf8).write(to: URL(fileURLWithPath: authPath))
-        let port = try cluster.startVolume()
+        let port = try cluster.startVolume(extra: volumeExtra)
         try cluster.startMaster(volumePorts: [port], extra: ["--auth-file", authPath] + masterExtra)
         return cluster
     }
@@ -109,7 +109,8 @@ final class OutsiderHTTPTests: XCTestCase {
     /// master (the Basic user named) and on the S3 gateway (the access key named).
     func testAccessLogNamesRefusedAndServedRequestsPerMode() throws {
         for mode in ["errors", "all", "off"] {
-            let cluster = try securedCluster(masterExtra: mode == "errors" ? [] : ["--access-log", mode]) // errors: the default
+            let flags = mode == "errors" ? [] : ["--access-log", mode] // errors: the default
+            let cluster = try securedCluster(masterExtra: flags, volumeExtra: flags)
             defer { cluster.shutdown() }
             let base = cluster.masterURL
             XCTAssertEqual(try HTTP.send("PUT", base + "/store/refused", body: Array("x".utf8), headers: basic("reader", "readpass")
@@ -118,12 +119,22 @@ final class OutsiderHTTPTests: XCTestCase {
             XCTAssertEqual(try HTTP.send("GET", base + "/store/missing").status, 401)
             XCTAssertEqual(statusLine(cluster.masterPort, "GET /health HTTP/1.1\r\n\r\n"), "HTTP/1.1 400 Bad Request")
             XCTAssertEqual(try HTTP.send("GET", base + "/admin/volumes", headers: basic("root", "rootpass")).status, 200)
-            try waitUntil("the lines are written", timeout: 3) { !logLines(cluster, containing: "GET /admin/volumes").isEmpty || mode != "all" }
+            // A volume runs the same server: its refusals are logged alike.
+            XCTAssertEqual(try HTTP.send("GET", cluster.volumeURL(cluster.volumePorts[0]) + "/no-such-endpoint").status, 404)
+            // Each line is written just after its answer is sent.
+            try waitUntil("the lines are written", timeout: 3) {
+                !logLines(cluster, containing: "GET /no-such-endpoint 404").isEmpty
+                    && (mode != "all" || !logLines(cluster, containing: "GET /admin/volumes 200").isEmpty)
+            }
             let forbidden = logLines(cluster, containing: "PUT /store/refused 403")
             let missing = logLines(cluster, containing: "GET /store/missing 404")
             let unauthenticated = logLines(cluster, containing: "GET /store/missing 401")
             let malformed = logLines(cluster, containing: "- - 400")
             let served = logLines(cluster, containing: "GET /admin/volumes 200")
+            let volumeRefusal = logLines(cluster, containing: "GET /no-such-endpoint 404")
+            XCTAssertEqual(volumeRefusal.count, 1, "\(volumeRefusal)")
+            XCTAssertTrue(volumeRefusal.first?.contains("volume info: ") ?? false, "\(volumeRefusal)")
+            XCTAssertTrue(volumeRefusal.first?.contains("no such endpoint") ?? false, "\(volumeRefusal)")
             switch mode {
             case "off":
                 XCTAssertTrue(logLines(cluster, containing: "info: access ").isEmpty, "no access lines when off")
@@ -171,6 +182,7 @@ final class OutsiderHTTPTests: XCTestCase {
         }
         XCTAssertEqual(try curl("wrong", "/bucket-a"), "403")
         XCTAssertEqual(try curl("s3secret", "/"), "200")
+        try waitUntil("the lines are written", timeout: 3) { !logLines(cluster, containing: "access GET / 200").isEmpty }
         let refused = logLines(cluster, containing: "access GET /bucket-a 403")
         XCTAssertEqual(refused.count, 1, "\(refused)")
         for field in ["user=s3user", "reason=\"SignatureDoesNotMatch: ", "peer=127.0.0.1"] {

@@ -39,6 +39,10 @@ struct AccessLog: Sendable {
         var peer: String
     }
 
+    /// Whether an answer with `status` gets a line: the caller skips gathering the entry
+    /// otherwise (this runs for every request).
+    func logs(status: Int) -> Bool { status >= 400 || mode == .all }
+
     func record(_ entry: Entry) {
         let failed = entry.status >= 400
         switch mode {

@@ -284,6 +284,7 @@ final class ServerConnection: @unchecked Sendable {
     private func recordAnswer(_ request: HTTPRequest, _ response: HTTPResponse, _ exchange: Exchange, received: Int, sent: Int) {
         server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
                                   received: received, sent: sent)
+        guard server.accessLog.logs(status: response.status) else { return }
         server.accessLog.record(AccessLog.Entry(
             method: request.method, path: request.path, status: response.status, explanation: response.explanation,
             sent: sent, elapsed: .now - exchange.started, requestID: AccessLog.requestID(request, response),
