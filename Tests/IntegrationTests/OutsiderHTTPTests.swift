@@ -310,6 +310,16 @@ final class OutsiderHTTPTests: XCTestCase {
     /// per-address cap bounds what they hold; from the clients' own address (the cap out of
     /// the way), a full table evicts the longest-idle of them. Either way clients get in.
     func testIdleKeepAliveSocketsCannotLockClientsOut() throws {
+        // 1,100 sockets at a time here: the soft open-file limit (often 1,024) is raised to the hard one.
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        if getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(resource, &limit)
+        }
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur >= 1_300 else {
+            throw XCTSkip("the open-file limit (\(limit.rlim_cur)) is too low for 1,100 sockets")
+        }
         for sameAddress in [false, true] {
             let uncapped = sameAddress ? ["--max-connections-per-address", "1000000"] : []
             let cluster = try TestCluster.started(volumes: 1, masterExtra: uncapped, volumeExtra: uncapped)
