@@ -58,7 +58,7 @@ final class ServerConnection: @unchecked Sendable {
         let now = server.configuration.clock.now()
         state = .idle(since: now)
         publishedIdleSince = Atomic(now.bitPattern)
-        freshSince = server.configuration.clock.now()
+        freshSince = now
     }
 
     // MARK: - On the event loop
