@@ -50,6 +50,28 @@ enum ConnectionState {
 
     mutating func becameIdle(now: Double) { self = .idle(since: now) }
 
+    /// Nothing is buffered after line breaks were skipped: idle, but from when it last was.
+    /// Bare line breaks between requests are not a request (RFC 9112 §2.2): counted as
+    /// activity, they would let a client keep a connection open past the idle timeout, and
+    /// look freshly used to the eviction that makes room on a full server.
+    mutating func nothingPending(now: Double) {
+        switch self {
+        case .idle: return
+        case .readingHead(let startedAt, _): self = .idle(since: startedAt)
+        case .working, .closed: self = .idle(since: now)
+        }
+    }
+
+    /// Since when the event loop has owned it without a request being answered, or nil
+    /// while a worker owns it (or it is closed): what ranks connections for eviction.
+    var idleSince: Double? {
+        switch self {
+        case .idle(let since): return since
+        case .readingHead(let startedAt, _): return startedAt
+        case .working, .closed: return nil
+        }
+    }
+
     mutating func handOff(_ work: Work) { self = .working(work) }
 
     /// The job a worker was handed; the connection stays the worker's until it is idle.

@@ -141,7 +141,7 @@ final class EventLoop: @unchecked Sendable {
         let connections = watched.withLock { Array($0.connections.values) }
         let configuration = server.configuration
         for connection in connections {
-            if connection.freshSince != nil, connection.evicted.load(ordering: .relaxed) {
+            if connection.evicted.load(ordering: .relaxed) {
                 guard forget(connection) else { continue }
                 server.close(connection)
                 continue
@@ -151,7 +151,7 @@ final class EventLoop: @unchecked Sendable {
                                                   freshSince: connection.freshSince, headTimeout: configuration.headTimeout) {
             case .headTimedOut?:
                 guard forget(connection) else { continue }
-                _ = connection.sendWithoutBlocking(.error(ServerConnection.headTimeout), keepAlive: false)
+                connection.answerHeadTimeout()
                 server.close(connection)
             case .closeIdle?:
                 guard forget(connection) else { continue }

@@ -23,6 +23,8 @@ public struct HTTPRequest: Sendable {
     public let framing: BodyFraming
     /// `Expect: 100-continue`: the client waits for `100 Continue` before sending the body.
     public let expectsContinue: Bool
+    /// The client's address and, once a handler knows it, its user (for the access log).
+    public let context = RequestContext()
 
     public init(method: String, target: String, minorVersion: Int, headers: HTTPHeaders) throws {
         self.method = method

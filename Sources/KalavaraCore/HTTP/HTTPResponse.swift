@@ -63,6 +63,9 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
     public var body: Body
+    /// An error answer's one-line reason (what its body tells the client), for the log:
+    /// a refusal the operator cannot see is one nobody can explain.
+    public var explanation: String?
 
     public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: Body = .empty) {
         self.status = status
@@ -73,6 +76,7 @@ public struct HTTPResponse: Sendable {
     /// A short plain-text answer; used for every error so clients see a reason.
     public static func text(_ status: Int, _ message: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
         var response = HTTPResponse(status: status, headers: headers, body: .bytes(Array((message + "\n").utf8)))
+        if status >= 400 { response.explanation = message }
         response.headers.set("Content-Type", "text/plain; charset=utf-8")
         return response
     }
@@ -154,44 +158,41 @@ public struct HTTPResponse: Sendable {
 
     private static let contentLengthPrefix = Array("Content-Length: ".utf8)
     private static let connectionClose = Array("Connection: close\r\n".utf8)
-    private static let statusLines: [Int: [UInt8]] = {
-        var lines: [Int: [UInt8]] = [:]
-        for status in [100, 200, 201, 204, 206, 302, 304, 307, 400, 404, 405, 408, 409, 413, 414, 416, 417, 431,
-                       500, 501, 502, 503, 504, 505, 507] {
-            lines[status] = Array("HTTP/1.1 \(status) \(reason(status))\r\n".utf8)
-        }
-        return lines
-    }()
+    /// Every status line we may send, built once: the status with its reason phrase.
+    private static let statusLines: [Int: [UInt8]] = reasons.reduce(into: [:]) { lines, entry in
+        lines[entry.key] = Array("HTTP/1.1 \(entry.key) \(entry.value)\r\n".utf8)
+    }
 
+    /// The standard reason phrases (RFC 9110 §15, WebDAV's 207/423/424/507 from RFC 4918,
+    /// 428/429/431/511 from RFC 6585). The phrase is informative only, but clients print it
+    /// (`403 Forbidden`, not `403 Status`), so every status we can send has its own.
+    static let reasons: [Int: String] = [
+        100: "Continue", 101: "Switching Protocols",
+        200: "OK", 201: "Created", 202: "Accepted", 203: "Non-Authoritative Information", 204: "No Content",
+        205: "Reset Content", 206: "Partial Content", 207: "Multi-Status",
+        300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+        307: "Temporary Redirect", 308: "Permanent Redirect",
+        400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+        405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout",
+        409: "Conflict", 410: "Gone", 411: "Length Required", 412: "Precondition Failed", 413: "Content Too Large",
+        414: "URI Too Long", 415: "Unsupported Media Type", 416: "Range Not Satisfiable", 417: "Expectation Failed",
+        421: "Misdirected Request", 422: "Unprocessable Content", 423: "Locked", 424: "Failed Dependency",
+        425: "Too Early", 426: "Upgrade Required", 428: "Precondition Required", 429: "Too Many Requests",
+        431: "Request Header Fields Too Large", 451: "Unavailable For Legal Reasons",
+        500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+        504: "Gateway Timeout", 505: "HTTP Version Not Supported", 506: "Variant Also Negotiates",
+        507: "Insufficient Storage", 508: "Loop Detected", 511: "Network Authentication Required",
+    ]
+
+    /// A status outside the table gets its class's generic phrase, never a made-up word.
     public static func reason(_ status: Int) -> String {
-        switch status {
-        case 100: return "Continue"
-        case 200: return "OK"
-        case 201: return "Created"
-        case 204: return "No Content"
-        case 206: return "Partial Content"
-        case 302: return "Found"
-        case 304: return "Not Modified"
-        case 307: return "Temporary Redirect"
-        case 400: return "Bad Request"
-        case 404: return "Not Found"
-        case 405: return "Method Not Allowed"
-        case 408: return "Request Timeout"
-        case 409: return "Conflict"
-        case 411: return "Length Required"
-        case 413: return "Content Too Large"
-        case 414: return "URI Too Long"
-        case 416: return "Range Not Satisfiable"
-        case 417: return "Expectation Failed"
-        case 431: return "Request Header Fields Too Large"
-        case 500: return "Internal Server Error"
-        case 501: return "Not Implemented"
-        case 502: return "Bad Gateway"
-        case 503: return "Service Unavailable"
-        case 504: return "Gateway Timeout"
-        case 505: return "HTTP Version Not Supported"
-        case 507: return "Insufficient Storage"
-        default: return "Status"
+        if let phrase = reasons[status] { return phrase }
+        switch status / 100 {
+        case 1: return "Informational"
+        case 2: return "Success"
+        case 3: return "Redirection"
+        case 4: return "Client Error"
+        default: return "Server Error"
         }
     }
 }

@@ -8,8 +8,10 @@ import Foundation
 /// let one slow disk stall every client. So the event loops only watch idle connections and
 /// answer what can be answered at once (see `EventLoop`); everything else runs on a worker
 /// thread of its own, where it may block, so a stalled client costs only its own thread.
-/// `maxConnections` bounds the connections (and so the threads); connections beyond it get
-/// a `503` and are closed instead of exhausting descriptors.
+/// `maxConnections` bounds the connections (and so the threads). A new connection to a full
+/// server (or from an address at its cap) evicts the connection that has been idle longest
+/// (see `admit`); only when every connection is busy with a request does it get a `503`,
+/// instead of exhausting descriptors.
 ///
 /// Sendable by hand: `loops`, `listenFD` and `boundPort` are written by `start` before any
 /// other thread exists; everything else that changes is behind `lock`.
@@ -27,8 +29,14 @@ public final class HTTPServer: @unchecked Sendable {
         /// socket that connects and sends nothing (or trickles) must not hold a slot for
         /// the whole idle or read timeout.
         public var headTimeout: Double = 10
-        /// Open client connections at most; more are refused with `503`.
+        /// Open client connections at most; past it the longest-idle one is evicted, and
+        /// when none is idle a new one is refused with `503`.
         public var maxConnections: Int = 1024
+        /// Open connections from one client address at most; past it that address's own
+        /// longest-idle connection is evicted (`503` if none is idle). See `admit`.
+        public var maxConnectionsPerAddress: Int = 256
+        /// Which answers get an access-log line.
+        public var accessLog: AccessLogMode = .errors
         /// A request body arriving slower than this (bytes/s, after 10 s) is dropped with
         /// `408` (0: no floor).
         public var minBodyRate: Double = 1024
@@ -56,6 +64,7 @@ public final class HTTPServer: @unchecked Sendable {
     public let maxConnections: Int
     let router: Router
     let httpMetrics: HTTPMetrics
+    let accessLog: AccessLog
     let workers = WorkerPool()
     private var loops: [EventLoop] = []
     private var nextLoop = 0
@@ -64,17 +73,28 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Connections that have not delivered a first request head may hold this many slots
     /// at most: past it, a new connection evicts the oldest of them, so sockets that
-    /// connect and send nothing cannot lock real clients out (even at `maxConnections`,
-    /// which a new connection may then exceed by at most `evictionOvershoot`, briefly:
-    /// the evicted close within 0.2 s).
+    /// connect and send nothing are evicted before a served keep-alive client is.
     public var freshCap: Int { max(8, maxConnections / 4) }
+    /// Evicted connections not yet closed (they are shut down at once and closed by their
+    /// loop within 0.2 s) may take the table this far past its caps, never further.
     static let evictionOvershoot = 32
+    /// Connections from the cluster's own daemons (`trustPeer`) may exceed `maxConnections`
+    /// by this many when every connection is busy, so a flood of slow requests from
+    /// elsewhere cannot cut the master off its volumes. Taken from `descriptorReserve`.
+    static let peerReserve = 32
 
-    /// Guards `connections`, `fresh`, `stopping` and `acceptThreadDone`.
+    /// Guards `connections`, `fresh`, `perAddress`, `evicting`, `trustedPeers`, `stopping`
+    /// and `acceptThreadDone`.
     private let lock = NSCondition()
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
-    /// The connections still waiting for their first head, with when they were accepted.
-    private var fresh: [ObjectIdentifier: (since: Double, connection: ServerConnection)] = [:]
+    /// The connections still waiting for their first head.
+    private var fresh: [ObjectIdentifier: ServerConnection] = [:]
+    /// Open connections by client address, evicted ones not counted.
+    private var perAddress: [String: Int] = [:]
+    /// Connections evicted but not yet closed.
+    private var evicting = 0
+    /// Addresses of the cluster's daemons, which may use `peerReserve`.
+    private var trustedPeers: Set<String> = []
     private var stopping = false
     private var acceptThreadDone = false
 
@@ -83,6 +103,7 @@ public final class HTTPServer: @unchecked Sendable {
         self.configuration = configuration
         maxConnections = min(configuration.maxConnections, Self.connectionBudget())
         self.router = router
+        accessLog = AccessLog(mode: configuration.accessLog)
         httpMetrics = HTTPMetrics(metrics: metrics, router: router)
     }
 
@@ -151,9 +172,10 @@ public final class HTTPServer: @unchecked Sendable {
 
     // MARK: - Connections
 
-    /// Runs on a worker: serves until the connection is idle, then gives it back to its loop.
+    /// Runs on a worker: serves until the connection is idle, then gives it back to its loop
+    /// (unless it was evicted meanwhile: it was idle when chosen, so a request raced it).
     func serveBlocking(_ connection: ServerConnection) {
-        if connection.serveUntilIdle() {
+        if connection.serveUntilIdle(), !connection.evicted.load(ordering: .relaxed) {
             connection.loop.watch(connection)
         } else {
             close(connection)
@@ -165,6 +187,9 @@ public final class HTTPServer: @unchecked Sendable {
     func close(_ connection: ServerConnection) {
         lock.lock()
         let known = connections.removeValue(forKey: ObjectIdentifier(connection)) != nil
+        if known {
+            if connection.evicted.load(ordering: .relaxed) { evicting -= 1 } else { forgetAddress(of: connection) }
+        }
         fresh[ObjectIdentifier(connection)] = nil
         lock.broadcast()
         lock.unlock()
@@ -182,7 +207,11 @@ public final class HTTPServer: @unchecked Sendable {
             lock.unlock()
         }
         while !isStopping {
-            let fd = accept(listenFD, nil, nil)
+            var address = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listenFD, $0, &length) }
+            }
             if fd < 0 {
                 switch errno {
                 case EINTR, ECONNABORTED, EPROTO: continue
@@ -197,41 +226,93 @@ public final class HTTPServer: @unchecked Sendable {
                 }
             }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            admit(fd)
+            admit(fd, peer: Self.host(of: address))
         }
     }
 
-    private func admit(_ fd: Int32) {
+    /// Admits a new connection, making room by evicting an idle one where a cap is reached.
+    ///
+    /// The rule, in one place: a connection the event loop holds between requests (or that
+    /// has not sent a head yet) is evictable, the longest idle first; one a worker is
+    /// serving is not. So what a client cannot do is hold slots by merely being connected:
+    /// 1,100 sockets that each did `GET /health` and went quiet are evicted as real clients
+    /// arrive. Three caps pick the candidates: headless connections past `freshCap` evict
+    /// the oldest headless one; an address past `maxConnectionsPerAddress` evicts its own
+    /// longest-idle one (so a crowd from one address cannot evict everyone else's); a full
+    /// table evicts the longest-idle of all. What a client can still hold is busy
+    /// connections, each bounded by the read timeout and `--min-body-rate`, and at most
+    /// `maxConnectionsPerAddress` per address; the cluster's own daemons keep `peerReserve`
+    /// slots beyond the table even then.
+    private func admit(_ fd: Int32, peer: String) {
         let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
         lock.lock()
-        if connections.count >= maxConnections || fresh.count >= freshCap {
-            // Room is made by evicting the connection that has waited longest without a
-            // head (its loop closes it within 0.2 s); without one to evict, a full server says 503.
-            let oldest = fresh.min { $0.value.since < $1.value.since }
-            guard !stopping, let oldest, connections.count < maxConnections + Self.evictionOvershoot else {
-                lock.unlock()
-                refuse(socket)
-                return
-            }
-            fresh[oldest.key] = nil
-            oldest.value.connection.evicted.store(true, ordering: .relaxed)
+        var room = !stopping
+        if room, fresh.count >= freshCap {
+            room = evictLongestIdle(among: fresh.values)
         }
-        guard !stopping else {
+        if room, perAddress[peer, default: 0] >= configuration.maxConnectionsPerAddress {
+            room = evictLongestIdle(among: connections.values.lazy.filter { $0.peer == peer })
+        }
+        if room, connections.count - evicting >= maxConnections {
+            room = evictLongestIdle(among: connections.values)
+                || (trustedPeers.contains(peer) && connections.count - evicting < maxConnections + Self.peerReserve)
+        }
+        guard room else {
             lock.unlock()
-            refuse(socket)
+            refuse(socket, peer: peer)
             return
         }
         let loop = loops[nextLoop % loops.count]
         nextLoop += 1
-        let connection = ServerConnection(socket: socket, server: self, loop: loop)
+        let connection = ServerConnection(socket: socket, server: self, loop: loop, peer: peer)
         connections[ObjectIdentifier(connection)] = connection
-        fresh[ObjectIdentifier(connection)] = (configuration.clock.now(), connection)
+        fresh[ObjectIdentifier(connection)] = connection
+        perAddress[peer, default: 0] += 1
         lock.unlock()
         httpMetrics.openConnections.increment()
         // Timeouts for the blocking reads and writes of workers.
         socket.setReceiveTimeout(configuration.readTimeout)
         socket.setSendTimeout(configuration.readTimeout)
         loop.watch(connection)
+    }
+
+    /// Evicts the connection among `candidates` idle longest, if any is idle: shut down at
+    /// once (the client sees its keep-alive connection closed, as after an idle timeout),
+    /// closed by its loop, and no longer counted against any cap. Holding `lock`.
+    private func evictLongestIdle(among candidates: some Sequence<ServerConnection>) -> Bool {
+        guard evicting < Self.evictionOvershoot else { return false }
+        var victim: ServerConnection?
+        var oldest = Double.infinity
+        for connection in candidates where !connection.evicted.load(ordering: .relaxed) {
+            guard let since = connection.idleSince, since < oldest else { continue }
+            victim = connection
+            oldest = since
+        }
+        guard let victim else { return false }
+        victim.evicted.store(true, ordering: .relaxed)
+        evicting += 1
+        fresh[ObjectIdentifier(victim)] = nil
+        forgetAddress(of: victim)
+        // Safe from here: a connection in the table has not been closed, so its descriptor
+        // is its own. Its loop sees the hang-up and closes it.
+        victim.socket.shutdown()
+        return true
+    }
+
+    /// Holding `lock`.
+    private func forgetAddress(of connection: ServerConnection) {
+        let left = perAddress[connection.peer, default: 1] - 1
+        perAddress[connection.peer] = left > 0 ? left : nil
+    }
+
+    /// Marks the host of `url` (a volume's, the master's) as one of the cluster's daemons:
+    /// connections from its addresses may use `peerReserve`.
+    public func trustPeer(url: String) {
+        guard let host = HTTPURL(url)?.host else { return }
+        let addresses = Self.addresses(of: host)
+        lock.lock()
+        trustedPeers.formUnion(addresses)
+        lock.unlock()
     }
 
     /// Requests answered since start-up.
@@ -245,12 +326,15 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     /// Answers a connection over the cap without giving it a thread.
-    private func refuse(_ socket: BufferedSocket) {
+    private func refuse(_ socket: BufferedSocket, peer: String) {
         socket.setSendTimeout(1)
         var response = HTTPResponse.text(503, "too many open connections, try again")
         response.headers.set("Retry-After", "1")
-        try? socket.write(response.serializedHead(keepAlive: false) + Array("too many open connections, try again\n".utf8))
+        let bytes = response.serializedHead(keepAlive: false) + Array("too many open connections, try again\n".utf8)
+        let sent = (try? socket.write(bytes)) != nil ? bytes.count : 0
         socket.close()
+        accessLog.record(AccessLog.Entry(method: "-", path: "-", status: 503, explanation: response.explanation, sent: sent,
+                                         elapsed: .zero, requestID: nil, user: nil, peer: peer))
     }
 
     // MARK: - Sockets

@@ -18,25 +18,47 @@ final class ServerConnection: @unchecked Sendable {
     private unowned let server: HTTPServer
     private let configuration: HTTPServer.Configuration
     unowned let loop: EventLoop
-    /// Only its owner reads or changes it (see above).
-    var state: ConnectionState
+    /// The client's IP address, for the access log, the per-address cap and the
+    /// authentication limiter.
+    let peer: String
+    /// Only its owner reads or changes it (see above); `idleSince` mirrors it for others.
+    var state: ConnectionState {
+        didSet {
+            let since = state.idleSince
+            publishedIdleSince.store(since.map { $0.bitPattern } ?? Self.busy, ordering: .relaxed)
+        }
+    }
+    /// `state.idleSince` as bits, for the accepting thread that picks a connection to evict.
+    private let publishedIdleSince: Atomic<UInt64>
+    private static let busy = UInt64.max
     /// When it was accepted, until its first request head has been parsed (then nil): such
     /// a connection must deliver that head within the head timeout, whatever it sends
     /// meanwhile (line breaks, a trickle). Touched by its event loop only.
     var freshSince: Double?
-    /// Set by the accepting thread when this connection, still without a head, is the
-    /// oldest of too many such (see `HTTPServer.freshCap`): its loop closes it.
+    /// Set by the accepting thread (under the server's lock) when this connection, idle on
+    /// its loop, was evicted to make room (see `HTTPServer.admit`): it is shut down at once,
+    /// and its loop closes it.
     let evicted = Atomic(false)
+
+    /// Since when it has been idle on its loop (no request in progress), nil while a worker
+    /// serves it. Read by other threads; may be a moment out of date.
+    var idleSince: Double? {
+        let bits = publishedIdleSince.load(ordering: .relaxed)
+        return bits == Self.busy ? nil : Double(bitPattern: bits)
+    }
 
     private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
-    init(socket: BufferedSocket, server: HTTPServer, loop: EventLoop) {
+    init(socket: BufferedSocket, server: HTTPServer, loop: EventLoop, peer: String) {
         self.socket = socket
+        self.peer = peer
         self.server = server
         self.configuration = server.configuration
         self.loop = loop
-        state = .idle(since: server.configuration.clock.now())
-        freshSince = server.configuration.clock.now()
+        let now = server.configuration.clock.now()
+        state = .idle(since: now)
+        publishedIdleSince = Atomic(now.bitPattern)
+        freshSince = now
     }
 
     // MARK: - On the event loop
@@ -61,7 +83,7 @@ final class ServerConnection: @unchecked Sendable {
         while true {
             skipLeadingLineBreaks()
             if socket.bufferedCount == 0 {
-                state.becameIdle(now: now)
+                state.nothingPending(now: now)
                 return .wait
             }
             let (startedAt, scanned) = state.headBytesArrived(now: now)
@@ -78,6 +100,7 @@ final class ServerConnection: @unchecked Sendable {
             let request: HTTPRequest
             do {
                 request = try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length]))
+                request.context.peer = peer
             } catch {
                 state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
                 return .handOff
@@ -156,8 +179,7 @@ final class ServerConnection: @unchecked Sendable {
         guard let (sent, total) = sendWithoutBlocking(response, isHead: request.isHead, keepAlive: keepAlive) else {
             return .failed
         }
-        server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
-                                  received: exchange.headBytes + bodyBytes, sent: total.count)
+        recordAnswer(request, response, exchange, received: exchange.headBytes + bodyBytes, sent: total.count)
         if sent < total.count { return .pending(Array(total[sent...]), keepAlive: keepAlive) }
         return .sent(keepAlive: keepAlive)
     }
@@ -181,7 +203,7 @@ final class ServerConnection: @unchecked Sendable {
         case .pendingOutput(let bytes, let closeAfter):
             guard (try? socket.write(bytes)) != nil, !closeAfter else { return false }
         case .badHead(let error):
-            send(.error(error), isHead: false, keepAlive: false)
+            sendUnparsed(.error(error))
             lingeringClose()
             return false
         case .request(let request, let exchange):
@@ -196,11 +218,11 @@ final class ServerConnection: @unchecked Sendable {
             do {
                 (request, exchange) = try readHead()
             } catch let error as HTTPError {
-                send(.error(error), isHead: false, keepAlive: false)
+                sendUnparsed(.error(error))
                 lingeringClose()
                 return false
             } catch ConnectionError.timedOut {
-                send(.error(Self.headTimeout), isHead: false, keepAlive: false)
+                sendUnparsed(.error(Self.headTimeout))
                 return false
             } catch {
                 return false
@@ -249,14 +271,43 @@ final class ServerConnection: @unchecked Sendable {
             unreadBody = !body.isComplete
         }
         let sent = send(response, isHead: request.isHead, keepAlive: keepAlive)
-        server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
-                                  received: exchange.headBytes + (body?.bytesRead ?? 0), sent: sent ?? 0)
+        recordAnswer(request, response, exchange, received: exchange.headBytes + (body?.bytesRead ?? 0), sent: sent ?? 0)
         guard sent != nil else { return false }
         if !keepAlive {
             if unreadBody { lingeringClose() }
             return false
         }
         return true
+    }
+
+    /// Measures and logs one answer (see `AccessLog`).
+    private func recordAnswer(_ request: HTTPRequest, _ response: HTTPResponse, _ exchange: Exchange, received: Int, sent: Int) {
+        server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
+                                  received: received, sent: sent)
+        guard server.accessLog.logs(status: response.status) else { return }
+        server.accessLog.record(AccessLog.Entry(
+            method: request.method, path: request.path, status: response.status, explanation: response.explanation,
+            sent: sent, elapsed: .now - exchange.started, requestID: AccessLog.requestID(request, response),
+            user: request.context.user, peer: peer))
+    }
+
+    /// The loop's answer to a head that did not arrive in time: sent without blocking, logged.
+    func answerHeadTimeout() {
+        let response = HTTPResponse.error(Self.headTimeout)
+        logUnparsed(response, sent: sendWithoutBlocking(response, keepAlive: false)?.0, started: .now)
+    }
+
+    /// Answers a head that could not be parsed, and logs it.
+    private func sendUnparsed(_ response: HTTPResponse) {
+        let started = ContinuousClock.now
+        logUnparsed(response, sent: send(response, isHead: false, keepAlive: false), started: started)
+    }
+
+    /// An answer with no request to name (`-` for method and path).
+    private func logUnparsed(_ response: HTTPResponse, sent: Int?, started: ContinuousClock.Instant) {
+        server.accessLog.record(AccessLog.Entry(
+            method: "-", path: "-", status: response.status, explanation: response.explanation, sent: sent ?? 0,
+            elapsed: .now - started, requestID: nil, user: nil, peer: peer))
     }
 
     /// Reads the rest of a head that has begun to arrive. It must arrive whole within the
@@ -270,6 +321,7 @@ final class ServerConnection: @unchecked Sendable {
                 guard length <= HTTPLimits.maxHeadBytes else { throw Self.headTooLarge }
                 let exchange = Exchange(route: nil, started: .now, headBytes: length)
                 let request = try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length]))
+                request.context.peer = peer
                 socket.consume(length)
                 return (request, exchange)
             }

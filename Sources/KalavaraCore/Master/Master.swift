@@ -34,7 +34,7 @@ public final class Master: @unchecked Sendable {
     var isRebuilding: Bool { rebuilding.load(ordering: .relaxed) }
     private var tombstoneSweep: DispatchSourceTimer?
     private var removals: RemovalWorker!
-    private var server: HTTPServer!
+    private(set) var server: HTTPServer!
 
     public init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
@@ -76,6 +76,7 @@ public final class Master: @unchecked Sendable {
     public func start() throws {
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
+        registry.all.forEach { server.trustPeer(url: $0.url) }
         gate.announce()
         health.start()
         removals = RemovalWorker(master: self, interval: configuration.healthInterval)

@@ -258,6 +258,7 @@ extension Master {
         let (id, isNew) = try registry.add(text, explicit: explicit)
         let url = VolumeRegistry.normalize(text)!
         if isNew {
+            server.trustPeer(url: url)
             Log.info("volume \(url) added")
             reconciler.requestPass()
         }

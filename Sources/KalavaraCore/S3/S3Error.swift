@@ -9,6 +9,8 @@ public struct S3Error: Error, Equatable, CustomStringConvertible {
     public var resource: String?
     /// Extra elements some clients read (e.g. `BucketName`).
     public var extra: [String: String] = [:]
+    /// Headers the answer carries (`Retry-After` on `SlowDown`).
+    public var headers: [String: String] = [:]
 
     public init(_ status: Int, _ code: String, _ message: String, resource: String? = nil) {
         self.status = status
@@ -30,6 +32,8 @@ public struct S3Error: Error, Equatable, CustomStringConvertible {
         }
         var answer = HTTPResponse(status: status, body: .bytes(writer.bytes))
         answer.headers.set("Content-Type", "application/xml")
+        for (name, value) in headers.sorted(by: { $0.key < $1.key }) { answer.headers.set(name, value) }
+        answer.explanation = "\(code): \(message)"
         return answer
     }
 

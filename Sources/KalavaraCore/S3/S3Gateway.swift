@@ -97,7 +97,7 @@ public final class S3Gateway: @unchecked Sendable {
             }
             let context: S3Context
             do {
-                context = try S3Context(request, body, authenticator: authenticator, requestID: requestID)
+                context = try authenticated(request, body, requestID: requestID)
             } catch let error as S3Error where error.code == "AccessDenied" && Self.isAnonymous(request) {
                 // S3 tells an anonymous caller that a bucket does not exist before it refuses it.
                 if let bucket = Self.bucketName(request), S3Context.isPlausibleBucket(bucket),
@@ -132,6 +132,32 @@ public final class S3Gateway: @unchecked Sendable {
         response.headers.set("x-amz-request-id", requestID)
         return response
     }
+
+    /// The request's context once its signature is checked. Wrong signatures and unknown
+    /// access keys count against the client's address like the master's failed Basic
+    /// logins (`Credentials.failures`); past the limit the address gets `503 SlowDown`,
+    /// which S3 clients answer by backing off, without its signature being checked.
+    private func authenticated(_ request: HTTPRequest, _ body: MessageBody, requestID: String) throws -> S3Context {
+        guard let failures = authenticator.credentials?.failures, !Self.isAnonymous(request) else {
+            return try S3Context(request, body, authenticator: authenticator, requestID: requestID)
+        }
+        let peer = request.context.peer
+        if let wait = failures.retryAfter(peer) {
+            var error = S3Error(503, "SlowDown", "Too many failed signatures from this address; retry in \(wait) s.")
+            error.headers["Retry-After"] = String(wait)
+            throw error
+        }
+        do {
+            return try S3Context(request, body, authenticator: authenticator, requestID: requestID)
+        } catch let error as S3Error where Self.signatureFailures.contains(error.code) {
+            let limited = failures.failed(peer)
+            Log.info("authentication failed: \(error.code)", ["user": "\(request.context.user ?? "-")", "peer": "\(peer)"])
+            if limited { Log.warning("\(peer): failed signatures over the limit; answering 503 SlowDown until it waits") }
+            throw error
+        }
+    }
+
+    static let signatureFailures: Set<String> = ["SignatureDoesNotMatch", "InvalidAccessKeyId"]
 
     static func isAnonymous(_ request: HTTPRequest) -> Bool {
         request.headers["Authorization"] == nil && !(request.query ?? "").contains("Signature=")

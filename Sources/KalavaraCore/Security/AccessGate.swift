@@ -71,18 +71,40 @@ public final class AccessGate: Sendable {
         }
     }
 
+    /// The answer to an address that failed to log in too often (see `AuthFailureLimiter`).
+    static func tooManyFailures(retryAfter seconds: Int) -> HTTPResponse {
+        var answer = HTTPResponse.text(429, "too many failed logins from this address; retry in \(seconds) s")
+        answer.headers.set("Retry-After", String(seconds))
+        return answer
+    }
+
     private func clientRefusal(_ request: HTTPRequest, _ right: Right) -> HTTPResponse? {
         guard let credentials else { return nil }
         // A daemon of the cluster (the S3 gateway, a volume) may do what any client may.
         if request.headers[SignedCall.signatureHeader] != nil, isClusterCall(request) { return nil }
-        switch credentials.check(authorization: request.headers["Authorization"], needs: right) {
-        case .granted:
+        let authorization = request.headers["Authorization"]
+        let peer = request.context.peer
+        if authorization != nil, let wait = credentials.failures.retryAfter(peer) {
+            return Self.tooManyFailures(retryAfter: wait)
+        }
+        switch credentials.check(authorization: authorization, needs: right) {
+        case .granted(let user):
+            request.context.user = user
             return nil
         case .unauthenticated:
+            if let authorization {
+                // A wrong name or secret (never the secret itself in the log), limited per address.
+                let name = Credentials.basic(authorization)?.0
+                request.context.user = name
+                let limited = credentials.failures.failed(peer)
+                Log.info("authentication failed", ["user": "\(name ?? "-")", "peer": "\(peer)"])
+                if limited { Log.warning("\(peer): failed logins over the limit; answering 429 until it waits") }
+            }
             var answer = HTTPResponse.text(401, "credentials needed: HTTP Basic (curl -u NAME:SECRET)")
             answer.headers.set("WWW-Authenticate", "Basic realm=\"kalavara\"")
             return answer
         case .forbidden(let user):
+            request.context.user = user
             return .text(403, "\(user) lacks the '\(right.rawValue)' right")
         }
     }

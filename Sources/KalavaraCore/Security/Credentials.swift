@@ -27,6 +27,9 @@ public final class Credentials: Sendable {
     }
 
     public let path: String
+    /// Failed logins against this table, per client address: the master's Basic auth and
+    /// the gateway's signatures are limited alike.
+    public let failures = AuthFailureLimiter()
     private let table: Mutex<[String: Entry]>
     private let keepsSecrets: Bool
     private static let dummy = SHA256.digest(Array("kalavara: no such user".utf8))

@@ -78,9 +78,45 @@ public struct CompactLogHandler: LogHandler {
         gmtime_r(&seconds, &parts)
         var line = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ ", parts.tm_year + 1900, parts.tm_mon + 1,
                           parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, milliseconds)
-        line += "\(label) \(level.rawValue): \(message)"
-        for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { line += " \(name)=\(value)" }
+        line += "\(label) \(level.rawValue): \(escaped(message))"
+        for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { line += " \(name)=\(escaped("\(value)"))" }
         return line + "\n"
+    }
+
+    /// `text` with every control character written out (`\n`, `\r`, `\t`, `\xNN`, `\u{NNNN}`
+    /// for C1 controls and the Unicode line separators) and `\` doubled. Messages and metadata
+    /// carry client text (keys, paths, user names): a key with a line break must not forge a
+    /// log line, nor an escape sequence repaint an operator's terminal. Escaping here, where
+    /// every line is written, means no caller can forget it.
+    public static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: needsEscape) else { return text }
+        var result = ""
+        result.reserveCapacity(text.utf8.count + 8)
+        for scalar in text.unicodeScalars {
+            guard needsEscape(scalar) else {
+                result.unicodeScalars.append(scalar)
+                continue
+            }
+            switch scalar {
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case "\\": result += "\\\\"
+            default:
+                result += scalar.value < 0x80 ? "\\x" + hexByte(scalar.value) : "\\u{" + String(scalar.value, radix: 16) + "}"
+            }
+        }
+        return result
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || scalar == "\\" || (0x7F...0x9F).contains(scalar.value)
+            || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
+    private static func hexByte(_ value: UInt32) -> String {
+        let digits = Array("0123456789ABCDEF")
+        return String([digits[Int(value >> 4) & 0xF], digits[Int(value) & 0xF]])
     }
 }
 

@@ -29,8 +29,20 @@ public struct ServerOptions: ParsableArguments {
                                valueName: "bytes"))
     var minBodyRate = 1024.0
 
-    @Option(name: .customLong("max-connections"), help: ArgumentHelp("Open client connections at most; more get 503.", valueName: "n"))
+    @Option(name: .customLong("max-connections"),
+            help: ArgumentHelp("Open client connections at most; past it the longest-idle one is closed, and only when all are busy does a new one get 503.",
+                               valueName: "n"))
     var maxConnections = 1024
+
+    @Option(name: .customLong("max-connections-per-address"),
+            help: ArgumentHelp("Open connections from one client address at most; past it that address's longest-idle one is closed (503 if all are busy).",
+                               valueName: "n"))
+    var maxConnectionsPerAddress = 256
+
+    @Option(name: .customLong("access-log"),
+            help: ArgumentHelp("A log line per request: off, errors (4xx and 5xx answers) or all. Refusals' reasons are logged at info in any case.",
+                               valueName: "mode"))
+    var accessLog: AccessLogMode = .errors
 
     @Option(name: .customLong("secret-file"),
             help: ArgumentHelp("The cluster secret (the file's bytes, at least 16): sign tickets and calls between daemons, refuse unsigned ones.",
@@ -51,6 +63,9 @@ public struct ServerOptions: ParsableArguments {
         guard (1...1_000_000).contains(maxConnections) else {
             throw ValidationError("--max-connections wants a whole number in 1...1000000, not \(maxConnections)")
         }
+        guard (1...1_000_000).contains(maxConnectionsPerAddress) else {
+            throw ValidationError("--max-connections-per-address wants a whole number in 1...1000000, not \(maxConnectionsPerAddress)")
+        }
     }
 
     static func checkSeconds(_ flag: String, _ value: Double) throws {
@@ -69,12 +84,15 @@ public struct ServerOptions: ParsableArguments {
         configuration.idleTimeout = idleTimeout
         configuration.headTimeout = headTimeout
         configuration.maxConnections = maxConnections
+        configuration.maxConnectionsPerAddress = maxConnectionsPerAddress
+        configuration.accessLog = accessLog
         configuration.minBodyRate = minBodyRate
         return configuration
     }
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension AccessLogMode: ExpressibleByArgument {}
 
 /// A daemon's command line. Required options are checked after parsing (argument-parser
 /// would report a missing one before an unknown one, which hides the real mistake).

@@ -61,6 +61,7 @@ public final class Volume: @unchecked Sendable {
         signal(SIGXFSZ, SIG_IGN)
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
+        if let masterURL = configuration.masterURL { server.trustPeer(url: masterURL) }
         gate.announce()
         master.startHeartbeat(interval: configuration.heartbeatInterval)
         orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)

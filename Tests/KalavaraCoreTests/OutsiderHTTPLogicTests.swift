@@ -1,0 +1,40 @@
+import Foundation
+import Logging
+import Synchronization
+import XCTest
+@testable import KalavaraCore
+
+/// The pure parts of issue 21's HTTP items: log escaping, the failed-login limiter, the
+/// eviction order of connection states.
+final class OutsiderHTTPLogicTests: XCTestCase {
+    func testLogLinesEscapeControlCharactersOfClientText() {
+        let line = CompactLogHandler.format(time: Date(timeIntervalSince1970: 0), label: "master", level: .info,
+                                            message: "PUT a\nb\r\t\u{1B}[2J\\ é", metadata: ["user": "eve\n2026 master error: x"])
+        XCTAssertEqual(line, "1970-01-01T00:00:00.000Z master info: PUT a\\nb\\r\\t\\x1B[2J\\\\ é user=eve\\n2026 master error: x\n")
+        XCTAssertEqual(CompactLogHandler.escaped("a\u{85}b\u{2028}"), "a\\u{85}b\\u{2028}")
+        XCTAssertEqual(line.filter { $0 == "\n" }.count, 1, "one event, one line")
+    }
+
+    func testFailedLoginsAreLimitedPerAddressAndForgiven() {
+        let clock = Mutex(0.0)
+        let limiter = AuthFailureLimiter(burst: 3, refillPerSecond: 0.5, capacity: 4, now: { clock.withLock { $0 } })
+        for _ in 0..<3 { XCTAssertNil(limiter.retryAfter("10.0.0.1")); limiter.failed("10.0.0.1") }
+        XCTAssertEqual(limiter.retryAfter("10.0.0.1"), 2, "one more try after 2 s")
+        XCTAssertNil(limiter.retryAfter("10.0.0.2"), "other addresses are unaffected")
+        clock.withLock { $0 = 2 }
+        XCTAssertNil(limiter.retryAfter("10.0.0.1"))
+        // The table stays bounded: refilled addresses go first, then the least suspicious.
+        for index in 2...9 { limiter.failed("10.0.0.\(index)") }
+        XCTAssertLessThanOrEqual(limiter.count, 4)
+    }
+
+    func testBareLineBreaksDoNotRefreshAnIdleConnection() {
+        var state = ConnectionState.idle(since: 5)
+        state.nothingPending(now: 50)
+        XCTAssertEqual(state.idleSince, 5, "line breaks between requests are not activity")
+        state.handOff(.pendingOutput([], closeAfter: false))
+        XCTAssertNil(state.idleSince, "a connection a worker serves is never evicted")
+        state.becameIdle(now: 60)
+        XCTAssertEqual(state.idleSince, 60)
+    }
+}
