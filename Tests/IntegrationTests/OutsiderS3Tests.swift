@@ -30,17 +30,6 @@ final class OutsiderS3Tests: XCTestCase {
         return (cluster, try cluster.startGateway(extra: ["--secret-file", secret, "--auth-file", users]))
     }
 
-    /// A tool the test drives: skipped when missing on a workstation, a failure in CI.
-    private func requireTool(_ tool: String, _ arguments: [String]) throws {
-        guard (try? runTool(tool, arguments))?.status != 0 else { return }
-        let message = "\(tool) is needed (scripts/install-deps --test installs it)"
-        if ProcessInfo.processInfo.environment["CI"] == "true" {
-            XCTFail(message)
-            throw ClusterError(message)
-        }
-        throw XCTSkip(message)
-    }
-
     // MARK: Signing by hand, for what no client library sends
 
     /// Signature V4 headers for a request with `headers` (Host included): every header given

@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import TestSupport
 import XCTest
 
 /// The S3 gateway against real clients: boto3, the aws CLI and rclone (Tests/S3/clients.py)
@@ -34,10 +35,9 @@ final class S3GatewayTests: XCTestCase {
     }
 
     func testBoto3TheAwsCLIAndRcloneUseTheGatewayUnchanged() throws {
-        guard (try? runTool("python3", ["-c", "import boto3, requests"]))?.status == 0,
-              (try? runTool("aws", ["--version"]))?.status == 0, (try? runTool("rclone", ["version"]))?.status == 0 else {
-            throw XCTSkip("boto3, requests, the aws CLI and rclone are needed (scripts/install-deps --test installs them)")
-        }
+        try require((try? runTool("python3", ["-c", "import boto3, requests"]))?.status == 0
+                        && (try? runTool("aws", ["--version"]))?.status == 0 && (try? runTool("rclone", ["version"]))?.status == 0,
+                    "boto3, requests, the aws CLI and rclone are needed (scripts/install-deps --test installs them)")
         let cluster = try signedCluster()
         let users = cluster.root + "/s3-users"
         try Data(Self.gatewayUsers.utf8).write(to: URL(fileURLWithPath: users))

@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import TestSupport
 import XCTest
 
 /// The attacks of issue 11, each against real processes: forged and replayed commits,
@@ -357,7 +358,8 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(try HTTP.send("PUT", ticket, body: []).status, 400)
         XCTAssertEqual(try HTTP.send("PUT", ticket, body: Array("twelve bytes".utf8)).status, 201)
         // Node's fetch follows a 307 with a buffered body, as Go's net/http does.
-        if FileManager.default.isExecutableFile(atPath: "/usr/bin/node") {
+        if try available(FileManager.default.isExecutableFile(atPath: "/usr/bin/node"),
+                         "node is needed (scripts/install-deps --test installs it)") {
             let node = try runTool("node", ["-e", """
                 const base = process.argv[1];
                 (async () => {

@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import TestSupport
 import XCTest
 
 /// Starts real `master` and `volume` processes on free loopback ports, in a temporary
@@ -28,10 +29,9 @@ final class TestCluster {
     init() throws {
         root = NSTemporaryDirectory() + "kalavara-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        guard FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/master"),
-              FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/volume") else {
-            throw XCTSkip("master/volume binaries not found next to the tests: run `swift build` first (scripts/test does)")
-        }
+        try require(FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/master")
+                        && FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/volume"),
+                    "master/volume binaries not found next to the tests: run `swift build` first (scripts/test does)")
     }
 
     deinit { shutdown() }
@@ -255,4 +255,10 @@ func runTool(_ tool: String, _ arguments: [String], stdin: Data? = nil) throws -
     let output = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}
+
+/// A tool the test drives (`tool arguments` must exit 0): skipped when missing on a
+/// workstation, a failure in CI (see `require`).
+func requireTool(_ tool: String, _ arguments: [String]) throws {
+    try require((try? runTool(tool, arguments))?.status == 0, "\(tool) is needed (scripts/install-deps --test installs it)")
 }
