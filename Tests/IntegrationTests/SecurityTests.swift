@@ -43,14 +43,6 @@ final class SecurityTests: XCTestCase {
         throw ClusterError("volumes never came up:\n\(cluster.logText())")
     }
 
-    private func put(_ cluster: TestCluster, _ key: String, _ value: String, headers: [(String, String)] = []) throws -> HTTP.Answer {
-        try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: Array(value.utf8), headers: headers)
-    }
-
-    private func get(_ cluster: TestCluster, _ key: String, headers: [(String, String)] = []) throws -> HTTP.Answer {
-        try HTTP.follow("GET", cluster.masterURL + "/store/" + key, headers: headers)
-    }
-
     /// Sends a call signed with `secret` (a daemon's call), optionally dated `skew` seconds off.
     private func signedSend(_ method: String, _ url: String, secret: ClusterSecret, skew: Double = 0,
                             headers: [(String, String)] = [], body: [UInt8] = []) throws -> HTTP.Answer {
@@ -73,7 +65,7 @@ final class SecurityTests: XCTestCase {
 
     func testForgedInternalCallsAreRefusedAndChangeNothing() throws {
         let (cluster, _) = try signedCluster(volumes: 1)
-        XCTAssertEqual(try put(cluster, "k", "genuine").status, 201)
+        XCTAssertEqual(try cluster.put("k", "genuine").status, 201)
         let redirect = try HTTP.send("GET", cluster.masterURL + "/store/k")
         let version = try XCTUnwrap(PlacementTicket(QueryParameters(HTTPURL(redirect.headers["Location"]!)!
             .pathAndQuery.split(separator: "?").last))?.version)
@@ -115,7 +107,7 @@ final class SecurityTests: XCTestCase {
         XCTAssertTrue(answers.contains { $0.text.contains("body is not the one") })
 
         sleep(3) // what a removal queue or a superseded drop would have done by now
-        let value = try get(cluster, "k")
+        let value = try cluster.get("k")
         XCTAssertEqual(value.status, 200)
         XCTAssertEqual(value.text, "genuine")
         XCTAssertEqual(cluster.copies(of: "k").count, 1)
@@ -126,8 +118,8 @@ final class SecurityTests: XCTestCase {
 
     func testTicketsAreBoundToOperationKeyAndExpiry() throws {
         let (cluster, _) = try signedCluster(volumes: 1, masterExtra: ["--read-ticket-lifetime", "2"])
-        XCTAssertEqual(try put(cluster, "a", "alpha").status, 201)
-        XCTAssertEqual(try put(cluster, "b", "beta").status, 201)
+        XCTAssertEqual(try cluster.put("a", "alpha").status, 201)
+        XCTAssertEqual(try cluster.put("b", "beta").status, 201)
         let volume = cluster.volumeURL(cluster.volumePorts[0])
 
         // A direct read without a ticket served superseded and deleted values before.
@@ -155,14 +147,14 @@ final class SecurityTests: XCTestCase {
                                                            with: PercentEncoding.encode("http://127.0.0.1:1"))
         XCTAssertNotEqual(fakeDelete, deleteTicket)
         XCTAssertEqual(try HTTP.send("DELETE", fakeDelete).status, 403)
-        XCTAssertEqual(try get(cluster, "a").text, "alpha")
+        XCTAssertEqual(try cluster.get("a").text, "alpha")
 
         // Read tickets expire (2 s here).
         sleep(3)
         let expired = try HTTP.send("GET", read)
         XCTAssertEqual(expired.status, 403)
         XCTAssertTrue(expired.text.contains("expired"), expired.text)
-        XCTAssertEqual(try get(cluster, "a").text, "alpha")
+        XCTAssertEqual(try cluster.get("a").text, "alpha")
         assertNoSecret(cluster, [expired])
     }
 
@@ -192,7 +184,7 @@ final class SecurityTests: XCTestCase {
             let reorder = try HTTP.send("PUT", reversed, body: Array("third".utf8))
             XCTAssertEqual(reorder.status, signed ? 403 : 409, reorder.text)
             sleep(3)
-            XCTAssertEqual(try get(cluster, "r").text, "first", "signed: \(signed)")
+            XCTAssertEqual(try cluster.get("r").text, "first", "signed: \(signed)")
             XCTAssertEqual(cluster.copies(of: "r").count, 2, "signed: \(signed)")
             XCTAssertEqual(Set(cluster.copyContents(of: "r").map { $0.suffix(5) }), [Data("first".utf8)])
         }
@@ -211,7 +203,7 @@ final class SecurityTests: XCTestCase {
                                       headers: [(VolumeHeaders.heartbeat, "1")])
         XCTAssertEqual(heartbeat.status, 403, heartbeat.text)
         XCTAssertFalse(try HTTP.send("GET", cluster.masterURL + "/admin/volumes").text.contains(fake.url))
-        for index in 0..<20 { XCTAssertEqual(try put(cluster, "n\(index)", "v\(index)").status, 201) }
+        for index in 0..<20 { XCTAssertEqual(try cluster.put("n\(index)", "v\(index)").status, 201) }
         XCTAssertEqual(fake.connections, fake.healthChecks, "the fake was sent something besides the proof check")
 
         // A real volume with the secret joins through the operator's add, the seed's usage.
@@ -258,7 +250,7 @@ final class SecurityTests: XCTestCase {
 
         // Draining a volume exercises every signed call of healing: copy, replica write,
         // commit of holders, outcome notices and the removal queue.
-        for index in 0..<30 { XCTAssertEqual(try put(cluster, "d\(index)", "value \(index)").status, 201) }
+        for index in 0..<30 { XCTAssertEqual(try cluster.put("d\(index)", "value \(index)").status, 201) }
         let drained = cluster.volumePorts[0]
         XCTAssertEqual(try HTTP.send("POST", cluster.masterURL + "/admin/remove-volume", body: Array(cluster.volumeURL(drained).utf8)).status, 202)
         let deadline = Date().addingTimeInterval(30)
@@ -267,7 +259,7 @@ final class SecurityTests: XCTestCase {
             usleep(200_000)
         }
         XCTAssertTrue(cluster.valueFiles(drained).isEmpty, cluster.logText())
-        for index in 0..<30 { XCTAssertEqual(try get(cluster, "d\(index)").text, "value \(index)") }
+        for index in 0..<30 { XCTAssertEqual(try cluster.get("d\(index)").text, "value \(index)") }
         // As a word: versions in the log are long numbers that may contain the digits 403.
         XCTAssertNil(cluster.logText().range(of: "\\b403\\b", options: .regularExpression),
                      "a daemon's own call was refused:\n\(cluster.logText())")
@@ -374,7 +366,7 @@ final class SecurityTests: XCTestCase {
         let chunked = try runTool("curl", ["-sS", "-L", "-XPUT", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-", "-o", "/dev/null",
                                            "-w", "%{http_code}", cluster.masterURL + "/store/chunked"], stdin: Data("piped".utf8))
         XCTAssertEqual(chunked.output, "201")
-        XCTAssertEqual(try get(cluster, "chunked").text, "piped")
+        XCTAssertEqual(try cluster.get("chunked").text, "piped")
     }
 }
 

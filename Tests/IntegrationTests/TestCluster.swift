@@ -226,12 +226,44 @@ enum HTTP {
         return Answer(status: response.status, headers: response.headers, body: response.body)
     }
 
-    /// Sends to the master and follows one redirect, as `curl -L` does.
-    static func follow(_ method: String, _ url: String, body: [UInt8] = [], headers: [(String, String)] = []) throws -> Answer {
-        let first = try send(method, url, body: body, headers: headers)
-        guard [301, 302, 303, 307, 308].contains(first.status), let location = first.headers["Location"] else { return first }
-        return try send(method, location, body: body, headers: headers)
+    /// Sends to the master and follows one redirect, as `curl -L` does (or up to `redirects`).
+    static func follow(_ method: String, _ url: String, body: [UInt8] = [], headers: [(String, String)] = [],
+                       redirects: Int = 1) throws -> Answer {
+        var answer = try send(method, url, body: body, headers: headers)
+        for _ in 0..<redirects {
+            guard [301, 302, 303, 307, 308].contains(answer.status), let location = answer.headers["Location"] else { break }
+            answer = try send(method, location, body: body, headers: headers)
+        }
+        return answer
     }
+}
+
+/// What a client does with values, through the master: the test classes' `put` and `get`.
+extension TestCluster {
+    /// Writes `value` under `key` (the path after `/store/`, as sent), following the redirect.
+    func put(_ key: String, _ value: [UInt8], headers: [(String, String)] = []) throws -> HTTP.Answer {
+        try HTTP.follow("PUT", masterURL + "/store/" + key, body: value, headers: headers)
+    }
+
+    func put(_ key: String, _ value: String, headers: [(String, String)] = []) throws -> HTTP.Answer {
+        try put(key, Array(value.utf8), headers: headers)
+    }
+
+    /// Reads `key`, following the redirect; or up to `redirects` of them, for tests where a
+    /// volume may send the reader back to the master.
+    func get(_ key: String, headers: [(String, String)] = [], redirects: Int = 1) throws -> HTTP.Answer {
+        try HTTP.follow("GET", masterURL + "/store/" + key, headers: headers, redirects: redirects)
+    }
+}
+
+/// Checks `condition` every 50 ms until it holds, or throws after `timeout` seconds.
+func waitUntil(_ what: String, timeout: Double = 10, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return }
+        usleep(50_000)
+    }
+    throw ClusterError("timed out waiting for: \(what)")
 }
 
 /// Runs a command-line tool (curl) and returns its exit status and output.
