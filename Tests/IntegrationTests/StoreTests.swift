@@ -37,17 +37,17 @@ final class StoreTests: XCTestCase {
     }
 
     func testKeysWithSlashesSpacesUnicodeAndEscapes() throws {
-        // Each pair: the path as sent, and the key it names.
-        let keys: [(String, String)] = [
-            ("a/b/c", "a/b/c"),
-            ("a%20b", "a b"),
-            ("%D0%BA%D0%BB%D1%8E%D1%87", "ключ"),
-            ("100%25", "100%"),
-            ("a/%2E%2E/b", "a/../b"),
-            ("a/../b", "a/../b"),
-            ("trailing/", "trailing/"),
-            ("q%3Fmark", "q?mark"),
-            ("%01%FF", "\u{01}\u{FF}"),
+        // Each pair: the path as sent, and the key (its bytes) it names.
+        let keys: [(String, [UInt8])] = [
+            ("a/b/c", Array("a/b/c".utf8)),
+            ("a%20b", Array("a b".utf8)),
+            ("%D0%BA%D0%BB%D1%8E%D1%87", Array("ключ".utf8)),
+            ("100%25", Array("100%".utf8)),
+            ("a/%2E%2E/b", Array("a/../b".utf8)),
+            ("a/../b", Array("a/../b".utf8)),
+            ("trailing/", Array("trailing/".utf8)),
+            ("q%3Fmark", Array("q?mark".utf8)),
+            ("%01%FF", [0x01, 0xFF]),
         ]
         for (index, (path, _)) in keys.enumerated() {
             XCTAssertEqual(try cluster.put(path, Array("value \(index)".utf8)).status, 201, path)
@@ -67,6 +67,19 @@ final class StoreTests: XCTestCase {
         XCTAssertTrue(redirect.headers["Location"]!.contains("/store/a/%2E%2E/b?"), redirect.headers["Location"]!)
         let viaCurl = try runTool("curl", ["-sS", "-L", "--path-as-is", cluster.masterURL + "/store/a/../b"])
         XCTAssertEqual(viaCurl.output, "value 5")
+        // The keys are the ones the table names: the listing has exactly them, in byte order
+        // (as UTF-8, 0xFF shown as U+FFFD), and each reads back its last value when asked
+        // for with every byte escaped, a spelling no path above used.
+        var lastWrite: [[UInt8]: Int] = [:]
+        for (index, (_, key)) in keys.enumerated() { lastWrite[key] = index }
+        let listing = try HTTP.send("GET", cluster.masterURL + "/store/")
+        let listed = (try JSONSerialization.jsonObject(with: Data(listing.body)) as? [String: Any])?["keys"] as? [String]
+        XCTAssertEqual(listed, lastWrite.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { String(decoding: $0, as: UTF8.self) },
+                       listing.text)
+        for (key, index) in lastWrite {
+            let escaped = key.map { String(format: "%%%02X", $0) }.joined()
+            XCTAssertEqual(try cluster.get(escaped).text, "value \(index)", escaped)
+        }
     }
 
     func testInvalidKeysAreRefused() throws {
