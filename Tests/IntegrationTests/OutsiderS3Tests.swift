@@ -22,9 +22,7 @@ final class OutsiderS3Tests: XCTestCase {
         let port = try cluster.startVolume()
         try cluster.startMaster(volumePorts: [port], extra: ["--secret-file", secret, "--auth-file", masterUsers])
         let credentials = [("Authorization", "Basic " + Data("root:rootpass".utf8).base64EncodedString())]
-        try waitUntil("the volume is up", timeout: 10) {
-            (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: credentials))?.text.contains("\"state\":\"up\"") ?? false
-        }
+        try cluster.waitUntilVolumesUp(1, headers: credentials)
         let users = cluster.root + "/s3-users"
         try Data("\(Self.accessKey) \(Self.secretKey) read,write\n".utf8).write(to: URL(fileURLWithPath: users))
         return (cluster, try cluster.startGateway(extra: ["--secret-file", secret, "--auth-file", users]))

@@ -35,10 +35,7 @@ final class OutsiderVolumeTests: XCTestCase {
         let ports = try (0..<volumes).map { _ in try cluster.startVolume() }
         try cluster.startMaster(volumePorts: ports, extra: masterExtra)
         let admin = authLines == nil ? [] : root
-        try waitUntil("\(volumes) volume(s) up", timeout: 10) {
-            let text = (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: admin))?.text ?? ""
-            return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= volumes
-        }
+        try cluster.waitUntilVolumesUp(volumes, headers: admin)
     }
 
     private let root = [("Authorization", "Basic " + Data("root:rootpass".utf8).base64EncodedString())]

@@ -22,10 +22,7 @@ final class S3GatewayTests: XCTestCase {
         let ports = try (0..<2).map { _ in try cluster.startVolume() }
         try cluster.startMaster(volumePorts: ports, extra: ["--secret-file", secretPath, "--auth-file", masterUsers, "--replicas", "2"])
         let credentials = [("Authorization", "Basic " + Data("root:rootpass".utf8).base64EncodedString())]
-        try waitUntil("both volumes up", timeout: 10) {
-            (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: credentials))
-                .map { $0.text.components(separatedBy: "\"state\":\"up\"").count - 1 == 2 } ?? false
-        }
+        try cluster.waitUntilVolumesUp(2, headers: credentials)
         return cluster
     }
 

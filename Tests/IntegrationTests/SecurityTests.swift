@@ -28,19 +28,8 @@ final class SecurityTests: XCTestCase {
         }
         let ports = try (0..<volumes).map { _ in try cluster.startVolume() }
         try cluster.startMaster(volumePorts: ports, extra: extra)
-        try waitUntilUp(cluster, count: volumes, headers: authLines == nil ? [] : basic("root", "rootpass"))
+        try cluster.waitUntilVolumesUp(volumes, headers: authLines == nil ? [] : basic("root", "rootpass"))
         return (cluster, try ClusterSecret(bytes: Array(Self.secretText.utf8)))
-    }
-
-    /// The master counts a volume up only once its signed health answer checked out.
-    private func waitUntilUp(_ cluster: TestCluster, count: Int, headers: [(String, String)] = []) throws {
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if let answer = try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: headers),
-               answer.text.components(separatedBy: "\"state\":\"up\"").count - 1 >= count { return }
-            usleep(50_000)
-        }
-        throw ClusterError("volumes never came up:\n\(cluster.logText())")
     }
 
     /// Sends a call signed with `secret` (a daemon's call), optionally dated `skew` seconds off.
@@ -210,7 +199,7 @@ final class SecurityTests: XCTestCase {
         let port = try cluster.startVolume()
         let real = try HTTP.send("POST", cluster.masterURL + "/admin/add-volume", body: Array(cluster.volumeURL(port).utf8))
         XCTAssertEqual(real.status, 200, real.text)
-        try waitUntilUp(cluster, count: 2)
+        try cluster.waitUntilVolumesUp(2)
         // And a volume's own signed heartbeat is a registration too.
         let signedBeat = try signedSend("POST", cluster.masterURL + "/admin/add-volume", secret: secret,
                                         headers: [(VolumeHeaders.heartbeat, "1")], body: Array(cluster.volumeURL(port).utf8))

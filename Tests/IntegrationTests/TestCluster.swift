@@ -130,6 +130,19 @@ final class TestCluster {
         throw ClusterError("\(base) did not become healthy; logs:\n\(logText())")
     }
 
+    /// Waits until the master counts `count` volumes up (in a signed cluster, only once each
+    /// signed health answer checked out); `headers` for a master with `--auth-file`.
+    func waitUntilVolumesUp(_ count: Int, headers: [(String, String)] = []) throws {
+        do {
+            try waitUntil("\(count) volume(s) up", timeout: 10) {
+                let text = (try? HTTP.send("GET", masterURL + "/admin/volumes", headers: headers))?.text ?? ""
+                return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= count
+            }
+        } catch {
+            throw ClusterError("\(error); logs:\n\(logText())")
+        }
+    }
+
     func kill9(_ process: Process?) {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
