@@ -57,7 +57,9 @@ let package = Package(
         .executableTarget(name: "kalavara-load", dependencies: [
             "KalavaraCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
-        .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["KalavaraCore"], swiftSettings: strict),
+        // What the test targets share: skipping, or failing in CI, when a test's tools are missing.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["KalavaraCore", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -93,12 +93,3 @@ final class AdminTests: XCTestCase {
         XCTAssertEqual(try HTTP.send("PUT", cluster.masterURL + "/store/k2", body: [1]).status, 503)
     }
 }
-
-func waitUntil(_ what: String, timeout: Double = 10, _ condition: () -> Bool) throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if condition() { return }
-        usleep(50_000)
-    }
-    throw ClusterError("timed out waiting for: \(what)")
-}

@@ -17,23 +17,8 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
                                           volumeExtra: volumeExtra)
     }
 
-    private func put(_ key: String, _ value: String) -> Int {
-        (try? HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: Array(value.utf8)).status) ?? 0
-    }
-
     private func putEventually(_ key: String, _ value: String) throws {
-        try waitUntil("PUT \(key) succeeds", timeout: 20) { put(key, value) == 201 }
-    }
-
-    private func get(_ key: String) -> HTTP.Answer? {
-        // Follows up to three redirects: a volume may send a reader back to the master once.
-        guard var answer = try? HTTP.send("GET", cluster.masterURL + "/store/" + key) else { return nil }
-        for _ in 0..<3 {
-            guard [302, 307].contains(answer.status), let location = answer.headers["Location"],
-                  let next = try? HTTP.send("GET", location) else { break }
-            answer = next
-        }
-        return answer
+        try waitUntil("PUT \(key) succeeds", timeout: 20) { (try? cluster.put(key, value))?.status == 201 }
     }
 
     private func json(_ url: String) -> [String: Any]? {
@@ -60,8 +45,8 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         let urls = counting.map(cluster.volumeURL)
         for (key, outcomes) in allowed.sorted(by: { $0.key < $1.key }) {
             let copies = cluster.copies(of: key)
-            guard let answer = get(key), answer.status == 200 || answer.status == 404 else {
-                return "\(key): GET is \(get(key).map { "\($0.status) \($0.text)" } ?? "no answer")"
+            guard let answer = try? cluster.get(key, redirects: 3), answer.status == 200 || answer.status == 404 else {
+                return "\(key): GET is \((try? cluster.get(key, redirects: 3)).map { "\($0.status) \($0.text)" } ?? "no answer")"
             }
             if answer.status == 404 {
                 guard outcomes.contains(where: { $0 == nil }) else { return "\(key): 404, want one of \(outcomes)" }
@@ -104,7 +89,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         try start(volumes: 4, replicas: 2, masterExtra: ["--out-after", "2"])
         var expected: [String: String?] = [:]
         for index in 0..<40 {
-            XCTAssertEqual(put("lost\(index)", "value \(index)"), 201)
+            XCTAssertEqual(try cluster.put("lost\(index)", "value \(index)").status, 201)
             expected["lost\(index)"] = "value \(index)"
         }
         let ports = cluster.volumePorts
@@ -122,7 +107,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         XCTAssertTrue(metrics.contains("kalavara_repair_copies_total"), metrics)
         XCTAssertTrue(metrics.contains("kalavara_volumes{state=\"out\"} 1"), metrics)
         // Writes while it is out go elsewhere.
-        XCTAssertEqual(put("lost0", "rewritten"), 201)
+        XCTAssertEqual(try cluster.put("lost0", "rewritten").status, 201)
         expected["lost0"] = "rewritten"
 
         // Back: it is up again, the placement includes it again, and its stale copies go.
@@ -153,7 +138,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         try start(volumes: 2, replicas: 1)
         var expected: [String: String?] = [:]
         for index in 0..<60 {
-            XCTAssertEqual(put("bal\(index)", "v\(index)"), 201)
+            XCTAssertEqual(try cluster.put("bal\(index)", "v\(index)").status, 201)
             expected["bal\(index)"] = "v\(index)"
         }
         let added = try cluster.startVolume()
@@ -178,7 +163,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         }
         let remaining = cluster.volumePorts.filter { $0 != drained }
         for key in expected.keys {
-            XCTAssertEqual(get(key)?.text, expected[key]!, key)
+            XCTAssertEqual(try cluster.get(key, redirects: 3).text, expected[key]!, key)
             XCTAssertEqual(cluster.copies(of: key).keys.filter(remaining.contains).count, 1, key)
         }
         // Its heartbeat does not bring it back; an operator's add does.
@@ -194,11 +179,11 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         try start(volumes: 3, replicas: 2)
         var expected: [String: String?] = [:]
         for index in 0..<50 {
-            XCTAssertEqual(put("re\(index)", "first \(index)"), 201)
+            XCTAssertEqual(try cluster.put("re\(index)", "first \(index)").status, 201)
             expected["re\(index)"] = "first \(index)"
         }
         for index in 0..<10 {
-            XCTAssertEqual(put("re\(index)", "second \(index)"), 201)
+            XCTAssertEqual(try cluster.put("re\(index)", "second \(index)").status, 201)
             expected["re\(index)"] = "second \(index)"
         }
         for index in 40..<45 {
@@ -209,7 +194,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         cluster.killMaster()
         try FileManager.default.removeItem(atPath: cluster.databasePath)
         try cluster.restartMaster()
-        XCTAssertEqual(get("re1")?.status, 404, "an empty index knows nothing before a rebuild")
+        XCTAssertEqual(try cluster.get("re1", redirects: 3).status, 404, "an empty index knows nothing before a rebuild")
 
         // One volume stopped: the rebuild waits for it, and meanwhile answers 503 for what it
         // has not found, never 404; PUTs work.
@@ -220,11 +205,11 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
             (json(cluster.masterURL + "/admin/rebuild")?["volumes_done"] as? Int) == 2
         }
         XCTAssertEqual(json(cluster.masterURL + "/admin/rebuild")?["running"] as? Bool, true)
-        XCTAssertEqual(get("never-existed")?.status, 503)
+        XCTAssertEqual(try cluster.get("never-existed", redirects: 3).status, 503)
         XCTAssertEqual(try HTTP.send("DELETE", cluster.masterURL + "/store/never-existed").status, 503)
         // Writes avoid the stopped volume once its health checks have failed.
         try waitUntil("the stopped volume is down", timeout: 15) { volumeStates()[cluster.volumeURL(stopped)] == "down" }
-        XCTAssertEqual(put("fresh", "written during the rebuild"), 201)
+        XCTAssertEqual(try cluster.put("fresh", "written during the rebuild").status, 201)
         expected["fresh"] = "written during the rebuild"
         kill(cluster.volumes[stopped]!.processIdentifier, SIGCONT)
         try waitUntil("rebuild finished", timeout: 30) {
@@ -234,9 +219,9 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(rebuild["volumes_total"] as? Int, 3)
         // 45 keys live on the volumes; "fresh" was in the index already when its file was seen.
         XCTAssertEqual(rebuild["keys_found"] as? Int, 45, "\(rebuild)")
-        XCTAssertEqual(get("never-existed")?.status, 404)
+        XCTAssertEqual(try cluster.get("never-existed", redirects: 3).status, 404)
         // The clock moved past every version seen: an overwrite wins over the rebuilt value.
-        XCTAssertEqual(put("re20", "after the rebuild"), 201)
+        XCTAssertEqual(try cluster.put("re20", "after the rebuild").status, 201)
         expected["re20"] = "after the rebuild"
         assertConverged(expected, counting: cluster.volumePorts, replicas: 2)
     }
@@ -255,12 +240,12 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         try start(volumes: 3, replicas: 2)
         let small = String(repeating: "s", count: 1000)
         let large = String(repeating: "L", count: 300_000) // over the in-memory limit: sent by sendfile
-        XCTAssertEqual(put("small", small), 201)
-        XCTAssertEqual(put("large", large), 201)
+        XCTAssertEqual(try cluster.put("small", small).status, 201)
+        XCTAssertEqual(try cluster.put("large", large).status, 201)
         let smallHolder = try XCTUnwrap(cluster.copies(of: "small").keys.sorted().first)
         try flipByte(in: smallHolder, key: "small", fromEnd: 10)
         // Read through the master until each holder has been asked: never the bad byte.
-        for _ in 0..<6 { XCTAssertEqual(get("small")?.text, small) }
+        for _ in 0..<6 { XCTAssertEqual(try cluster.get("small", redirects: 3).text, small) }
         let direct = try HTTP.send("GET", cluster.volumeURL(smallHolder) + "/store/small")
         XCTAssertNotEqual(direct.text, String(small.dropLast(10)) + "r" + String(repeating: "s", count: 9))
 
@@ -279,15 +264,15 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         // A flipped byte in the header's copy of the key: the file no longer says whose it
         // is. Read through the master: the reader gets the value from the other copy; the
         // scrub on another key's copy: the master finds the key by the file's version.
-        XCTAssertEqual(put("header-read", "read me"), 201)
-        XCTAssertEqual(put("header-scrub", "scrub me"), 201)
+        XCTAssertEqual(try cluster.put("header-read", "read me").status, 201)
+        XCTAssertEqual(try cluster.put("header-scrub", "scrub me").status, 201)
         let readHolder = try XCTUnwrap(cluster.copies(of: "header-read").keys.sorted().first)
         try flipByte(in: readHolder, key: "header-read", fromEnd: "read me".utf8.count + 2)
         let version = try XCTUnwrap(cluster.copies(of: "header-read")[readHolder]?.first?.split(separator: ".").last)
         let sentBack = try HTTP.send("GET", cluster.volumeURL(readHolder) + "/store/header-read?t=1&ver=\(version)")
         XCTAssertEqual(sentBack.status, 302, sentBack.text)
         XCTAssertEqual(try HTTP.send("GET", try XCTUnwrap(sentBack.headers["Location"])).status, 302, "the master sends it on")
-        for _ in 0..<4 { XCTAssertEqual(get("header-read")?.text, "read me") }
+        for _ in 0..<4 { XCTAssertEqual(try cluster.get("header-read", redirects: 3).text, "read me") }
         let scrubHolder = try XCTUnwrap(cluster.copies(of: "header-scrub").keys.sorted().first)
         try flipByte(in: scrubHolder, key: "header-scrub", fromEnd: "scrub me".utf8.count + 2)
         XCTAssertEqual(try HTTP.send("POST", cluster.volumeURL(scrubHolder) + "/admin/scrub").status, 202)
@@ -303,7 +288,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
     func testStaleCopiesNoLongerLeakAndTheScrubCatchesAnyThatDo() throws {
         try start(volumes: 3, replicas: 2, volumeExtra: ["--orphan-grace", "1"])
         // The reproduction: A, kill -9 a placement volume, B, restart it, C.
-        XCTAssertEqual(put("leak", "A"), 201)
+        XCTAssertEqual(try cluster.put("leak", "A").status, 201)
         let v1 = try XCTUnwrap(cluster.copies(of: "leak").keys.sorted().first)
         cluster.killVolume(v1)
         sleep(4)
@@ -316,7 +301,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         // A leaked copy planted by hand (an old version the index knows is superseded) and a
         // file of a key the index has never heard of: the scrub removes the first, counts and
         // keeps the second.
-        XCTAssertEqual(put("planted", "current"), 201)
+        XCTAssertEqual(try cluster.put("planted", "current").status, 201)
         let holder = try XCTUnwrap(cluster.copies(of: "planted").keys.first)
         func plant(_ key: String, version: UInt64, _ value: String) throws -> String {
             let parsed = try Key(key)
@@ -345,17 +330,17 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
             let volumes = json(cluster.masterURL + "/admin/volumes")?["volumes"] as? [[String: Any]] ?? []
             return volumes.contains { $0["url"] as? String == cluster.volumeURL(holder) && $0["unknown_files"] as? Int == 1 }
         }
-        XCTAssertEqual(get("planted")?.text, "current")
+        XCTAssertEqual(try cluster.get("planted", redirects: 3).text, "current")
     }
 
     // MARK: Readers
 
     func testASlowReaderGetsTheKeyNeverA404() throws {
         try start(volumes: 2, replicas: 1)
-        XCTAssertEqual(put("slow", "first"), 201)
+        XCTAssertEqual(try cluster.put("slow", "first").status, 201)
         let redirect = try HTTP.send("GET", cluster.masterURL + "/store/slow")
         let location = try XCTUnwrap(redirect.headers["Location"])
-        XCTAssertEqual(put("slow", "second"), 201)
+        XCTAssertEqual(try cluster.put("slow", "second").status, 201)
         sleep(3) // past the superseded grace: the first version's file is gone
         let late = try HTTP.send("GET", location)
         XCTAssertEqual(late.status, 200, late.text)
@@ -371,7 +356,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         }
         let moved = try HTTP.send("GET", before)
         XCTAssertEqual(moved.status, 302, moved.text)
-        XCTAssertEqual(get("slow")?.text, "second")
+        XCTAssertEqual(try cluster.get("slow", redirects: 3).text, "second")
     }
 
     // MARK: Races and chaos
@@ -381,7 +366,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
         let keys = (0..<12).map { "race\($0)" }
         let outcomes = Outcomes()
         for key in keys {
-            XCTAssertEqual(put(key, "\(key) initial"), 201)
+            XCTAssertEqual(try cluster.put(key, "\(key) initial").status, 201)
             outcomes.settle(key, "\(key) initial")
         }
         let stop = Atomic(false)
@@ -400,7 +385,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
                         outcomes.record(key, nil, acknowledged: status == 204, refused: status == 404)
                     } else {
                         let value = "\(key) w\(writer) r\(round)"
-                        let status = put(key, value)
+                        let status = (try? cluster.put(key, value))?.status
                         outcomes.record(key, value, acknowledged: status == 201, refused: status == 409)
                     }
                     usleep(20_000)
@@ -457,7 +442,7 @@ final class HealingTests: XCTestCase, @unchecked Sendable {
                 outcomes.record(key, nil, acknowledged: status == 204, refused: status == 404)
             default:
                 let value = "\(key) step \(step)"
-                let status = put(key, value)
+                let status = (try? cluster.put(key, value))?.status
                 outcomes.record(key, value, acknowledged: status == 201, refused: status == 409)
             }
             usleep(UInt32(100_000 + random.next() % 400_000))

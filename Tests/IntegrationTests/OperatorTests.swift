@@ -1,5 +1,6 @@
 import Foundation
 @testable import KalavaraCore
+import TestSupport
 import XCTest
 
 /// The operator's tools against real daemons: the status page in a real browser (headless
@@ -18,10 +19,9 @@ final class OperatorTests: XCTestCase {
     }
 
     private func chromium() throws -> String {
-        for path in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] where FileManager.default.isExecutableFile(atPath: path) {
-            return path
-        }
-        throw XCTSkip("chromium is not installed: scripts/test installs it (scripts/install-deps --test)")
+        let path = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        try require(path != nil, "chromium is not installed: scripts/test installs it (scripts/install-deps --test)")
+        return path!
     }
 
     /// The page as the browser rendered it.

@@ -22,23 +22,10 @@ final class OutsiderS3Tests: XCTestCase {
         let port = try cluster.startVolume()
         try cluster.startMaster(volumePorts: [port], extra: ["--secret-file", secret, "--auth-file", masterUsers])
         let credentials = [("Authorization", "Basic " + Data("root:rootpass".utf8).base64EncodedString())]
-        try waitUntil("the volume is up", timeout: 10) {
-            (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: credentials))?.text.contains("\"state\":\"up\"") ?? false
-        }
+        try cluster.waitUntilVolumesUp(1, headers: credentials)
         let users = cluster.root + "/s3-users"
         try Data("\(Self.accessKey) \(Self.secretKey) read,write\n".utf8).write(to: URL(fileURLWithPath: users))
         return (cluster, try cluster.startGateway(extra: ["--secret-file", secret, "--auth-file", users]))
-    }
-
-    /// A tool the test drives: skipped when missing on a workstation, a failure in CI.
-    private func requireTool(_ tool: String, _ arguments: [String]) throws {
-        guard (try? runTool(tool, arguments))?.status != 0 else { return }
-        let message = "\(tool) is needed (scripts/install-deps --test installs it)"
-        if ProcessInfo.processInfo.environment["CI"] == "true" {
-            XCTFail(message)
-            throw ClusterError(message)
-        }
-        throw XCTSkip(message)
     }
 
     // MARK: Signing by hand, for what no client library sends

@@ -35,27 +35,10 @@ final class OutsiderVolumeTests: XCTestCase {
         let ports = try (0..<volumes).map { _ in try cluster.startVolume() }
         try cluster.startMaster(volumePorts: ports, extra: masterExtra)
         let admin = authLines == nil ? [] : root
-        try waitUntil("\(volumes) volume(s) up", timeout: 10) {
-            let text = (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: admin))?.text ?? ""
-            return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= volumes
-        }
+        try cluster.waitUntilVolumesUp(volumes, headers: admin)
     }
 
     private let root = [("Authorization", "Basic " + Data("root:rootpass".utf8).base64EncodedString())]
-
-    private func put(_ key: String, _ value: [UInt8]) throws -> Int {
-        try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: value).status
-    }
-
-    /// Through the master, following up to three redirects (a volume may send a reader back).
-    private func get(_ key: String) throws -> HTTP.Answer {
-        var answer = try HTTP.send("GET", cluster.masterURL + "/store/" + key)
-        for _ in 0..<3 {
-            guard [302, 307].contains(answer.status), let location = answer.headers["Location"] else { break }
-            answer = try HTTP.send("GET", location)
-        }
-        return answer
-    }
 
     /// The master's redirect for a write (not followed): the volume it names and the query.
     private func redirect(_ method: String, _ key: String, body: [UInt8] = []) throws -> (port: Int, target: String) {
@@ -81,7 +64,7 @@ final class OutsiderVolumeTests: XCTestCase {
                 XCTAssertEqual(answer.text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1)
             }
             XCTAssertEqual(cluster.copies(of: "misdirected"), [:], "replicas \(replicas): nothing stored")
-            XCTAssertEqual(try get("misdirected").status, 404)
+            XCTAssertEqual(try cluster.get("misdirected", redirects: 3).status, 404)
 
             // The same ticket where it belongs works.
             XCTAssertEqual(try HTTP.send("PUT", cluster.volumeURL(write.port) + write.target, body: value).status, 201)
@@ -94,10 +77,10 @@ final class OutsiderVolumeTests: XCTestCase {
                 let answer = try HTTP.send("DELETE", cluster.volumeURL(port) + delete.target)
                 XCTAssertEqual(answer.status, 403, "replicas \(replicas): \(answer.text)")
             }
-            XCTAssertEqual(try get("misdirected").body, value)
+            XCTAssertEqual(try cluster.get("misdirected", redirects: 3).body, value)
             XCTAssertEqual(cluster.copies(of: "misdirected"), placed, "replicas \(replicas): no copy deleted")
             XCTAssertEqual(try HTTP.send("DELETE", cluster.volumeURL(delete.port) + delete.target).status, 204)
-            XCTAssertEqual(try get("misdirected").status, 404)
+            XCTAssertEqual(try cluster.get("misdirected", redirects: 3).status, 404)
 
             // A replica copy (a signed internal call) to a volume the ticket does not name.
             if replicas == 2 {
@@ -129,7 +112,7 @@ final class OutsiderVolumeTests: XCTestCase {
         var values: [String: [UInt8]] = [:]
         for (key, size, _) in cases {
             values[key] = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ key.utf8.count) }
-            XCTAssertEqual(try put(key, values[key]!), 201)
+            XCTAssertEqual(try cluster.put(key, values[key]!).status, 201)
         }
         var damaged: [String: (port: Int, version: String)] = [:]
         for (key, _, change) in cases {
@@ -154,7 +137,7 @@ final class OutsiderVolumeTests: XCTestCase {
         }
         // Through the master every read gets the right bytes, and the bad copy is restored.
         for (key, _, _) in cases {
-            for _ in 0..<4 { XCTAssertEqual(try get(key).body, values[key], key) }
+            for _ in 0..<4 { XCTAssertEqual(try cluster.get(key, redirects: 3).body, values[key], key) }
         }
         for (key, _, _) in cases {
             let (port, version) = damaged[key]!
@@ -182,16 +165,16 @@ final class OutsiderVolumeTests: XCTestCase {
         var dead: [String] = [], live: [String: [UInt8]] = [:]
         for size in [1000, 40_000, 100_000] {
             let tag = "\(size)-\(UUID().uuidString.prefix(8))"
-            XCTAssertEqual(try put("deleted-\(size)", value("DEAD-DELETED-\(tag)", size)), 201)
-            XCTAssertEqual(try put("overwritten-\(size)", value("DEAD-OVERWRITTEN-\(tag)", size)), 201)
-            XCTAssertEqual(try put("kept-\(size)", value("LIVE-KEPT-\(tag)", size)), 201)
+            XCTAssertEqual(try cluster.put("deleted-\(size)", value("DEAD-DELETED-\(tag)", size)).status, 201)
+            XCTAssertEqual(try cluster.put("overwritten-\(size)", value("DEAD-OVERWRITTEN-\(tag)", size)).status, 201)
+            XCTAssertEqual(try cluster.put("kept-\(size)", value("LIVE-KEPT-\(tag)", size)).status, 201)
             dead += ["DEAD-DELETED-\(tag)", "DEAD-OVERWRITTEN-\(tag)"]
             live["kept-\(size)"] = value("LIVE-KEPT-\(tag)", size)
             live["overwritten-\(size)"] = value("LIVE-NEW-\(tag)", size)
         }
         for size in [1000, 40_000, 100_000] {
             XCTAssertEqual(try HTTP.follow("DELETE", cluster.masterURL + "/store/deleted-\(size)").status, 204)
-            XCTAssertEqual(try put("overwritten-\(size)", live["overwritten-\(size)"]!), 201)
+            XCTAssertEqual(try cluster.put("overwritten-\(size)", live["overwritten-\(size)"]!).status, 201)
         }
         // The journal holds a small value's bytes in hex until a checkpoint: look for both.
         let needles = dead.flatMap { [Data($0.utf8), Data(Hex.encode(Array($0.utf8)).utf8)] }
@@ -205,7 +188,7 @@ final class OutsiderVolumeTests: XCTestCase {
             XCTFail("removed values still on disk in: \(found)")
         }
         XCTAssertFalse(filesHolding(live.values.map { Data($0.prefix(40)) }).isEmpty, "the search does find live values")
-        for (key, bytes) in live { XCTAssertEqual(try get(key).body, bytes, key) }
+        for (key, bytes) in live { XCTAssertEqual(try cluster.get(key, redirects: 3).body, bytes, key) }
     }
 
     /// Every file under every volume's directory (data, tmp, journal, quarantine) holding any of `needles`.

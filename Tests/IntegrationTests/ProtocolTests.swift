@@ -6,7 +6,7 @@ import XCTest
 final class ProtocolTests: XCTestCase {
     var cluster: TestCluster!
     override func setUpWithError() throws { cluster = try TestCluster.started(volumes: 1) }
-    override func tearDown() { cluster.shutdown() }
+    override func tearDown() { cluster?.shutdown() }
 
     /// Writes `bytes` on a fresh connection and reads until the server closes or goes quiet.
     private func raw(_ port: Int, _ bytes: [UInt8], closeWrite: Bool = false, quiet: Double = 1) throws -> String {

@@ -10,23 +10,15 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
         cluster = try TestCluster.started(volumes: 3, masterExtra: ["--replicas", "2"], volumeExtra: ["--orphan-grace", "1"])
     }
 
-    override func tearDown() { cluster.shutdown() }
-
-    private func put(_ key: String, _ value: String) throws -> Int {
-        try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: Array(value.utf8)).status
-    }
-
-    private func get(_ key: String) throws -> HTTP.Answer {
-        try HTTP.follow("GET", cluster.masterURL + "/store/" + key)
-    }
+    override func tearDown() { cluster?.shutdown() }
 
     /// Retries a write until the master has noticed a dead volume (it may fail until then).
     private func putEventually(_ key: String, _ value: String) throws {
-        try waitUntil("PUT \(key) succeeds", timeout: 15) { (try? put(key, value)) == 201 }
+        try waitUntil("PUT \(key) succeeds", timeout: 15) { (try? cluster.put(key, value).status) == 201 }
     }
 
     func testEveryCreatedValueIsAFileOnExactlyTwoVolumes() throws {
-        for index in 0..<30 { XCTAssertEqual(try put("r\(index)", "value \(index)"), 201) }
+        for index in 0..<30 { XCTAssertEqual(try cluster.put("r\(index)", "value \(index)").status, 201) }
         for index in 0..<30 {
             let copies = cluster.copies(of: "r\(index)")
             XCTAssertEqual(copies.count, 2, "r\(index): \(copies)")
@@ -36,7 +28,7 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
     }
 
     func testReadsRotateAmongHoldersSoARetryAvoidsAHungOne() throws {
-        XCTAssertEqual(try put("spread", "both"), 201)
+        XCTAssertEqual(try cluster.put("spread", "both").status, 201)
         var seen: Set<String> = []
         for _ in 0..<10 {
             let location = try XCTUnwrap(try HTTP.send("GET", cluster.masterURL + "/store/spread").headers["Location"])
@@ -57,32 +49,32 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
     }
 
     func testReadsSurviveKillOfAHolder() throws {
-        for index in 0..<20 { XCTAssertEqual(try put("k\(index)", "v\(index)"), 201) }
+        for index in 0..<20 { XCTAssertEqual(try cluster.put("k\(index)", "v\(index)").status, 201) }
         let victim = cluster.copies(of: "k0").keys.sorted()[0]
         cluster.killVolume(victim)
         try waitUntil("reads served by the surviving holders", timeout: 10) {
-            (0..<20).allSatisfy { (try? self.get("k\($0)").text) == "v\($0)" }
+            (0..<20).allSatisfy { (try? self.cluster.get("k\($0)").text) == "v\($0)" }
         }
     }
 
     func testOverwriteAndDeleteWithAHolderDownNeverServeStaleValues() throws {
-        XCTAssertEqual(try put("over", "old"), 201)
-        XCTAssertEqual(try put("gone", "doomed"), 201)
+        XCTAssertEqual(try cluster.put("over", "old").status, 201)
+        XCTAssertEqual(try cluster.put("gone", "doomed").status, 201)
         let victim = cluster.copies(of: "over").keys.sorted()[0]
         cluster.killVolume(victim)
 
         try putEventually("over", "new")
-        XCTAssertEqual(try get("over").text, "new")
+        XCTAssertEqual(try cluster.get("over").text, "new")
         try waitUntil("DELETE succeeds", timeout: 15) {
             (try? HTTP.follow("DELETE", self.cluster.masterURL + "/store/gone").status) == 204
         }
-        XCTAssertEqual(try get("gone").status, 404)
+        XCTAssertEqual(try cluster.get("gone").status, 404)
 
         try cluster.startVolume(port: victim)
         // The old copies on the returning volume are never served, and then disappear.
         try waitUntil("stale copies removed from the returning volume", timeout: 15) {
-            XCTAssertEqual(try? self.get("over").text, "new")
-            XCTAssertEqual(try? self.get("gone").status, 404)
+            XCTAssertEqual(try? self.cluster.get("over").text, "new")
+            XCTAssertEqual(try? self.cluster.get("gone").status, 404)
             let over = self.cluster.copies(of: "over"), gone = self.cluster.copies(of: "gone")
             return over.count == 2 && over.values.allSatisfy { $0.count == 1 } && gone.isEmpty
         }
@@ -90,9 +82,9 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
     }
 
     func testOldCopyGoesEvenIfItsVolumeDiesRightAfterTheOverwrite() throws {
-        XCTAssertEqual(try put("phoenix", "old"), 201)
+        XCTAssertEqual(try cluster.put("phoenix", "old").status, 201)
         let holders = cluster.copies(of: "phoenix").keys.sorted()
-        XCTAssertEqual(try put("phoenix", "new"), 201)
+        XCTAssertEqual(try cluster.put("phoenix", "new").status, 201)
         // Killed before its delayed cleanup (2 s): the master's removal queue still has it.
         cluster.killVolume(holders[0])
         usleep(3_000_000)
@@ -101,11 +93,11 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
             let copies = self.cluster.copies(of: "phoenix")
             return copies.count == 2 && copies.values.allSatisfy { $0.count == 1 }
         }
-        XCTAssertEqual(try get("phoenix").text, "new")
+        XCTAssertEqual(try cluster.get("phoenix").text, "new")
     }
 
     func testFewerLiveVolumesThanReplicasIs503() throws {
-        XCTAssertEqual(try put("a", "1"), 201)
+        XCTAssertEqual(try cluster.put("a", "1").status, 201)
         for port in cluster.volumePorts.prefix(2) { cluster.killVolume(port) }
         try waitUntil("master refuses writes", timeout: 15) {
             let answer = try? HTTP.send("PUT", self.cluster.masterURL + "/store/b", body: [1])
@@ -121,23 +113,23 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
         XCTAssertNotEqual(answer.status, 201)
         XCTAssertEqual(cluster.copies(of: "limbo").count, 2, "both replicas hold the uncommitted copy")
         try cluster.restartMaster()
-        XCTAssertEqual(try get("limbo").status, 404)
+        XCTAssertEqual(try cluster.get("limbo").status, 404)
         // After the grace period the volumes ask the master, learn it is an orphan, remove it.
         try waitUntil("orphan copies removed", timeout: 15) { self.cluster.copies(of: "limbo").isEmpty }
         // And a late commit of that version would be refused: the key is still free to write.
-        XCTAssertEqual(try put("limbo", "fresh"), 201)
-        XCTAssertEqual(try get("limbo").text, "fresh")
+        XCTAssertEqual(try cluster.put("limbo", "fresh").status, 201)
+        XCTAssertEqual(try cluster.get("limbo").text, "fresh")
     }
 
     func testConcurrentOverwritesConvergeOnIdenticalCopies() throws {
         let statuses = ThreadSafe<[Int]>([])
         DispatchQueue.concurrentPerform(iterations: 8) { writer in
-            let status = (try? self.put("contended", "writer \(writer) " + String(repeating: "x", count: writer * 100))) ?? 0
+            let status = (try? self.cluster.put("contended", "writer \(writer) " + String(repeating: "x", count: writer * 100)).status) ?? 0
             statuses.update { $0.append(status) }
         }
         XCTAssertTrue(statuses.value.contains(201))
         XCTAssertTrue(statuses.value.allSatisfy { $0 == 201 || $0 == 409 }, "\(statuses.value)")
-        let answer = try get("contended")
+        let answer = try cluster.get("contended")
         XCTAssertEqual(answer.status, 200)
         try waitUntil("losing versions cleaned up", timeout: 10) {
             let copies = self.cluster.copies(of: "contended")
@@ -156,7 +148,7 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
             DispatchQueue.global().async(group: writers) {
                 for round in 0..<12 {
                     let key = "w\(writer)-\(round)", value = "value \(writer) \(round)"
-                    if (try? self.put(key, value)) == 201 { acknowledged.update { $0[key] = value } }
+                    if (try? self.cluster.put(key, value).status) == 201 { acknowledged.update { $0[key] = value } }
                     usleep(20_000)
                 }
             }
@@ -170,7 +162,7 @@ final class ReplicationTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(writers.wait(timeout: .now() + 60), .success)
         XCTAssertGreaterThan(acknowledged.value.count, 50)
         for (key, value) in acknowledged.value {
-            let answer = try get(key)
+            let answer = try cluster.get(key)
             XCTAssertEqual(answer.status, 200, key)
             XCTAssertEqual(answer.text, value, key)
         }

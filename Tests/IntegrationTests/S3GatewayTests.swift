@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import TestSupport
 import XCTest
 
 /// The S3 gateway against real clients: boto3, the aws CLI and rclone (Tests/S3/clients.py)
@@ -21,10 +22,7 @@ final class S3GatewayTests: XCTestCase {
         let ports = try (0..<2).map { _ in try cluster.startVolume() }
         try cluster.startMaster(volumePorts: ports, extra: ["--secret-file", secretPath, "--auth-file", masterUsers, "--replicas", "2"])
         let credentials = [("Authorization", "Basic " + Data("root:rootpass".utf8).base64EncodedString())]
-        try waitUntil("both volumes up", timeout: 10) {
-            (try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: credentials))
-                .map { $0.text.components(separatedBy: "\"state\":\"up\"").count - 1 == 2 } ?? false
-        }
+        try cluster.waitUntilVolumesUp(2, headers: credentials)
         return cluster
     }
 
@@ -34,10 +32,9 @@ final class S3GatewayTests: XCTestCase {
     }
 
     func testBoto3TheAwsCLIAndRcloneUseTheGatewayUnchanged() throws {
-        guard (try? runTool("python3", ["-c", "import boto3, requests"]))?.status == 0,
-              (try? runTool("aws", ["--version"]))?.status == 0, (try? runTool("rclone", ["version"]))?.status == 0 else {
-            throw XCTSkip("boto3, requests, the aws CLI and rclone are needed (scripts/install-deps --test installs them)")
-        }
+        try require((try? runTool("python3", ["-c", "import boto3, requests"]))?.status == 0
+                        && (try? runTool("aws", ["--version"]))?.status == 0 && (try? runTool("rclone", ["version"]))?.status == 0,
+                    "boto3, requests, the aws CLI and rclone are needed (scripts/install-deps --test installs them)")
         let cluster = try signedCluster()
         let users = cluster.root + "/s3-users"
         try Data(Self.gatewayUsers.utf8).write(to: URL(fileURLWithPath: users))

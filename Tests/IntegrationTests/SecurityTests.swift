@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import TestSupport
 import XCTest
 
 /// The attacks of issue 11, each against real processes: forged and replayed commits,
@@ -27,27 +28,8 @@ final class SecurityTests: XCTestCase {
         }
         let ports = try (0..<volumes).map { _ in try cluster.startVolume() }
         try cluster.startMaster(volumePorts: ports, extra: extra)
-        try waitUntilUp(cluster, count: volumes, headers: authLines == nil ? [] : basic("root", "rootpass"))
+        try cluster.waitUntilVolumesUp(volumes, headers: authLines == nil ? [] : basic("root", "rootpass"))
         return (cluster, try ClusterSecret(bytes: Array(Self.secretText.utf8)))
-    }
-
-    /// The master counts a volume up only once its signed health answer checked out.
-    private func waitUntilUp(_ cluster: TestCluster, count: Int, headers: [(String, String)] = []) throws {
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if let answer = try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", headers: headers),
-               answer.text.components(separatedBy: "\"state\":\"up\"").count - 1 >= count { return }
-            usleep(50_000)
-        }
-        throw ClusterError("volumes never came up:\n\(cluster.logText())")
-    }
-
-    private func put(_ cluster: TestCluster, _ key: String, _ value: String, headers: [(String, String)] = []) throws -> HTTP.Answer {
-        try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: Array(value.utf8), headers: headers)
-    }
-
-    private func get(_ cluster: TestCluster, _ key: String, headers: [(String, String)] = []) throws -> HTTP.Answer {
-        try HTTP.follow("GET", cluster.masterURL + "/store/" + key, headers: headers)
     }
 
     /// Sends a call signed with `secret` (a daemon's call), optionally dated `skew` seconds off.
@@ -72,7 +54,7 @@ final class SecurityTests: XCTestCase {
 
     func testForgedInternalCallsAreRefusedAndChangeNothing() throws {
         let (cluster, _) = try signedCluster(volumes: 1)
-        XCTAssertEqual(try put(cluster, "k", "genuine").status, 201)
+        XCTAssertEqual(try cluster.put("k", "genuine").status, 201)
         let redirect = try HTTP.send("GET", cluster.masterURL + "/store/k")
         let version = try XCTUnwrap(PlacementTicket(QueryParameters(HTTPURL(redirect.headers["Location"]!)!
             .pathAndQuery.split(separator: "?").last))?.version)
@@ -114,7 +96,7 @@ final class SecurityTests: XCTestCase {
         XCTAssertTrue(answers.contains { $0.text.contains("body is not the one") })
 
         sleep(3) // what a removal queue or a superseded drop would have done by now
-        let value = try get(cluster, "k")
+        let value = try cluster.get("k")
         XCTAssertEqual(value.status, 200)
         XCTAssertEqual(value.text, "genuine")
         XCTAssertEqual(cluster.copies(of: "k").count, 1)
@@ -125,8 +107,8 @@ final class SecurityTests: XCTestCase {
 
     func testTicketsAreBoundToOperationKeyAndExpiry() throws {
         let (cluster, _) = try signedCluster(volumes: 1, masterExtra: ["--read-ticket-lifetime", "2"])
-        XCTAssertEqual(try put(cluster, "a", "alpha").status, 201)
-        XCTAssertEqual(try put(cluster, "b", "beta").status, 201)
+        XCTAssertEqual(try cluster.put("a", "alpha").status, 201)
+        XCTAssertEqual(try cluster.put("b", "beta").status, 201)
         let volume = cluster.volumeURL(cluster.volumePorts[0])
 
         // A direct read without a ticket served superseded and deleted values before.
@@ -154,14 +136,14 @@ final class SecurityTests: XCTestCase {
                                                            with: PercentEncoding.encode("http://127.0.0.1:1"))
         XCTAssertNotEqual(fakeDelete, deleteTicket)
         XCTAssertEqual(try HTTP.send("DELETE", fakeDelete).status, 403)
-        XCTAssertEqual(try get(cluster, "a").text, "alpha")
+        XCTAssertEqual(try cluster.get("a").text, "alpha")
 
         // Read tickets expire (2 s here).
         sleep(3)
         let expired = try HTTP.send("GET", read)
         XCTAssertEqual(expired.status, 403)
         XCTAssertTrue(expired.text.contains("expired"), expired.text)
-        XCTAssertEqual(try get(cluster, "a").text, "alpha")
+        XCTAssertEqual(try cluster.get("a").text, "alpha")
         assertNoSecret(cluster, [expired])
     }
 
@@ -191,7 +173,7 @@ final class SecurityTests: XCTestCase {
             let reorder = try HTTP.send("PUT", reversed, body: Array("third".utf8))
             XCTAssertEqual(reorder.status, signed ? 403 : 409, reorder.text)
             sleep(3)
-            XCTAssertEqual(try get(cluster, "r").text, "first", "signed: \(signed)")
+            XCTAssertEqual(try cluster.get("r").text, "first", "signed: \(signed)")
             XCTAssertEqual(cluster.copies(of: "r").count, 2, "signed: \(signed)")
             XCTAssertEqual(Set(cluster.copyContents(of: "r").map { $0.suffix(5) }), [Data("first".utf8)])
         }
@@ -210,14 +192,14 @@ final class SecurityTests: XCTestCase {
                                       headers: [(VolumeHeaders.heartbeat, "1")])
         XCTAssertEqual(heartbeat.status, 403, heartbeat.text)
         XCTAssertFalse(try HTTP.send("GET", cluster.masterURL + "/admin/volumes").text.contains(fake.url))
-        for index in 0..<20 { XCTAssertEqual(try put(cluster, "n\(index)", "v\(index)").status, 201) }
+        for index in 0..<20 { XCTAssertEqual(try cluster.put("n\(index)", "v\(index)").status, 201) }
         XCTAssertEqual(fake.connections, fake.healthChecks, "the fake was sent something besides the proof check")
 
         // A real volume with the secret joins through the operator's add, the seed's usage.
         let port = try cluster.startVolume()
         let real = try HTTP.send("POST", cluster.masterURL + "/admin/add-volume", body: Array(cluster.volumeURL(port).utf8))
         XCTAssertEqual(real.status, 200, real.text)
-        try waitUntilUp(cluster, count: 2)
+        try cluster.waitUntilVolumesUp(2)
         // And a volume's own signed heartbeat is a registration too.
         let signedBeat = try signedSend("POST", cluster.masterURL + "/admin/add-volume", secret: secret,
                                         headers: [(VolumeHeaders.heartbeat, "1")], body: Array(cluster.volumeURL(port).utf8))
@@ -257,7 +239,7 @@ final class SecurityTests: XCTestCase {
 
         // Draining a volume exercises every signed call of healing: copy, replica write,
         // commit of holders, outcome notices and the removal queue.
-        for index in 0..<30 { XCTAssertEqual(try put(cluster, "d\(index)", "value \(index)").status, 201) }
+        for index in 0..<30 { XCTAssertEqual(try cluster.put("d\(index)", "value \(index)").status, 201) }
         let drained = cluster.volumePorts[0]
         XCTAssertEqual(try HTTP.send("POST", cluster.masterURL + "/admin/remove-volume", body: Array(cluster.volumeURL(drained).utf8)).status, 202)
         let deadline = Date().addingTimeInterval(30)
@@ -266,7 +248,7 @@ final class SecurityTests: XCTestCase {
             usleep(200_000)
         }
         XCTAssertTrue(cluster.valueFiles(drained).isEmpty, cluster.logText())
-        for index in 0..<30 { XCTAssertEqual(try get(cluster, "d\(index)").text, "value \(index)") }
+        for index in 0..<30 { XCTAssertEqual(try cluster.get("d\(index)").text, "value \(index)") }
         // As a word: versions in the log are long numbers that may contain the digits 403.
         XCTAssertNil(cluster.logText().range(of: "\\b403\\b", options: .regularExpression),
                      "a daemon's own call was refused:\n\(cluster.logText())")
@@ -357,7 +339,8 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(try HTTP.send("PUT", ticket, body: []).status, 400)
         XCTAssertEqual(try HTTP.send("PUT", ticket, body: Array("twelve bytes".utf8)).status, 201)
         // Node's fetch follows a 307 with a buffered body, as Go's net/http does.
-        if FileManager.default.isExecutableFile(atPath: "/usr/bin/node") {
+        if try available(FileManager.default.isExecutableFile(atPath: "/usr/bin/node"),
+                         "node is needed (scripts/install-deps --test installs it)") {
             let node = try runTool("node", ["-e", """
                 const base = process.argv[1];
                 (async () => {
@@ -372,7 +355,7 @@ final class SecurityTests: XCTestCase {
         let chunked = try runTool("curl", ["-sS", "-L", "-XPUT", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-", "-o", "/dev/null",
                                            "-w", "%{http_code}", cluster.masterURL + "/store/chunked"], stdin: Data("piped".utf8))
         XCTAssertEqual(chunked.output, "201")
-        XCTAssertEqual(try get(cluster, "chunked").text, "piped")
+        XCTAssertEqual(try cluster.get("chunked").text, "piped")
     }
 }
 

@@ -6,27 +6,19 @@ final class StoreTests: XCTestCase {
     var cluster: TestCluster!
 
     override func setUpWithError() throws { cluster = try TestCluster.started(volumes: 2) }
-    override func tearDown() { cluster.shutdown() }
-
-    private func put(_ path: String, _ body: [UInt8]) throws -> HTTP.Answer {
-        try HTTP.follow("PUT", cluster.masterURL + "/store/" + path, body: body)
-    }
-
-    private func get(_ path: String) throws -> HTTP.Answer {
-        try HTTP.follow("GET", cluster.masterURL + "/store/" + path)
-    }
+    override func tearDown() { cluster?.shutdown() }
 
     func testBinaryValueWithEveryByte() throws {
         let value = (0..<4096).map { UInt8(truncatingIfNeeded: $0) }
-        XCTAssertEqual(try put("binary", value).status, 201)
-        let answer = try get("binary")
+        XCTAssertEqual(try cluster.put("binary", value).status, 201)
+        let answer = try cluster.get("binary")
         XCTAssertEqual(answer.status, 200)
         XCTAssertEqual(answer.body, value)
     }
 
     func testEmptyValue() throws {
-        XCTAssertEqual(try put("empty", []).status, 201)
-        let answer = try get("empty")
+        XCTAssertEqual(try cluster.put("empty", []).status, 201)
+        let answer = try cluster.get("empty")
         XCTAssertEqual(answer.status, 200)
         XCTAssertEqual(answer.body, [])
     }
@@ -45,36 +37,49 @@ final class StoreTests: XCTestCase {
     }
 
     func testKeysWithSlashesSpacesUnicodeAndEscapes() throws {
-        // Each pair: the path as sent, and the key it names.
-        let keys: [(String, String)] = [
-            ("a/b/c", "a/b/c"),
-            ("a%20b", "a b"),
-            ("%D0%BA%D0%BB%D1%8E%D1%87", "ключ"),
-            ("100%25", "100%"),
-            ("a/%2E%2E/b", "a/../b"),
-            ("a/../b", "a/../b"),
-            ("trailing/", "trailing/"),
-            ("q%3Fmark", "q?mark"),
-            ("%01%FF", "\u{01}\u{FF}"),
+        // Each pair: the path as sent, and the key (its bytes) it names.
+        let keys: [(String, [UInt8])] = [
+            ("a/b/c", Array("a/b/c".utf8)),
+            ("a%20b", Array("a b".utf8)),
+            ("%D0%BA%D0%BB%D1%8E%D1%87", Array("ключ".utf8)),
+            ("100%25", Array("100%".utf8)),
+            ("a/%2E%2E/b", Array("a/../b".utf8)),
+            ("a/../b", Array("a/../b".utf8)),
+            ("trailing/", Array("trailing/".utf8)),
+            ("q%3Fmark", Array("q?mark".utf8)),
+            ("%01%FF", [0x01, 0xFF]),
         ]
         for (index, (path, _)) in keys.enumerated() {
-            XCTAssertEqual(try put(path, Array("value \(index)".utf8)).status, 201, path)
+            XCTAssertEqual(try cluster.put(path, Array("value \(index)".utf8)).status, 201, path)
         }
         for (index, (path, _)) in keys.enumerated() {
-            let answer = try get(path)
+            let answer = try cluster.get(path)
             XCTAssertEqual(answer.status, 200, path)
             // "a/%2E%2E/b" and "a/../b" are the same key: the later write wins.
             let expected = path == "a/%2E%2E/b" ? 5 : index
             XCTAssertEqual(answer.text, "value \(expected)", path)
         }
         // "a/../b" is not "b".
-        XCTAssertEqual(try get("b").status, 404)
+        XCTAssertEqual(try cluster.get("b").status, 404)
         // The Location escapes dots, so curl -L cannot normalise the key away.
         let redirect = try HTTP.send("GET", cluster.masterURL + "/store/a/../b")
         XCTAssertEqual(redirect.status, 302)
         XCTAssertTrue(redirect.headers["Location"]!.contains("/store/a/%2E%2E/b?"), redirect.headers["Location"]!)
         let viaCurl = try runTool("curl", ["-sS", "-L", "--path-as-is", cluster.masterURL + "/store/a/../b"])
         XCTAssertEqual(viaCurl.output, "value 5")
+        // The keys are the ones the table names: the listing has exactly them, in byte order
+        // (as UTF-8, 0xFF shown as U+FFFD), and each reads back its last value when asked
+        // for with every byte escaped, a spelling no path above used.
+        var lastWrite: [[UInt8]: Int] = [:]
+        for (index, (_, key)) in keys.enumerated() { lastWrite[key] = index }
+        let listing = try HTTP.send("GET", cluster.masterURL + "/store/")
+        let listed = (try JSONSerialization.jsonObject(with: Data(listing.body)) as? [String: Any])?["keys"] as? [String]
+        XCTAssertEqual(listed, lastWrite.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { String(decoding: $0, as: UTF8.self) },
+                       listing.text)
+        for (key, index) in lastWrite {
+            let escaped = key.map { String(format: "%%%02X", $0) }.joined()
+            XCTAssertEqual(try cluster.get(escaped).text, "value \(index)", escaped)
+        }
     }
 
     func testInvalidKeysAreRefused() throws {
@@ -88,28 +93,28 @@ final class StoreTests: XCTestCase {
         XCTAssertEqual(try HTTP.send("DELETE", cluster.masterURL + "/store/").status, 400)
         // The longest valid key works.
         let longest = String(repeating: "k", count: 1024)
-        XCTAssertEqual(try put(longest, [1]).status, 201)
-        XCTAssertEqual(try get(longest).body, [1])
+        XCTAssertEqual(try cluster.put(longest, [1]).status, 201)
+        XCTAssertEqual(try cluster.get(longest).body, [1])
     }
 
     func testOverwriteReplacesValueAndLeavesOneFile() throws {
-        XCTAssertEqual(try put("k", Array("first".utf8)).status, 201)
-        XCTAssertEqual(try put("k", Array("second, longer".utf8)).status, 201)
-        XCTAssertEqual(try get("k").text, "second, longer")
+        XCTAssertEqual(try cluster.put("k", Array("first".utf8)).status, 201)
+        XCTAssertEqual(try cluster.put("k", Array("second, longer".utf8)).status, 201)
+        XCTAssertEqual(try cluster.get("k").text, "second, longer")
         // The old version goes right after the answer.
         try waitUntil("old version removed") { cluster.volumePorts.flatMap(cluster.valueFiles).count == 1 }
     }
 
     func testDeleteRemovesValueAndFile() throws {
-        XCTAssertEqual(try put("gone", [1, 2, 3]).status, 201)
+        XCTAssertEqual(try cluster.put("gone", [1, 2, 3]).status, 201)
         let delete = try HTTP.follow("DELETE", cluster.masterURL + "/store/gone")
         XCTAssertEqual(delete.status, 204)
-        XCTAssertEqual(try get("gone").status, 404)
+        XCTAssertEqual(try cluster.get("gone").status, 404)
         XCTAssertEqual(try HTTP.send("DELETE", cluster.masterURL + "/store/gone").status, 404)
         try waitUntil("file removed") { cluster.volumePorts.flatMap(cluster.valueFiles).isEmpty }
         // A deleted key can be written again.
-        XCTAssertEqual(try put("gone", [4]).status, 201)
-        XCTAssertEqual(try get("gone").body, [4])
+        XCTAssertEqual(try cluster.put("gone", [4]).status, 201)
+        XCTAssertEqual(try cluster.get("gone").body, [4])
     }
 
     func testPutNeverFollowedLeavesNoTrace() throws {
@@ -121,8 +126,8 @@ final class StoreTests: XCTestCase {
     }
 
     func testMissingKeyAndHead() throws {
-        XCTAssertEqual(try get("nothing").status, 404)
-        XCTAssertEqual(try put("h", Array("12345".utf8)).status, 201)
+        XCTAssertEqual(try cluster.get("nothing").status, 404)
+        XCTAssertEqual(try cluster.put("h", Array("12345".utf8)).status, 201)
         let head = try HTTP.send("HEAD", cluster.masterURL + "/store/h")
         XCTAssertEqual(head.status, 302)
         let onVolume = try HTTP.send("HEAD", head.headers["Location"]!)
@@ -133,7 +138,7 @@ final class StoreTests: XCTestCase {
     }
 
     func testListKeysByPrefix() throws {
-        for name in ["p/1", "p/2", "p/3", "q/1"] { XCTAssertEqual(try put(name, [1]).status, 201) }
+        for name in ["p/1", "p/2", "p/3", "q/1"] { XCTAssertEqual(try cluster.put(name, [1]).status, 201) }
         _ = try HTTP.follow("DELETE", cluster.masterURL + "/store/p/2")
         var answer = try HTTP.send("GET", cluster.masterURL + "/store/?prefix=p/")
         XCTAssertEqual(answer.status, 200)
@@ -156,7 +161,7 @@ final class StoreTests: XCTestCase {
     }
 
     func testValuesSpreadOverVolumes() throws {
-        for index in 0..<40 { XCTAssertEqual(try put("spread-\(index)", [UInt8(index)]).status, 201) }
+        for index in 0..<40 { XCTAssertEqual(try cluster.put("spread-\(index)", [UInt8(index)]).status, 201) }
         let counts = cluster.volumePorts.map { cluster.valueFiles($0).count }
         XCTAssertEqual(counts.reduce(0, +), 40)
         XCTAssertTrue(counts.allSatisfy { $0 >= 8 }, "placement is lopsided: \(counts)")

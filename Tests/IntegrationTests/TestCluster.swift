@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import TestSupport
 import XCTest
 
 /// Starts real `master` and `volume` processes on free loopback ports, in a temporary
@@ -28,10 +29,9 @@ final class TestCluster {
     init() throws {
         root = NSTemporaryDirectory() + "kalavara-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        guard FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/master"),
-              FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/volume") else {
-            throw XCTSkip("master/volume binaries not found next to the tests: run `swift build` first (scripts/test does)")
-        }
+        try require(FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/master")
+                        && FileManager.default.isExecutableFile(atPath: Self.binDirectory + "/volume"),
+                    "master/volume binaries not found next to the tests: run `swift build` first (scripts/test does)")
     }
 
     deinit { shutdown() }
@@ -130,6 +130,19 @@ final class TestCluster {
         throw ClusterError("\(base) did not become healthy; logs:\n\(logText())")
     }
 
+    /// Waits until the master counts `count` volumes up (in a signed cluster, only once each
+    /// signed health answer checked out); `headers` for a master with `--auth-file`.
+    func waitUntilVolumesUp(_ count: Int, headers: [(String, String)] = []) throws {
+        do {
+            try waitUntil("\(count) volume(s) up", timeout: 10) {
+                let text = (try? HTTP.send("GET", masterURL + "/admin/volumes", headers: headers))?.text ?? ""
+                return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= count
+            }
+        } catch {
+            throw ClusterError("\(error); logs:\n\(logText())")
+        }
+    }
+
     func kill9(_ process: Process?) {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
@@ -226,12 +239,44 @@ enum HTTP {
         return Answer(status: response.status, headers: response.headers, body: response.body)
     }
 
-    /// Sends to the master and follows one redirect, as `curl -L` does.
-    static func follow(_ method: String, _ url: String, body: [UInt8] = [], headers: [(String, String)] = []) throws -> Answer {
-        let first = try send(method, url, body: body, headers: headers)
-        guard [301, 302, 303, 307, 308].contains(first.status), let location = first.headers["Location"] else { return first }
-        return try send(method, location, body: body, headers: headers)
+    /// Sends to the master and follows one redirect, as `curl -L` does (or up to `redirects`).
+    static func follow(_ method: String, _ url: String, body: [UInt8] = [], headers: [(String, String)] = [],
+                       redirects: Int = 1) throws -> Answer {
+        var answer = try send(method, url, body: body, headers: headers)
+        for _ in 0..<redirects {
+            guard [301, 302, 303, 307, 308].contains(answer.status), let location = answer.headers["Location"] else { break }
+            answer = try send(method, location, body: body, headers: headers)
+        }
+        return answer
     }
+}
+
+/// What a client does with values, through the master: the test classes' `put` and `get`.
+extension TestCluster {
+    /// Writes `value` under `key` (the path after `/store/`, as sent), following the redirect.
+    func put(_ key: String, _ value: [UInt8], headers: [(String, String)] = []) throws -> HTTP.Answer {
+        try HTTP.follow("PUT", masterURL + "/store/" + key, body: value, headers: headers)
+    }
+
+    func put(_ key: String, _ value: String, headers: [(String, String)] = []) throws -> HTTP.Answer {
+        try put(key, Array(value.utf8), headers: headers)
+    }
+
+    /// Reads `key`, following the redirect; or up to `redirects` of them, for tests where a
+    /// volume may send the reader back to the master.
+    func get(_ key: String, headers: [(String, String)] = [], redirects: Int = 1) throws -> HTTP.Answer {
+        try HTTP.follow("GET", masterURL + "/store/" + key, headers: headers, redirects: redirects)
+    }
+}
+
+/// Checks `condition` every 50 ms until it holds, or throws after `timeout` seconds.
+func waitUntil(_ what: String, timeout: Double = 10, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return }
+        usleep(50_000)
+    }
+    throw ClusterError("timed out waiting for: \(what)")
 }
 
 /// Runs a command-line tool (curl) and returns its exit status and output.
@@ -255,4 +300,10 @@ func runTool(_ tool: String, _ arguments: [String], stdin: Data? = nil) throws -
     let output = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}
+
+/// A tool the test drives (`tool arguments` must exit 0): skipped when missing on a
+/// workstation, a failure in CI (see `require`).
+func requireTool(_ tool: String, _ arguments: [String]) throws {
+    try require((try? runTool(tool, arguments))?.status == 0, "\(tool) is needed (scripts/install-deps --test installs it)")
 }
