@@ -248,7 +248,7 @@ extension S3Gateway {
                 // The record goes before the answer, so a retried completion finds the object
                 // (see above) instead of stitching again; the parts go after it (a crash in
                 // between leaves parts the sweeper finds by their upload ID's age).
-                try? cluster.delete(try Self.uploadKey(bucket, id))
+                _ = try? cluster.delete(try Self.uploadKey(bucket, id))
                 cleanup.async { [self] in try? removeParts(id) }
             }
             try send(String(xml.text.drop { $0 != ">" }.dropFirst().drop { $0 == "\n" }))
