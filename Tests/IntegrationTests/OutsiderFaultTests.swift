@@ -61,4 +61,48 @@ final class OutsiderFaultTests: XCTestCase {
         XCTAssertEqual(try HTTP.follow("PUT", master + "/store/lazarus", body: Array("reborn".utf8)).status, 201)
         XCTAssertEqual(try HTTP.follow("GET", master + "/store/lazarus").text, "reborn")
     }
+
+    /// Issue 21 #15e: a volume that stops answering (SIGSTOP: its port still accepts) is
+    /// marked down within a few seconds, and a client with a short per-attempt timeout that
+    /// retries through the master reads the key from the other holder.
+    func testAStoppedHolderIsMarkedDownAndReadsGoAroundIt() throws {
+        let cluster = try TestCluster.started(volumes: 2, masterExtra: ["--replicas", "2"])
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/steady", body: Array("there".utf8)).status, 201)
+        XCTAssertEqual(cluster.copies(of: "steady").count, 2)
+        let hung = cluster.volumePorts[0]
+        kill(cluster.volumes[hung]!.processIdentifier, SIGSTOP)
+        defer { kill(cluster.volumes[hung]!.processIdentifier, SIGCONT) }
+        let stopped = monotonicSeconds()
+
+        /// One attempt as `curl -L --max-time 1` makes it: through the master, one second in all.
+        func attempt() -> Bool {
+            guard let redirect = try? HTTP.send("GET", cluster.masterURL + "/store/steady", timeout: 1),
+                  let location = redirect.headers["Location"] else { return false }
+            return (try? HTTP.send("GET", location, timeout: 1))?.text == "there"
+        }
+        func isMarkedDown() -> Bool {
+            ((try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", timeout: 1).text) ?? "").contains("\"down\"")
+        }
+        // A client reading again and again for 6 s, as a busy one would.
+        var firstSuccess: Double?, markedDown: Double?, failures = 0, successes = 0
+        while monotonicSeconds() - stopped < 6 {
+            if attempt() {
+                successes += 1
+                firstSuccess = firstSuccess ?? monotonicSeconds() - stopped
+            } else {
+                failures += 1
+            }
+            if markedDown == nil, isMarkedDown() { markedDown = monotonicSeconds() - stopped }
+        }
+        print("after SIGSTOP of a holder: first success at \(firstSuccess ?? -1) s; in 6 s \(failures) failed "
+              + "and \(successes) good attempt(s); marked down at \(markedDown ?? -1) s")
+        XCTAssertNotNil(firstSuccess)
+        // Reads leave it at its first failed check (every other attempt failed until it was down).
+        XCTAssertLessThanOrEqual(failures, 3, "attempts sent to the stopped holder")
+        let down = try XCTUnwrap(markedDown, "a stopped volume is marked down within a few seconds")
+        XCTAssertLessThan(down, 5, "a stopped volume is marked down within a few seconds")
+        // Once it is down, every attempt reaches the live holder at the first try.
+        for _ in 0..<6 { XCTAssertTrue(attempt()) }
+    }
 }

@@ -157,12 +157,19 @@ public final class VolumeRegistry: Sendable {
     public var liveURLs: [String] { all.filter { $0.isLive && $0.mode != .removed }.map(\.url) }
 
     /// The URLs of the live volumes among `ids`, in that order (one lock, no copies of
-    /// the whole table: this runs for every read).
+    /// the whole table: this runs for every read). A live volume whose last health check
+    /// failed (it may have hung: not down yet, but not answering) is left out while another
+    /// one remains, so clients are sent away from it a check after it stops answering,
+    /// not only once it is down.
     public func liveURLs(among ids: [UInt16]) -> [String] {
         volumes.withLock { volumes in
-            ids.compactMap {
-                Int($0) < volumes.count && volumes[Int($0)].isLive && volumes[Int($0)].mode != .removed ? volumes[Int($0)].url : nil
+            var answering: [String] = [], suspect: [String] = []
+            for id in ids where Int(id) < volumes.count {
+                let volume = volumes[Int(id)]
+                guard volume.isLive, volume.mode != .removed else { continue }
+                if volume.consecutiveFailures == 0 { answering.append(volume.url) } else { suspect.append(volume.url) }
             }
+            return answering.isEmpty ? suspect : answering
         }
     }
 
