@@ -105,4 +105,87 @@ final class OutsiderFaultTests: XCTestCase {
         // Once it is down, every attempt reaches the live holder at the first try.
         for _ in 0..<6 { XCTAssertTrue(attempt()) }
     }
+
+    /// Issue 21 #14: a volume whose disk is full to the last block still frees space when
+    /// keys are deleted, and after kill -9 it starts on the full disk in read-and-delete
+    /// mode: reads served, deletes accepted (and freeing space), PUTs `507`.
+    func testAFullVolumeFreesSpaceOnDeleteAndRestartsReadAndDelete() throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        let small = cluster.root + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        guard try runTool("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", small]).status == 0 else {
+            throw XCTSkip("needs the right to mount a tmpfs")
+        }
+        defer { _ = try? runTool("umount", ["-l", small]) }
+        let port = TestCluster.freePort()
+        // Checkpoints far apart: small values written just before the crash stay in the
+        // journal, which a start-up must then rewrite on the full disk.
+        let arguments = ["-p", String(port), "-d", small + "/volume", "--bind", "127.0.0.1", "--checkpoint-every", "600"]
+        func startVolume() throws {
+            cluster.volumes[port] = try cluster.launch(TestCluster.binDirectory + "/volume", arguments, log: "volume")
+            try cluster.waitForHealth(cluster.volumeURL(port))
+        }
+        try startVolume()
+        try cluster.startMaster(volumePorts: [port])
+        func put(_ key: String, _ bytes: Int) throws -> Int {
+            let answer = try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: [UInt8](repeating: 7, count: bytes))
+            if answer.status != 201 { print("PUT \(key): \(answer.status) \(answer.text)") }
+            return answer.status
+        }
+        func free() -> Int { FileStore.freeBytes(at: small) }
+        /// Values until the disk refuses one, then a file over every block left (the disk is
+        /// shared: logs, another tenant), as an outsider's full disk was.
+        func fillUp(_ prefix: String, _ bytes: Int) throws -> [String] {
+            var stored: [String] = []
+            for index in 0..<200 {
+                let status = try put("\(prefix)\(index)", bytes)
+                if status == 507 { break }
+                XCTAssertEqual(status, 201)
+                stored.append("\(prefix)\(index)")
+            }
+            _ = try runTool("dd", ["if=/dev/zero", "of=\(small)/filler-\(prefix)", "bs=4k"])
+            return stored
+        }
+
+        let big = try fillUp("big", 256 << 10)
+        XCTAssertGreaterThan(big.count, 20)
+        let before = free()
+        for key in big.prefix(8) {
+            XCTAssertEqual(try HTTP.follow("DELETE", cluster.masterURL + "/store/" + key).status, 204)
+        }
+        try waitUntil("deleted values give their space back", timeout: 10) { free() >= before + 4 * (256 << 10) }
+        XCTAssertEqual(try put("after-delete", 64 << 10), 201)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + big[8]).body.count, 256 << 10)
+
+        // Full again, small values last (their bytes are in the journal), a crash, and the
+        // last blocks taken while the volume is down: the start-up's journal rewrite finds
+        // no room at all.
+        _ = try fillUp("small", 8 << 10)
+        cluster.killVolume(port)
+        // The reserve had been given back before the crash and its room taken meanwhile.
+        unlink(small + "/volume/uncommitted.journal.reserve")
+        _ = try runTool("dd", ["if=/dev/zero", "of=\(small)/filler-down", "bs=4k"])
+        try startVolume()
+        XCTAssertEqual(try HTTP.send("GET", cluster.volumeURL(port) + "/health").headers[VolumeHeaders.diskFull], "read-and-delete")
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + big[9]).body.count, 256 << 10)
+        let refused = try HTTP.follow("PUT", cluster.masterURL + "/store/refused", body: [1, 2, 3])
+        XCTAssertEqual(refused.status, 507)
+        XCTAssertTrue(refused.text.contains("read-and-delete"), refused.text)
+        func masterSaysFull() -> Bool {
+            ((try? HTTP.send("GET", cluster.masterURL + "/admin/volumes").text) ?? "").contains("\"disk_full\":true")
+        }
+        try waitUntil("the master shows the volume's disk full", timeout: 10) { masterSaysFull() }
+        // Deletes free enough for the reserve and some more: the volume takes writes again by itself.
+        for key in big[9..<17] {
+            XCTAssertEqual(try HTTP.follow("DELETE", cluster.masterURL + "/store/" + key).status, 204)
+        }
+        try waitUntil("read-and-delete mode ends once space returns", timeout: 10) {
+            (try? HTTP.send("GET", cluster.volumeURL(port) + "/health"))?.headers[VolumeHeaders.diskFull] == nil
+        }
+        XCTAssertEqual(try put("after-restart", 64 << 10), 201)
+        try waitUntil("the master sees the space back", timeout: 10) { !masterSaysFull() }
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + big[9]).status, 404)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + big[17]).body.count, 256 << 10)
+    }
 }

@@ -61,6 +61,13 @@ public final class HealthMonitor: @unchecked Sendable {
 
     private func check(_ volume: VolumeRegistry.Volume) {
         let response = try? Self.ask(volume.url, masterURL: masterURL, client: client)
+        if let report = response.map({ HealthReport($0.headers) }), report.isDiskFull != volume.isDiskFull {
+            if report.isDiskFull {
+                Log.warning("volume \(volume.url) reports its disk full: it serves reads and deletes, refuses writes (507)")
+            } else {
+                Log.info("volume \(volume.url) has disk space again")
+            }
+        }
         if let change = registry.recordCheck(id: volume.id, succeeded: response != nil,
                                              report: response.map { HealthReport($0.headers) } ?? HealthReport()) {
             if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }

@@ -45,6 +45,8 @@ public final class VolumeRegistry: Sendable {
         public fileprivate(set) var valueCount: Int?
         public fileprivate(set) var unknownFiles: Int?
         public fileprivate(set) var totalBytes: Int?
+        /// Its last health answer said its disk is full (read-and-delete mode).
+        public fileprivate(set) var isDiskFull = false
         /// Requests per second between its last two health answers.
         public fileprivate(set) var requestRate: Double?
         fileprivate var lastRequests: (count: Int, at: Double)?
@@ -195,6 +197,7 @@ public final class VolumeRegistry: Sendable {
                 if let valueCount = report.valueCount { volumes[Int(id)].valueCount = valueCount }
                 if let unknownFiles = report.unknownFiles { volumes[Int(id)].unknownFiles = unknownFiles }
                 if let totalBytes = report.totalBytes { volumes[Int(id)].totalBytes = totalBytes }
+                volumes[Int(id)].isDiskFull = report.isDiskFull
                 if let requests = report.requests {
                     let now = monotonicSeconds()
                     if let last = volumes[Int(id)].lastRequests, now > last.at, requests >= last.count {
@@ -222,6 +225,8 @@ public struct HealthReport: Sendable, Equatable {
     public var valueCount: Int?
     public var unknownFiles: Int?
     public var requests: Int?
+    /// The volume is in read-and-delete mode (see `SpaceReserve`).
+    public var isDiskFull = false
 
     public init(freeBytes: Int? = nil, totalBytes: Int? = nil, valueCount: Int? = nil, unknownFiles: Int? = nil,
                 requests: Int? = nil) {
@@ -237,5 +242,6 @@ public struct HealthReport: Sendable, Equatable {
         self.init(freeBytes: number(VolumeHeaders.freeBytes), totalBytes: number(VolumeHeaders.totalBytes),
                   valueCount: number(VolumeHeaders.valueCount), unknownFiles: number(VolumeHeaders.unknownFiles),
                   requests: number(VolumeHeaders.requests))
+        isDiskFull = headers[VolumeHeaders.diskFull] != nil
     }
 }

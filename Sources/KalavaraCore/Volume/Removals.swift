@@ -96,6 +96,11 @@ final class Removals: @unchecked Sendable {
             Log.warning("cannot journal \(drops.count) removals: \(error)")
             drops.forEach { failed.insert($0.job) }
         }
+        // On a full disk, removed files must give their blocks back, not wait to be recycled.
+        if !journal.reserve.isHeld {
+            store.dropRecycled()
+            journal.reserve.refill()
+        }
         // Only a job whose every version went is reported: otherwise the master's queue
         // keeps the entry and asks again.
         var reports: [String: (holder: String?, jobs: [Job])] = [:]
