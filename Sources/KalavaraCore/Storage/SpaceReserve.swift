@@ -14,6 +14,8 @@ final class SpaceReserve: Sendable {
     let path: String
     let bytes: Int
     private let held = Atomic<Bool>(false)
+    /// Whether read-and-delete mode has been logged (entering and leaving it are logged once).
+    private let announced = Atomic<Bool>(false)
 
     /// The room for a disk: a sixteenth of it, between 64 KiB and 4 MiB. Removal records are
     /// ~100 bytes and a compaction writes the pending entries (a full disk sends small
@@ -39,31 +41,37 @@ final class SpaceReserve: Sendable {
         if isHeld { return true }
         let existing = Self.allocatedBytes(path)
         if existing < bytes, FileStore.freeBytes(at: (path as NSString).deletingLastPathComponent) < bytes - existing + bytes / 4 {
+            announceFull()
             return false
         }
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return false }
-        let allocated = posix_fallocate(fd, 0, off_t(bytes)) == 0 && fsync(fd) == 0
-        close(fd)
+        let allocated = fd >= 0 && posix_fallocate(fd, 0, off_t(bytes)) == 0 && fsync(fd) == 0
+        if fd >= 0 { close(fd) }
         guard allocated else {
             unlink(path)
+            announceFull()
             return false
         }
-        if !held.exchange(true, ordering: .acquiringAndReleasing) {
-            Log.info("disk space reserve held (\(bytes) bytes): the volume accepts writes")
+        held.store(true, ordering: .releasing)
+        if announced.exchange(false, ordering: .acquiringAndReleasing) {
+            Log.info("disk space is back: the journal's reserve (\(bytes) bytes) is held again and the volume accepts writes")
         }
         return true
+    }
+
+    private func announceFull() {
+        guard !announced.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Log.warning("disk full: read-and-delete mode (GETs and DELETEs are served, PUTs answer 507) "
+                    + "until \(bytes + bytes / 4) bytes are free for the journal's reserve")
     }
 
     /// Gives the room back to the filesystem. Returns whether any was given (false: it was
     /// not held, so retrying the write that found the disk full is pointless).
     func release() -> Bool {
         let existed = unlink(path) == 0
-        let wasHeld = held.exchange(false, ordering: .acquiringAndReleasing)
-        if existed || wasHeld {
-            Log.warning("disk full: the journal's space reserve is released so removals can free space; "
-                        + "read-and-delete mode (PUTs answer 507) until the reserve can be taken back")
-        }
+        held.store(false, ordering: .releasing)
+        if existed { Log.warning("disk full: the journal's space reserve is released so that removals can free space") }
+        announceFull()
         return existed
     }
 
