@@ -1,5 +1,5 @@
 import Foundation
-import KalavaraCore
+@testable import KalavaraCore
 import XCTest
 
 /// Faults outsiders found (issue 21): a wall clock that jumps, a full disk, a stopped volume.
@@ -187,5 +187,62 @@ final class OutsiderFaultTests: XCTestCase {
         try waitUntil("the master sees the space back", timeout: 10) { !masterSaysFull() }
         XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + big[9]).status, 404)
         XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + big[17]).body.count, 256 << 10)
+    }
+
+    /// Issue 21 #14, the mechanism: a removal on a disk so full that the journal's last page
+    /// has no room releases the reserve and is journaled; with no reserve left, a file the
+    /// journal holds no copy of still goes (unrecorded, its directory synced).
+    func testJournalRemovalsNeedNoSpaceOnAFullDisk() throws {
+        let root = NSTemporaryDirectory() + "/kalavara-reserve-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        guard try runTool("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", root]).status == 0 else {
+            throw XCTSkip("needs the right to mount a tmpfs")
+        }
+        defer { _ = try? runTool("umount", ["-l", root]) }
+        let path = root + "/uncommitted.journal"
+        let journal = try UncommittedJournal(path: path, reserveBytes: 64 << 10)
+        defer { journal.close() }
+        /// Removal records of keys that have no file, until the journal ends on a page boundary:
+        /// its next record needs a new page.
+        func fillLastPage() throws {
+            var size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            while size % 4096 != 0 {
+                let room = 4096 - size % 4096 // a record is "x VERSION HEX\n": 4 or 5 bytes and two per key byte
+                let version: UInt64 = room % 2 == 1 ? 1 : 12
+                let overhead = room % 2 == 1 ? 5 : 6
+                let keyBytes = min(1000, (room - overhead) / 2)
+                guard keyBytes >= 1 else { throw XCTSkip("cannot pad the journal to its page end") }
+                try journal.removing([.init(key: try Key([UInt8](repeating: 0x61, count: keyBytes)), version: version)]) { _ in }
+                size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            }
+        }
+        func fillDisk(_ name: String) throws { _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k"]) }
+        func value(_ name: String) throws -> String {
+            _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "count=32"])
+            return root + "/" + name
+        }
+
+        try fillLastPage()
+        let first = try value("first")
+        try fillDisk("filler-1")
+        XCTAssertEqual(FileStore.freeBytes(at: root), 0)
+        let journaled = try journal.removing([.init(key: try Key("first"), version: 5)]) { durably in
+            XCTAssertEqual(unlink(first), 0)
+            return durably
+        }
+        XCTAssertFalse(journaled, "the reserve made room for the record")
+
+        try fillLastPage()
+        let second = try value("second")
+        unlink(path + ".reserve") // lost, and its room taken
+        try fillDisk("filler-2")
+        XCTAssertEqual(FileStore.freeBytes(at: root), 0)
+        let unrecorded = try journal.removing([.init(key: try Key("second"), version: 6)]) { durably in
+            XCTAssertEqual(unlink(second), 0)
+            return durably
+        }
+        XCTAssertTrue(unrecorded, "no room for a record: the file goes anyway, its directory synced")
+        XCTAssertGreaterThanOrEqual(FileStore.freeBytes(at: root), 100 << 10)
     }
 }

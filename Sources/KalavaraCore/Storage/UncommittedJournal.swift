@@ -202,7 +202,12 @@ public final class UncommittedJournal: @unchecked Sendable {
     /// `remove` (which takes the files away: no directory fsync is needed for it, the next
     /// checkpoint's syncfs covers it), and only then lets a checkpoint pass them. A start-up
     /// after a crash removes them again, so no file the journal holds a copy of comes back.
-    public func removing<T>(_ entries: [Entry], _ remove: () throws -> T) throws -> T {
+    ///
+    /// On a disk so full that not even a record fits (no reserve left to give back), files
+    /// the journal holds no copy of still go, unrecorded: no start-up would put them back,
+    /// and `remove` is told (`durably`) to sync their directory itself. Deleting is how a
+    /// full disk gets its space back, so it must not need space first.
+    public func removing<T>(_ entries: [Entry], _ remove: (_ durably: Bool) throws -> T) throws -> T {
         lock.lock()
         var positions: [Int] = []
         defer {
@@ -213,8 +218,11 @@ public final class UncommittedJournal: @unchecked Sendable {
         }
         for entry in entries {
             guard append(Self.removalLine(entry), freeing: true) else {
+                let code = errno
+                let copiesHere = entries.contains { if case .value? = unsettled[$0]?.settlement { true } else { false } }
                 lock.unlock()
-                throw StorageError.io("journal write", errno)
+                guard code == ENOSPC || code == EDQUOT, !copiesHere else { throw StorageError.io("journal write", code) }
+                return try remove(true)
             }
             appended += 1
             settle(entry, .removed)
@@ -223,7 +231,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         }
         lock.unlock()
         if let last = positions.last { try waitUntilDurable(last) }
-        let result = try remove()
+        let result = try remove(false)
         if !reserve.isHeld { reserve.refill() } // the space just freed may be enough
         return result
     }

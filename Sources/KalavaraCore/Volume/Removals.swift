@@ -81,10 +81,10 @@ final class Removals: @unchecked Sendable {
         }
         var failed = Set<Int>()
         do {
-            try journal.removing(drops.map(\.entry)) {
+            try journal.removing(drops.map(\.entry)) { durably in
                 for drop in drops {
                     do {
-                        try store.remove(drop.entry.key, version: drop.entry.version, durably: false)
+                        try store.remove(drop.entry.key, version: drop.entry.version, durably: durably)
                         journal.strike(drop.entry.key, version: drop.entry.version)
                     } catch {
                         Log.warning("cannot remove \(drop.entry.key) v\(drop.entry.version): \(error)")

@@ -65,7 +65,7 @@ extension Volume {
             journal.strike(key, version: version)
             return
         }
-        try journal.removing([.init(key: key, version: version)]) { try store.remove(key, version: version, durably: false) }
+        try journal.removing([.init(key: key, version: version)]) { durably in try store.remove(key, version: version, durably: durably) }
         journal.strike(key, version: version)
     }
 
