@@ -217,30 +217,23 @@ final class OutsiderFaultTests: XCTestCase {
                 size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             }
         }
-        func fillDisk(_ name: String) throws { _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k"]) }
-        func value(_ name: String) throws -> String {
+        /// A 128 KiB file on a disk then filled up, behind a journal whose last page is full,
+        /// removed through the journal; returns whether the removal had to go unrecorded.
+        func removeOnFullDisk(_ name: String, version: UInt64, before: () -> Void = {}) throws -> Bool {
+            try fillLastPage()
             _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "count=32"])
-            return root + "/" + name
+            before()
+            _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/filler-\(name)", "bs=4k"])
+            XCTAssertEqual(FileStore.freeBytes(at: root), 0)
+            return try journal.removing([.init(key: try Key(name), version: version)]) { durably in
+                XCTAssertEqual(unlink(root + "/" + name), 0)
+                return durably
+            }
         }
 
-        try fillLastPage()
-        let first = try value("first")
-        try fillDisk("filler-1")
-        XCTAssertEqual(FileStore.freeBytes(at: root), 0)
-        let journaled = try journal.removing([.init(key: try Key("first"), version: 5)]) { durably in
-            XCTAssertEqual(unlink(first), 0)
-            return durably
-        }
-        XCTAssertFalse(journaled, "the reserve made room for the record")
-
-        try fillLastPage()
-        let second = try value("second")
-        unlink(path + ".reserve") // lost, and its room taken
-        try fillDisk("filler-2")
-        XCTAssertEqual(FileStore.freeBytes(at: root), 0)
-        let unrecorded = try journal.removing([.init(key: try Key("second"), version: 6)]) { durably in
-            XCTAssertEqual(unlink(second), 0)
-            return durably
+        XCTAssertFalse(try removeOnFullDisk("first", version: 5), "the reserve made room for the record")
+        let unrecorded = try removeOnFullDisk("second", version: 6) {
+            unlink(path + ".reserve") // lost, and its room taken
         }
         XCTAssertTrue(unrecorded, "no room for a record: the file goes anyway, its directory synced")
         XCTAssertGreaterThanOrEqual(FileStore.freeBytes(at: root), 100 << 10)
