@@ -50,6 +50,40 @@ final class ClusterLogicTests: XCTestCase {
         XCTAssertGreaterThan(try restarted.next(), last)
     }
 
+    /// Issue 21 #13: a ticket's age and a tombstone's are measured against the clock's
+    /// present, so a wall clock that jumps forward (tombstones expire) and back (an old
+    /// ticket looks young again) cannot let a ticket older than a dropped tombstone commit.
+    func testTicketAgeIsMeasuredAgainstAPresentThatNeverRunsBackwards() throws {
+        let second: UInt64 = 1000 << 16
+        let start = VersionClock.wallNow()
+        let wall = Mutex(start)
+        let ceiling = Mutex<UInt64>(0)
+        let clock = try VersionClock(storedCeiling: 0, wallClock: { wall.withLock { $0 } }) { value in
+            ceiling.withLock { $0 = value }
+        }
+        let lifetime = 60.0
+        let ticket = try clock.next()
+        let tombstone = try clock.next()
+        XCTAssertFalse(clock.hasExpired(ticket, lifetime: lifetime))
+        // The wall clock jumps a day ahead; expiry settles the present there and drops the tombstone.
+        wall.withLock { $0 = start + 86_400 * second }
+        let present = try clock.settlePresent()
+        XCTAssertGreaterThan(VersionClock.cutoff(at: present, lifetime: lifetime), tombstone)
+        XCTAssertGreaterThan(ceiling.withLock { $0 }, present, "the settled present is persisted")
+        // It jumps back to just after the ticket was issued: the ticket is still expired.
+        wall.withLock { $0 = start + second }
+        XCTAssertEqual(clock.present, present)
+        XCTAssertTrue(clock.hasExpired(ticket, lifetime: lifetime))
+        XCTAssertTrue(clock.hasExpired(tombstone, lifetime: lifetime))
+        // New versions are issued above the present, and their tickets are young.
+        let fresh = try clock.next()
+        XCTAssertGreaterThan(fresh, present)
+        XCTAssertFalse(clock.hasExpired(fresh, lifetime: lifetime))
+        // After a restart, the present is at least the stored ceiling.
+        let restarted = try VersionClock(storedCeiling: ceiling.withLock { $0 }, wallClock: { wall.withLock { $0 } }) { _ in }
+        XCTAssertTrue(restarted.hasExpired(ticket, lifetime: lifetime))
+    }
+
     func testIndexRecordEncoding() {
         let record = IndexRecord(version: 1 << 60, isTombstone: true, size: 12345, holders: [0, 7, 65535])
         XCTAssertEqual(IndexRecord(decoding: record.encoded()), record)

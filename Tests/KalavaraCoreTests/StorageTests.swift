@@ -50,7 +50,7 @@ final class StorageTests: XCTestCase {
     }
 
     private func removeLogged(_ store: FileStore, _ journal: UncommittedJournal, _ key: Key, _ version: UInt64) throws {
-        XCTAssertTrue(try journal.removing([.init(key: key, version: version)]) { try store.remove(key, version: version, durably: false) })
+        XCTAssertTrue(try journal.removing([.init(key: key, version: version)]) { _ in try store.remove(key, version: version, durably: false) })
     }
 
     /// A crash may lose a journaled value's unsynced file, or leave it cut: start-up puts

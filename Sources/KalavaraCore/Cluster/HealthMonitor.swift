@@ -3,6 +3,11 @@ import Foundation
 /// Checks every known volume's `/health` about once a second and keeps the registry's
 /// liveness current. Each check also tells the volume the master's URL and the URL the
 /// master knows it by, so volumes started without `-m`/`-b` still learn both.
+///
+/// A check has a deadline shorter than the interval: a volume that accepts connections but
+/// never answers (stopped, hung) fails a check at every tick instead of holding one open
+/// across two, so it is marked down after `failuresBeforeDown` ticks (about 3 s), and reads
+/// avoid it from its first failed check on (see `VolumeRegistry.liveURLs(among:)`).
 public final class HealthMonitor: @unchecked Sendable {
     private let registry: VolumeRegistry
     private let masterURL: String
@@ -17,11 +22,16 @@ public final class HealthMonitor: @unchecked Sendable {
     private var inFlight: Set<UInt16> = []
 
     public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
-        client = HTTPClient(timeout: 1, maxIdlePerHost: 1, secret: secret)
+        client = HTTPClient(timeout: Self.deadline(interval: interval), maxIdlePerHost: 1, secret: secret)
         self.registry = registry
         self.masterURL = masterURL
         self.interval = interval
     }
+
+    /// How long one check may take: most of an interval, so that it is over before the next
+    /// tick (a check still running at a tick makes that tick skip the volume), at most 1 s,
+    /// and never under 0.25 s, which a busy but working volume must be allowed.
+    static func deadline(interval: Double) -> Double { max(0.25, min(1, interval * 0.8)) }
 
     /// Starts the checks; call once, from the thread that starts the daemon.
     public func start() {
@@ -51,6 +61,13 @@ public final class HealthMonitor: @unchecked Sendable {
 
     private func check(_ volume: VolumeRegistry.Volume) {
         let response = try? Self.ask(volume.url, masterURL: masterURL, client: client)
+        if let report = response.map({ HealthReport($0.headers) }), report.isDiskFull != volume.isDiskFull {
+            if report.isDiskFull {
+                Log.warning("volume \(volume.url) reports its disk full: it serves reads and deletes, refuses writes (507)")
+            } else {
+                Log.info("volume \(volume.url) has disk space again")
+            }
+        }
         if let change = registry.recordCheck(id: volume.id, succeeded: response != nil,
                                              report: response.map { HealthReport($0.headers) } ?? HealthReport()) {
             if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }

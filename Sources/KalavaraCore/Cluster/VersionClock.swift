@@ -7,7 +7,10 @@ import Synchronization
 /// A version is `milliseconds since 1970 << 16 | counter`, or the previous version + 1 when
 /// that is larger (clock stepped back, or more than 65536 versions in a millisecond). The
 /// embedded time lets the master refuse a commit whose ticket is too old, which is what
-/// makes it safe to forget tombstones later. To survive restarts without a disk write per
+/// makes it safe to forget tombstones later. Both are measured against the clock's
+/// `present`, never the bare wall clock: a wall clock that jumps forward (letting tombstones
+/// expire) and back (making an old ticket look young) must not let that ticket commit over
+/// a delete whose tombstone is gone. To survive restarts without a disk write per
 /// version, the clock persists a ceiling a few seconds ahead and never issues past it
 /// without raising it first; after a restart it starts at the stored ceiling.
 ///
@@ -23,13 +26,17 @@ public final class VersionClock: Sendable {
     /// Serialises ceiling writes (held across the write; issuing never takes it).
     private let raising = Mutex(())
     private let persistCeiling: @Sendable (UInt64) throws -> Void
+    /// The wall clock, in version units (injected by tests).
+    private let wallClock: @Sendable () -> UInt64
     /// How far ahead of the last version the persisted ceiling is set: about 4 s of time.
     static let reservation: UInt64 = 4000 << 16
     /// True while a background raise (see `nextWithoutWaiting`) is queued or running.
     private let raiseQueued = Atomic<Bool>(false)
 
-    public init(storedCeiling: UInt64, persistCeiling: @escaping @Sendable (UInt64) throws -> Void) throws {
+    public init(storedCeiling: UInt64, wallClock: @escaping @Sendable () -> UInt64 = VersionClock.wallNow,
+                persistCeiling: @escaping @Sendable (UInt64) throws -> Void) throws {
         self.persistCeiling = persistCeiling
+        self.wallClock = wallClock
         state = Mutex(State(last: storedCeiling, ceiling: storedCeiling))
     }
 
@@ -37,7 +44,7 @@ public final class VersionClock: Sendable {
     public func next() throws -> UInt64 {
         while true {
             let (version, ceiling) = state.withLock { state -> (UInt64?, UInt64) in
-                let candidate = max(state.last + 1, Self.now())
+                let candidate = max(state.last + 1, wallClock())
                 guard candidate < state.ceiling else { return (nil, state.ceiling) }
                 state.last = candidate
                 return (candidate, state.ceiling)
@@ -46,7 +53,7 @@ public final class VersionClock: Sendable {
                 if version + Self.reservation / 2 >= ceiling { try raiseCeiling(above: version) }
                 return version
             }
-            try raiseCeiling(above: max(ceiling, Self.now()))
+            try raiseCeiling(above: max(ceiling, wallClock()))
         }
     }
 
@@ -55,7 +62,7 @@ public final class VersionClock: Sendable {
     /// itself is reached (that raise has been stuck for seconds), and then nothing is issued.
     public func nextWithoutWaiting() -> UInt64? {
         let (version, ceiling) = state.withLock { state -> (UInt64?, UInt64) in
-            let candidate = max(state.last + 1, Self.now())
+            let candidate = max(state.last + 1, wallClock())
             guard candidate < state.ceiling else { return (nil, state.ceiling) }
             state.last = candidate
             return (candidate, state.ceiling)
@@ -94,7 +101,36 @@ public final class VersionClock: Sendable {
     /// The newest version handed out so far.
     public var lastIssued: UInt64 { state.withLock { $0.last } }
 
-    static func now() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) << 16 }
+    /// The clock's present: the wall clock, or the newest version issued when the wall clock
+    /// is behind it (stepped back). It never runs backwards, across restarts either (the clock
+    /// starts at its stored ceiling): what a ticket's age is measured against.
+    public var present: UInt64 { max(lastIssued, wallClock()) }
+
+    /// Moves the clock up to its present (persisted, as any version) and returns it. Tombstone
+    /// expiry measures against this: once a tombstone is dropped as older than the present
+    /// less the ticket lifetime, no later commit is measured against an earlier present, even
+    /// if the wall clock steps back, so a ticket older than the tombstone stays refused. (A
+    /// clock that jumped far ahead and back thus keeps tombstones until the wall clock
+    /// catches up: space, never a resurrected key.)
+    public func settlePresent() throws -> UInt64 {
+        let now = present
+        try advance(past: now)
+        return now
+    }
+
+    /// The oldest version a ticket may carry to still commit at `present`: a lifetime earlier.
+    public static func cutoff(at present: UInt64, lifetime: Double) -> UInt64 {
+        let span = UInt64(max(0, lifetime) * 1000) << 16
+        return present > span ? present - span : 0
+    }
+
+    /// Whether a ticket for `version` is older than `lifetime` seconds by the clock's present.
+    public func hasExpired(_ version: UInt64, lifetime: Double) -> Bool {
+        version < Self.cutoff(at: present, lifetime: lifetime)
+    }
+
+    /// The wall clock in version units (milliseconds since 1970, shifted).
+    public static func wallNow() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) << 16 }
 
     /// The wall-clock time a version was issued at, in seconds since 1970.
     public static func issueTime(of version: UInt64) -> Double { Double(version >> 16) / 1000 }

@@ -13,6 +13,9 @@ public enum VolumeHeaders {
     /// Answered by a volume's health check once a scrub pass has asked the master: value
     /// files of keys the master's index does not know.
     public static let unknownFiles = "Kalavara-Unknown-Files"
+    /// Answered by a volume's health check while its disk is full (`read-and-delete`): it
+    /// serves reads and deletes and refuses new values with `507`.
+    public static let diskFull = "Kalavara-Disk-Full"
     /// Sent with a volume's own registration (heartbeat), which must not bring back a
     /// volume an operator drained or removed.
     public static let heartbeat = "Kalavara-Heartbeat"

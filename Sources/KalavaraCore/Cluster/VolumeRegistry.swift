@@ -45,6 +45,8 @@ public final class VolumeRegistry: Sendable {
         public fileprivate(set) var valueCount: Int?
         public fileprivate(set) var unknownFiles: Int?
         public fileprivate(set) var totalBytes: Int?
+        /// Its last health answer said its disk is full (read-and-delete mode).
+        public fileprivate(set) var isDiskFull = false
         /// Requests per second between its last two health answers.
         public fileprivate(set) var requestRate: Double?
         fileprivate var lastRequests: (count: Int, at: Double)?
@@ -157,12 +159,19 @@ public final class VolumeRegistry: Sendable {
     public var liveURLs: [String] { all.filter { $0.isLive && $0.mode != .removed }.map(\.url) }
 
     /// The URLs of the live volumes among `ids`, in that order (one lock, no copies of
-    /// the whole table: this runs for every read).
+    /// the whole table: this runs for every read). A live volume whose last health check
+    /// failed (it may have hung: not down yet, but not answering) is left out while another
+    /// one remains, so clients are sent away from it a check after it stops answering,
+    /// not only once it is down.
     public func liveURLs(among ids: [UInt16]) -> [String] {
         volumes.withLock { volumes in
-            ids.compactMap {
-                Int($0) < volumes.count && volumes[Int($0)].isLive && volumes[Int($0)].mode != .removed ? volumes[Int($0)].url : nil
+            var answering: [String] = [], suspect: [String] = []
+            for id in ids where Int(id) < volumes.count {
+                let volume = volumes[Int(id)]
+                guard volume.isLive, volume.mode != .removed else { continue }
+                if volume.consecutiveFailures == 0 { answering.append(volume.url) } else { suspect.append(volume.url) }
             }
+            return answering.isEmpty ? suspect : answering
         }
     }
 
@@ -188,6 +197,7 @@ public final class VolumeRegistry: Sendable {
                 if let valueCount = report.valueCount { volumes[Int(id)].valueCount = valueCount }
                 if let unknownFiles = report.unknownFiles { volumes[Int(id)].unknownFiles = unknownFiles }
                 if let totalBytes = report.totalBytes { volumes[Int(id)].totalBytes = totalBytes }
+                volumes[Int(id)].isDiskFull = report.isDiskFull
                 if let requests = report.requests {
                     let now = monotonicSeconds()
                     if let last = volumes[Int(id)].lastRequests, now > last.at, requests >= last.count {
@@ -215,6 +225,8 @@ public struct HealthReport: Sendable, Equatable {
     public var valueCount: Int?
     public var unknownFiles: Int?
     public var requests: Int?
+    /// The volume is in read-and-delete mode (see `SpaceReserve`).
+    public var isDiskFull = false
 
     public init(freeBytes: Int? = nil, totalBytes: Int? = nil, valueCount: Int? = nil, unknownFiles: Int? = nil,
                 requests: Int? = nil) {
@@ -230,5 +242,6 @@ public struct HealthReport: Sendable, Equatable {
         self.init(freeBytes: number(VolumeHeaders.freeBytes), totalBytes: number(VolumeHeaders.totalBytes),
                   valueCount: number(VolumeHeaders.valueCount), unknownFiles: number(VolumeHeaders.unknownFiles),
                   requests: number(VolumeHeaders.requests))
+        isDiskFull = headers[VolumeHeaders.diskFull] != nil
     }
 }

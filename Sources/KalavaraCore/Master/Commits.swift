@@ -11,7 +11,11 @@ import Foundation
 ///   (same holders, size and checksum: a volume retrying after a lost answer), so commits
 ///   are idempotent and a version is never rewritten;
 /// - a commit whose ticket is older than the ticket lifetime is refused: tombstones are
-///   kept exactly that long, so no late write can resurrect a deleted key.
+///   kept exactly that long, so no late write can resurrect a deleted key. Both ages are
+///   measured against the version clock's present, which never runs backwards (a wall
+///   clock stepped back cannot make an old ticket young again), and the check is made
+///   under the key's lock, so a tombstone expired meanwhile was expired against a present
+///   no later than the one the ticket is measured against.
 /// Copies that stop being current (a delete, an overwrite) are queued for removal in the
 /// same synced batch as the record, so none is forgotten even if its volume crashes.
 extension Master {
@@ -19,9 +23,6 @@ extension Master {
     func commit(_ parameters: QueryParameters) throws -> HTTPResponse {
         let key = try Key(parameters.bytes("key") ?? [])
         let version = try issuedVersion(parameters)
-        guard VersionClock.issueTime(of: version) >= Date().timeIntervalSince1970 - configuration.ticketLifetime else {
-            return .text(409, "ticket expired: commit arrived after the ticket lifetime")
-        }
         Log.debug("commit", ["key": "\(key)", "ver": "\(version)", "op": "\(parameters["op"] ?? "")",
                              "rid": "\(parameters["rid"] ?? "-")"])
         switch parameters["op"] {
@@ -54,6 +55,7 @@ extension Master {
 
     private func commitWrite(_ key: Key, _ record: IndexRecord) throws -> HTTPResponse {
         try keyLocks.withLock(for: key) {
+            if let expired = expiredTicket(record.version) { return expired }
             let current = try index.record(for: key)
             if let current {
                 if current.version == record.version, !current.isTombstone {
@@ -91,6 +93,7 @@ extension Master {
 
     private func commitDelete(_ key: Key, version: UInt64) throws -> HTTPResponse {
         try keyLocks.withLock(for: key) {
+            if let expired = expiredTicket(version) { return expired }
             guard let current = try index.record(for: key) else { return .text(200, "nothing to delete") }
             if current.isTombstone, current.version >= version { return .text(200, "already deleted") }
             if current.rulesOut(version) {
@@ -108,6 +111,12 @@ extension Master {
             commits.delete.increment()
             return .text(200, "deleted")
         }
+    }
+
+    /// The refusal of a commit whose ticket is past the ticket lifetime (see the rules above).
+    private func expiredTicket(_ version: UInt64) -> HTTPResponse? {
+        clock.hasExpired(version, lifetime: configuration.ticketLifetime)
+            ? .text(409, "ticket expired: commit arrived after the ticket lifetime") : nil
     }
 
     /// `POST /internal/purged?key=K&ver=V&h=URL`: a volume has removed its copies of the key
@@ -209,10 +218,12 @@ extension Master {
     }
 
     /// Drops tombstones older than the ticket lifetime: no write issued before them can
-    /// commit any more, so they protect nothing.
+    /// commit any more, so they protect nothing. The cutoff is a lifetime before the version
+    /// clock's present, settled (persisted) first, so the clock never measures a ticket
+    /// against an earlier present again, whatever the wall clock does next.
     func expireTombstones() {
-        let cutoff = UInt64((Date().timeIntervalSince1970 - configuration.ticketLifetime) * 1000) << 16
         do {
+            let cutoff = VersionClock.cutoff(at: try clock.settlePresent(), lifetime: configuration.ticketLifetime)
             while true {
                 let expired = index.tombstones(issuedBefore: cutoff, limit: 1000)
                 for (key, version) in expired {

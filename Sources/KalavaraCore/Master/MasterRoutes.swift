@@ -310,7 +310,7 @@ extension Master {
         let now = monotonicSeconds()
         return try .json(200, VolumeList(volumes: registry.present.map {
             VolumeList.Entry(url: $0.url, state: $0.state(now: now, outAfter: registry.outAfter), live: $0.isLive,
-                             keys: $0.valueCount, freeBytes: $0.freeBytes, unknownFiles: $0.unknownFiles)
+                             keys: $0.valueCount, freeBytes: $0.freeBytes, unknownFiles: $0.unknownFiles, diskFull: $0.isDiskFull)
         }))
     }
 }
@@ -324,6 +324,8 @@ struct VolumeList: Encodable {
         let keys: Int?
         let freeBytes: Int?
         let unknownFiles: Int?
+        /// Its disk is full: it serves reads and deletes and refuses new values (`507`).
+        let diskFull: Bool
 
         func encode(to encoder: any Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
@@ -333,12 +335,14 @@ struct VolumeList: Encodable {
             try container.encode(keys, forKey: .keys) // null until the volume has counted
             try container.encode(freeBytes, forKey: .freeBytes)
             try container.encode(unknownFiles, forKey: .unknownFiles) // null until a scrub pass asked
+            try container.encode(diskFull, forKey: .diskFull)
         }
 
         private enum CodingKeys: String, CodingKey {
             case url, state, live, keys
             case freeBytes = "free_bytes"
             case unknownFiles = "unknown_files"
+            case diskFull = "disk_full"
         }
     }
 

@@ -29,6 +29,10 @@ import Synchronization
 /// One shared journal sync thus replaces a write's two fsyncs (file and directory) and a
 /// removal's directory fsync.
 ///
+/// A full disk must not stop the journal from recording removals or rewriting itself, or
+/// no space could ever be freed: it keeps room for that in a `SpaceReserve`, which those
+/// writes (never a new value's) release when they find the disk full.
+///
 /// Two locks, so that a reader never waits on the disk: `pending` (what GETs ask about)
 /// sits in a mutex held only for dictionary operations; `lock` orders the file's writes,
 /// syncs and compactions, and only writers take it.
@@ -40,6 +44,8 @@ public final class UncommittedJournal: @unchecked Sendable {
     }
 
     private let path: String
+    /// Room kept for removals and compactions on a full disk (see `SpaceReserve`).
+    let reserve: SpaceReserve
     /// Entry → when it was recorded (seconds since 1970).
     private let pending = Mutex<[Entry: Double]>([:])
     /// Guards everything below: the file and its sync state.
@@ -84,11 +90,16 @@ public final class UncommittedJournal: @unchecked Sendable {
     /// Seconds between checkpoints while anything is unsettled, by default.
     public static let checkpointInterval = 1.0
 
-    public init(path: String) throws {
+    /// `reserveBytes`: the room kept for a full disk; by default sized for the disk.
+    public init(path: String, reserveBytes: Int? = nil) throws {
         self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        reserve = SpaceReserve(path: path + ".reserve", bytes: reserveBytes ?? SpaceReserve.bytes(forDiskAt: directory))
         var loaded: [Entry: Double] = [:]
         var settlements: [Entry: Settlement] = [:]
+        var wholeLines = 0 // bytes up to the last line's end
         if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            wholeLines = text.utf8.lastIndex(of: 0x0A).map { text.utf8.distance(from: text.utf8.startIndex, to: $0) + 1 } ?? 0
             for line in text.split(separator: "\n") {
                 let fields = line.split(separator: " ")
                 guard fields.count >= 3, let version = UInt64(fields[1]),
@@ -119,7 +130,15 @@ public final class UncommittedJournal: @unchecked Sendable {
             if case .value(let bytes, _) = settlement { unsettledBytes += bytes.count }
         }
         fd = -1
-        try rewrite()
+        do {
+            try rewrite()
+        } catch where SpaceReserve.isFull(error) {
+            // A disk full to the last block and no reserve to give back (it was released
+            // before a crash): start on the file as it is, so reads and deletes are served.
+            try reopenInPlace(keeping: wholeLines)
+            Log.warning("disk full: the journal is kept uncompacted until space returns")
+        }
+        reserve.refill()
         let syncer = Thread { [self] in syncLoop() }
         syncer.name = "journal-sync"
         syncer.start()
@@ -183,7 +202,12 @@ public final class UncommittedJournal: @unchecked Sendable {
     /// `remove` (which takes the files away: no directory fsync is needed for it, the next
     /// checkpoint's syncfs covers it), and only then lets a checkpoint pass them. A start-up
     /// after a crash removes them again, so no file the journal holds a copy of comes back.
-    public func removing<T>(_ entries: [Entry], _ remove: () throws -> T) throws -> T {
+    ///
+    /// On a disk so full that not even a record fits (no reserve left to give back), files
+    /// the journal holds no copy of still go, unrecorded: no start-up would put them back,
+    /// and `remove` is told (`durably`) to sync their directory itself. Deleting is how a
+    /// full disk gets its space back, so it must not need space first.
+    public func removing<T>(_ entries: [Entry], _ remove: (_ durably: Bool) throws -> T) throws -> T {
         lock.lock()
         var positions: [Int] = []
         defer {
@@ -193,9 +217,12 @@ public final class UncommittedJournal: @unchecked Sendable {
             lock.unlock()
         }
         for entry in entries {
-            guard append(Self.removalLine(entry)) else {
+            guard append(Self.removalLine(entry), freeing: true) else {
+                let code = errno
+                let copiesHere = entries.contains { if case .value? = unsettled[$0]?.settlement { true } else { false } }
                 lock.unlock()
-                throw StorageError.io("journal write", errno)
+                guard code == ENOSPC || code == EDQUOT, !copiesHere else { throw StorageError.io("journal write", code) }
+                return try remove(true)
             }
             appended += 1
             settle(entry, .removed)
@@ -204,7 +231,9 @@ public final class UncommittedJournal: @unchecked Sendable {
         }
         lock.unlock()
         if let last = positions.last { try waitUntilDurable(last) }
-        return try remove()
+        let result = try remove(false)
+        if !reserve.isHeld { reserve.refill() } // the space just freed may be enough
+        return result
     }
 
     /// The file operation recorded at `position` is done (or will not happen).
@@ -222,7 +251,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         defer { lock.unlock() }
         let entry = Entry(key: key, version: version)
         guard case .value? = unsettled[entry]?.settlement else { return }
-        _ = append(Self.removalLine(entry))
+        _ = append(Self.removalLine(entry), freeing: true)
         settle(entry, .removed)
     }
 
@@ -283,13 +312,20 @@ public final class UncommittedJournal: @unchecked Sendable {
         syncfsTimes = histogram
         lock.unlock()
         let thread = Thread { [self] in
+            var last = monotonicSeconds()
             while true {
-                Thread.sleep(forTimeInterval: interval)
+                // Woken at least once a second: a reserve given back is taken again as soon
+                // as space returns (read-and-delete mode ends by itself).
+                Thread.sleep(forTimeInterval: min(interval, 1))
                 lock.lock()
                 let stop = stopped
                 lock.unlock()
                 if stop { return }
-                try? checkpoint()
+                if monotonicSeconds() - last >= interval {
+                    last = monotonicSeconds()
+                    try? checkpoint()
+                }
+                if !reserve.isHeld { reserve.refill() }
             }
         }
         thread.name = "journal-checkpoint"
@@ -391,7 +427,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         defer { lock.unlock() }
         let (removed, left) = pending.withLock { ($0.removeValue(forKey: Entry(key: key, version: version)) != nil, $0.count) }
         guard removed else { return }
-        _ = append(Self.strikeLine(Entry(key: key, version: version)))
+        _ = append(Self.strikeLine(Entry(key: key, version: version)), freeing: true)
         strikesSinceCompaction += 1
         if strikesSinceCompaction > 10_000 + 2 * left, !stopped { try? rewriteLocked() }
     }
@@ -408,17 +444,29 @@ public final class UncommittedJournal: @unchecked Sendable {
 
     // MARK: File
 
-    private func append(_ line: String) -> Bool {
+    /// Appends one record. A record that frees space (`freeing`: a removal, a strike) that
+    /// finds the disk full releases the reserve and is tried once more.
+    private func append(_ line: String, freeing: Bool = false) -> Bool {
+        if appendOnce(line) { return true }
+        let code = errno
+        guard freeing, code == ENOSPC || code == EDQUOT, reserve.release() else {
+            errno = code // not the reserve's unlink's
+            return false
+        }
+        return appendOnce(line)
+    }
+
+    private func appendOnce(_ line: String) -> Bool {
         let bytes = Array(line.utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         if written == bytes.count { return true }
         // A short write (a full disk) must not leave half a line for the next record to be
         // glued to: that record would be misread, or lost, at the next start.
         if written > 0 {
-            let code = errno
             let end = lseek(fd, 0, SEEK_END)
             if end >= written { _ = ftruncate(fd, end - off_t(written)) }
-            errno = code == 0 ? ENOSPC : code
+            // A short write sets no errno (what is there is stale): it is the disk running out.
+            errno = ENOSPC
         }
         return false
     }
@@ -430,8 +478,17 @@ public final class UncommittedJournal: @unchecked Sendable {
     }
 
     /// Replaces the file with one holding only the pending entries (tmp, fsync, rename).
-    /// Called with the lock held.
+    /// Called with the lock held. On a full disk, the reserve is released and it is tried
+    /// once more: a compaction is what lets a start-up or a checkpoint go on.
     private func rewriteLocked() throws {
+        do {
+            try rewriteOnce()
+        } catch where SpaceReserve.isFull(error) && reserve.release() {
+            try rewriteOnce()
+        }
+    }
+
+    private func rewriteOnce() throws {
         while syncing { lock.wait() } // the syncer is using the current descriptor
         let tmp = path + ".new"
         var text = ""
@@ -461,8 +518,10 @@ public final class UncommittedJournal: @unchecked Sendable {
         guard newFD >= 0 else { throw StorageError.io("cannot create \(tmp)", errno) }
         let bytes = Array(text.utf8)
         guard bytes.withUnsafeBytes({ write(newFD, $0.baseAddress, $0.count) }) == bytes.count, fsync(newFD) == 0 else {
+            let code = errno
             Glibc.close(newFD)
-            throw StorageError.io("cannot write \(tmp)", errno)
+            unlink(tmp) // a partial copy must not hold on to the space it took
+            throw StorageError.io("cannot write \(tmp)", code)
         }
         Glibc.close(newFD)
         let reopened = open(tmp, O_WRONLY | O_APPEND | O_CLOEXEC)
@@ -478,5 +537,21 @@ public final class UncommittedJournal: @unchecked Sendable {
         try FileStore.syncDirectory((path as NSString).deletingLastPathComponent)
         synced = appended // the new file holds every pending entry, synced
         lock.broadcast()
+    }
+
+    /// Opens the journal as it stands for appending, cut back to its last whole line (a
+    /// record torn by a crash must not be glued to the next one): start-up on a disk too
+    /// full for the compacted copy. Truncating needs no space.
+    private func reopenInPlace(keeping length: Int) throws {
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw StorageError.io("cannot open \(path)", errno) }
+        guard ftruncate(descriptor, off_t(length)) == 0 else {
+            let code = errno
+            Glibc.close(descriptor)
+            throw StorageError.io("cannot cut \(path) back to its last record", code)
+        }
+        lock.lock()
+        fd = descriptor
+        lock.unlock()
     }
 }

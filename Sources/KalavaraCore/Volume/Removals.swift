@@ -81,10 +81,10 @@ final class Removals: @unchecked Sendable {
         }
         var failed = Set<Int>()
         do {
-            try journal.removing(drops.map(\.entry)) {
+            try journal.removing(drops.map(\.entry)) { durably in
                 for drop in drops {
                     do {
-                        try store.remove(drop.entry.key, version: drop.entry.version, durably: false)
+                        try store.remove(drop.entry.key, version: drop.entry.version, durably: durably)
                         journal.strike(drop.entry.key, version: drop.entry.version)
                     } catch {
                         Log.warning("cannot remove \(drop.entry.key) v\(drop.entry.version): \(error)")
@@ -95,6 +95,11 @@ final class Removals: @unchecked Sendable {
         } catch {
             Log.warning("cannot journal \(drops.count) removals: \(error)")
             drops.forEach { failed.insert($0.job) }
+        }
+        // On a full disk, removed files must give their blocks back, not wait to be recycled.
+        if !journal.reserve.isHeld {
+            store.dropRecycled()
+            journal.reserve.refill()
         }
         // Only a job whose every version went is reported: otherwise the master's queue
         // keeps the entry and asks again.

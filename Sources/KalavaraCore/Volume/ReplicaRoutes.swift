@@ -66,7 +66,7 @@ extension Volume {
             journal.strike(key, version: version)
             return
         }
-        _ = try journal.removing([.init(key: key, version: version)]) { try store.remove(key, version: version, durably: false) }
+        _ = try journal.removing([.init(key: key, version: version)]) { durably in try store.remove(key, version: version, durably: durably) }
         journal.strike(key, version: version)
     }
 

@@ -118,7 +118,7 @@ extension Volume {
     /// `dropVersion` (quarantine): a removal record, so that no start-up puts it back.
     func journalRemoval(_ key: Key, _ version: UInt64) {
         guard journal.holdsValue(key, version: version) else { return }
-        try? journal.removing([.init(key: key, version: version)]) {}
+        try? journal.removing([.init(key: key, version: version)]) { _ in }
     }
 
     /// Takes a bad copy out of service and tells the master, which drops this holder and

@@ -107,6 +107,12 @@ extension Volume {
     func receiveValue(_ key: Key, version: UInt64, from body: MessageBody, forwardingTo forwards: [StreamingUpload] = [],
                       hashing digest: EVPDigest? = nil, expecting checksum: UInt32? = nil,
                       checkingLengthOf ticket: PlacementTicket? = nil) throws -> (Int, UInt32) {
+        // A full disk (the journal had to give its reserve back): reads and deletes only,
+        // until removals or the operator free enough room to hold the reserve again.
+        guard journal.reserve.isHeld else {
+            throw HTTPError(507, "volume disk is full: read-and-delete mode (GET and DELETE are served; "
+                            + "writes resume once space is freed)", closesConnection: true)
+        }
         let write = try store.beginWrite(key: key, version: version)
         // A small value is kept whole as it arrives: its bytes go into the journal, whose
         // one shared sync then stands for the file's and the directory's fsyncs.

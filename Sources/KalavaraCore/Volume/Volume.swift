@@ -46,7 +46,12 @@ public final class Volume: @unchecked Sendable {
         try journal.startCheckpoints(syncing: configuration.directory + "/data", every: configuration.checkpointEvery,
                                      measuredBy: metrics.histogram("kalavara_journal_checkpoint_duration_seconds",
                                                                    "Time of a journal checkpoint's syncfs"))
-        try journal.checkpoint()
+        do {
+            try journal.checkpoint()
+        } catch where SpaceReserve.isFull(error) {
+            // The records stay in the journal, replayed harmlessly: start, reads and deletes first.
+            Log.warning("journal checkpoint at start-up: \(error); retried once space returns")
+        }
         store.startCounting()
         master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL, metrics: metrics,
                             secret: gate.secret)

@@ -108,6 +108,7 @@ extension Volume {
         if let server { response.headers.set(VolumeHeaders.requests, String(server.requestsAnswered)) }
         if let count = store.valueFileCount { response.headers.set(VolumeHeaders.valueCount, String(count)) }
         if let unknown = scrubber.snapshot.unknownFiles { response.headers.set(VolumeHeaders.unknownFiles, String(unknown)) }
+        if !journal.reserve.isHeld { response.headers.set(VolumeHeaders.diskFull, "read-and-delete") }
         if trusted, let secret = gate.secret { SignedCall.signHealthAnswer(&response.headers, request: request, secret: secret) }
         return response
     }
