@@ -169,6 +169,50 @@ final class OutsiderHTTPTests: XCTestCase {
         }
     }
 
+    /// A flood of 404s with long paths used to write a line per answer, each as long as the
+    /// path, from the event loop: now a line keeps 256 bytes of client text, lines about
+    /// failures are limited to 300 a second, and what was dropped is counted in the log.
+    func testAFloodOf404sCannotFloodTheLog() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        let path = "/no-such-endpoint/" + String(repeating: "%01", count: 2_000)
+        let socket = try HTTPClient.connect(HTTPURL(cluster.volumeURL(cluster.volumePorts[0]))!, timeout: 5)
+        defer { socket.close() }
+        let batch = Array(String(repeating: "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n", count: 100).utf8)
+        let marker = Array("HTTP/1.1 404".utf8)
+        let started = monotonicSeconds()
+        var answered = 0
+        for _ in 0..<20 {
+            try socket.write(batch)
+            var seen = 0
+            while seen < 100 {
+                guard try socket.fill() else { throw ClusterError("the volume closed the connection") }
+                let bytes = Array(socket.buffered)
+                var index = 0
+                while index + marker.count <= bytes.count {
+                    if bytes[index..<index + marker.count].elementsEqual(marker) { seen += 1; index += marker.count } else { index += 1 }
+                }
+                // Keep a possible partial marker for the next read.
+                socket.consume(max(0, bytes.count - marker.count + 1))
+            }
+            answered += seen
+        }
+        let seconds = monotonicSeconds() - started
+        XCTAssertEqual(answered, 2_000)
+        try waitUntil("the dropped lines are counted", timeout: 5) {
+            !logLines(cluster, containing: "access-log line(s) suppressed").isEmpty
+        }
+        let lines = logLines(cluster, containing: "GET /no-such-endpoint/")
+        print("OutsiderHTTPTests: 2,000 404s in \(String(format: "%.2f", seconds)) s, \(lines.count) access lines")
+        XCTAssertLessThanOrEqual(lines.count, 300 * (Int(seconds) + 2), "at most 300 lines a second")
+        XCTAssertLessThan(lines.count, 2_000)
+        XCTAssertTrue(lines.allSatisfy { $0.utf8.count < 1_000 && $0.contains("…(6018 bytes)") }, "\(lines.first ?? "")")
+        let dropped = logLines(cluster, containing: "access-log line(s) suppressed").compactMap { line in
+            line.split(separator: " ").firstIndex(of: "access-log").flatMap { Int(line.split(separator: " ")[$0 - 1]) }
+        }.reduce(0, +)
+        XCTAssertEqual(dropped + lines.count, 2_000, "every 404 is either logged or counted")
+    }
+
     /// The gateway used to log nothing about a refused request: now a wrong signature is an
     /// access line naming the access key, the S3 error code and the request id.
     func testGatewayLogsRefusedSignaturesWithTheAccessKey() throws {

@@ -38,3 +38,32 @@ final class OutsiderHTTPLogicTests: XCTestCase {
         XCTAssertEqual(state.idleSince, 60)
     }
 }
+
+/// The reviewer's findings on issue 21's HTTP work: what an outsider controls in the access
+/// log, the eviction handshake, the failed-login table.
+final class HTTPReviewLogicTests: XCTestCase {
+    func testAQuoteInAQuotedLogValueCannotForgeFields() {
+        let line = CompactLogHandler.format(time: Date(timeIntervalSince1970: 0), label: "master", level: .info,
+                                            message: "access GET /x 404",
+                                            metadata: ["reason": "\"no \\ such\" user=root x=\"", "user": "bob"])
+        // The reason was `no \ such" user=root x=`: only the quotes that delimit it are bare.
+        XCTAssertEqual(line, "1970-01-01T00:00:00.000Z master info: access GET /x 404 reason=\"no \\\\ such\\\" user=root x=\" user=bob\n")
+    }
+
+    func testAccessLogCutsClientTextAndBudgetsFailureLines() {
+        XCTAssertEqual(AccessLog.clipped("/short"), "/short")
+        let long = String(repeating: "\u{1}", count: 60_000)
+        XCTAssertEqual(AccessLog.clipped(long), String(repeating: "\u{1}", count: AccessLog.maxClientText) + "…(60000 bytes)")
+
+        let log = AccessLog(mode: .errors, failureLinesPerSecond: 3)
+        log.rollWindow(now: monotonicSeconds())
+        XCTAssertFalse(log.logs(status: 200), "errors mode: no line for a success")
+        let logged = (0..<10).filter { _ in log.logs(status: 404) }.count
+        // The window may roll over once mid-loop: at most two seconds' budget.
+        XCTAssertGreaterThanOrEqual(logged, 3)
+        XCTAssertLessThanOrEqual(logged, 6, "past the budget a 404 gets no line")
+        log.rollWindow(now: monotonicSeconds() + 5)
+        XCTAssertTrue(log.logs(status: 404), "a new second, a new budget")
+        XCTAssertTrue(AccessLog(mode: .all).logs(status: 200))
+    }
+}

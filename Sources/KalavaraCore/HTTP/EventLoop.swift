@@ -108,6 +108,7 @@ final class EventLoop: @unchecked Sendable {
             let now = clock.now()
             if now - lastSweep >= 0.2 {
                 sweepTimeouts(now)
+                server.accessLog.rollWindow(now: monotonicSeconds())
                 lastSweep = now
             }
             if count > 0 { server.httpMetrics.loopBusy.record(ContinuousClock.now - busySince) }

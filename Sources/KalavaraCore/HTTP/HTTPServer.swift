@@ -333,6 +333,7 @@ public final class HTTPServer: @unchecked Sendable {
         let bytes = response.serializedHead(keepAlive: false) + Array("too many open connections, try again\n".utf8)
         let sent = (try? socket.write(bytes)) != nil ? bytes.count : 0
         socket.close()
+        guard accessLog.logs(status: 503) else { return }
         accessLog.record(AccessLog.Entry(method: "-", path: "-", status: 503, explanation: response.explanation, sent: sent,
                                          elapsed: .zero, requestID: nil, user: nil, peer: peer))
     }

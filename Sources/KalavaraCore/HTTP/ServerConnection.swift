@@ -305,6 +305,7 @@ final class ServerConnection: @unchecked Sendable {
 
     /// An answer with no request to name (`-` for method and path).
     private func logUnparsed(_ response: HTTPResponse, sent: Int?, started: ContinuousClock.Instant) {
+        guard server.accessLog.logs(status: response.status) else { return }
         server.accessLog.record(AccessLog.Entry(
             method: "-", path: "-", status: response.status, explanation: response.explanation, sent: sent ?? 0,
             elapsed: .now - started, requestID: nil, user: nil, peer: peer))

@@ -79,7 +79,7 @@ public struct CompactLogHandler: LogHandler {
         var line = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ ", parts.tm_year + 1900, parts.tm_mon + 1,
                           parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, milliseconds)
         line += "\(label) \(level.rawValue): \(escaped(message))"
-        for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { line += " \(name)=\(escaped("\(value)"))" }
+        for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { line += " \(name)=\(escapedValue("\(value)"))" }
         return line + "\n"
     }
 
@@ -108,6 +108,23 @@ public struct CompactLogHandler: LogHandler {
         }
         return result
     }
+
+    /// A metadata value as written: `escaped`, and if it is quoted (`"..."`, as the access
+    /// log's reasons are) a `"` inside it is written `\"`, so client text in it cannot close
+    /// the quote and forge further `name=value` fields.
+    public static func escapedValue(_ text: String) -> String {
+        let utf8 = text.utf8
+        guard utf8.count >= 2, utf8.first == quote, utf8.last == quote else { return escaped(text) }
+        let inside = escaped(String(text.dropFirst().dropLast()))
+        guard inside.utf8.contains(quote) else { return "\"" + inside + "\"" }
+        var result = "\""
+        for scalar in inside.unicodeScalars {
+            if scalar == "\"" { result += "\\\"" } else { result.unicodeScalars.append(scalar) }
+        }
+        return result + "\""
+    }
+
+    private static let quote = UInt8(ascii: "\"")
 
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || scalar == "\\" || (0x7F...0x9F).contains(scalar.value)
