@@ -66,4 +66,28 @@ final class HTTPReviewLogicTests: XCTestCase {
         XCTAssertTrue(log.logs(status: 404), "a new second, a new budget")
         XCTAssertTrue(AccessLog(mode: .all).logs(status: 200))
     }
+
+    func testEvictionAndARequestNeverBothTakeAConnection() {
+        let mark = IdleMark(idleSince: 5)
+        XCTAssertEqual(mark.idleSince, 5)
+        // The owner took it for a request after the evictor saw it idle: the eviction fails.
+        XCTAssertTrue(mark.publish(idleSince: nil))
+        XCTAssertNil(mark.idleSince, "busy: not a candidate")
+        XCTAssertFalse(mark.evict(ifIdleSince: 5))
+        XCTAssertFalse(mark.isEvicted)
+        // Idle again, evicted first: the owner finds it evicted and serves nothing.
+        XCTAssertTrue(mark.publish(idleSince: 7))
+        XCTAssertFalse(mark.evict(ifIdleSince: 5), "a stale sighting wins nothing")
+        XCTAssertTrue(mark.evict(ifIdleSince: 7))
+        XCTAssertTrue(mark.isEvicted)
+        XCTAssertFalse(mark.publish(idleSince: nil), "the owner loses the request to the eviction")
+        XCTAssertFalse(mark.publish(idleSince: 9))
+        XCTAssertTrue(mark.isEvicted, "nothing unmarks an eviction")
+        XCTAssertNil(mark.idleSince)
+
+        var state = ConnectionState.readingHead(startedAt: 3, scanned: 0)
+        XCTAssertEqual(state.idleSince, 3, "a trickling head stays evictable")
+        state = .answering
+        XCTAssertNil(state.idleSince, "a head being answered is not")
+    }
 }

@@ -11,6 +11,9 @@ enum ConnectionState {
     /// The first bytes of a head have arrived (at `startedAt`): the whole head must arrive
     /// within the read timeout. `scanned` bytes have been searched for its end already.
     case readingHead(startedAt: Double, scanned: Int)
+    /// A whole head has arrived and the event loop is answering it: no longer idle, so not
+    /// evictable (see `IdleMark`).
+    case answering
     /// A worker owns the connection and starts with this.
     case working(Work)
     /// Done; the socket is closed or about to be.
@@ -48,6 +51,9 @@ enum ConnectionState {
         self = .readingHead(startedAt: startedAt, scanned: scanned)
     }
 
+    /// A whole head is here: the loop answers it (or hands it off) from now on.
+    mutating func headComplete() { self = .answering }
+
     mutating func becameIdle(now: Double) { self = .idle(since: now) }
 
     /// Nothing is buffered after line breaks were skipped: idle, but from when it last was.
@@ -58,7 +64,7 @@ enum ConnectionState {
         switch self {
         case .idle: return
         case .readingHead(let startedAt, _): self = .idle(since: startedAt)
-        case .working, .closed: self = .idle(since: now)
+        case .answering, .working, .closed: self = .idle(since: now)
         }
     }
 
@@ -68,7 +74,7 @@ enum ConnectionState {
         switch self {
         case .idle(let since): return since
         case .readingHead(let startedAt, _): return startedAt
-        case .working, .closed: return nil
+        case .answering, .working, .closed: return nil
         }
     }
 
@@ -88,13 +94,13 @@ enum ConnectionState {
             switch self {
             case .idle: return .closeIdle
             case .readingHead: return .headTimedOut
-            case .working, .closed: return nil
+            case .answering, .working, .closed: return nil
             }
         }
         switch self {
         case .idle(let since): return now - since > idleTimeout ? .closeIdle : nil
         case .readingHead(let startedAt, _): return now - startedAt > readTimeout ? .headTimedOut : nil
-        case .working, .closed: return nil
+        case .answering, .working, .closed: return nil
         }
     }
 }

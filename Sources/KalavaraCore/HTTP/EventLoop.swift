@@ -142,7 +142,7 @@ final class EventLoop: @unchecked Sendable {
         let connections = watched.withLock { Array($0.connections.values) }
         let configuration = server.configuration
         for connection in connections {
-            if connection.evicted.load(ordering: .relaxed) {
+            if connection.evicted {
                 guard forget(connection) else { continue }
                 server.close(connection)
                 continue

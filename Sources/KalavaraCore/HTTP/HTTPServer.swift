@@ -173,9 +173,9 @@ public final class HTTPServer: @unchecked Sendable {
     // MARK: - Connections
 
     /// Runs on a worker: serves until the connection is idle, then gives it back to its loop
-    /// (unless it was evicted meanwhile: it was idle when chosen, so a request raced it).
+    /// (unless it was evicted meanwhile, which `IdleMark` allows only while it is idle again).
     func serveBlocking(_ connection: ServerConnection) {
-        if connection.serveUntilIdle(), !connection.evicted.load(ordering: .relaxed) {
+        if connection.serveUntilIdle(), !connection.evicted {
             connection.loop.watch(connection)
         } else {
             close(connection)
@@ -188,7 +188,7 @@ public final class HTTPServer: @unchecked Sendable {
         lock.lock()
         let known = connections.removeValue(forKey: ObjectIdentifier(connection)) != nil
         if known {
-            if connection.evicted.load(ordering: .relaxed) { evicting -= 1 } else { forgetAddress(of: connection) }
+            if connection.evicted { evicting -= 1 } else { forgetAddress(of: connection) }
         }
         fresh[ObjectIdentifier(connection)] = nil
         lock.broadcast()
@@ -283,13 +283,14 @@ public final class HTTPServer: @unchecked Sendable {
         guard evicting < Self.evictionOvershoot else { return false }
         var victim: ServerConnection?
         var oldest = Double.infinity
-        for connection in candidates where !connection.evicted.load(ordering: .relaxed) {
-            guard let since = connection.idleSince, since < oldest else { continue }
+        for connection in candidates {
+            guard let since = connection.mark.idleSince, since < oldest else { continue }
             victim = connection
             oldest = since
         }
-        guard let victim else { return false }
-        victim.evicted.store(true, ordering: .relaxed)
+        // Its owner may have started a request since it was seen idle: then it is not ours
+        // to shut down (see `IdleMark`), and the next new connection tries again.
+        guard let victim, victim.mark.evict(ifIdleSince: oldest) else { return false }
         evicting += 1
         fresh[ObjectIdentifier(victim)] = nil
         forgetAddress(of: victim)

@@ -21,31 +21,21 @@ final class ServerConnection: @unchecked Sendable {
     /// The client's IP address, for the access log, the per-address cap and the
     /// authentication limiter.
     let peer: String
-    /// Only its owner reads or changes it (see above); `idleSince` mirrors it for others.
+    /// Only its owner reads or changes it (see above); `mark` publishes it for others.
     var state: ConnectionState {
-        didSet {
-            let since = state.idleSince
-            publishedIdleSince.store(since.map { $0.bitPattern } ?? Self.busy, ordering: .relaxed)
-        }
+        didSet { mark.publish(idleSince: state.idleSince) }
     }
-    /// `state.idleSince` as bits, for the accepting thread that picks a connection to evict.
-    private let publishedIdleSince: Atomic<UInt64>
-    private static let busy = UInt64.max
+    /// Whether it is idle and since when, for the accepting thread that picks a connection
+    /// to evict, with the handshake that makes an eviction and a request exclusive.
+    let mark: IdleMark
     /// When it was accepted, until its first request head has been parsed (then nil): such
     /// a connection must deliver that head within the head timeout, whatever it sends
     /// meanwhile (line breaks, a trickle). Touched by its event loop only.
     var freshSince: Double?
-    /// Set by the accepting thread (under the server's lock) when this connection, idle on
-    /// its loop, was evicted to make room (see `HTTPServer.admit`): it is shut down at once,
-    /// and its loop closes it.
-    let evicted = Atomic(false)
 
-    /// Since when it has been idle on its loop (no request in progress), nil while a worker
-    /// serves it. Read by other threads; may be a moment out of date.
-    var idleSince: Double? {
-        let bits = publishedIdleSince.load(ordering: .relaxed)
-        return bits == Self.busy ? nil : Double(bitPattern: bits)
-    }
+    /// Evicted to make room (see `HTTPServer.admit`): shut down at once, closed by its loop,
+    /// and none of its requests started since.
+    var evicted: Bool { mark.isEvicted }
 
     private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
@@ -56,8 +46,8 @@ final class ServerConnection: @unchecked Sendable {
         self.configuration = server.configuration
         self.loop = loop
         let now = server.configuration.clock.now()
+        mark = IdleMark(idleSince: now)
         state = .idle(since: now)
-        publishedIdleSince = Atomic(now.bitPattern)
         freshSince = now
     }
 
@@ -96,6 +86,9 @@ final class ServerConnection: @unchecked Sendable {
                 state.headIncomplete(startedAt: startedAt, scanned: bytes.count)
                 return .wait
             }
+            // A whole head: from here the request is served, unless an eviction came first.
+            state.headComplete()
+            if evicted { return .close }
             let exchange = Exchange(route: nil, started: .now, headBytes: length)
             let request: HTTPRequest
             do {
