@@ -103,6 +103,26 @@ final class HardeningTests: XCTestCase {
         }
     }
 
+    /// A master's or gateway's concurrent calls to a volume all come from one address: past
+    /// `--max-connections-per-address` busy ones, the daemon used to get `503` like an
+    /// outsider. The cluster's own addresses are exempt from that cap.
+    func testClusterDaemonsAreExemptFromThePerAddressCap() throws {
+        let cluster = try TestCluster.started(volumes: 1, masterExtra: ["--max-connections-per-address", "4"])
+        defer { cluster.shutdown() }
+        usleep(300_000) // let the start-up health probe's connection go
+        var held: [BufferedSocket] = []
+        defer { held.forEach { $0.close() } }
+        for _ in 0..<4 {
+            let socket = try connect(cluster.masterPort)
+            try socket.write(Array("POST /admin/add-volume HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".utf8))
+            held.append(socket)
+        }
+        usleep(300_000)
+        // 127.0.0.1 is the volume's address: four busy requests from it, and a fifth gets in.
+        let answer = try HTTP.send("GET", cluster.masterURL + "/health")
+        XCTAssertEqual(answer.status, 200, answer.text)
+    }
+
     func testFullDiskAnswers507KeepsEarlierValuesAndServing() throws {
         let cluster = try TestCluster()
         defer { cluster.shutdown() }

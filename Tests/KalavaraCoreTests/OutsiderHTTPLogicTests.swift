@@ -90,4 +90,25 @@ final class HTTPReviewLogicTests: XCTestCase {
         state = .answering
         XCTAssertNil(state.idleSince, "a head being answered is not")
     }
+
+    func testFailedLoginTableIsCheapWhenEmptyAndBoundedWhenFull() {
+        let clock = Mutex(0.0)
+        let limiter = AuthFailureLimiter(burst: 2, refillPerSecond: 1, capacity: 16, now: { clock.withLock { $0 } })
+        XCTAssertNil(limiter.retryAfter("10.0.0.1"))
+        XCTAssertEqual(limiter.count, 0)
+        for index in 0..<1000 { limiter.failed("10.1.\(index / 256).\(index % 256)") }
+        XCTAssertEqual(limiter.count, 16, "a full table evicts one address per new one")
+        // A guesser still being limited is not the first to go.
+        for _ in 0..<2 { limiter.failed("10.9.9.9") }
+        XCTAssertNotNil(limiter.retryAfter("10.9.9.9"))
+        // A refilled address is forgotten when next seen.
+        clock.withLock { $0 = 100 }
+        XCTAssertNil(limiter.retryAfter("10.9.9.9"))
+        XCTAssertEqual(limiter.count, 15)
+
+        XCTAssertEqual(AuthFailureLimiter.key("2001:db8:1:2:aaaa::1"), AuthFailureLimiter.key("2001:db8:1:2:bbbb::9"),
+                       "one IPv6 /64 is one address")
+        XCTAssertNotEqual(AuthFailureLimiter.key("2001:db8:1:2::1"), AuthFailureLimiter.key("2001:db8:1:3::1"))
+        XCTAssertEqual(AuthFailureLimiter.key("192.0.2.7"), "192.0.2.7")
+    }
 }

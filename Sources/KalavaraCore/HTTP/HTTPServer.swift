@@ -241,8 +241,8 @@ public final class HTTPServer: @unchecked Sendable {
     /// longest-idle one (so a crowd from one address cannot evict everyone else's); a full
     /// table evicts the longest-idle of all. What a client can still hold is busy
     /// connections, each bounded by the read timeout and `--min-body-rate`, and at most
-    /// `maxConnectionsPerAddress` per address; the cluster's own daemons keep `peerReserve`
-    /// slots beyond the table even then.
+    /// `maxConnectionsPerAddress` per address; the cluster's own daemons are exempt from that
+    /// cap and keep `peerReserve` slots beyond the table even then.
     private func admit(_ fd: Int32, peer: String) {
         let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
         lock.lock()
@@ -250,7 +250,9 @@ public final class HTTPServer: @unchecked Sendable {
         if room, fresh.count >= freshCap {
             room = evictLongestIdle(among: fresh.values)
         }
-        if room, perAddress[peer, default: 0] >= configuration.maxConnectionsPerAddress {
+        // The cluster's own daemons are exempt: a master's or gateway's many concurrent
+        // calls to a volume all come from one address.
+        if room, perAddress[peer, default: 0] >= configuration.maxConnectionsPerAddress, !trustedPeers.contains(peer) {
             room = evictLongestIdle(among: connections.values.lazy.filter { $0.peer == peer })
         }
         if room, connections.count - evicting >= maxConnections {
