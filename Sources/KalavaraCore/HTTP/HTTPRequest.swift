@@ -23,8 +23,12 @@ public struct HTTPRequest: Sendable {
     public let framing: BodyFraming
     /// `Expect: 100-continue`: the client waits for `100 Continue` before sending the body.
     public let expectsContinue: Bool
-    /// The client's address and, once a handler knows it, its user (for the access log).
-    public let context = RequestContext()
+    /// The client's IP address as text (`127.0.0.1`, `::1`), `-` when unknown; set by the
+    /// connection that read the request.
+    public internal(set) var peer = "-"
+    /// Where a handler notes the user it identified (for the access log); set by the
+    /// connection that read the request, nil for a request made otherwise.
+    public internal(set) var context: RequestContext?
 
     public init(method: String, target: String, minorVersion: Int, headers: HTTPHeaders) throws {
         self.method = method

@@ -33,6 +33,8 @@ final class ServerConnection: @unchecked Sendable {
     /// meanwhile (line breaks, a trickle). Touched by its event loop only.
     var freshSince: Double?
 
+    /// The context of the request being served (see `RequestContext`).
+    private let context = RequestContext()
     /// Evicted to make room (see `HTTPServer.admit`): shut down at once, closed by its loop,
     /// and none of its requests started since.
     var evicted: Bool { mark.isEvicted }
@@ -92,8 +94,7 @@ final class ServerConnection: @unchecked Sendable {
             let exchange = Exchange(route: nil, started: .now, headBytes: length)
             let request: HTTPRequest
             do {
-                request = try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length]))
-                request.context.peer = peer
+                request = attached(try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length])))
             } catch {
                 state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
                 return .handOff
@@ -281,7 +282,7 @@ final class ServerConnection: @unchecked Sendable {
         server.accessLog.record(AccessLog.Entry(
             method: request.method, path: request.path, status: response.status, explanation: response.explanation,
             sent: sent, elapsed: .now - exchange.started, requestID: AccessLog.requestID(request, response),
-            user: request.context.user, peer: peer))
+            user: request.context?.user, peer: peer))
     }
 
     /// The loop's answer to a head that did not arrive in time: sent without blocking, logged.
@@ -314,8 +315,7 @@ final class ServerConnection: @unchecked Sendable {
             if let length = MessageHeadParser.headLength(in: bytes, from: scanned) {
                 guard length <= HTTPLimits.maxHeadBytes else { throw Self.headTooLarge }
                 let exchange = Exchange(route: nil, started: .now, headBytes: length)
-                let request = try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length]))
-                request.context.peer = peer
+                let request = attached(try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length])))
                 socket.consume(length)
                 return (request, exchange)
             }
@@ -324,6 +324,16 @@ final class ServerConnection: @unchecked Sendable {
             guard monotonicSeconds() < deadline else { throw ConnectionError.timedOut }
             guard try socket.fill() else { throw ConnectionError.closedByPeer }
         }
+    }
+
+    /// `request` with this connection's address and its context, cleared of the last
+    /// request's user.
+    private func attached(_ request: HTTPRequest) -> HTTPRequest {
+        var request = request
+        request.peer = peer
+        context.user = nil
+        request.context = context
+        return request
     }
 
     /// RFC 9112 §2.2: empty lines before a request line are ignored.

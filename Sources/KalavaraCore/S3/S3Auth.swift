@@ -66,7 +66,7 @@ public struct S3Authenticator: Sendable {
             // Open: the signature cannot be checked without the secret; the body framing still can.
             return Identity(user: claim.scope.accessKey, rights: nil, payload: try Self.payload(declared, signing: nil))
         }
-        request.context.user = claim.scope.accessKey // for the access log, refused or not
+        request.context?.user = claim.scope.accessKey // for the access log, refused or not
         guard let (secret, rights) = credentials.secretKey(of: claim.scope.accessKey) else {
             throw S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
         }
@@ -169,7 +169,7 @@ public struct S3Authenticator: Sendable {
         }
         let payload = try Self.payload(request.headers["x-amz-content-sha256"], signing: nil)
         guard let credentials else { return Identity(user: accessKey, rights: nil, payload: payload) }
-        request.context.user = accessKey
+        request.context?.user = accessKey
         guard let (secret, rights) = credentials.secretKey(of: accessKey) else {
             throw S3Error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
         }

@@ -141,7 +141,7 @@ public final class S3Gateway: @unchecked Sendable {
         guard let failures = authenticator.credentials?.failures, !Self.isAnonymous(request) else {
             return try S3Context(request, body, authenticator: authenticator, requestID: requestID)
         }
-        let peer = request.context.peer
+        let peer = request.peer
         if let wait = failures.retryAfter(peer) {
             var error = S3Error(503, "SlowDown", "Too many failed signatures from this address; retry in \(wait) s.")
             error.headers["Retry-After"] = String(wait)
@@ -151,7 +151,7 @@ public final class S3Gateway: @unchecked Sendable {
             return try S3Context(request, body, authenticator: authenticator, requestID: requestID)
         } catch let error as S3Error where Self.signatureFailures.contains(error.code) {
             let limited = failures.failed(peer)
-            Log.info("authentication failed: \(error.code)", ["user": "\(request.context.user ?? "-")", "peer": "\(peer)"])
+            Log.info("authentication failed: \(error.code)", ["user": "\(request.context?.user ?? "-")", "peer": "\(peer)"])
             if limited { Log.warning("\(peer): failed signatures over the limit; answering 503 SlowDown until it waits") }
             throw error
         }

@@ -83,19 +83,19 @@ public final class AccessGate: Sendable {
         // A daemon of the cluster (the S3 gateway, a volume) may do what any client may.
         if request.headers[SignedCall.signatureHeader] != nil, isClusterCall(request) { return nil }
         let authorization = request.headers["Authorization"]
-        let peer = request.context.peer
+        let peer = request.peer
         if authorization != nil, let wait = credentials.failures.retryAfter(peer) {
             return Self.tooManyFailures(retryAfter: wait)
         }
         switch credentials.check(authorization: authorization, needs: right) {
         case .granted(let user):
-            request.context.user = user
+            request.context?.user = user
             return nil
         case .unauthenticated:
             if let authorization {
                 // A wrong name or secret (never the secret itself in the log), limited per address.
                 let name = Credentials.basic(authorization)?.0
-                request.context.user = name
+                request.context?.user = name
                 let limited = credentials.failures.failed(peer)
                 Log.info("authentication failed", ["user": "\(name ?? "-")", "peer": "\(peer)"])
                 if limited { Log.warning("\(peer): failed logins over the limit; answering 429 until it waits") }
@@ -104,7 +104,7 @@ public final class AccessGate: Sendable {
             answer.headers.set("WWW-Authenticate", "Basic realm=\"kalavara\"")
             return answer
         case .forbidden(let user):
-            request.context.user = user
+            request.context?.user = user
             return .text(403, "\(user) lacks the '\(right.rawValue)' right")
         }
     }
