@@ -169,6 +169,30 @@ final class OutsiderHTTPTests: XCTestCase {
         }
     }
 
+    /// The user a request authenticated as is kept per connection, not per request: the next
+    /// request on the same keep-alive connection must not be logged as that user.
+    func testNextRequestOnAConnectionIsNotLoggedAsThePreviousUser() throws {
+        let cluster = try securedCluster()
+        defer { cluster.shutdown() }
+        let socket = try HTTPClient.connect(HTTPURL(cluster.masterURL)!, timeout: 5)
+        defer { socket.close() }
+        let reader = basic("reader", "readpass")[0].1
+        try socket.write(Array(("GET /store/kept-user HTTP/1.1\r\nHost: x\r\nAuthorization: \(reader)\r\n\r\n"
+                                + "GET /no-such-endpoint/after-reader HTTP/1.1\r\nHost: x\r\n\r\n").utf8))
+        var text = ""
+        while text.components(separatedBy: "HTTP/1.1 404").count < 3 {
+            guard try socket.fill() else { break }
+            text += String(decoding: socket.buffered, as: UTF8.self)
+            socket.consume(socket.bufferedCount)
+        }
+        try waitUntil("both lines are written", timeout: 3) {
+            !logLines(cluster, containing: "GET /no-such-endpoint/after-reader 404").isEmpty
+        }
+        XCTAssertTrue(logLines(cluster, containing: "GET /store/kept-user 404").first?.contains("user=reader") ?? false)
+        let after = logLines(cluster, containing: "GET /no-such-endpoint/after-reader 404")
+        XCTAssertTrue(after.first?.contains("user=-") ?? false, "\(after)")
+    }
+
     /// A flood of 404s with long paths used to write a line per answer, each as long as the
     /// path, from the event loop: now a line keeps 256 bytes of client text, lines about
     /// failures are limited to 300 a second, and what was dropped is counted in the log.
