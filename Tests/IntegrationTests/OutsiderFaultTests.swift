@@ -193,6 +193,86 @@ final class OutsiderFaultTests: XCTestCase {
     /// has no room releases the reserve and is journaled; with no reserve left, a file the
     /// journal holds no copy of still goes (unrecorded, its directory synced).
     func testJournalRemovalsNeedNoSpaceOnAFullDisk() throws {
+        try withJournalOnASmallDisk { root, path, journal in
+            /// Removal records of keys that have no file, until the journal ends on a page boundary:
+            /// its next record needs a new page.
+            func fillLastPage() throws { try padJournal(journal, at: path, leaving: 0) }
+            /// A 128 KiB file on a disk then filled up, behind a journal whose last page is full,
+            /// removed through the journal; returns whether the removal had to go unrecorded.
+            func removeOnFullDisk(_ name: String, version: UInt64, before: () -> Void = {}) throws -> Bool {
+                try fillLastPage()
+                _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "count=32"])
+                before()
+                _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/filler-\(name)", "bs=4k"])
+                XCTAssertEqual(FileStore.freeBytes(at: root), 0)
+                return try journal.removing([.init(key: try Key(name), version: version)]) { durably in
+                    XCTAssertEqual(unlink(root + "/" + name), 0)
+                    return durably
+                }
+            }
+
+            XCTAssertFalse(try removeOnFullDisk("first", version: 5), "the reserve made room for the record")
+            let unrecorded = try removeOnFullDisk("second", version: 6) {
+                unlink(path + ".reserve") // lost, and its room taken
+            }
+            XCTAssertTrue(unrecorded, "no room for a record: the file goes anyway, its directory synced")
+            XCTAssertGreaterThanOrEqual(FileStore.freeBytes(at: root), 100 << 10)
+        }
+    }
+
+    /// Review of issue 21, M4: a batch removal whose later record finds no room at all
+    /// (no reserve left) still takes the files away, but only once the records that did fit
+    /// are durable, and never when a file still without a record is one the journal holds a
+    /// copy of: after a power loss, a `+value` line whose removal record was lost would bring
+    /// that file back at start-up.
+    func testABatchRemovalOnAFullDiskMakesItsRecordsDurableFirst() throws {
+        try withJournalOnASmallDisk { root, path, journal in
+            try journal.startCheckpoints(syncing: root, every: 600) // logged values allowed, no checkpoint meanwhile
+            /// The disk full to the last block, the reserve gone (the checkpoint thread may take
+            /// it again while there is room).
+            func fillDisk(_ name: String) throws {
+                while FileStore.freeBytes(at: root) > 0 || FileManager.default.fileExists(atPath: path + ".reserve") {
+                    unlink(path + ".reserve")
+                    _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "oflag=append", "conv=notrunc"])
+                }
+            }
+            // The journal holds the copy of "kept" (a logged value); "plain" has a file only.
+            let kept = try Key("kept"), plain = try Key("plain")
+            let value = Array("small value".utf8)
+            let position = try XCTUnwrap(try journal.appendLogged(kept, version: 7, value: value, crc: CRC32.checksum(value)))
+            journal.applied(position)
+            XCTAssertTrue(journal.holdsValue(kept, version: 7))
+            // Room for kept's removal record only; then the disk is full and the reserve gone.
+            let keptRecord = "x 7 \(Hex.encode(kept.bytes))\n".utf8.count
+            try padJournal(journal, at: path, leaving: keptRecord)
+            try fillDisk("filler")
+
+            // kept's record fits, plain's does not: both go, kept's record durable first.
+            var durableWhenRemoved: Bool?
+            let durably = try journal.removing([.init(key: kept, version: 7), .init(key: plain, version: 8)]) { durably in
+                durableWhenRemoved = journal.isDurable
+                return durably
+            }
+            XCTAssertTrue(durably, "the unrecorded removal syncs its directory itself")
+            XCTAssertEqual(durableWhenRemoved, true, "kept's removal record is durable before its file goes")
+            XCTAssertFalse(journal.holdsValue(kept, version: 7))
+
+            // The other way round: the copy's record is the one that does not fit, so nothing goes.
+            let other = try Key("other")
+            unlink(root + "/filler")
+            let second = try XCTUnwrap(try journal.appendLogged(other, version: 9, value: value, crc: CRC32.checksum(value)))
+            journal.applied(second)
+            let plainRecord = "x 10 \(Hex.encode(plain.bytes))\n".utf8.count
+            try padJournal(journal, at: path, leaving: plainRecord)
+            try fillDisk("filler")
+            var ran = false
+            XCTAssertThrowsError(try journal.removing([.init(key: plain, version: 10), .init(key: other, version: 9)]) { _ in ran = true })
+            XCTAssertFalse(ran, "a file the journal holds a copy of does not go unrecorded")
+        }
+    }
+
+    /// Runs `body` with a journal (64 KiB reserve) on a 1 MiB tmpfs of its own.
+    private func withJournalOnASmallDisk(_ body: (_ root: String, _ path: String, _ journal: UncommittedJournal) throws -> Void) throws {
         let root = NSTemporaryDirectory() + "/kalavara-reserve-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -203,39 +283,21 @@ final class OutsiderFaultTests: XCTestCase {
         let path = root + "/uncommitted.journal"
         let journal = try UncommittedJournal(path: path, reserveBytes: 64 << 10)
         defer { journal.close() }
-        /// Removal records of keys that have no file, until the journal ends on a page boundary:
-        /// its next record needs a new page.
-        func fillLastPage() throws {
-            var size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            while size % 4096 != 0 {
-                let room = 4096 - size % 4096 // a record is "x VERSION HEX\n": 4 or 5 bytes and two per key byte
-                let version: UInt64 = room % 2 == 1 ? 1 : 12
-                let overhead = room % 2 == 1 ? 5 : 6
-                let keyBytes = min(1000, (room - overhead) / 2)
-                guard keyBytes >= 1 else { throw XCTSkip("cannot pad the journal to its page end") }
-                try journal.removing([.init(key: try Key([UInt8](repeating: 0x61, count: keyBytes)), version: version)]) { _ in }
-                size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            }
-        }
-        /// A 128 KiB file on a disk then filled up, behind a journal whose last page is full,
-        /// removed through the journal; returns whether the removal had to go unrecorded.
-        func removeOnFullDisk(_ name: String, version: UInt64, before: () -> Void = {}) throws -> Bool {
-            try fillLastPage()
-            _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "count=32"])
-            before()
-            _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/filler-\(name)", "bs=4k"])
-            XCTAssertEqual(FileStore.freeBytes(at: root), 0)
-            return try journal.removing([.init(key: try Key(name), version: version)]) { durably in
-                XCTAssertEqual(unlink(root + "/" + name), 0)
-                return durably
-            }
-        }
+        try body(root, path, journal)
+    }
 
-        XCTAssertFalse(try removeOnFullDisk("first", version: 5), "the reserve made room for the record")
-        let unrecorded = try removeOnFullDisk("second", version: 6) {
-            unlink(path + ".reserve") // lost, and its room taken
+    /// Removal records of keys that have no file, until exactly `room` bytes are left on the
+    /// journal's last page (none: its next record needs a new page).
+    private func padJournal(_ journal: UncommittedJournal, at path: String, leaving room: Int) throws {
+        func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
+        while (4096 - size() % 4096) % 4096 != room {
+            let gap = (8192 - size() % 4096 - room) % 4096
+            let want = gap < 7 ? gap + 4096 : gap // a record is 7 bytes at least
+            // "x 1 HEX\n" or "x 12 HEX\n": 5 or 6 bytes and two per key byte, 2006 at most.
+            let length = want <= 2006 ? want : min(2006, want - 7)
+            let version: UInt64 = length % 2 == 1 ? 1 : 12
+            let keyBytes = (length - (length % 2 == 1 ? 5 : 6)) / 2
+            try journal.removing([.init(key: try Key([UInt8](repeating: 0x61, count: keyBytes)), version: version)]) { _ in }
         }
-        XCTAssertTrue(unrecorded, "no room for a record: the file goes anyway, its directory synced")
-        XCTAssertGreaterThanOrEqual(FileStore.freeBytes(at: root), 100 << 10)
     }
 }
