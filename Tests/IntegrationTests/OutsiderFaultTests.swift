@@ -271,6 +271,60 @@ final class OutsiderFaultTests: XCTestCase {
         }
     }
 
+    /// Review of issue 21, M3: a volume in read-and-delete mode gets no new placements while
+    /// another has room (every key hashed onto it was a `507`), the reconciler does not
+    /// fight that with copies that fail, and once the disk has room again the keys move to
+    /// their placement.
+    func testWritesGoAroundAVolumeWhoseDiskIsFull() throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        let fullPort = TestCluster.freePort()
+        let small = cluster.volumeDirectory(fullPort)
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        guard try runTool("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", small]).status == 0 else {
+            throw XCTSkip("needs the right to mount a tmpfs")
+        }
+        defer { _ = try? runTool("umount", ["-l", small]) }
+        // Started once to lay out its directory, then on a disk full to the last block with
+        // its reserve gone: it starts in read-and-delete mode.
+        try cluster.startVolume(port: fullPort)
+        cluster.killVolume(fullPort)
+        unlink(small + "/uncommitted.journal.reserve")
+        _ = try runTool("dd", ["if=/dev/zero", "of=\(small)/filler", "bs=4k"])
+        try cluster.startVolume(port: fullPort)
+        XCTAssertEqual(try HTTP.send("GET", cluster.volumeURL(fullPort) + "/health").headers[VolumeHeaders.diskFull], "read-and-delete")
+        let roomyPort = try cluster.startVolume()
+        try cluster.startMaster(volumePorts: [fullPort, roomyPort], extra: ["--replicas", "1"])
+        func repair() -> [String: Any] {
+            guard let answer = try? HTTP.send("GET", cluster.masterURL + "/admin/repair"), answer.status == 200 else { return [:] }
+            return ((try? JSONSerialization.jsonObject(with: Data(answer.body))) as? [String: Any]) ?? [:]
+        }
+        try waitUntil("the master shows the volume's disk full", timeout: 10) {
+            ((try? HTTP.send("GET", cluster.masterURL + "/admin/volumes").text) ?? "").contains("\"disk_full\":true")
+        }
+
+        let keys = (0..<40).map { "around-\($0)" }
+        for key in keys {
+            let answer = try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: Array(key.utf8))
+            XCTAssertEqual(answer.status, 201, "\(key): \(answer.text)")
+        }
+        XCTAssertTrue(keys.allSatisfy { cluster.copies(of: $0).keys.sorted() == [roomyPort] })
+        // Half of them belong on the full volume: a pass finds them misplaced and leaves them.
+        let passes = repair()["passes"] as? Int ?? 0
+        _ = try HTTP.send("POST", cluster.masterURL + "/admin/repair")
+        try waitUntil("a repair pass", timeout: 20) { (repair()["passes"] as? Int ?? 0) > passes }
+        XCTAssertGreaterThan(repair()["misplaced"] as? Int ?? 0, 0)
+        XCTAssertEqual(repair()["errors"] as? Int, 0, "no copies tried to the full volume")
+
+        // Room again: the volume leaves read-and-delete mode, and its keys go to it.
+        unlink(small + "/filler")
+        try waitUntil("the keys move to their placement", timeout: 30) {
+            keys.contains { cluster.copies(of: $0).keys.contains(fullPort) }
+                && keys.allSatisfy { cluster.copies(of: $0).count == 1 }
+        }
+        for key in keys { XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + key).text, key) }
+    }
+
     /// Runs `body` with a journal (64 KiB reserve) on a 1 MiB tmpfs of its own.
     private func withJournalOnASmallDisk(_ body: (_ root: String, _ path: String, _ journal: UncommittedJournal) throws -> Void) throws {
         let root = NSTemporaryDirectory() + "/kalavara-reserve-\(UUID().uuidString)"

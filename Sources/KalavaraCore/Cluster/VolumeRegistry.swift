@@ -151,9 +151,18 @@ public final class VolumeRegistry: Sendable {
     /// Volumes in service or draining: the ones to check and to show.
     public var present: [Volume] { all.filter { $0.mode != .removed } }
 
-    /// Where new writes go: live volumes that are not draining.
-    public var writableURLs: [String] {
-        volumes.withLock { $0.filter { $0.isLive && $0.mode == .active }.map(\.url) }
+    /// Where new writes go: live volumes that are not draining, split by whether their last
+    /// health answer said the disk is full (read-and-delete mode). A PUT is placed on the
+    /// ones with room, as a down volume's keys are; full ones make up the number only when
+    /// too few others remain (their `507` then says why). One pass, one lock: every PUT asks.
+    public var writableURLs: (roomy: [String], full: [String]) {
+        volumes.withLock { volumes in
+            var roomy: [String] = [], full: [String] = []
+            for volume in volumes where volume.isLive && volume.mode == .active {
+                if volume.isDiskFull { full.append(volume.url) } else { roomy.append(volume.url) }
+            }
+            return (roomy, full)
+        }
     }
 
     public var liveURLs: [String] { all.filter { $0.isLive && $0.mode != .removed }.map(\.url) }
