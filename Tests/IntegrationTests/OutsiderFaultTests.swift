@@ -106,6 +106,27 @@ final class OutsiderFaultTests: XCTestCase {
         for _ in 0..<6 { XCTAssertTrue(attempt()) }
     }
 
+    /// Review of issue 21, L2: a holder whose last health check failed (not down yet) is
+    /// still offered when the other holder sent the client back with `not=` (it no longer
+    /// has the key): it may serve the read, where `503` surely does not.
+    func testASuspectHolderIsStillTriedWhenTheOtherSaysNot() throws {
+        let cluster = try TestCluster.started(volumes: 2, masterExtra: ["--replicas", "2"])
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/either", body: Array("here".utf8)).status, 201)
+        let suspect = cluster.volumeURL(cluster.volumePorts[0]), answering = cluster.volumeURL(cluster.volumePorts[1])
+        kill(cluster.volumes[cluster.volumePorts[0]]!.processIdentifier, SIGSTOP)
+        defer { kill(cluster.volumes[cluster.volumePorts[0]]!.processIdentifier, SIGCONT) }
+        func redirect(_ query: String = "") -> String? {
+            (try? HTTP.send("GET", cluster.masterURL + "/store/either" + query, timeout: 1))?.headers["Location"]
+        }
+        // Its first failed check: reads go to the other holder only (they rotate otherwise).
+        try waitUntil("reads leave the stopped holder", timeout: 3) {
+            (0..<4).allSatisfy { _ in redirect()?.hasPrefix(answering) == true }
+        }
+        let not = "?not=" + (answering.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? answering)
+        XCTAssertEqual(redirect(not).map { $0.hasPrefix(suspect) }, true, "sent back from \(answering)")
+    }
+
     /// Issue 21 #14: a volume whose disk is full to the last block still frees space when
     /// keys are deleted, and after kill -9 it starts on the full disk in read-and-delete
     /// mode: reads served, deletes accepted (and freeing space), PUTs `507`.

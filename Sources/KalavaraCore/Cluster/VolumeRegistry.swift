@@ -171,13 +171,14 @@ public final class VolumeRegistry: Sendable {
     /// the whole table: this runs for every read). A live volume whose last health check
     /// failed (it may have hung: not down yet, but not answering) is left out while another
     /// one remains, so clients are sent away from it a check after it stops answering,
-    /// not only once it is down.
-    public func liveURLs(among ids: [UInt16]) -> [String] {
+    /// not only once it is down. `excluding` (a holder that said it no longer has the key)
+    /// is left out first, so a suspect holder is still tried when it was the only other.
+    public func liveURLs(among ids: [UInt16], excluding: String? = nil) -> [String] {
         volumes.withLock { volumes in
             var answering: [String] = [], suspect: [String] = []
             for id in ids where Int(id) < volumes.count {
                 let volume = volumes[Int(id)]
-                guard volume.isLive, volume.mode != .removed else { continue }
+                guard volume.isLive, volume.mode != .removed, volume.url != excluding else { continue }
                 if volume.consecutiveFailures == 0 { answering.append(volume.url) } else { suspect.append(volume.url) }
             }
             return answering.isEmpty ? suspect : answering

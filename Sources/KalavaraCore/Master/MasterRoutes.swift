@@ -118,10 +118,11 @@ extension Master {
         guard let record = try index.record(for: key), !record.isTombstone else {
             return isRebuilding ? Self.rebuildingAnswer : Self.noSuchKey
         }
-        var holders = liveHolders(record)
-        if let query, !query.isEmpty, let not = try QueryParameters(query)["not"] {
-            holders.removeAll { $0 == not }
-        }
+        // `not=` is left out before suspect holders are: one that failed its last health
+        // check may still serve the read when the answering one no longer holds it.
+        var not: String?
+        if let query, !query.isEmpty { not = try QueryParameters(query)["not"] }
+        let holders = registry.liveURLs(among: record.holders, excluding: not)
         guard !holders.isEmpty else {
             return .text(503, "no live volume holds this key")
         }
