@@ -131,37 +131,11 @@ final class OutsiderFaultTests: XCTestCase {
     /// each socket read: a "volume" that answers a byte every 0.3 s (each read well within
     /// 0.8 s, the whole answer 11 s) is marked down in a few seconds.
     func testAVolumeTricklingItsHealthAnswerIsMarkedDown() throws {
-        let port = TestCluster.freePort()
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        XCTAssertEqual(bound, 0)
-        XCTAssertEqual(listen(listener, 16), 0)
-        defer {
-            shutdown(listener, Int32(SHUT_RDWR))
-            close(listener)
-        }
-        Thread.detachNewThread {
-            while case let connection = accept(listener, nil, nil), connection >= 0 {
-                Thread.detachNewThread {
-                    var request = [UInt8](repeating: 0, count: 4096)
-                    _ = recv(connection, &request, request.count, 0)
-                    for var byte in Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8) {
-                        guard send(connection, &byte, 1, Int32(MSG_NOSIGNAL)) == 1 else { break }
-                        Thread.sleep(forTimeInterval: 0.3)
-                    }
-                    close(connection)
-                }
-            }
-        }
+        let trickler = try FakeServer(trickle: 0.3)
+        defer { trickler.stop() }
         let cluster = try TestCluster()
         defer { cluster.shutdown() }
-        try cluster.startMaster(volumePorts: [port])
+        try cluster.startMaster(volumePorts: [trickler.port])
         try waitUntil("the trickling volume is marked down", timeout: 8) {
             ((try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", timeout: 1).text) ?? "").contains("\"down\"")
         }
