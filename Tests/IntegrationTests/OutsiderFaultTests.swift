@@ -106,6 +106,41 @@ final class OutsiderFaultTests: XCTestCase {
         for _ in 0..<6 { XCTAssertTrue(attempt()) }
     }
 
+    /// Review of issue 21, L2: a holder whose last health check failed (not down yet) is
+    /// still offered when the other holder sent the client back with `not=` (it no longer
+    /// has the key): it may serve the read, where `503` surely does not.
+    func testASuspectHolderIsStillTriedWhenTheOtherSaysNot() throws {
+        let cluster = try TestCluster.started(volumes: 2, masterExtra: ["--replicas", "2"])
+        defer { cluster.shutdown() }
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/either", body: Array("here".utf8)).status, 201)
+        let suspect = cluster.volumeURL(cluster.volumePorts[0]), answering = cluster.volumeURL(cluster.volumePorts[1])
+        kill(cluster.volumes[cluster.volumePorts[0]]!.processIdentifier, SIGSTOP)
+        defer { kill(cluster.volumes[cluster.volumePorts[0]]!.processIdentifier, SIGCONT) }
+        func redirect(_ query: String = "") -> String? {
+            (try? HTTP.send("GET", cluster.masterURL + "/store/either" + query, timeout: 1))?.headers["Location"]
+        }
+        // Its first failed check: reads go to the other holder only (they rotate otherwise).
+        try waitUntil("reads leave the stopped holder", timeout: 3) {
+            (0..<4).allSatisfy { _ in redirect()?.hasPrefix(answering) == true }
+        }
+        let not = "?not=" + (answering.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? answering)
+        XCTAssertEqual(redirect(not).map { $0.hasPrefix(suspect) }, true, "sent back from \(answering)")
+    }
+
+    /// Review of issue 21, L3: the health check's deadline is for the whole check, not for
+    /// each socket read: a "volume" that answers a byte every 0.3 s (each read well within
+    /// 0.8 s, the whole answer 11 s) is marked down in a few seconds.
+    func testAVolumeTricklingItsHealthAnswerIsMarkedDown() throws {
+        let trickler = try FakeServer(trickle: 0.3)
+        defer { trickler.stop() }
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        try cluster.startMaster(volumePorts: [trickler.port])
+        try waitUntil("the trickling volume is marked down", timeout: 8) {
+            ((try? HTTP.send("GET", cluster.masterURL + "/admin/volumes", timeout: 1).text) ?? "").contains("\"down\"")
+        }
+    }
+
     /// Issue 21 #14: a volume whose disk is full to the last block still frees space when
     /// keys are deleted, and after kill -9 it starts on the full disk in read-and-delete
     /// mode: reads served, deletes accepted (and freeing space), PUTs `507`.
@@ -193,6 +228,140 @@ final class OutsiderFaultTests: XCTestCase {
     /// has no room releases the reserve and is journaled; with no reserve left, a file the
     /// journal holds no copy of still goes (unrecorded, its directory synced).
     func testJournalRemovalsNeedNoSpaceOnAFullDisk() throws {
+        try withJournalOnASmallDisk { root, path, journal in
+            /// Removal records of keys that have no file, until the journal ends on a page boundary:
+            /// its next record needs a new page.
+            func fillLastPage() throws { try padJournal(journal, at: path, leaving: 0) }
+            /// A 128 KiB file on a disk then filled up, behind a journal whose last page is full,
+            /// removed through the journal; returns whether the removal had to go unrecorded.
+            func removeOnFullDisk(_ name: String, version: UInt64, before: () -> Void = {}) throws -> Bool {
+                try fillLastPage()
+                _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "count=32"])
+                before()
+                _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/filler-\(name)", "bs=4k"])
+                XCTAssertEqual(FileStore.freeBytes(at: root), 0)
+                return try journal.removing([.init(key: try Key(name), version: version)]) { durably in
+                    XCTAssertEqual(unlink(root + "/" + name), 0)
+                    return durably
+                }
+            }
+
+            XCTAssertFalse(try removeOnFullDisk("first", version: 5), "the reserve made room for the record")
+            let unrecorded = try removeOnFullDisk("second", version: 6) {
+                unlink(path + ".reserve") // lost, and its room taken
+            }
+            XCTAssertTrue(unrecorded, "no room for a record: the file goes anyway, its directory synced")
+            XCTAssertGreaterThanOrEqual(FileStore.freeBytes(at: root), 100 << 10)
+        }
+    }
+
+    /// Review of issue 21, M4: a batch removal whose later record finds no room at all
+    /// (no reserve left) still takes the files away, but only once the records that did fit
+    /// are durable, and never when a file still without a record is one the journal holds a
+    /// copy of: after a power loss, a `+value` line whose removal record was lost would bring
+    /// that file back at start-up.
+    func testABatchRemovalOnAFullDiskMakesItsRecordsDurableFirst() throws {
+        try withJournalOnASmallDisk { root, path, journal in
+            try journal.startCheckpoints(syncing: root, every: 600) // logged values allowed, no checkpoint meanwhile
+            /// The disk full to the last block, the reserve gone (the checkpoint thread may take
+            /// it again while there is room).
+            func fillDisk(_ name: String) throws {
+                while FileStore.freeBytes(at: root) > 0 || FileManager.default.fileExists(atPath: path + ".reserve") {
+                    unlink(path + ".reserve")
+                    _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "oflag=append", "conv=notrunc"])
+                }
+            }
+            // The journal holds the copy of "kept" (a logged value); "plain" has a file only.
+            let kept = try Key("kept"), plain = try Key("plain")
+            let value = Array("small value".utf8)
+            let position = try XCTUnwrap(try journal.appendLogged(kept, version: 7, value: value, crc: CRC32.checksum(value)))
+            journal.applied(position)
+            XCTAssertTrue(journal.holdsValue(kept, version: 7))
+            // Room for kept's removal record only; then the disk is full and the reserve gone.
+            let keptRecord = "x 7 \(Hex.encode(kept.bytes))\n".utf8.count
+            try padJournal(journal, at: path, leaving: keptRecord)
+            try fillDisk("filler")
+
+            // kept's record fits, plain's does not: both go, kept's record durable first.
+            var durableWhenRemoved: Bool?
+            let durably = try journal.removing([.init(key: kept, version: 7), .init(key: plain, version: 8)]) { durably in
+                durableWhenRemoved = journal.isDurable
+                return durably
+            }
+            XCTAssertTrue(durably, "the unrecorded removal syncs its directory itself")
+            XCTAssertEqual(durableWhenRemoved, true, "kept's removal record is durable before its file goes")
+            XCTAssertFalse(journal.holdsValue(kept, version: 7))
+
+            // The other way round: the copy's record is the one that does not fit, so nothing goes.
+            let other = try Key("other")
+            unlink(root + "/filler")
+            let second = try XCTUnwrap(try journal.appendLogged(other, version: 9, value: value, crc: CRC32.checksum(value)))
+            journal.applied(second)
+            let plainRecord = "x 10 \(Hex.encode(plain.bytes))\n".utf8.count
+            try padJournal(journal, at: path, leaving: plainRecord)
+            try fillDisk("filler")
+            var ran = false
+            XCTAssertThrowsError(try journal.removing([.init(key: plain, version: 10), .init(key: other, version: 9)]) { _ in ran = true })
+            XCTAssertFalse(ran, "a file the journal holds a copy of does not go unrecorded")
+        }
+    }
+
+    /// Review of issue 21, M3: a volume in read-and-delete mode gets no new placements while
+    /// another has room (every key hashed onto it was a `507`), the reconciler does not
+    /// fight that with copies that fail, and once the disk has room again the keys move to
+    /// their placement.
+    func testWritesGoAroundAVolumeWhoseDiskIsFull() throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        let fullPort = TestCluster.freePort()
+        let small = cluster.volumeDirectory(fullPort)
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        guard try runTool("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", small]).status == 0 else {
+            throw XCTSkip("needs the right to mount a tmpfs")
+        }
+        defer { _ = try? runTool("umount", ["-l", small]) }
+        // Started once to lay out its directory, then on a disk full to the last block with
+        // its reserve gone: it starts in read-and-delete mode.
+        try cluster.startVolume(port: fullPort)
+        cluster.killVolume(fullPort)
+        unlink(small + "/uncommitted.journal.reserve")
+        _ = try runTool("dd", ["if=/dev/zero", "of=\(small)/filler", "bs=4k"])
+        try cluster.startVolume(port: fullPort)
+        XCTAssertEqual(try HTTP.send("GET", cluster.volumeURL(fullPort) + "/health").headers[VolumeHeaders.diskFull], "read-and-delete")
+        let roomyPort = try cluster.startVolume()
+        try cluster.startMaster(volumePorts: [fullPort, roomyPort], extra: ["--replicas", "1"])
+        func repair() -> [String: Any] {
+            guard let answer = try? HTTP.send("GET", cluster.masterURL + "/admin/repair"), answer.status == 200 else { return [:] }
+            return ((try? JSONSerialization.jsonObject(with: Data(answer.body))) as? [String: Any]) ?? [:]
+        }
+        try waitUntil("the master shows the volume's disk full", timeout: 10) {
+            ((try? HTTP.send("GET", cluster.masterURL + "/admin/volumes").text) ?? "").contains("\"disk_full\":true")
+        }
+
+        let keys = (0..<40).map { "around-\($0)" }
+        for key in keys {
+            let answer = try HTTP.follow("PUT", cluster.masterURL + "/store/" + key, body: Array(key.utf8))
+            XCTAssertEqual(answer.status, 201, "\(key): \(answer.text)")
+        }
+        XCTAssertTrue(keys.allSatisfy { cluster.copies(of: $0).keys.sorted() == [roomyPort] })
+        // Half of them belong on the full volume: a pass finds them misplaced and leaves them.
+        let passes = repair()["passes"] as? Int ?? 0
+        _ = try HTTP.send("POST", cluster.masterURL + "/admin/repair")
+        try waitUntil("a repair pass", timeout: 20) { (repair()["passes"] as? Int ?? 0) > passes }
+        XCTAssertGreaterThan(repair()["misplaced"] as? Int ?? 0, 0)
+        XCTAssertEqual(repair()["errors"] as? Int, 0, "no copies tried to the full volume")
+
+        // Room again: the volume leaves read-and-delete mode, and its keys go to it.
+        unlink(small + "/filler")
+        try waitUntil("the keys move to their placement", timeout: 30) {
+            keys.contains { cluster.copies(of: $0).keys.contains(fullPort) }
+                && keys.allSatisfy { cluster.copies(of: $0).count == 1 }
+        }
+        for key in keys { XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/" + key).text, key) }
+    }
+
+    /// Runs `body` with a journal (64 KiB reserve) on a 1 MiB tmpfs of its own.
+    private func withJournalOnASmallDisk(_ body: (_ root: String, _ path: String, _ journal: UncommittedJournal) throws -> Void) throws {
         let root = NSTemporaryDirectory() + "/kalavara-reserve-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -203,39 +372,21 @@ final class OutsiderFaultTests: XCTestCase {
         let path = root + "/uncommitted.journal"
         let journal = try UncommittedJournal(path: path, reserveBytes: 64 << 10)
         defer { journal.close() }
-        /// Removal records of keys that have no file, until the journal ends on a page boundary:
-        /// its next record needs a new page.
-        func fillLastPage() throws {
-            var size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            while size % 4096 != 0 {
-                let room = 4096 - size % 4096 // a record is "x VERSION HEX\n": 4 or 5 bytes and two per key byte
-                let version: UInt64 = room % 2 == 1 ? 1 : 12
-                let overhead = room % 2 == 1 ? 5 : 6
-                let keyBytes = min(1000, (room - overhead) / 2)
-                guard keyBytes >= 1 else { throw XCTSkip("cannot pad the journal to its page end") }
-                try journal.removing([.init(key: try Key([UInt8](repeating: 0x61, count: keyBytes)), version: version)]) { _ in }
-                size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            }
-        }
-        /// A 128 KiB file on a disk then filled up, behind a journal whose last page is full,
-        /// removed through the journal; returns whether the removal had to go unrecorded.
-        func removeOnFullDisk(_ name: String, version: UInt64, before: () -> Void = {}) throws -> Bool {
-            try fillLastPage()
-            _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/\(name)", "bs=4k", "count=32"])
-            before()
-            _ = try runTool("dd", ["if=/dev/zero", "of=\(root)/filler-\(name)", "bs=4k"])
-            XCTAssertEqual(FileStore.freeBytes(at: root), 0)
-            return try journal.removing([.init(key: try Key(name), version: version)]) { durably in
-                XCTAssertEqual(unlink(root + "/" + name), 0)
-                return durably
-            }
-        }
+        try body(root, path, journal)
+    }
 
-        XCTAssertFalse(try removeOnFullDisk("first", version: 5), "the reserve made room for the record")
-        let unrecorded = try removeOnFullDisk("second", version: 6) {
-            unlink(path + ".reserve") // lost, and its room taken
+    /// Removal records of keys that have no file, until exactly `room` bytes are left on the
+    /// journal's last page (none: its next record needs a new page).
+    private func padJournal(_ journal: UncommittedJournal, at path: String, leaving room: Int) throws {
+        func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
+        while (4096 - size() % 4096) % 4096 != room {
+            let gap = (8192 - size() % 4096 - room) % 4096
+            let want = gap < 7 ? gap + 4096 : gap // a record is 7 bytes at least
+            // "x 1 HEX\n" or "x 12 HEX\n": 5 or 6 bytes and two per key byte, 2006 at most.
+            let length = want <= 2006 ? want : min(2006, want - 7)
+            let version: UInt64 = length % 2 == 1 ? 1 : 12
+            let keyBytes = (length - (length % 2 == 1 ? 5 : 6)) / 2
+            try journal.removing([.init(key: try Key([UInt8](repeating: 0x61, count: keyBytes)), version: version)]) { _ in }
         }
-        XCTAssertTrue(unrecorded, "no room for a record: the file goes anyway, its directory synced")
-        XCTAssertGreaterThanOrEqual(FileStore.freeBytes(at: root), 100 << 10)
     }
 }

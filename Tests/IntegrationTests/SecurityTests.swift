@@ -361,8 +361,10 @@ final class SecurityTests: XCTestCase {
 
 /// A bare HTTP server that answers every request `200 ok` and counts connections and
 /// health checks: the attacker's fake volume, or a trap that must never be contacted.
+/// With `trickle`, each answer goes a byte at a time, that many seconds apart.
 final class FakeServer: @unchecked Sendable {
     let port: Int
+    private let trickle: Double
     var url: String { "http://127.0.0.1:\(port)" }
     private let fd: Int32
     private let lock = NSLock()
@@ -372,7 +374,8 @@ final class FakeServer: @unchecked Sendable {
     var connections: Int { lock.withLock { counts.connections } }
     var healthChecks: Int { lock.withLock { counts.health } }
 
-    init() throws {
+    init(trickle: Double = 0) throws {
+        self.trickle = trickle
         port = TestCluster.freePort()
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var yes: Int32 = 1
@@ -400,7 +403,13 @@ final class FakeServer: @unchecked Sendable {
                 if text.hasPrefix("GET /health") { counts.health += 1 }
             }
             let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            _ = answer.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            if trickle > 0 {
+                for var byte in Array(answer.utf8) where send(client, &byte, 1, Int32(MSG_NOSIGNAL)) == 1 {
+                    Thread.sleep(forTimeInterval: trickle)
+                }
+            } else {
+                _ = answer.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            }
             close(client)
         }
     }

@@ -8,21 +8,32 @@ import Foundation
 /// never answers (stopped, hung) fails a check at every tick instead of holding one open
 /// across two, so it is marked down after `failuresBeforeDown` ticks (about 3 s), and reads
 /// avoid it from its first failed check on (see `VolumeRegistry.liveURLs(among:)`).
+///
+/// The client's timeout bounds each socket operation (the connect, then every receive),
+/// not the check: a volume that trickles its answer a byte at a time would never fail one.
+/// So the deadline is also kept here, for the whole check: one still running at a tick
+/// past its deadline counts as a failed check at that tick, and an answer that comes after
+/// it does not count as a success.
 public final class HealthMonitor: @unchecked Sendable {
     private let registry: VolumeRegistry
     private let masterURL: String
     private let client: HTTPClient
     private let queue = DispatchQueue(label: "health", attributes: .concurrent)
     private let interval: Double
+    /// Seconds a whole check may take.
+    private let deadline: Double
     /// Made by `start`, so a monitor that never started holds no inactive source (releasing
     /// one is a crash in libdispatch).
     private var timer: DispatchSourceTimer?
     /// Guards `inFlight`.
     private let lock = NSLock()
-    private var inFlight: Set<UInt16> = []
+    /// The volumes with a check queued or running, and when it started (monotonic seconds;
+    /// infinity while queued).
+    private var inFlight: [UInt16: Double] = [:]
 
     public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
-        client = HTTPClient(timeout: Self.deadline(interval: interval), maxIdlePerHost: 1, secret: secret)
+        deadline = Self.deadline(interval: interval)
+        client = HTTPClient(timeout: deadline, maxIdlePerHost: 1, secret: secret)
         self.registry = registry
         self.masterURL = masterURL
         self.interval = interval
@@ -45,22 +56,33 @@ public final class HealthMonitor: @unchecked Sendable {
     public func stop() { timer?.cancel() }
 
     private func checkAll() {
+        let now = monotonicSeconds()
         for volume in registry.present {
             lock.lock()
-            let busy = !inFlight.insert(volume.id).inserted
+            let running = inFlight[volume.id]
+            if running == nil { inFlight[volume.id] = .infinity } // queued: its time starts when it runs
             lock.unlock()
-            if busy { continue } // a slow check of this volume is still running
+            if let started = running {
+                // A check of this volume is still running: past its deadline, that is a failure.
+                if now - started > deadline { record(volume, succeeded: false) }
+                continue
+            }
             queue.async { [self] in
-                check(volume)
+                let started = monotonicSeconds()
                 lock.lock()
-                inFlight.remove(volume.id)
+                inFlight[volume.id] = started
+                lock.unlock()
+                check(volume, started: started)
+                lock.lock()
+                inFlight[volume.id] = nil
                 lock.unlock()
             }
         }
     }
 
-    private func check(_ volume: VolumeRegistry.Volume) {
-        let response = try? Self.ask(volume.url, masterURL: masterURL, client: client)
+    private func check(_ volume: VolumeRegistry.Volume, started: Double) {
+        var response = try? Self.ask(volume.url, masterURL: masterURL, client: client)
+        if monotonicSeconds() - started > deadline { response = nil } // answered, but too late
         if let report = response.map({ HealthReport($0.headers) }), report.isDiskFull != volume.isDiskFull {
             if report.isDiskFull {
                 Log.warning("volume \(volume.url) reports its disk full: it serves reads and deletes, refuses writes (507)")
@@ -68,8 +90,11 @@ public final class HealthMonitor: @unchecked Sendable {
                 Log.info("volume \(volume.url) has disk space again")
             }
         }
-        if let change = registry.recordCheck(id: volume.id, succeeded: response != nil,
-                                             report: response.map { HealthReport($0.headers) } ?? HealthReport()) {
+        record(volume, succeeded: response != nil, report: response.map { HealthReport($0.headers) } ?? HealthReport())
+    }
+
+    private func record(_ volume: VolumeRegistry.Volume, succeeded: Bool, report: HealthReport = HealthReport()) {
+        if let change = registry.recordCheck(id: volume.id, succeeded: succeeded, report: report) {
             if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }
         }
     }

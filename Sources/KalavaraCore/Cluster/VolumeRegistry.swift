@@ -151,9 +151,18 @@ public final class VolumeRegistry: Sendable {
     /// Volumes in service or draining: the ones to check and to show.
     public var present: [Volume] { all.filter { $0.mode != .removed } }
 
-    /// Where new writes go: live volumes that are not draining.
-    public var writableURLs: [String] {
-        volumes.withLock { $0.filter { $0.isLive && $0.mode == .active }.map(\.url) }
+    /// Where new writes go: live volumes that are not draining, split by whether their last
+    /// health answer said the disk is full (read-and-delete mode). A PUT is placed on the
+    /// ones with room, as a down volume's keys are; full ones make up the number only when
+    /// too few others remain (their `507` then says why). One pass, one lock: every PUT asks.
+    public var writableURLs: (roomy: [String], full: [String]) {
+        volumes.withLock { volumes in
+            var roomy: [String] = [], full: [String] = []
+            for volume in volumes where volume.isLive && volume.mode == .active {
+                if volume.isDiskFull { full.append(volume.url) } else { roomy.append(volume.url) }
+            }
+            return (roomy, full)
+        }
     }
 
     public var liveURLs: [String] { all.filter { $0.isLive && $0.mode != .removed }.map(\.url) }
@@ -162,13 +171,14 @@ public final class VolumeRegistry: Sendable {
     /// the whole table: this runs for every read). A live volume whose last health check
     /// failed (it may have hung: not down yet, but not answering) is left out while another
     /// one remains, so clients are sent away from it a check after it stops answering,
-    /// not only once it is down.
-    public func liveURLs(among ids: [UInt16]) -> [String] {
+    /// not only once it is down. `excluding` (a holder that said it no longer has the key)
+    /// is left out first, so a suspect holder is still tried when it was the only other.
+    public func liveURLs(among ids: [UInt16], excluding: String? = nil) -> [String] {
         volumes.withLock { volumes in
             var answering: [String] = [], suspect: [String] = []
             for id in ids where Int(id) < volumes.count {
                 let volume = volumes[Int(id)]
-                guard volume.isLive, volume.mode != .removed else { continue }
+                guard volume.isLive, volume.mode != .removed, volume.url != excluding else { continue }
                 if volume.consecutiveFailures == 0 { answering.append(volume.url) } else { suspect.append(volume.url) }
             }
             return answering.isEmpty ? suspect : answering

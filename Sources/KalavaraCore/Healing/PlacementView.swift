@@ -19,12 +19,16 @@ struct PlacementView {
     let countingIDs: Set<UInt16>
     /// Volumes answering health checks and not removed: sources and targets of copies.
     let live: Set<UInt16>
+    /// Live volumes whose disk is full (read-and-delete mode): sources of copies, never
+    /// targets. A copy to one would fail; a key placed on one waits where a PUT put it
+    /// (see `MasterRoutes.redirectWrite`) until the volume has room and a pass moves it.
+    let full: Set<UInt16>
     let states: [UInt16: VolumeRegistry.State]
 
     init(registry: VolumeRegistry, replicas: Int, now: Double = monotonicSeconds()) {
         self.replicas = replicas
         var counting: [Candidate] = []
-        var live: Set<UInt16> = []
+        var live: Set<UInt16> = [], full: Set<UInt16> = []
         var states: [UInt16: VolumeRegistry.State] = [:]
         for volume in registry.all {
             let state = volume.state(now: now, outAfter: registry.outAfter)
@@ -33,10 +37,12 @@ struct PlacementView {
                 counting.append(Candidate(id: volume.id, url: volume.url, urlHash: StableHash.hash(volume.url.utf8)))
             }
             if volume.isLive, volume.mode != .removed { live.insert(volume.id) }
+            if volume.isLive, volume.isDiskFull { full.insert(volume.id) }
         }
         self.counting = counting
         countingIDs = Set(counting.map(\.id))
         self.live = live
+        self.full = full
         self.states = states
     }
 
@@ -74,21 +80,24 @@ struct PlacementView {
         var drop: [UInt16]
     }
 
-    /// Plans a key's repair. Copies go to placement volumes that lack it and are live; when
-    /// the key is short and some of its placement is down, to the next live volumes in its
-    /// order (substitutes, handed back later). Holders beyond the placement are dropped only
+    /// Whether a copy may go to this volume: live, and with room on its disk.
+    func accepts(_ id: UInt16) -> Bool { live.contains(id) && !full.contains(id) }
+
+    /// Plans a key's repair. Copies go to placement volumes that lack it and accept copies;
+    /// when the key is short and some of its placement is down or full, to the next such
+    /// volumes in its order (substitutes, handed back later). Holders beyond the placement are dropped only
     /// once `replicas` copies on counting volumes remain.
     func plan(_ key: Key, _ record: IndexRecord, copiable: (UInt16) -> Bool = { _ in true }) -> Plan {
         let order = order(key)
         let holders = record.holders
         var targets: [UInt16] = []
         var present = Set(holders.filter(countingIDs.contains))
-        for id in order.prefix(replicas) where !holders.contains(id) && live.contains(id) && copiable(id) {
+        for id in order.prefix(replicas) where !holders.contains(id) && accepts(id) && copiable(id) {
             targets.append(id)
             present.insert(id)
         }
         for id in order.dropFirst(replicas) where present.count < replicas {
-            if !holders.contains(id), live.contains(id), copiable(id) {
+            if !holders.contains(id), accepts(id), copiable(id) {
                 targets.append(id)
                 present.insert(id)
             }

@@ -175,8 +175,9 @@ final class Reconciler: @unchecked Sendable {
             guard !master.isRebuilding else { continue } // a half-built index would look all wrong
             let view = PlacementView(registry: master.registry, replicas: replicas)
             let now = signature(view)
-            // Which volumes count changed (out, added, drained), or one came back: a pass.
-            if now.counting != last.counting || !now.live.isSubset(of: last.live) {
+            // Which volumes count changed (out, added, drained), or one came back or has
+            // disk space again (keys placed around it while it was full go back): a pass.
+            if now.counting != last.counting || !now.live.isSubset(of: last.live) || !last.full.isSubset(of: now.full) {
                 Log.info("placement changed (volumes counting: \(now.counting.count), live: \(now.live.count)): repair pass")
                 requestPass()
             }
@@ -203,8 +204,8 @@ final class Reconciler: @unchecked Sendable {
         }
     }
 
-    private func signature(_ view: PlacementView) -> (counting: Set<UInt16>, live: Set<UInt16>) {
-        (view.countingIDs, view.live)
+    private func signature(_ view: PlacementView) -> (counting: Set<UInt16>, live: Set<UInt16>, full: Set<UInt16>) {
+        (view.countingIDs, view.live, view.full)
     }
 
     private func fixUrgent() {

@@ -86,12 +86,16 @@ extension Master {
     /// naming the new version and all the volumes. The index is not touched: it changes
     /// only when the volume commits.
     private func redirectWrite(_ key: Key, _ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
-        let live = registry.writableURLs
-        guard live.count >= configuration.replicas else {
-            return .text(503, "only \(live.count) live volume(s), \(configuration.replicas) needed")
+        let (roomy, full) = registry.writableURLs
+        let replicas = configuration.replicas
+        guard roomy.count + full.count >= replicas else {
+            return .text(503, "only \(roomy.count + full.count) live volume(s), \(replicas) needed")
         }
         try checkIndexSpace(forRecordOf: key, attributes: request.headers[VolumeHeaders.attributes])
-        let placement = Array(Placement.order(live, for: key).prefix(configuration.replicas))
+        // Volumes with a full disk are passed over while enough others remain; the
+        // reconciler moves the key to its placement once they have room again.
+        var placement = Array(Placement.order(roomy, for: key).prefix(replicas))
+        if placement.count < replicas { placement += Placement.order(full, for: key).prefix(replicas - placement.count) }
         let requestID = RequestID.from(request.headers)
         let version = try issueVersion()
         var ticket = PlacementTicket(version: version, master: configuration.advertisedURL, holders: placement,
@@ -114,10 +118,11 @@ extension Master {
         guard let record = try index.record(for: key), !record.isTombstone else {
             return isRebuilding ? Self.rebuildingAnswer : Self.noSuchKey
         }
-        var holders = liveHolders(record)
-        if let query, !query.isEmpty, let not = try QueryParameters(query)["not"] {
-            holders.removeAll { $0 == not }
-        }
+        // `not=` is left out before suspect holders are: one that failed its last health
+        // check may still serve the read when the answering one no longer holds it.
+        var not: String?
+        if let query, !query.isEmpty { not = try QueryParameters(query)["not"] }
+        let holders = registry.liveURLs(among: record.holders, excluding: not)
         guard !holders.isEmpty else {
             return .text(503, "no live volume holds this key")
         }

@@ -10,10 +10,20 @@ import Synchronization
 /// those writes finds the disk full, and the write is tried again; from then on the volume
 /// is in read-and-delete mode (it refuses new values, `507`) until the room can be taken
 /// back, which the journal tries after removals and once a checkpoint interval.
+///
+/// Taking and giving back run one at a time (`changing`): a refill runs without the
+/// journal's lock (the checkpoint thread, after a removal) and a release under it, and a
+/// release unlinking the file between a refill's fallocate and its `held = true` would
+/// leave the room counted as held with no file behind it (read-and-delete mode left
+/// falsely, no room to give back at the next full disk, no refill ever again). The
+/// journal's lock is never taken under `changing`, so the two cannot deadlock; a release
+/// waits at most for one refill's fallocate and fsync, and only when the disk is full.
 final class SpaceReserve: Sendable {
     let path: String
     let bytes: Int
+    /// Read without the lock (every PUT asks); written only under `changing`.
     private let held = Atomic<Bool>(false)
+    private let changing = Mutex(())
     /// Whether read-and-delete mode has been logged (entering and leaving it are logged once).
     private let announced = Atomic<Bool>(false)
 
@@ -38,6 +48,11 @@ final class SpaceReserve: Sendable {
     /// it and fill up at the next write, in and out of read-and-delete mode at every delete.
     @discardableResult
     func refill() -> Bool {
+        if isHeld { return true }
+        return changing.withLock { _ in refillLocked() }
+    }
+
+    private func refillLocked() -> Bool {
         if isHeld { return true }
         let existing = Self.allocatedBytes(path)
         if existing < bytes, FileStore.freeBytes(at: (path as NSString).deletingLastPathComponent) < bytes - existing + bytes / 4 {
@@ -68,8 +83,11 @@ final class SpaceReserve: Sendable {
     /// Gives the room back to the filesystem. Returns whether any was given (false: it was
     /// not held, so retrying the write that found the disk full is pointless).
     func release() -> Bool {
-        let existed = unlink(path) == 0
-        held.store(false, ordering: .releasing)
+        let existed = changing.withLock { _ in
+            let existed = unlink(path) == 0
+            held.store(false, ordering: .releasing)
+            return existed
+        }
         if existed { Log.warning("disk full: the journal's space reserve is released so that removals can free space") }
         announceFull()
         return existed

@@ -204,8 +204,8 @@ public final class UncommittedJournal: @unchecked Sendable {
     /// after a crash removes them again, so no file the journal holds a copy of comes back.
     ///
     /// On a disk so full that not even a record fits (no reserve left to give back), files
-    /// the journal holds no copy of still go, unrecorded: no start-up would put them back,
-    /// and `remove` is told (`durably`) to sync their directory itself. Deleting is how a
+    /// the journal holds no copy of still go, unrecorded: no start-up would put them back
+    /// (nor those whose removal records fitted, once they are durable), and `remove` is told (`durably`) to sync their directory itself. Deleting is how a
     /// full disk gets its space back, so it must not need space first.
     public func removing<T>(_ entries: [Entry], _ remove: (_ durably: Bool) throws -> T) throws -> T {
         lock.lock()
@@ -216,12 +216,18 @@ public final class UncommittedJournal: @unchecked Sendable {
             if checkpointWaiting { lock.broadcast() }
             lock.unlock()
         }
-        for entry in entries {
+        // Which files the journal holds a copy of, noted before their removals are recorded
+        // (recording one settles it `.removed`, which hides the copy).
+        let copies = entries.map { if case .value? = unsettled[$0]?.settlement { true } else { false } }
+        for (number, entry) in entries.enumerated() {
             guard append(Self.removalLine(entry), freeing: true) else {
                 let code = errno
-                let copiesHere = entries.contains { if case .value? = unsettled[$0]?.settlement { true } else { false } }
+                // A copy behind a recorded removal stays removed at start-up once that
+                // record is durable; one behind no record would come back.
+                let copiesUnrecorded = copies[number...].contains(true)
                 lock.unlock()
-                guard code == ENOSPC || code == EDQUOT, !copiesHere else { throw StorageError.io("journal write", code) }
+                guard code == ENOSPC || code == EDQUOT, !copiesUnrecorded else { throw StorageError.io("journal write", code) }
+                if let last = positions.last { try waitUntilDurable(last) }
                 return try remove(true)
             }
             appended += 1
@@ -253,6 +259,13 @@ public final class UncommittedJournal: @unchecked Sendable {
         guard case .value? = unsettled[entry]?.settlement else { return }
         _ = append(Self.removalLine(entry), freeing: true)
         settle(entry, .removed)
+    }
+
+    /// Whether every record appended so far is on disk (for tests).
+    var isDurable: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return synced >= appended
     }
 
     /// Whether the journal holds the bytes of this version as its durable copy now.
