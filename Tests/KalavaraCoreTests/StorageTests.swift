@@ -263,4 +263,26 @@ final class StorageTests: XCTestCase {
         XCTAssertEqual(index.tombstones(issuedBefore: 100, limit: 10).map(\.version), [30])
         XCTAssertEqual(index.pendingRemovals(volume: 3, limit: 10).map(\.key.description), ["c"])
     }
+
+    /// A reopen (which replays RocksDB's log: seconds) is tried by one thread at a time and
+    /// at most once per `reopenInterval`: other writers are refused at once, not queued.
+    func testHeldOffWritesAreRefusedAndReopensAreTriedAtMostOnceEveryTwoSeconds() throws {
+        let db = try RocksDB(path: directory + "/db")
+        defer { db.close() }
+        try db.put(Array("a".utf8), [1], sync: true)
+        db.holdOffWrites("the disk fell below its reserve")
+        XCTAssertTrue(db.writesHeldOff)
+        XCTAssertThrowsError(try db.put(Array("b".utf8), [2], sync: true)) {
+            XCTAssertTrue("\($0)".contains("below its reserve"), "\($0)")
+        }
+        XCTAssertEqual(try db.get(Array("a".utf8)), [1], "reads go on")
+        try db.reopen()
+        XCTAssertFalse(db.writesHeldOff)
+        try db.put(Array("b".utf8), [2], sync: true)
+
+        db.holdOffWrites("again")
+        XCTAssertThrowsError(try db.reopen(), "a second reopen within 2 s is refused at once")
+        XCTAssertTrue(db.writesHeldOff)
+        XCTAssertEqual(try db.get(Array("b".utf8)), [2])
+    }
 }
