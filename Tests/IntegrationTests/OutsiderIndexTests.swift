@@ -275,4 +275,30 @@ final class OutsiderIndexTests: XCTestCase {
         XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
         XCTAssertTrue(master.isRunning)
     }
+
+    /// A master started on an index disk with less than its reserve free opens the index
+    /// read-only (opened for writing, its first flush or compaction could meet a full disk),
+    /// and reopens it for writing once space returns.
+    func testAMasterStartedWithLessThanItsReserveFreeOpensTheIndexReadOnlyAndReopensItLater() throws {
+        let (cluster, disk, filler) = try clusterWithSmallIndexDisk(megabytes: 16, fillerMegabytes: 0,
+                                                                    masterExtra: ["--index-reserve", "8"])
+        defer { cluster.shutdown(); unmount(disk) }
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/early", body: Array("kept".utf8)).status, 201)
+        cluster.killMaster()
+        cluster.master?.waitUntilExit()
+        _ = try runTool("dd", ["if=/dev/zero", "of=\(filler)", "bs=1M", "count=10"])
+        XCTAssertLessThan(FileStore.freeBytes(at: disk), 8 << 20)
+        XCTAssertGreaterThan(FileStore.freeBytes(at: disk), 1 << 20)
+
+        try cluster.restartMaster()
+        XCTAssertTrue(cluster.logText().contains("index opened read-only"), cluster.logText().suffix(2000).description)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: [1]).status, 507)
+
+        try FileManager.default.removeItem(atPath: filler)
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: Array("again".utf8)).status, 201)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/late").text, "again")
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertTrue(cluster.master?.isRunning ?? false)
+    }
 }
