@@ -1,5 +1,6 @@
 @testable import KalavaraCore
 import Foundation
+import Synchronization
 import XCTest
 
 final class StorageTests: XCTestCase {
@@ -284,5 +285,43 @@ final class StorageTests: XCTestCase {
         XCTAssertThrowsError(try db.reopen(), "a second reopen within 2 s is refused at once")
         XCTAssertTrue(db.writesHeldOff)
         XCTAssertEqual(try db.get(Array("b".utf8)), [2])
+    }
+
+    /// While a reopen holds the index (an open replays the log), an event loop's lookup
+    /// does not wait: it is handed to a worker (`EventLoop.MustHandOff`), so no connection
+    /// freezes behind it.
+    func testAnEventLoopsLookupDuringAReopenIsHandedOffInsteadOfWaiting() throws {
+        let db = try RocksDB(path: directory + "/db")
+        defer { db.close() }
+        let value = [UInt8](repeating: 7, count: 256 << 10)
+        for index in 0..<40 { try db.put(Array("big\(index)".utf8), value, sync: false) }
+        try db.put(Array("a".utf8), [1], sync: true)
+        db.holdOffWrites("a test")
+        let reopened = Atomic(false), started = Atomic(false), handedOff = Atomic(0), answered = Atomic(0)
+        let done = DispatchSemaphore(value: 0)
+        let loop = Thread {
+            Thread.current.threadDictionary["kalavara.event-loop"] = true
+            started.store(true, ordering: .releasing)
+            while !reopened.load(ordering: .acquiring) {
+                do {
+                    if try db.get(Array("a".utf8)) == [1] { answered.wrappingAdd(1, ordering: .relaxed) }
+                } catch is EventLoop.MustHandOff {
+                    handedOff.wrappingAdd(1, ordering: .relaxed)
+                } catch {}
+            }
+            done.signal()
+        }
+        loop.start()
+        while !started.load(ordering: .acquiring) { usleep(1000) }
+        usleep(10_000)
+        let start = ContinuousClock.now
+        try db.reopen()
+        let took = ContinuousClock.now - start
+        reopened.store(true, ordering: .releasing)
+        done.wait()
+        print("reopen took \(took); lookups answered \(answered.load(ordering: .relaxed)), handed off \(handedOff.load(ordering: .relaxed))")
+        XCTAssertGreaterThan(handedOff.load(ordering: .relaxed), 0, "a lookup on the loop during the reopen is handed off")
+        XCTAssertGreaterThan(answered.load(ordering: .relaxed), 0)
+        XCTAssertEqual(try db.get(Array("a".utf8)), [1])
     }
 }
