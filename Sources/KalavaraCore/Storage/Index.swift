@@ -201,8 +201,9 @@ public final class Index: Sendable {
         try syncedWrites.time { try write(changes.batch, sync: true) }
     }
 
-    /// Whether writes are held off after RocksDB ran out of space (or the index was opened
-    /// read-only): the next write weighs the free space and reopens it if there is room.
+    /// Whether writes are held off after RocksDB ran out of space, the disk fell below what
+    /// a write needs, or the index was opened read-only: the next write weighs the free space
+    /// and reopens it if there is room. An atomic load: every PUT and DELETE redirect asks.
     public var writesHeldOff: Bool { db.writesHeldOff }
 
     /// Refuses (507, one line) a write of `bytes` (keys and values, attributes included)

@@ -173,7 +173,10 @@ public final class RocksDB: @unchecked Sendable {
             state = (true, now)
             return nil
         }
-        if let turn { throw Failure(description: turn) }
+        if let turn {
+            guard writesHeldOff else { return } // the reopen before it succeeded
+            throw Failure(description: turn)
+        }
         defer { reopening.withLock { $0.running = false } }
         pthread_rwlock_wrlock(&lifetime)
         defer { pthread_rwlock_unlock(&lifetime) }
