@@ -112,6 +112,63 @@ final class OutsiderIndexTests: XCTestCase {
         XCTAssertEqual(old["keys"] as? [String], Array(keys.sorted().prefix(3)))
     }
 
+    /// `count` keys of 1,024 bytes, mostly control characters (six bytes each in JSON,
+    /// `\u0001`), each with a 1-byte value.
+    private func fillControlKeys(_ cluster: TestCluster, count: Int) throws {
+        let paths = try (0..<count).map {
+            try Key(Array(String(format: "c/%05d", $0).utf8) + [UInt8](repeating: 1, count: Key.maxBytes - 7)).pathComponent
+        }
+        let failures = Atomic(0)
+        let base = cluster.masterURL + "/store/"
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            for index in stride(from: worker, to: count, by: 8) {
+                if (try? HTTP.follow("PUT", base + paths[index], body: [1]))?.status != 201 { failures.wrappingAdd(1, ordering: .relaxed) }
+            }
+        }
+        XCTAssertEqual(failures.load(ordering: .relaxed), 0)
+    }
+
+    /// A page is bounded by its JSON, not its raw keys: 1,024-byte keys of control
+    /// characters are 6 KiB each as JSON, and a page of 1 MiB of them was 6 MiB. Slow readers,
+    /// HTTP/1.0 ones (whose answer is built whole) among them, then keep the master small
+    /// under a small `--listing-memory`; a listing past the budget gets 503 with Retry-After.
+    ///
+    /// A reader past the budget cannot be provoked by stalling readers alone: Linux lets a
+    /// loopback socket buffer 4 MiB, so a page of 1 MiB is handed to the kernel whole and
+    /// its budget comes back at once. `ListingBudgetTests` checks the refusal itself.
+    func testSlowListingReadersOfControlCharacterKeysHoldPagesOfAtMostAMebibyteOfJSON() throws {
+        let cluster = try TestCluster.started(masterExtra: ["--listing-memory", "4"])
+        defer { cluster.shutdown() }
+        let master = try XCTUnwrap(cluster.master)
+        try fillControlKeys(cluster, count: 1200)
+        let page = try HTTP.send("GET", cluster.masterURL + "/store/?prefix=c/&limit=10000")
+        XCTAssertEqual(page.status, 200)
+        XCTAssertLessThan(page.body.count, (1 << 20) + (64 << 10), "a page's JSON is bounded, control characters and all")
+        let keys = try XCTUnwrap((JSONSerialization.jsonObject(with: Data(page.body)) as? [String: Any])?["keys"] as? [String])
+        XCTAssertGreaterThan(keys.count, 100)
+        let before = memory(of: master)
+
+        var readers: [Int32] = []
+        defer { readers.forEach { close($0) } }
+        for version in ["1.0", "1.1"] {
+            let request = "GET /store/?prefix=c/&limit=10000 HTTP/\(version)\r\nHost: kalavara\r\n\r\n"
+            for _ in 0..<20 { readers.append(slowReader(port: cluster.masterPort, request)) }
+        }
+        let url = cluster.masterURL + "/store/?prefix=c/&limit=10000"
+        let answered = Atomic(0)
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            guard let answer = try? HTTP.send("GET", url) else { return }
+            if answer.status == 200 || (answer.status == 503 && answer.headers["Retry-After"] == "1") {
+                answered.wrappingAdd(1, ordering: .relaxed)
+            }
+        }
+        XCTAssertEqual(answered.load(ordering: .relaxed), 8, "a page, or 503 with Retry-After")
+        let peak = memory(of: master).peak
+        print("master memory: \(before.now) MiB before, VmHWM \(peak) MiB under 40 slow listings of control characters")
+        XCTAssertLessThan(peak - before.peak, 64, "MiB the master grew under 40 slow readers of 1 MiB pages")
+        XCTAssertTrue(master.isRunning)
+    }
+
     // MARK: A full index disk
 
     /// A cluster whose master keeps its index on a tmpfs of `megabytes` (the test runs as
@@ -180,6 +237,11 @@ final class OutsiderIndexTests: XCTestCase {
         XCTAssertTrue(master.isRunning)
     }
 
+    /// The guard sees the filler before RocksDB does: writes are held off (507) and resume
+    /// by a reopen once the filler is gone. A write that RocksDB itself fails for want of
+    /// space (held off, then reopened) is not reached here, and cannot be safely: Debian's
+    /// RocksDB aborts the process in that very write (`sync_without_flush_called_`) instead
+    /// of returning ENOSPC, so the guard exists precisely to keep RocksDB from meeting it.
     func testAFillerTakingTheIndexDiskBehindRocksDBsBackIsA507NotAnAbortAndWritesResume() throws {
         let (cluster, disk, filler) = try clusterWithSmallIndexDisk(megabytes: 16, fillerMegabytes: 0,
                                                                     masterExtra: ["--index-reserve", "1"])
@@ -208,7 +270,35 @@ final class OutsiderIndexTests: XCTestCase {
         XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: Array("again".utf8)).status, 201)
         XCTAssertEqual(try putLarge(cluster, 1000).status, 201)
         XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/late").text, "again")
+        XCTAssertTrue(cluster.logText().contains("index reopened for writing"),
+                      "a disk below what a write needs holds writes off until a reopen (a background error cleared)")
         XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
         XCTAssertTrue(master.isRunning)
+    }
+
+    /// A master started on an index disk with less than its reserve free opens the index
+    /// read-only (opened for writing, its first flush or compaction could meet a full disk),
+    /// and reopens it for writing once space returns.
+    func testAMasterStartedWithLessThanItsReserveFreeOpensTheIndexReadOnlyAndReopensItLater() throws {
+        let (cluster, disk, filler) = try clusterWithSmallIndexDisk(megabytes: 16, fillerMegabytes: 0,
+                                                                    masterExtra: ["--index-reserve", "8"])
+        defer { cluster.shutdown(); unmount(disk) }
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/early", body: Array("kept".utf8)).status, 201)
+        cluster.killMaster()
+        cluster.master?.waitUntilExit()
+        _ = try runTool("dd", ["if=/dev/zero", "of=\(filler)", "bs=1M", "count=10"])
+        XCTAssertLessThan(FileStore.freeBytes(at: disk), 8 << 20)
+        XCTAssertGreaterThan(FileStore.freeBytes(at: disk), 1 << 20)
+
+        try cluster.restartMaster()
+        XCTAssertTrue(cluster.logText().contains("index opened read-only"), cluster.logText().suffix(2000).description)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: [1]).status, 507)
+
+        try FileManager.default.removeItem(atPath: filler)
+        XCTAssertEqual(try HTTP.follow("PUT", cluster.masterURL + "/store/late", body: Array("again".utf8)).status, 201)
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/late").text, "again")
+        XCTAssertEqual(try HTTP.follow("GET", cluster.masterURL + "/store/early").text, "kept")
+        XCTAssertTrue(cluster.master?.isRunning ?? false)
     }
 }

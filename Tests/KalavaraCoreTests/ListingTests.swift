@@ -87,4 +87,30 @@ final class ListingTests: XCTestCase {
         XCTAssertEqual(seen, keys)
         XCTAssertGreaterThan(pages, 5)
     }
+
+    /// Control characters are six bytes each in JSON (`\u0001`): a page's byte budget counts
+    /// them so, and an HTTP/1.0 answer, built whole, stays within it.
+    func testAPageOfControlCharactersIsBoundedByItsJSONSize() throws {
+        let attributes = [UInt8](repeating: 1, count: IndexRecord.maxAttributeBytes)
+        let keys = (0..<200).map { try! Key(Array(String(format: "k%04d", $0).utf8) + [UInt8](repeating: 2, count: 500)) }
+        let page = Listing.page(prefix: [], delimiter: nil, after: nil, limit: 10_000, maxBytes: 100_000) { after, limit, _ in
+            keys.filter { key in after.map { $0.lexicographicallyPrecedes(key.bytes) } ?? true }.prefix(limit).map {
+                ($0, IndexRecord(version: 1, size: 1, holders: [0], attributes: attributes))
+            }
+        }
+        XCTAssertNotNil(page.next)
+        var budgetGiven = false
+        let answer = KeyPage.answer(page, prefixes: false, details: true, chunked: false) { budgetGiven = true }
+        guard case .stream(let stream) = answer.body else { return XCTFail("an HTTP/1.0 answer has a known length") }
+        var json: [UInt8] = []
+        try stream.produce { json += $0 }
+        XCTAssertEqual(json.count, stream.count)
+        XCTAssertFalse(budgetGiven, "the budget is held until the answer is sent")
+        let next = JSONText.count(try XCTUnwrap(page.next))
+        XCTAssertLessThanOrEqual(json.count, page.bytes + next + 64, "a page's bytes (and `next`) bound its JSON")
+        XCTAssertLessThan(page.bytes, 100_000 + 30_000)
+        XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(json)))
+        XCTAssertLessThan(Listing.reservedBytes(limit: 1), 256 << 10)
+        XCTAssertEqual(Listing.reservedBytes(limit: 1000), Listing.reservedBytes)
+    }
 }

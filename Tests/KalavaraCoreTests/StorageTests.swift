@@ -1,5 +1,6 @@
 @testable import KalavaraCore
 import Foundation
+import Synchronization
 import XCTest
 
 final class StorageTests: XCTestCase {
@@ -262,5 +263,65 @@ final class StorageTests: XCTestCase {
         XCTAssertNil(try index.record(for: try Key("a")))
         XCTAssertEqual(index.tombstones(issuedBefore: 100, limit: 10).map(\.version), [30])
         XCTAssertEqual(index.pendingRemovals(volume: 3, limit: 10).map(\.key.description), ["c"])
+    }
+
+    /// A reopen (which replays RocksDB's log: seconds) is tried by one thread at a time and
+    /// at most once per `reopenInterval`: other writers are refused at once, not queued.
+    func testHeldOffWritesAreRefusedAndReopensAreTriedAtMostOnceEveryTwoSeconds() throws {
+        let db = try RocksDB(path: directory + "/db")
+        defer { db.close() }
+        try db.put(Array("a".utf8), [1], sync: true)
+        db.holdOffWrites("the disk fell below its reserve")
+        XCTAssertTrue(db.writesHeldOff)
+        XCTAssertThrowsError(try db.put(Array("b".utf8), [2], sync: true)) {
+            XCTAssertTrue("\($0)".contains("below its reserve"), "\($0)")
+        }
+        XCTAssertEqual(try db.get(Array("a".utf8)), [1], "reads go on")
+        try db.reopen()
+        XCTAssertFalse(db.writesHeldOff)
+        try db.put(Array("b".utf8), [2], sync: true)
+
+        db.holdOffWrites("again")
+        XCTAssertThrowsError(try db.reopen(), "a second reopen within 2 s is refused at once")
+        XCTAssertTrue(db.writesHeldOff)
+        XCTAssertEqual(try db.get(Array("b".utf8)), [2])
+    }
+
+    /// While a reopen holds the index (an open replays the log), an event loop's lookup
+    /// does not wait: it is handed to a worker (`EventLoop.MustHandOff`), so no connection
+    /// freezes behind it.
+    func testAnEventLoopsLookupDuringAReopenIsHandedOffInsteadOfWaiting() throws {
+        let db = try RocksDB(path: directory + "/db")
+        defer { db.close() }
+        let value = [UInt8](repeating: 7, count: 256 << 10)
+        for index in 0..<40 { try db.put(Array("big\(index)".utf8), value, sync: false) }
+        try db.put(Array("a".utf8), [1], sync: true)
+        db.holdOffWrites("a test")
+        let reopened = Atomic(false), started = Atomic(false), handedOff = Atomic(0), answered = Atomic(0)
+        let done = DispatchSemaphore(value: 0)
+        let loop = Thread {
+            Thread.current.threadDictionary["kalavara.event-loop"] = true
+            started.store(true, ordering: .releasing)
+            while !reopened.load(ordering: .acquiring) {
+                do {
+                    if try db.get(Array("a".utf8)) == [1] { answered.wrappingAdd(1, ordering: .relaxed) }
+                } catch is EventLoop.MustHandOff {
+                    handedOff.wrappingAdd(1, ordering: .relaxed)
+                } catch {}
+            }
+            done.signal()
+        }
+        loop.start()
+        while !started.load(ordering: .acquiring) { usleep(1000) }
+        usleep(10_000)
+        let start = ContinuousClock.now
+        try db.reopen()
+        let took = ContinuousClock.now - start
+        reopened.store(true, ordering: .releasing)
+        done.wait()
+        print("reopen took \(took); lookups answered \(answered.load(ordering: .relaxed)), handed off \(handedOff.load(ordering: .relaxed))")
+        XCTAssertGreaterThan(handedOff.load(ordering: .relaxed), 0, "a lookup on the loop during the reopen is handed off")
+        XCTAssertGreaterThan(answered.load(ordering: .relaxed), 0)
+        XCTAssertEqual(try db.get(Array("a".utf8)), [1])
     }
 }

@@ -23,10 +23,11 @@ struct Listing: Equatable {
     /// Entries read from the index per scan: at most some 5 KiB each (a key and attributes).
     static let scanBatch = 128
 
-    /// What an entry costs a page: its key, its attributes and a fixed share for the rest of
-    /// its record and its JSON.
+    /// What an entry costs a page: its key and its attributes as JSON strings (a control
+    /// character is six bytes there, `\u00XX`, an undecodable byte three), and a fixed share
+    /// for the rest of its record and its JSON. So a page's `bytes` bound its JSON too.
     static func cost(_ key: Key, _ record: IndexRecord) -> Int {
-        key.bytes.count + (record.attributes?.count ?? 0) + 96
+        JSONText.count(key.bytes) + (record.attributes.map { JSONText.count($0) } ?? 0) + 128
     }
 
     /// Past every key that starts with `prefix`: keys are at most 1,024 bytes.
@@ -58,7 +59,7 @@ struct Listing: Equatable {
                 if record.isTombstone { continue }
                 if let delimiter, let common = rollUp(key.bytes, prefix: prefix, delimiter: delimiter) {
                     listing.prefixes.append(common)
-                    listing.bytes += common.count + 16
+                    listing.bytes += JSONText.count(common) + 8
                     cursor = pastEverything(under: common)
                     seeked = true
                     break

@@ -5,8 +5,9 @@ import Foundation
 /// A listing's page stays in memory until its last byte is sent, and a client that reads
 /// slowly (or not at all) keeps it there until the send timeout. Without a bound, forty such
 /// readers of 10,000-entry pages took a master from 68 MiB to 7.2 GiB. Each listing takes
-/// `Listing.reservedBytes` before it reads the index and gives it back once its answer is
-/// sent or abandoned; when none is left it waits briefly, then answers 503.
+/// `Listing.reservedBytes(limit:)` before it reads the index and gives it back once its
+/// answer is sent or abandoned (for an HTTP/1.0 client too, whose answer is built whole);
+/// when none is left it waits briefly, then answers 503.
 final class ListingBudget: @unchecked Sendable {
     /// Guards `available`.
     private let condition = NSCondition()
@@ -37,10 +38,21 @@ final class ListingBudget: @unchecked Sendable {
 extension Listing {
     /// A page ends early (with `next` set) once its entries reach this many bytes.
     static let pageBytes = 1 << 20
-    /// What one listing takes from the budget: its page, one scan batch read past the page's
-    /// end (`scanBatch` entries of at most a 1 KiB key and 4 KiB of attributes) and the buffer
-    /// of its answer.
+    /// What one listing takes from the budget at most: its page, one scan batch read past
+    /// the page's end (`scanBatch` entries of at most a 1 KiB key and 4 KiB of attributes)
+    /// and the buffer of its answer.
     static let reservedBytes = 2 << 20
+    /// What one entry can cost a listing: as read from the index (the scan's rows and their
+    /// decoded copy) and kept in the page, about 5 KiB each, and as JSON, up to six times
+    /// its key and attributes.
+    static let entryBytes = 3 * (Key.maxBytes + IndexRecord.maxAttributeBytes + 256)
+        + 6 * (Key.maxBytes + IndexRecord.maxAttributeBytes) + 128
+    /// What a listing of at most `limit` entries takes from the budget: a page cannot hold
+    /// more than `limit` entries (nor read more per scan), so a small page reserves little
+    /// and many `limit=1` listings do not exhaust the budget.
+    static func reservedBytes(limit: Int) -> Int {
+        min(reservedBytes, limit * entryBytes + 2 * (KeyPage.bufferBytes + 8 * 1024))
+    }
     /// How long a listing waits for budget before it answers 503.
     static let budgetWait = 2.0
 }
@@ -57,8 +69,9 @@ enum KeyPage {
     static let bufferBytes = 64 * 1024
 
     /// The answer, streamed chunked; for an HTTP/1.0 client, which knows no chunks, built
-    /// whole (a page is bounded by bytes, so this is bounded too). `finished` runs once the
-    /// page is no longer held.
+    /// whole (a page's `bytes` bound its JSON, so this is bounded too) and sent with its
+    /// length. `finished` runs once the answer is sent or abandoned: until then its memory
+    /// is held, by a slow reader too.
     static func answer(_ page: Listing, prefixes withPrefixes: Bool, details withDetails: Bool, chunked: Bool,
                        finished: @escaping () -> Void) -> HTTPResponse {
         var response: HTTPResponse
@@ -68,10 +81,12 @@ enum KeyPage {
             }))
             response.headers.set("Transfer-Encoding", "chunked")
         } else {
-            defer { finished() }
             var whole: [UInt8] = []
+            whole.reserveCapacity(page.bytes + bufferBytes)
             try? encode(page, prefixes: withPrefixes, details: withDetails) { whole += $0 }
-            response = HTTPResponse(status: 200, body: .bytes(whole))
+            response = HTTPResponse(status: 200, body: .stream(BodyStream(count: whole.count, finished: finished) { write in
+                try whole.withUnsafeBytes { try write($0) }
+            }))
         }
         response.headers.set("Content-Type", "application/json")
         return response
@@ -130,6 +145,20 @@ enum KeyPage {
 
 /// JSON text written by hand, for answers streamed without building a document first.
 enum JSONText {
+    /// The bytes `appendString` writes for `bytes` decoded as UTF-8 (as `Key.description`
+    /// does: an undecodable byte becomes U+FFFD, three bytes).
+    static func count(_ bytes: [UInt8]) -> Int {
+        var total = 2
+        for byte in String(decoding: bytes, as: UTF8.self).utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09, 0x08, 0x0C: total += 2
+            case 0..<0x20: total += 6
+            default: total += 1
+            }
+        }
+        return total
+    }
+
     /// `text` as a JSON string, escaped as `JSONEncoder` does with `.withoutEscapingSlashes`.
     static func appendString(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))

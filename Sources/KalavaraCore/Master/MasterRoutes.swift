@@ -217,7 +217,8 @@ extension Master {
         }
         let prefix = parameters.bytes("prefix") ?? []
         let delimiter = parameters.bytes("delimiter")
-        guard listings.take(Listing.reservedBytes, waiting: Listing.budgetWait) else {
+        let reserved = Listing.reservedBytes(limit: limit)
+        guard listings.take(reserved, waiting: Listing.budgetWait) else {
             var busy = HTTPError(503, "too many listings in flight (--listing-memory): retry shortly")
             busy.headers["Retry-After"] = "1"
             throw busy
@@ -229,12 +230,12 @@ extension Master {
                 try index.list(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
             }
         } catch {
-            listings.give(Listing.reservedBytes)
+            listings.give(reserved)
             throw error
         }
         return KeyPage.answer(page, prefixes: delimiter != nil, details: parameters["detail"] == "1",
                               chunked: request.minorVersion >= 1) { [listings] in
-            listings.give(Listing.reservedBytes)
+            listings.give(reserved)
         }
     }
 

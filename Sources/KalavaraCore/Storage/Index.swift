@@ -51,8 +51,9 @@ public final class Index: Sendable {
     public static let defaultReserveBytes = 256 << 20
 
     /// `cacheBytes`: RocksDB's block cache, the most of the index kept in memory, uncompressed.
-    /// On a filesystem too full to open for writing, an existing index opens read-only: reads
-    /// are served, and writes answer 507 until space comes back (see `checkSpace`).
+    /// On a filesystem with less than the reserve free, an existing index opens read-only:
+    /// reads are served, and writes answer 507 until space comes back (see `checkSpace`);
+    /// opened for writing, its first flush or compaction could meet a full disk.
     public init(path: String, metrics: Metrics? = nil, cacheBytes: Int = Index.defaultCacheBytes,
                 reserveBytes: Int = Index.defaultReserveBytes) throws {
         syncedWrites = metrics?.histogram("kalavara_rocksdb_write_duration_seconds",
@@ -62,17 +63,17 @@ public final class Index: Sendable {
         let parent = (path as NSString).deletingLastPathComponent
         let exists = FileManager.default.fileExists(atPath: path)
         let free = FileStore.freeBytes(at: exists ? path : (parent.isEmpty ? "." : parent))
-        let full = free < Self.minimumFreeBytes
-        if full, !exists {
+        if free < Self.minimumFreeBytes, !exists {
             throw StorageError.io("cannot open index at \(path): its filesystem is full (\(free) bytes free)", ENOSPC)
         }
+        let full = exists && free < max(reserveBytes, Self.minimumFreeBytes)
         do {
             db = try RocksDB(path: path, blockCacheBytes: cacheBytes, readOnly: full)
         } catch let failure as RocksDB.Failure {
             let why = full ? " read-only (its filesystem is full, \(free) bytes free)" : ""
             throw StorageError.corrupt("cannot open index at \(path)\(why): \(failure.description)")
         }
-        if full { Log.warning("index filesystem full (\(free) bytes free): index opened read-only, writes refused until space is freed") }
+        if full { Log.warning("index filesystem full (\(free) bytes free, \(reserveBytes) kept in reserve): index opened read-only, writes refused until space is freed") }
     }
 
     public func close() { db.close() }
@@ -200,9 +201,10 @@ public final class Index: Sendable {
         try syncedWrites.time { try write(changes.batch, sync: true) }
     }
 
-    /// Whether writes are held off after RocksDB ran out of space (or the index was opened
-    /// read-only): the next write weighs the free space and reopens it if there is room.
-    public var writesHeldOff: Bool { db.writesHeldOff != nil }
+    /// Whether writes are held off after RocksDB ran out of space, the disk fell below what
+    /// a write needs, or the index was opened read-only: the next write weighs the free space
+    /// and reopens it if there is room. An atomic load: every PUT and DELETE redirect asks.
+    public var writesHeldOff: Bool { db.writesHeldOff }
 
     /// Refuses (507, one line) a write of `bytes` (keys and values, attributes included)
     /// that would leave less than `reserveBytes` free on the index's filesystem. What it
@@ -210,14 +212,19 @@ public final class Index: Sendable {
     /// creep past the guard with large keys and attributes on tiny values; even with no
     /// reserve, a write never goes to RocksDB without room for itself: Debian's RocksDB aborts
     /// (`sync_without_flush_called_`) when its log write fails, in that very call. Writes held
-    /// off after RocksDB failed for want of space (a flush or compaction in the background)
-    /// resume here, by a reopen, once the space is back.
+    /// off after RocksDB failed for want of space resume here, by a reopen, once the space
+    /// is back (at most one attempt every `RocksDB.reopenInterval`; meanwhile 507).
+    ///
+    /// A flush or compaction in the background can fail for want of space too (another
+    /// process filling the disk), and RocksDB then keeps a background error that no call
+    /// of ours reports. So whenever free space falls below what a write needs, writes are
+    /// held off as after a failed write: the reopen that resumes them clears any such error.
     public func checkSpace(forBytes bytes: Int) throws {
         let wanted = reserveBytes + 2 * bytes + 4096
         let free = FileStore.freeBytes(at: path)
-        if db.writesHeldOff != nil {
+        if db.writesHeldOff {
             guard free >= wanted + Self.minimumFreeBytes else {
-                throw Self.noSpace("\(free) bytes free on the index's disk after it filled up")
+                throw Self.noSpace("\(free) bytes free on the index's disk, \(reserveBytes) kept in reserve (--index-reserve)")
             }
             do {
                 try db.reopen()
@@ -227,6 +234,7 @@ public final class Index: Sendable {
             }
         }
         guard free >= wanted else {
+            db.holdOffWrites("the index's disk fell below its reserve (\(free) bytes free)")
             throw Self.noSpace("\(free) bytes free on the index's disk, \(reserveBytes) kept in reserve (--index-reserve)")
         }
     }

@@ -21,9 +21,11 @@ public final class RocksDB: @unchecked Sendable {
     private let walkOptions: OpaquePointer
     private let syncedWrite: OpaquePointer
     private let bufferedWrite: OpaquePointer
-    /// Calls hold it shared; `close` holds it exclusively, so a call still running when the
-    /// daemon shuts down finishes first, and any later call fails instead of touching freed
-    /// memory.
+    /// Calls hold it shared; `close` and `reopen` hold it exclusively, so a call still
+    /// running when the daemon shuts down finishes first, and any later call fails instead
+    /// of touching freed memory. Writer-preferring: under a steady stream of reads a reopen
+    /// is still granted (glibc's default lets readers starve a writer forever); so no call
+    /// may take it shared twice on one thread.
     /// Guards `isClosed`, `isLost` and `isReadOnly` (and so every use of the handles above).
     private var lifetime = pthread_rwlock_t()
     private var isClosed = false
@@ -31,8 +33,16 @@ public final class RocksDB: @unchecked Sendable {
     private var isLost = false
     /// Opened with `rocksdb_open_for_read_only`: reads only, until a `reopen`.
     private var isReadOnly = false
-    /// Why writes are held off (see `writesHeldOff`).
-    private let heldOff = Mutex<String?>(nil)
+    /// Whether writes are held off (see `writesHeldOff`): read by every write and, on the
+    /// event loop, by every PUT and DELETE redirect, so a load, not a lock.
+    private let heldOff = Atomic<Bool>(false)
+    /// Why writes are held off, for the error a refused write throws.
+    private let heldOffReason = Mutex<String>("")
+    /// Reopens are tried one at a time, and at most once per `reopenInterval`: see `reopen`.
+    private let reopening = Mutex<(running: Bool, last: ContinuousClock.Instant?)>((false, nil))
+    /// The least time between two reopen attempts: an open replays the log (seconds), and
+    /// a disk still full fails it again.
+    static let reopenInterval: Duration = .seconds(2)
 
     /// The error RocksDB reported, as one line.
     public struct Failure: Error, CustomStringConvertible {
@@ -96,8 +106,12 @@ public final class RocksDB: @unchecked Sendable {
         }
         db = handle
         isReadOnly = readOnly
-        if readOnly { heldOff.withLock { $0 = "the index was opened read-only" } }
-        pthread_rwlock_init(&lifetime, nil)
+        if readOnly { holdOffWrites("the index was opened read-only") }
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        pthread_rwlock_init(&lifetime, &attributes)
+        pthread_rwlockattr_destroy(&attributes)
     }
 
     private static func open(_ options: OpaquePointer, _ path: String, readOnly: Bool) throws -> OpaquePointer {
@@ -112,9 +126,14 @@ public final class RocksDB: @unchecked Sendable {
         pthread_rwlock_destroy(&lifetime)
     }
 
-    /// Runs `body` while the database is open; throws once it is closed.
+    /// Runs `body` while the database is open; throws once it is closed. An event loop never
+    /// waits for the lock (a `reopen` holds it for the seconds an open takes): it hands the
+    /// request to a worker instead (`EventLoop.MustHandOff`).
     private func whileOpen<T>(_ body: () throws -> T) throws -> T {
-        pthread_rwlock_rdlock(&lifetime)
+        if pthread_rwlock_tryrdlock(&lifetime) != 0 {
+            if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+            pthread_rwlock_rdlock(&lifetime)
+        }
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { throw Failure(description: "the index is closed") }
         guard !isLost else { throw Failure(description: "the index could not be reopened") }
@@ -126,22 +145,49 @@ public final class RocksDB: @unchecked Sendable {
     /// assertion (`sync_without_flush_called_`) when asked to write again; its C API has no
     /// `rocksdb_resume`. So no write reaches it again until `reopen` has closed it and
     /// opened it anew (reads go on meanwhile: they do not touch the failed log).
-    public var writesHeldOff: String? { heldOff.withLock { $0 } }
+    public var writesHeldOff: Bool { heldOff.load(ordering: .acquiring) }
+
+    /// Holds writes off until a `reopen` (the first reason given is kept): after RocksDB
+    /// failed for want of space, or when the disk is so full that a flush or compaction in
+    /// the background may fail unseen and leave a background error behind.
+    public func holdOffWrites(_ reason: String) {
+        heldOffReason.withLock { current in
+            if !heldOff.load(ordering: .relaxed) { current = reason }
+            heldOff.store(true, ordering: .releasing)
+        }
+    }
 
     /// Closes the database and opens it again for writing, which clears a background error
     /// (RocksDB recovers from its log what had reached it); if that fails, opens it for
-    /// reading only, so reads go on and writes stay held off. Waits for calls in flight.
+    /// reading only, so reads go on and writes stay held off. Waits for calls in flight;
+    /// meanwhile reads on an event loop go to workers (see `whileOpen`).
+    ///
+    /// One thread at a time, at most once per `reopenInterval`: a caller that finds another
+    /// reopen running, or one tried too recently, gets a failure at once instead of waiting
+    /// (so writers neither pile up in workers nor each replay the log of a disk still full).
     public func reopen() throws {
+        let now = ContinuousClock.now
+        let turn = reopening.withLock { state -> String? in
+            if state.running { return "the index is being reopened" }
+            if let last = state.last, now - last < Self.reopenInterval { return "the index was reopened less than 2 s ago" }
+            state = (true, now)
+            return nil
+        }
+        if let turn {
+            guard writesHeldOff else { return } // the reopen before it succeeded
+            throw Failure(description: turn)
+        }
+        defer { reopening.withLock { $0.running = false } }
         pthread_rwlock_wrlock(&lifetime)
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { throw Failure(description: "the index is closed") }
-        guard writesHeldOff != nil else { return } // another writer reopened it first
+        guard writesHeldOff else { return } // another writer reopened it first
         if !isLost { rocksdb_close(db) }
         do {
             db = try Self.open(options, path, readOnly: false)
             isLost = false
             isReadOnly = false
-            heldOff.withLock { $0 = nil }
+            heldOffReason.withLock { _ in heldOff.store(false, ordering: .releasing) }
         } catch {
             isLost = true
             db = try Self.open(options, path, readOnly: true)
@@ -202,11 +248,11 @@ public final class RocksDB: @unchecked Sendable {
     /// holds them off.
     public func write(_ batch: WriteBatch, sync: Bool) throws {
         try whileOpen {
-            if let reason = writesHeldOff { throw Failure(description: reason) }
+            if writesHeldOff { throw Failure(description: heldOffReason.withLock { $0 }) }
             do {
                 try unlockedWrite(batch, sync: sync)
             } catch let failure as Failure where failure.isNoSpace {
-                heldOff.withLock { $0 = $0 ?? failure.description }
+                holdOffWrites(failure.description)
                 throw failure
             }
         }
@@ -279,7 +325,7 @@ public final class RocksDB: @unchecked Sendable {
             do {
                 try unlockedFlush()
             } catch let failure as Failure where failure.isNoSpace {
-                heldOff.withLock { $0 = $0 ?? failure.description }
+                holdOffWrites(failure.description)
                 throw failure
             }
         }
