@@ -67,8 +67,8 @@ public struct HTTPRequest: Sendable {
         // 9110 §10.1.1 allows (417 is a "MAY") and as S3 does: a client that sends one (some
         // S3 clients do) gets its request served instead of a 417 it cannot act on.
         // HTTP/1.0 clients do not know 100 (RFC 9110 §10.1.1): ignore it for them too.
-        expectsContinue = headers.listValues("Expect").contains { $0.caseInsensitiveEquals("100-continue") }
-            && minorVersion >= 1 && framing != .none && framing != .length(0)
+        expectsContinue = minorVersion >= 1 && framing != .none && framing != .length(0) && headers.contains("Expect")
+            && headers.listValues("Expect").contains { $0.caseInsensitiveEquals("100-continue") }
 
         // RFC 9112 §3.2: an HTTP/1.1 request with no Host field, or more than one, is a 400.
         if minorVersion >= 1 {
