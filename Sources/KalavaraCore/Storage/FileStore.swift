@@ -39,13 +39,13 @@ public final class FileStore: @unchecked Sendable {
     private var filesCounted: Int?
     private var filesChanged = 0
     /// Removed value files waiting in `tmp` to be filled again, and a counter naming them.
-    private let recycled = Mutex<(paths: [String], named: Int)>(([], 0))
+    let recycled = Mutex<(paths: [String], named: Int)>(([], 0))
     /// Value files open for reading in this process: inode number → how many opens.
-    private let openInodes = Mutex<[UInt64: Int]>([:])
+    let openInodes = Mutex<[UInt64: Int]>([:])
     /// Orders a reader's open (and its entry in `openInodes`) against a removal of the same
     /// file: a removal that finds no reader registered knows none can appear, since a
     /// later open of the path finds nothing. One of these per stem, striped.
-    private let openLocks = (0..<64).map { _ in NSLock() }
+    let openLocks = (0..<64).map { _ in NSLock() }
     /// Files up to this size are recycled (larger ones are unlinked: their blocks are
     /// worth giving back), and at most this many wait.
     static let recycledFileBytes = 64 * 1024
@@ -102,7 +102,7 @@ public final class FileStore: @unchecked Sendable {
         }.start()
     }
 
-    fileprivate func countChange(_ delta: Int) {
+    func countChange(_ delta: Int) {
         countLock.lock()
         filesChanged += delta
         countLock.unlock()
@@ -216,48 +216,6 @@ public final class FileStore: @unchecked Sendable {
         }
     }
 
-    private func openLock(_ stem: String) -> NSLock {
-        var hash = 0
-        for byte in stem.utf8.prefix(4) { hash = hash &* 31 &+ Int(byte) }
-        return openLocks[hash & (openLocks.count - 1)]
-    }
-
-    /// Opens a value file for reading and registers its inode as open until the returned
-    /// descriptor closes. Nil (errno set) if it cannot be opened.
-    private func openRegistered(_ path: String, stem: String) -> (OpenFile, stat)? {
-        let lock = openLock(stem)
-        lock.lock()
-        defer { lock.unlock() }
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let code = errno
-            close(fd)
-            errno = code
-            return nil
-        }
-        let inode = UInt64(info.st_ino)
-        openInodes.withLock { $0[inode, default: 0] += 1 }
-        let file = OpenFile(fd: fd) { [weak self] in
-            self?.openInodes.withLock { open in
-                if let count = open[inode], count > 1 { open[inode] = count - 1 } else { open[inode] = nil }
-            }
-        }
-        return (file, info)
-    }
-
-    /// Value files open for reading now (for tests).
-    var openValueFiles: Int { openInodes.withLock { $0.values.reduce(0, +) } }
-
-    /// Removed files waiting to be filled again (for tests).
-    var recycledFiles: Int { recycled.withLock { $0.paths.count } }
-
-    /// Unlinks every recycled file: their blocks go back to the filesystem (a full disk).
-    func dropRecycled() {
-        for path in recycled.withLock({ state in defer { state.paths = [] }; return state.paths }) { unlink(path) }
-    }
-
     /// Opens a value file and reads its header, which must pass `belongs`; nil if the file
     /// is gone.
     private func openFile(_ path: String, stem: String, what: @autoclosure () -> String,
@@ -275,66 +233,6 @@ public final class FileStore: @unchecked Sendable {
         return StoredValue(file: file, key: header.key, version: header.version, valueOffset: header.encodedCount,
                            size: Int(info.st_size) - header.encodedCount, modified: Int(info.st_mtim.tv_sec),
                            checksum: header.checksum, declaredSize: header.size.flatMap { Int(exactly: $0) })
-    }
-
-    /// Reads a value's bytes (all of them: call only for small values) and checks them.
-    /// Nil when the file fails its checksum or size; a format 1 file is returned unchecked.
-    public func readVerified(_ value: StoredValue) throws -> [UInt8]? {
-        var bytes = [UInt8](repeating: 0, count: value.size)
-        let count = bytes.withUnsafeMutableBytes { pread(value.file.fd, $0.baseAddress, value.size, off_t(value.valueOffset)) }
-        guard count == value.size else { throw StorageError.io("short read of a value", count < 0 ? errno : EIO) }
-        guard let expected = value.checksum else { return bytes }
-        return value.isWhole && CRC32.checksum(bytes) == expected ? bytes : nil
-    }
-
-    /// What a full read of a value found.
-    public enum Verdict: Equatable, Sendable {
-        case good, corrupt, unverified
-    }
-
-    /// Reads a whole value file in pieces and checks it against its header, calling
-    /// `pace` with each piece's size (the scrub's rate limit).
-    public func verify(_ value: StoredValue, pace: (Int) -> Void = { _ in }) throws -> Verdict {
-        guard let expected = value.checksum else { return .unverified }
-        guard value.isWhole else { return .corrupt }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: PendingWrite.streamBufferBytes, alignment: 16)
-        defer { buffer.deallocate() }
-        var crc = CRC32()
-        var offset = 0
-        while offset < value.size {
-            let want = min(buffer.count, value.size - offset)
-            let count = pread(value.file.fd, buffer.baseAddress, want, off_t(value.valueOffset + offset))
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { throw StorageError.io("reading a value to verify it", count < 0 ? errno : EIO) }
-            crc.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            offset += count
-            pace(count)
-        }
-        return crc.value == expected ? .good : .corrupt
-    }
-
-    /// Moves a bad file out of the data directory into `DIR/quarantine/`, kept for
-    /// inspection and never served again. With `checked`, only if the file at the path is
-    /// still the one that was checked (a good copy may have been renamed into its place
-    /// meanwhile). Returns whether a file moved.
-    @discardableResult
-    public func quarantine(_ key: Key, version: UInt64, checked: StoredValue? = nil) throws -> Bool {
-        let directory = try quarantineDirectory()
-        let stem = Self.fileStem(key)
-        let current = path(stem: stem, version: version)
-        if let checked {
-            var open = stat(), named = stat()
-            guard fstat(checked.file.fd, &open) == 0, stat(current, &named) == 0,
-                  open.st_ino == named.st_ino, open.st_dev == named.st_dev else { return false }
-        }
-        if rename(current, directory + "/" + stem + "." + String(version)) != 0 {
-            if errno == ENOENT { return false }
-            throw StorageError.io("cannot move a value file to quarantine", errno)
-        }
-        countChange(-1)
-        try syncBucket(bucket(forStem: stem))
-        try Self.syncDirectory(directory)
-        return true
     }
 
     // MARK: Walking
@@ -365,103 +263,7 @@ public final class FileStore: @unchecked Sendable {
         }
     }
 
-    /// Moves a file whose header cannot be read to quarantine, by name. Returns whether it moved.
-    @discardableResult
-    public func quarantine(fileNamed name: String) throws -> Bool {
-        let directory = try quarantineDirectory()
-        guard let dot = name.lastIndex(of: ".") else { return false }
-        let stem = String(name[..<dot])
-        guard rename(bucket(forStem: stem) + "/" + name, directory + "/" + name) == 0 else { return false }
-        countChange(-1)
-        return true
-    }
-
-    /// `DIR/quarantine`, made on first use.
-    private func quarantineDirectory() throws -> String {
-        let directory = root + "/quarantine"
-        if mkdir(directory, 0o755) != 0, errno != EEXIST { throw StorageError.io("cannot create \(directory)", errno) }
-        return directory
-    }
-
     // MARK: Removing
-
-    /// Removes the given version of `key`, if present. Returns whether a file went.
-    /// `durably: false` skips the bucket's fsync (the removal is journaled).
-    @discardableResult
-    public func remove(_ key: Key, version: UInt64, durably: Bool = true) throws -> Bool {
-        let stem = Self.fileStem(key)
-        let path = path(stem: stem, version: version)
-        let lock = openLock(stem)
-        lock.lock()
-        let gone: Int32
-        // Recycled only if no reader here has it open: a recycled inode is truncated and
-        // filled with another value, which such a reader would then read. Under the stem's
-        // lock no reader can be half way between opening it and registering.
-        var info = stat()
-        if lstat(path, &info) == 0, info.st_size <= Self.recycledFileBytes, (info.st_mode & S_IFMT) == S_IFREG,
-           openInodes.withLock({ $0[UInt64(info.st_ino)] == nil }),
-           let name = recycled.withLock({ state -> String? in
-               guard state.paths.count < Self.recycledFilesKept else { return nil }
-               state.named += 1
-               return tmpDirectory + "/recycled-\(state.named)"
-           }) {
-            gone = rename(path, name)
-            // Emptied now, not when a write reuses it: a removed value's bytes must not wait
-            // whole in `tmp` (deleted or overwritten data, readable by anyone who can read
-            // the directory) for a write that may never come. If it cannot be emptied, it goes.
-            if gone == 0 {
-                if truncate(name, 0) == 0 { recycled.withLock { $0.paths.append(name) } } else { unlink(name) }
-            }
-        } else {
-            gone = unlink(path)
-        }
-        let failure = errno
-        lock.unlock()
-        if gone != 0 {
-            if failure == ENOENT { return false }
-            throw StorageError.io("cannot remove a value file", failure)
-        }
-        countChange(-1)
-        if durably { try syncBucket(bucket(forStem: stem)) }
-        return true
-    }
-
-    /// Makes the files match what the journal recorded since its last checkpoint, after a
-    /// crash: a value whose file is missing or not whole is written again (durably, from
-    /// the journal's copy); a removed one is removed again. Returns how many files changed.
-    public func replay(_ records: [(entry: UncommittedJournal.Entry, settlement: UncommittedJournal.Settlement)]) throws -> Int {
-        var changed = 0
-        for (entry, settlement) in records {
-            let stem = Self.fileStem(entry.key)
-            let path = path(stem: stem, version: entry.version)
-            switch settlement {
-            case .removed:
-                if unlink(path) == 0 {
-                    try syncBucket(bucket(forStem: stem))
-                    changed += 1
-                }
-            case .value(let bytes, let crc):
-                // A whole file that passes its own checksum stays, even with other bytes: a
-                // version is written once, so it is the upload whose rename won (another
-                // upload of the same version, refused with 409, journaled its bytes too).
-                if let held = try? open(entry.key, version: entry.version), held.checksum != nil,
-                   (try? readVerified(held)).flatMap({ $0 }) != nil {
-                    continue
-                }
-                if unlink(path) == 0 { try syncBucket(bucket(forStem: stem)) }
-                let write = try beginWrite(key: entry.key, version: entry.version)
-                do {
-                    try write.append(bytes)
-                    try write.finish(expecting: crc)
-                } catch {
-                    write.abort()
-                    throw error
-                }
-                changed += 1
-            }
-        }
-        return changed
-    }
 
     /// Removes every version of `key` for which `shouldRemove` holds.
     @discardableResult
@@ -490,197 +292,5 @@ public final class FileStore: @unchecked Sendable {
         var info = statvfs()
         guard statvfs(path, &info) == 0 else { return 0 }
         return Int(info.f_bavail) * Int(info.f_frsize)
-    }
-}
-
-/// One version of a value, open for reading; the value starts after its header.
-public struct StoredValue: Sendable {
-    public let file: OpenFile
-    public let key: Key
-    public let version: UInt64
-    public let valueOffset: Int
-    public let size: Int
-    /// Seconds since the epoch.
-    public let modified: Int
-    /// CRC-32 of the value from the header; nil for a format 1 (unverified) file.
-    public let checksum: UInt32?
-    /// The size the header says; a file of another size was cut or grown.
-    public let declaredSize: Int?
-
-    /// False for a file cut or grown since it was written: its length is not the size its
-    /// header records (format 1 files record none). Checked on every read, copy and listing:
-    /// it costs nothing (the length comes from the open's fstat) and sendfile never reads
-    /// the bytes it sends.
-    public var isWhole: Bool { declaredSize.map { $0 == size } ?? true }
-}
-
-/// A write in progress: bytes go to a temporary file until `finish` makes them a value.
-public final class PendingWrite {
-    private let store: FileStore
-    public let key: Key
-    public let version: UInt64
-    private var fd: Int32
-    private let tmpPath: String
-    /// True until the temporary file has been renamed into place or removed.
-    private var tmpFileExists = true
-    public fileprivate(set) var valueBytes = 0
-    /// Running CRC-32 of the value bytes, computed as they stream in.
-    public private(set) var checksum = CRC32()
-
-    fileprivate init(store: FileStore, key: Key, version: UInt64, fd: Int32, tmpPath: String) {
-        self.store = store
-        self.key = key
-        self.version = version
-        self.fd = fd
-        self.tmpPath = tmpPath
-    }
-
-    deinit { abort() }
-
-    /// Appends value bytes, adding them to the checksum. Every `writebackBytes` the kernel
-    /// is asked to start writing what came in (without waiting), so a large value never
-    /// leaves hundreds of MiB dirty for the final fsync — nor for the fsyncs of small writes
-    /// that would queue behind them (a repair copying 64 MiB values made clients' PUT p99
-    /// 5× worse without this).
-    public func append(_ bytes: UnsafeRawBufferPointer) throws {
-        try writeAll(bytes)
-        checksum.update(bytes)
-        valueBytes += bytes.count
-        if valueBytes - writtenBack >= Self.writebackBytes {
-            _ = kalavara_start_writeback(fd, Int64(writtenBack), Int64(valueBytes - writtenBack))
-            writtenBack = valueBytes
-        }
-    }
-
-    /// Value bytes handed to write-back so far, and how often to hand more.
-    private var writtenBack = 0
-    static let writebackBytes = 8 << 20
-
-    fileprivate func writeAll(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try writeAll($0) } }
-
-    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if written < 0 {
-                if errno == EINTR { continue }
-                let code = errno
-                if code == ENOSPC || code == EDQUOT { store.dropRecycled() }
-                throw StorageError.io("write", code)
-            }
-            offset += written
-        }
-    }
-
-    public func append(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try append($0) } }
-
-    /// Bytes moved per read and write while streaming a value in. Below glibc's mmap
-    /// threshold, so each write's buffer is a cheap heap allocation.
-    static let streamBufferBytes = 64 * 1024
-
-    /// Appends everything `read` produces until it returns 0, one buffer at a time (the
-    /// value is never whole in memory), showing each piece to `forEachPiece` as well: how
-    /// a volume writes an upload and forwards it to the replicas in the same pass.
-    public func appendAll(reading read: (UnsafeMutableRawBufferPointer) throws -> Int,
-                          forEachPiece: (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.streamBufferBytes, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let count = try read(buffer)
-            if count == 0 { return }
-            let piece = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
-            try append(piece)
-            forEachPiece(piece)
-        }
-    }
-
-    /// Makes the bytes durable and visible as this version: fsync the file, rename it into
-    /// its bucket, fsync the bucket. A crash before the rename leaves only a temporary file.
-    /// `beforeRename` runs once the bytes are durable (the volume journals the version there).
-    /// With `expecting`, the value must have that checksum (a copy from another volume):
-    /// otherwise the write is dropped and `StorageError.checksumMismatch` thrown.
-    /// `durably: false` skips the file's and the bucket's fsync: for a value whose bytes are
-    /// durable elsewhere until the filesystem is synced (the volume's journal).
-    public func finish(expecting expected: UInt32? = nil, durably: Bool = true, beforeRename: () throws -> Void = {}) throws {
-        if let expected, expected != checksum.value { throw StorageError.checksumMismatch }
-        var trailer: [UInt8] = []
-        trailer.append(littleEndian: checksum.value)
-        trailer.append(littleEndian: UInt64(valueBytes))
-        let patched = trailer.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(ValueFileHeader.checksumOffset)) }
-        guard patched == trailer.count else { throw StorageError.io("writing the value's checksum", errno) }
-        if durably {
-            let synced = store.valueSyncs.map { histogram in histogram.time { fsync(fd) } } ?? fsync(fd)
-            guard synced == 0 else { throw StorageError.io("fsync", errno) }
-        }
-        try beforeRename()
-        close(fd)
-        fd = -1
-        let stem = FileStore.fileStem(key)
-        let bucket = store.bucket(forStem: stem)
-        let finalPath = store.path(stem: stem, version: version)
-        // A version is written once: never over a file already in place (a replayed or
-        // concurrent upload of the same version loses here, and drops only its own file).
-        var renamed = FileStore.renameNoReplace(tmpPath, finalPath)
-        if !renamed, errno == ENOENT {
-            try store.createBucket(bucket)
-            renamed = FileStore.renameNoReplace(tmpPath, finalPath)
-        }
-        if !renamed, errno == EEXIST { throw StorageError.versionExists }
-        guard renamed else { throw StorageError.io("rename", errno) }
-        tmpFileExists = false
-        store.countChange(1)
-        guard durably else { return }
-        do {
-            try store.syncBucket(bucket)
-        } catch {
-            // Not durable, so not acknowledged: it must not stay behind as a value either.
-            if unlink(finalPath) == 0 { store.countChange(-1) }
-            throw error
-        }
-    }
-
-    /// Drops the temporary file (an interrupted upload, a full disk). Safe to call twice.
-    public func abort() {
-        if fd >= 0 {
-            close(fd)
-            fd = -1
-        }
-        if tmpFileExists {
-            tmpFileExists = false
-            unlink(tmpPath)
-        }
-    }
-}
-
-/// A storage failure, mapped to an HTTP answer: a full disk is `507`, the rest `500`.
-public enum StorageError: Error, CustomStringConvertible, Sendable {
-    case io(String, Int32)
-    case corrupt(String)
-    /// A copy's bytes did not match the checksum its sender gave.
-    case checksumMismatch
-    /// This version of the key is already stored: a version is written once.
-    case versionExists
-
-    public var description: String {
-        switch self {
-        case .io(let what, let code): return "\(what): \(String(cString: strerror(code)))"
-        case .corrupt(let what): return what
-        case .checksumMismatch: return "the value does not match its checksum"
-        case .versionExists: return "this version of the key is already stored"
-        }
-    }
-
-    public var httpError: HTTPError {
-        switch self {
-        // EFBIG: the file size limit (RLIMIT_FSIZE) is a disk that is full for this process.
-        case .io(_, let code) where code == ENOSPC || code == EDQUOT || code == EFBIG:
-            return HTTPError(507, "volume is out of disk space")
-        case .checksumMismatch:
-            return HTTPError(422, "the value does not match its checksum")
-        case .versionExists:
-            return HTTPError(409, "this version of the key is already stored here: a version is written once")
-        default:
-            return HTTPError(500, "storage error: \(description)")
-        }
     }
 }
