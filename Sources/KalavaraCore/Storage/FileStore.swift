@@ -278,7 +278,6 @@ public final class FileStore: @unchecked Sendable {
     /// Free bytes on the filesystem that holds the data.
     public func freeBytes() -> Int { Self.freeBytes(at: dataDirectory) }
 
-    /// Free bytes on the filesystem that holds `path`.
     /// The size of the filesystem holding `path`.
     public static func totalBytes(at path: String) -> Int {
         var info = statvfs()
