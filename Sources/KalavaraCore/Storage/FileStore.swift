@@ -287,6 +287,7 @@ public final class FileStore: @unchecked Sendable {
 
     public func totalBytes() -> Int { Self.totalBytes(at: dataDirectory) }
 
+    /// Free bytes on the filesystem that holds `path`.
     public static func freeBytes(at path: String) -> Int {
         var info = statvfs()
         guard statvfs(path, &info) == 0 else { return 0 }
