@@ -91,8 +91,8 @@ public enum SignatureV4 {
         guard algorithmParameter == algorithm else { throw Failure.malformed("only \(algorithm) presigned URLs are understood") }
         guard let credential = query["X-Amz-Credential"], let signed = query["X-Amz-SignedHeaders"],
               let signature = query["X-Amz-Signature"], let timestamp = query["X-Amz-Date"],
-              let expires = query["X-Amz-Expires"].flatMap(Int.init), (1...604_800).contains(expires) else {
-            throw Failure.malformed("a presigned URL needs X-Amz-Credential, -Date, -Expires (1 to 604800), -SignedHeaders and -Signature")
+              let expires = query["X-Amz-Expires"].flatMap(Int.init), (1...S3Authenticator.maxPresignedSeconds).contains(expires) else {
+            throw Failure.malformed("a presigned URL needs X-Amz-Credential, -Date, -Expires (1 to \(S3Authenticator.maxPresignedSeconds)), -SignedHeaders and -Signature")
         }
         return Claim(scope: try Scope(credential: Substring(credential)), signedHeaders: signed.split(separator: ";").map(String.init),
                      signature: signature, timestamp: timestamp, expires: expires)
