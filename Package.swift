@@ -33,33 +33,66 @@ let package = Package(
         .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // zlib (zlib1g-dev): CRC-32.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        // Everything the daemons share: HTTP, storage, cluster logic, routes.
+        // The modules, each depending only on those below it:
+        //   KalavaraS3 (the gateway: a client of the cluster)
+        //   KalavaraCore (storage, cluster, master, volume, healing, security, status)
+        //   KalavaraHTTP (server, client, router, parser: knows nothing of keys or volumes)
+        //   KalavaraSupport (logging, metrics, digests, locks, background priority)
         .target(
-            name: "KalavaraCore",
+            name: "KalavaraSupport",
             dependencies: [
-                "CRocksDB", "CEpoll", "CLibCrypto", "CZlib",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "CEpoll", "CLibCrypto", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "KalavaraHTTP",
+            dependencies: ["KalavaraSupport", "CEpoll", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "KalavaraCore",
+            dependencies: [
+                "KalavaraHTTP", "KalavaraSupport", "CRocksDB", "CEpoll",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "KalavaraS3",
+            dependencies: ["KalavaraCore", "KalavaraHTTP", "KalavaraSupport"],
+            swiftSettings: strict
+        ),
         .executableTarget(name: "master", dependencies: ["KalavaraCore"], swiftSettings: strict),
         .executableTarget(name: "volume", dependencies: ["KalavaraCore"], swiftSettings: strict),
         // The S3 gateway.
-        .executableTarget(name: "kalavara-s3", dependencies: ["KalavaraCore"], swiftSettings: strict),
+        .executableTarget(name: "kalavara-s3", dependencies: ["KalavaraS3"], swiftSettings: strict),
         // The operator's command line.
         .executableTarget(name: "kalavara", dependencies: [
-            "KalavaraCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "KalavaraCore", "KalavaraHTTP", "KalavaraSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         // Load generator and measurement helpers for scripts/bench.
         .executableTarget(name: "kalavara-load", dependencies: [
-            "KalavaraCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "KalavaraCore", "KalavaraHTTP", "KalavaraSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         // What the test targets share: skipping, or failing in CI, when a test's tools are missing.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
-        .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["KalavaraCore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "KalavaraHTTPTests", dependencies: ["KalavaraHTTP", "KalavaraSupport", "TestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore", "KalavaraHTTP", "KalavaraSupport", "TestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "KalavaraS3Tests", dependencies: [
+            "KalavaraS3", "KalavaraCore", "KalavaraHTTP", "KalavaraSupport", "TestSupport",
+        ], swiftSettings: strict),
+        // Tests that start the real binaries on 127.0.0.1 and talk HTTP to them.
+        .testTarget(name: "IntegrationTests", dependencies: ["KalavaraCore", "KalavaraHTTP", "KalavaraS3", "KalavaraSupport", "TestSupport"],
+                    swiftSettings: strict),
     ]
 )

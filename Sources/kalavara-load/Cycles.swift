@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 
 /// N clients doing PUT → GET → DELETE cycles on distinct keys through the master,
 /// following redirects as a client would, checking every answer. Like minikeyvalue's

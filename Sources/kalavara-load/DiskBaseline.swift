@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import KalavaraSupport
 
 /// The disk's own limit for durable small writes: threads that each create a 1 KiB file in
 /// a temporary directory, write it, fsync it, rename it into place and fsync the directory:

@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraCore
+import KalavaraSupport
 
 /// Bulk-loads a master's index with COUNT keys (`bulk-000000001`...) held by one volume,
 /// for measuring the master at scale without pushing values through the volumes. Run it

@@ -1,9 +1,10 @@
 import ArgumentParser
 import Foundation
 import KalavaraCore
+import KalavaraSupport
 
 /// How fast the digests Kalavara uses run here (libcrypto and zlib through
-/// `KalavaraCore/Support/Digests.swift`): the figures in the README.
+/// `KalavaraSupport/Digests.swift`): the figures in docs/development.md.
 struct HashCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hash", abstract: "Speed of SHA-256, HMAC-SHA256, MD5 and CRC-32 as the store calls them.")

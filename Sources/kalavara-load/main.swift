@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
 
 /// kalavara-load: load and measurement tools for benchmarks (see scripts/bench).
 struct KalavaraLoad: ParsableCommand {

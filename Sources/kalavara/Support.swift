@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 
 /// A problem the operator must see: one line on standard error, exit status 2.
 struct Failure: Error, CustomStringConvertible {

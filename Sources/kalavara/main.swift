@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
 
 /// `kalavara`: the operator's command line. Every subcommand talks to the master's HTTP
 /// API (and, for values, follows its redirects to the volumes), as any client does.

@@ -1,4 +1,7 @@
 import Foundation
+import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// Registration, add-volume, health, metrics and the answers to wrong requests.

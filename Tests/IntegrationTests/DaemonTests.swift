@@ -1,4 +1,7 @@
 import Foundation
+import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// How the executables behave as programs: flags, errors, signals.

@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// Acknowledged writes survive kill -9 of the daemons.

@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// Hostile and careless clients, full disks, signals and memory, against the real daemons.

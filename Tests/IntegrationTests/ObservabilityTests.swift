@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// What an operator watches: `/metrics` of each daemon parses with Prometheus' own text

@@ -1,5 +1,7 @@
 import Foundation
 @testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import TestSupport
 import XCTest
 

@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// What clients that outsiders tried saw at the edges of the native API (issue 21, item 6).

@@ -1,5 +1,7 @@
 import Foundation
 @testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import XCTest
 
 /// Faults outsiders found (issue 21): a wall clock that jumps, a full disk, a stopped volume.

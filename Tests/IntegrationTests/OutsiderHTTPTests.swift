@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// Issue 21's findings about the shared HTTP server, against the real daemons: the access

@@ -1,5 +1,8 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraS3
+import KalavaraSupport
 import XCTest
 
 /// What outsiders found in the S3 gateway (issue 21), each against a real signed cluster and

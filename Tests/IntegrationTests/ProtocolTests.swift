@@ -1,5 +1,7 @@
 import Foundation
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// The hand-written HTTP server against raw bytes: framing, keep-alive, broken clients.

@@ -1,3 +1,6 @@
+import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// The README's curl commands, verbatim but for the ports, against real daemons.

@@ -1,4 +1,6 @@
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// Values and keys through the master, as a client sees them.

@@ -1,5 +1,7 @@
-@testable import KalavaraCore
 import Foundation
+@testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import XCTest
 
 /// The master's commit rules, driven directly (no HTTP): versions, tombstones, fences,

@@ -1,6 +1,8 @@
 import Foundation
-import Logging
 @testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
+import Logging
 import XCTest
 
 /// The pieces issue 9 brought in: digests from libcrypto and zlib, the log line format,
@@ -51,93 +53,6 @@ final class FoundationsTests: XCTestCase {
         let ticket = PlacementTicket(version: 7, master: "http://m:1", holders: ["http://v:1"], requestID: "r-1")
         XCTAssertEqual(try PlacementTicket(QueryParameters(Substring(ticket.query))), ticket)
         XCTAssertThrowsError(try PlacementTicket(QueryParameters("t=1&ver=7&rid=a%20b")))
-    }
-
-    private func request(_ method: String, _ target: String) throws -> HTTPRequest {
-        try HTTPRequest(method: method, target: target, minorVersion: 1, headers: HTTPHeaders([("Host", "x")]))
-    }
-
-    func testRouterResolvesExactBeforePrefixAndAnswersAllow() throws {
-        let ok: Route.Handler = { _, _ in .text(200, "ok") }
-        let router = Router([
-            Route("read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open, ok),
-            Route("write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .open, ok),
-            Route("list", .exact("/store/"), methods: ["GET"], access: .open, ok),
-            Route("health", .exact("/health"), methods: ["GET"], on: .eventLoop, access: .open, ok),
-        ])
-        func name(_ method: String, _ path: String) throws -> String {
-            switch router.resolve(try request(method, path)) {
-            case .route(_, let route): return route.name
-            case .notFound: return "404"
-            case .methodNotAllowed(let allowed): return "405 " + allowed.joined(separator: ", ")
-            }
-        }
-        XCTAssertEqual(try name("GET", "/store/"), "list")
-        XCTAssertEqual(try name("GET", "/store/k"), "read")
-        XCTAssertEqual(try name("PUT", "/store/k"), "write")
-        XCTAssertEqual(try name("PUT", "/store/"), "write")
-        XCTAssertEqual(try name("POST", "/store/k"), "405 GET, HEAD, PUT, DELETE")
-        XCTAssertEqual(try name("GET", "/nope"), "404")
-        XCTAssertEqual(try name("GET", "/health/x"), "404")
-        XCTAssertEqual(try name("DELETE", "/health"), "405 GET")
-        XCTAssertEqual(router.metricNames, ["list", "health", "read", "write", "unmatched"])
-    }
-
-    func testConnectionStateTimeouts() {
-        var state = ConnectionState.idle(since: 100)
-        XCTAssertNil(state.timeoutAction(now: 129, readTimeout: 5, idleTimeout: 30))
-        XCTAssertEqual(state.timeoutAction(now: 131, readTimeout: 5, idleTimeout: 30), .closeIdle)
-        // A head begins: the read timeout runs from its first byte, however it trickles.
-        let progress = state.headBytesArrived(now: 120)
-        XCTAssertEqual(progress.startedAt, 120)
-        state.headIncomplete(startedAt: progress.startedAt, scanned: 10)
-        XCTAssertEqual(state.headBytesArrived(now: 124).startedAt, 120)
-        XCTAssertNil(state.timeoutAction(now: 124, readTimeout: 5, idleTimeout: 30))
-        XCTAssertEqual(state.timeoutAction(now: 125.5, readTimeout: 5, idleTimeout: 30), .headTimedOut)
-        // A worker's connection is never timed out by the loop.
-        state.handOff(.badHead(HTTPError(400, "x")))
-        XCTAssertNil(state.timeoutAction(now: 10_000, readTimeout: 5, idleTimeout: 30))
-        XCTAssertNotNil(state.work)
-        state.becameIdle(now: 200)
-        XCTAssertNil(state.work)
-    }
-
-    /// A real server on loopback whose clock the test moves: the idle timeout closes a
-    /// connection when the clock passes it, and a trickled head gets its 408, with no
-    /// waiting for 30 seconds of wall-clock time.
-    func testServerTimeoutsFollowTheInjectedClock() throws {
-        let clock = ManualClock()
-        var configuration = HTTPServer.Configuration(host: "127.0.0.1", port: 0)
-        configuration.clock = clock
-        configuration.idleTimeout = 30
-        configuration.readTimeout = 30
-        let server = HTTPServer(configuration: configuration, router: Router([
-            Route("health", .exact("/health"), methods: ["GET"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
-        ]), metrics: Metrics())
-        try server.start()
-        defer { server.stop() }
-        let url = HTTPURL("http://127.0.0.1:\(server.boundPort)/health")!
-
-        let idle = try HTTPClient.connect(url, timeout: 5)
-        try idle.write(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-        XCTAssertEqual(try HTTPClient.readResponse(idle, method: "GET").status, 200)
-        let slow = try HTTPClient.connect(url, timeout: 5)
-        try slow.write(Array("GET /health HTTP/1.1\r\nHost:".utf8))
-        usleep(300_000)
-        XCTAssertEqual(idle.fillWithoutBlocking(), .nothingYet, "closed before its time")
-        XCTAssertEqual(slow.fillWithoutBlocking(), .nothingYet, "answered before its time")
-
-        clock.advance(by: 31)
-        let deadline = Date().addingTimeInterval(3)
-        var idleClosed = false, slowAnswered = false
-        while Date() < deadline, !(idleClosed && slowAnswered) {
-            if !idleClosed, idle.fillWithoutBlocking() == .closed { idleClosed = true }
-            if !slowAnswered, slow.fillWithoutBlocking() == .data { slowAnswered = true }
-            usleep(20_000)
-        }
-        XCTAssertTrue(idleClosed, "idle connection still open after the clock passed the idle timeout")
-        XCTAssertTrue(slowAnswered)
-        XCTAssertTrue(String(decoding: Array(slow.buffered), as: UTF8.self).hasPrefix("HTTP/1.1 408"))
     }
 
     func testVersionClockRaisesItsCeilingAhead() throws {

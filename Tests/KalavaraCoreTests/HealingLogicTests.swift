@@ -1,5 +1,7 @@
-@testable import KalavaraCore
 import Foundation
+@testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import XCTest
 
 /// The pure parts of healing: value checksums and the old file format, the reconciler's

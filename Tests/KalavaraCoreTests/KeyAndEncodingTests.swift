@@ -1,4 +1,6 @@
 @testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import XCTest
 
 final class KeyAndEncodingTests: XCTestCase {

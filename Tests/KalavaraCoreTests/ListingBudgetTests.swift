@@ -1,4 +1,6 @@
 @testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import XCTest
 
 /// `--listing-memory`: a listing that finds the budget taken waits briefly, then is refused.

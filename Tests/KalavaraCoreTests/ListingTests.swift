@@ -1,4 +1,6 @@
 @testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import XCTest
 
 /// Listing with a delimiter: S3's common prefixes, without walking the keys they roll up.

@@ -1,8 +1,10 @@
 import Foundation
+@testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import Logging
 import Synchronization
 import XCTest
-@testable import KalavaraCore
 
 /// The pure parts of issue 21's HTTP items: log escaping, the failed-login limiter, the
 /// eviction order of connection states.

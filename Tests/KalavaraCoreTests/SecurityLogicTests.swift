@@ -1,5 +1,7 @@
 import Foundation
 @testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import XCTest
 
 /// The pure logic of a signed cluster: call signatures, tickets, credentials.

@@ -1,4 +1,6 @@
 import KalavaraCore
+import KalavaraHTTP
+import KalavaraSupport
 import XCTest
 
 /// Which volume a placement ticket lets act (issue 21): the first holder for a client's

@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// Checks every known volume's `/health` about once a second and keeps the registry's
 /// liveness current. Each check also tells the volume the master's URL and the URL the
@@ -33,7 +35,7 @@ public final class HealthMonitor: @unchecked Sendable {
 
     public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
         deadline = Self.deadline(interval: interval)
-        client = HTTPClient(timeout: deadline, maxIdlePerHost: 1, secret: secret)
+        client = HTTPClient(timeout: deadline, maxIdlePerHost: 1, signer: secret)
         self.registry = registry
         self.masterURL = masterURL
         self.interval = interval
@@ -111,7 +113,7 @@ public final class HealthMonitor: @unchecked Sendable {
         headers = client.signed("GET", url, headers: headers)
         let response = try client.send("GET", url, headers: headers)
         guard response.status == 200 else { return nil }
-        if let secret = client.secret,
+        if let secret = client.signer as? ClusterSecret,
            !SignedCall.verifyHealthAnswer(response.headers, requestHeaders: headers, secret: secret) {
             return nil
         }

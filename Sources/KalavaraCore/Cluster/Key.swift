@@ -1,3 +1,5 @@
+import KalavaraHTTP
+import KalavaraSupport
 /// A key of the store: 1 to 1024 bytes, anything but NUL.
 ///
 /// Keys are names, not paths: `a/../b` is a key of its own, and nothing derives a file

@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// What the master tells a volume in a redirect's query string: which version this write
 /// or read is, where to commit it, and which volumes hold or will hold it.

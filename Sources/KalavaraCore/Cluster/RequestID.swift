@@ -1,3 +1,5 @@
+import KalavaraHTTP
+import KalavaraSupport
 /// A request id that follows one write through the cluster: the master makes it (or takes
 /// the client's `X-Request-Id`) when it redirects a PUT, puts it in the ticket, the volume
 /// logs with it and sends it with the commit, and the master logs the commit with it. So

@@ -1,3 +1,4 @@
+import KalavaraSupport
 /// Header names of the master–volume conversation.
 public enum VolumeHeaders {
     /// Sent by the master on health checks: its own base URL.

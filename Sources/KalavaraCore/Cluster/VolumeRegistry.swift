@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Synchronization
 
 /// The volumes the master knows, their ids in index records, and the state of each.

@@ -1,3 +1,5 @@
+import KalavaraSupport
+
 /// The registry as the placement reconciler sees it at one moment: which volumes count for
 /// placement (`up` or `down`), which are live (can send or receive a copy), and each key's
 /// placement among them.

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 import Synchronization
 
 /// A byte-rate limit shared by threads: each caller reserves its bytes and sleeps until the

@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Synchronization
 
 /// Rebuilds the master's index from the volumes' files: for a master whose index was lost,
@@ -38,7 +40,7 @@ final class Rebuilder: @unchecked Sendable {
 
     init(master: Master) {
         self.master = master
-        client = HTTPClient(timeout: 60, maxIdlePerHost: 4, secret: master.gate.secret)
+        client = HTTPClient(timeout: 60, maxIdlePerHost: 4, signer: master.gate.secret)
     }
 
     var snapshot: Progress { progress.withLock { $0 } }

@@ -1,5 +1,7 @@
 // Reconciler+Fixing: fixing one key — scheduling the fix, copying to new holders, committing them, notifying volumes.
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 extension Reconciler {
     // MARK: Fixing one key

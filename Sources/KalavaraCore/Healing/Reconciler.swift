@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Prometheus
 import Synchronization
 
@@ -100,8 +102,8 @@ final class Reconciler: @unchecked Sendable {
     init(master: Master, replicas: Int, copiesInFlight: Int, bytesPerSecond: Double, interval: Double,
          keysPerSecond: Double = 0) {
         scanLimiter = RateLimiter(bytesPerSecond: keysPerSecond)
-        copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8, secret: master.gate.secret)
-        noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4, secret: master.gate.secret)
+        copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8, signer: master.gate.secret)
+        noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4, signer: master.gate.secret)
         self.master = master
         self.replicas = replicas
         slots = DispatchSemaphore(value: max(1, copiesInFlight))

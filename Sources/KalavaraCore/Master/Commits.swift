@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// The commit protocol, master side: volumes report durable writes and deletes here, and
 /// only a commit changes the index.

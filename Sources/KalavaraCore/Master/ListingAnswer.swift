@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// The memory all listings in flight may hold together (`master --listing-memory`).
 ///

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KalavaraHTTP
 import Logging
 
 /// Everything `master` is started with.

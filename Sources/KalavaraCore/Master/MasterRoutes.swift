@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Synchronization
 
 /// Which handler answers which request on the master.
@@ -8,69 +10,69 @@ extension Master {
     /// it (`access`); the gate enforces that before the handler runs.
     var router: Router {
         Router([
-            Route("store-list", .exact("/store/"), methods: ["GET", "HEAD"], access: .client(.read)) { [unowned self] request, _ in
+            GuardedRoute("store-list", .exact("/store/"), methods: ["GET", "HEAD"], access: .client(.read)) { [unowned self] request, _ in
                 try listKeys(request)
             },
-            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .client(.read)) { [unowned self] request, _ in
+            GuardedRoute("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .client(.read)) { [unowned self] request, _ in
                 try redirectRead(try Self.key(request), request.query)
             },
             // On the loop too: a redirect only reads the index and the clock (a PUT's small
             // body, already here, is dropped); a ceiling write or a body still on its way
             // sends it to a worker.
-            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], on: .eventLoop, access: .client(.write)) { [unowned self] request, body in
+            GuardedRoute("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], on: .eventLoop, access: .client(.write)) { [unowned self] request, body in
                 request.method == "PUT" ? try redirectWrite(try Self.key(request), request, body) : try redirectDelete(try Self.key(request))
             },
-            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
-            Route("status-page", .exact("/"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
+            GuardedRoute("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { _, _ in .text(200, "ok") },
+            GuardedRoute("status-page", .exact("/"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
                 var page = HTTPResponse(status: 200, body: .bytes(Array(StatusPage.html(clusterStatus()).utf8)))
                 page.headers.set("Content-Type", "text/html; charset=utf-8")
                 page.headers.set("Cache-Control", "no-store")
                 return page
             },
-            Route("status", .exact("/admin/status"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
+            GuardedRoute("status", .exact("/admin/status"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
                 try .json(200, clusterStatus())
             },
-            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
+            GuardedRoute("metrics", .exact("/metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
                 .metrics(metrics)
             },
-            Route("add-volume", .exact("/admin/add-volume"), methods: ["POST"], access: .registration) { [unowned self] request, body in
+            GuardedRoute("add-volume", .exact("/admin/add-volume"), methods: ["POST"], access: .registration) { [unowned self] request, body in
                 try addVolume(request, body)
             },
-            Route("volumes", .exact("/admin/volumes"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
+            GuardedRoute("volumes", .exact("/admin/volumes"), methods: ["GET", "HEAD"], access: .client(.admin)) { [unowned self] _, _ in
                 try listVolumes()
             },
-            Route("remove-volume", .exact("/admin/remove-volume"), methods: ["POST"], access: .client(.admin)) { [unowned self] _, body in
+            GuardedRoute("remove-volume", .exact("/admin/remove-volume"), methods: ["POST"], access: .client(.admin)) { [unowned self] _, body in
                 try removeVolume(body)
             },
-            Route("repair", .exact("/admin/repair"), methods: ["GET", "HEAD", "POST"], access: .client(.admin)) { [unowned self] request, _ in
+            GuardedRoute("repair", .exact("/admin/repair"), methods: ["GET", "HEAD", "POST"], access: .client(.admin)) { [unowned self] request, _ in
                 if request.method == "POST" {
                     reconciler.requestPass()
                     return .text(202, "repair pass requested")
                 }
                 return try .json(200, reconciler.snapshot)
             },
-            Route("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .client(.admin)) { [unowned self] _, _ in
+            GuardedRoute("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .client(.admin)) { [unowned self] _, _ in
                 startScrubs()
             },
-            Route("rebuild", .exact("/admin/rebuild"), methods: ["GET", "HEAD", "POST"], access: .client(.admin)) { [unowned self] request, _ in
+            GuardedRoute("rebuild", .exact("/admin/rebuild"), methods: ["GET", "HEAD", "POST"], access: .client(.admin)) { [unowned self] request, _ in
                 if request.method == "POST" {
                     return .text(202, try rebuilder.start() ? "index rebuild started" : "index rebuild already running")
                 }
                 return try .json(200, rebuilder.snapshot)
             },
-            Route("commit", .exact("/internal/commit"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
+            GuardedRoute("commit", .exact("/internal/commit"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try commit(QueryParameters(request.query))
             },
-            Route("purged", .exact("/internal/purged"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
+            GuardedRoute("purged", .exact("/internal/purged"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
                 try purged(request, body)
             },
-            Route("resolve", .exact("/internal/resolve"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
+            GuardedRoute("resolve", .exact("/internal/resolve"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try resolve(QueryParameters(request.query))
             },
-            Route("corrupt", .exact("/internal/corrupt"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
+            GuardedRoute("corrupt", .exact("/internal/corrupt"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try corrupt(QueryParameters(request.query))
             },
-            Route("wanted", .exact("/internal/wanted"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
+            GuardedRoute("wanted", .exact("/internal/wanted"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
                 try wanted(request, body)
             },
         ], gate: gate)
@@ -253,7 +255,7 @@ extension Master {
             guard let url = VolumeRegistry.normalize(text) else {
                 throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
             }
-            let client = HTTPClient(timeout: 2, maxIdlePerHost: 0, secret: secret)
+            let client = HTTPClient(timeout: 2, maxIdlePerHost: 0, signer: secret)
             guard (try? HealthMonitor.ask(url, masterURL: configuration.advertisedURL, client: client)) ?? nil != nil else {
                 return .text(403, "volume \(url) did not prove it holds this cluster's secret "
                              + "(is it running, with the same --secret-file?)")
@@ -279,7 +281,7 @@ extension Master {
     /// where an operator asks, with `admin` credentials; the call to each volume is signed.
     private func startScrubs() -> HTTPResponse {
         let volumes = registry.liveURLs
-        let client = HTTPClient(timeout: 5, maxIdlePerHost: 0, secret: gate.secret)
+        let client = HTTPClient(timeout: 5, maxIdlePerHost: 0, signer: gate.secret)
         let failures = Mutex<[String]>([])
         DispatchQueue.concurrentPerform(iterations: volumes.count) { index in
             let volume = volumes[index]

@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// Works through the master's removal queue: asks each live volume to drop copies that are
 /// no longer current (deleted keys, superseded versions on volumes that left the placement,
@@ -17,7 +19,7 @@ final class RemovalWorker {
 
     init(master: Master, interval: Double) {
         self.master = master
-        client = HTTPClient(timeout: 5, maxIdlePerHost: 2, secret: master.gate.secret)
+        client = HTTPClient(timeout: 5, maxIdlePerHost: 2, signer: master.gate.secret)
         timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler { [weak self] in self?.pass() }
     }

@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Synchronization
 
 /// Who may call a route, declared with the route (see `Route.access`) and enforced by the
@@ -117,30 +119,34 @@ extension AccessGate {
         let secret = try secretFile.map { try ClusterSecret(file: $0) }
         let credentials = try authFile.map { try Credentials(file: $0) }
         self.init(secret: secret, credentials: credentials)
-        if let credentials { Hangup.onSignal { Self.reload(credentials) } }
-    }
-
-    /// Re-reads the credentials (SIGHUP), keeping the old ones on a problem.
-    static func reload(_ credentials: Credentials) {
-        do {
-            try credentials.reload()
-            Log.info("SIGHUP: re-read \(credentials.path): \(credentials.count) user(s)")
-        } catch {
-            Log.error("SIGHUP: kept the credentials in force: \(error)")
-        }
+        credentials?.reloadOnHangup()
     }
 
     /// The start-up line that says how this daemon is secured (one warning when open).
     public func announce() {
         switch (secret != nil, credentials) {
         case (false, nil):
-            Log.warning("no --secret-file: this daemon runs open (anyone who can reach it can read, write and change the cluster); see the README's Security section")
+            Log.warning("no --secret-file: this daemon runs open (anyone who can reach it can read, write and change the cluster); see docs/security.md")
         case (false, let credentials?):
-            Log.warning("no --secret-file: clients need credentials (\(credentials.count) user(s)), but calls between daemons are not signed; see the README's Security section")
+            Log.warning("no --secret-file: clients need credentials (\(credentials.count) user(s)), but calls between daemons are not signed; see docs/security.md")
         case (true, nil):
             Log.info("signed cluster: tickets and calls between daemons are signed; clients need no credentials")
         case (true, let credentials?):
             Log.info("signed cluster; clients need credentials (\(credentials.count) user(s))")
+        }
+    }
+}
+
+extension Credentials {
+    /// Re-reads the file on every `SIGHUP`, keeping the credentials in force on a problem.
+    public func reloadOnHangup() {
+        Hangup.onSignal { [self] in
+            do {
+                try reload()
+                Log.info("SIGHUP: re-read \(path): \(count) user(s)")
+            } catch {
+                Log.error("SIGHUP: kept the credentials in force: \(error)")
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 import Synchronization
 
 /// Failed authentications per client address, as a token bucket: `burst` failures at once,

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 
 /// The secret every daemon of a signed cluster shares (`--secret-file`): the key of every
 /// HMAC-SHA256 signature on tickets, calls between daemons and health answers.

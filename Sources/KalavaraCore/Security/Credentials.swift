@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 import Synchronization
 
 /// What a client may do.

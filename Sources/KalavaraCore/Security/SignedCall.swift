@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// The signature on every call between the daemons of a signed cluster: commits,
 /// resolves, purge and corruption reports, replica writes and removals, outcome notices,

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 
 /// Everything the status page and `kalavara status` show, in one snapshot taken by the
 /// master: `GET /admin/status` serves it as JSON, `GET /` as HTML. Codable both ways, so

@@ -1,5 +1,6 @@
 // FileStore's inode recycling: the open-inode registry, the recycled files, and removal.
 import Foundation
+import KalavaraHTTP
 import Synchronization
 
 extension FileStore {

@@ -1,5 +1,6 @@
 // FileStore's scrub verification: reading a value back against its checksum, and the two quarantine paths.
 import Foundation
+import KalavaraSupport
 
 extension FileStore {
     /// Reads a value's bytes (all of them: call only for small values) and checks them.

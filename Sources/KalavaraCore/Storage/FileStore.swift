@@ -1,5 +1,6 @@
 import CEpoll
 import Foundation
+import KalavaraSupport
 import Prometheus
 import Synchronization
 

@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Prometheus
 
 /// The master's persistent state in RocksDB: key records, the volume table, the version

@@ -1,3 +1,4 @@
+import KalavaraSupport
 /// What the master knows about one key: its current version and where that version lives.
 ///
 /// A tombstone is a record too: it keeps the version of the delete, so a write that was

@@ -1,6 +1,7 @@
 // PendingWrite: a value being written, from temporary file to durable rename.
 import CEpoll
 import Foundation
+import KalavaraSupport
 
 /// A write in progress: bytes go to a temporary file until `finish` makes them a value.
 public final class PendingWrite {

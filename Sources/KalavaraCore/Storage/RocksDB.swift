@@ -1,5 +1,6 @@
 import CRocksDB
 import Foundation
+import KalavaraHTTP
 import Synchronization
 
 /// A RocksDB database behind a small safe Swift type; the only code that calls its C API.

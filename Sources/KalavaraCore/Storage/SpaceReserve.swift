@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 import Synchronization
 
 /// Room held back on a volume's disk for the journal, as a preallocated file next to it.

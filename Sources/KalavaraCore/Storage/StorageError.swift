@@ -1,5 +1,6 @@
 // StorageError: a storage failure and the HTTP answer it maps to.
 import Foundation
+import KalavaraHTTP
 
 /// A storage failure, mapped to an HTTP answer: a full disk is `507`, the rest `500`.
 public enum StorageError: Error, CustomStringConvertible, Sendable {

@@ -1,3 +1,4 @@
+import KalavaraHTTP
 // StoredValue: one version of a value, open for reading.
 
 /// One version of a value, open for reading; the value starts after its header.

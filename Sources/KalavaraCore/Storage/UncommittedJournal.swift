@@ -1,5 +1,7 @@
 import CEpoll
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Prometheus
 import Synchronization
 

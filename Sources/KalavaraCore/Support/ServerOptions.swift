@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Logging
 
 /// The release, for `--version`.
@@ -51,7 +53,7 @@ public struct ServerOptions: ParsableArguments {
 
     @Option(name: .customLong("log-level"),
             help: ArgumentHelp("Lowest level logged (KALAVARA_LOG=debug also lowers it).", valueName: "level"))
-    var logLevel: Logger.Level = ProcessInfo.processInfo.environment["KALAVARA_LOG"] == "debug" ? .debug : .info
+    public var logLevel: Logger.Level = ProcessInfo.processInfo.environment["KALAVARA_LOG"] == "debug" ? .debug : .info
 
     public init() {}
 
@@ -68,17 +70,17 @@ public struct ServerOptions: ParsableArguments {
         }
     }
 
-    static func checkSeconds(_ flag: String, _ value: Double) throws {
+    public static func checkSeconds(_ flag: String, _ value: Double) throws {
         guard value > 0, value.isFinite else {
             throw ValidationError("\(flag) wants a positive number of seconds, not \(value)")
         }
     }
 
-    static func checkPort(_ port: Int) throws {
+    public static func checkPort(_ port: Int) throws {
         guard (1...65535).contains(port) else { throw ValidationError("--port wants a whole number in 1...65535, not \(port)") }
     }
 
-    func configuration(port: Int) -> HTTPServer.Configuration {
+    public func configuration(port: Int) -> HTTPServer.Configuration {
         var configuration = HTTPServer.Configuration(host: bind, port: port)
         configuration.readTimeout = readTimeout
         configuration.idleTimeout = idleTimeout
@@ -104,7 +106,7 @@ public protocol DaemonCommand: ParsableCommand {
 public enum Daemon {
     /// Parses the command line with swift-argument-parser. `--help`, `--version` and
     /// `--generate-completion-script` print and exit 0; any usage error is one line on
-    /// standard error and exit status 2, as the README promises.
+    /// standard error and exit status 2, as docs/operations.md promises.
     public static func parse<Command: DaemonCommand>(_ type: Command.Type, _ arguments: [String]) -> Command {
         do {
             let command = try Command.parse(arguments)

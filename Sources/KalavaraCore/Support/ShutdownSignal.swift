@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 import Synchronization
 
 /// Waits for SIGINT or SIGTERM so a daemon can shut down gracefully.

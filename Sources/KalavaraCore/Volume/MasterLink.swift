@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Prometheus
 import Synchronization
 
@@ -30,7 +32,7 @@ final class MasterLink: @unchecked Sendable {
     private var heartbeat: DispatchSourceTimer?
 
     init(configuredMaster: String?, selfURL: String?, metrics: Metrics, secret: ClusterSecret? = nil) {
-        client = HTTPClient(timeout: 5, secret: secret)
+        client = HTTPClient(timeout: 5, signer: secret)
         self.configuredMaster = configuredMaster
         self.configuredSelf = selfURL
         commitRoundTrips = metrics.histogram("kalavara_commit_round_trip_seconds",

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 
 /// Removes value files whose commit never happened: failed commits, writes that lost to a
 /// newer version, copies a replica never heard the outcome of.

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 
 /// Removes this volume's copies that are no longer wanted — the versions a committed delete
 /// made invisible, and superseded versions once their grace has passed — in batches, on one

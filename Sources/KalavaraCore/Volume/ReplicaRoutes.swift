@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// The volume-to-volume side of replication and healing, under `/internal/`: a replica
 /// receives copies from the placement's first volume (or, for repair, from any holder) and

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraSupport
 import Synchronization
 
 /// Reads every value file on the volume and checks it against its checksum, at a bounded

@@ -1,3 +1,5 @@
+import KalavaraHTTP
+import KalavaraSupport
 /// GET and HEAD on a volume: the value's bytes, checked against their checksum when they
 /// are read into memory (small values) or straight from the page cache (sendfile), with
 /// validators (`ETag`, `Last-Modified`) and single byte ranges.

@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 
 /// PUT and DELETE on the volume a client was sent to (the placement's first volume): make
 /// the change durable here and on the other replicas, commit it to the master, and answer

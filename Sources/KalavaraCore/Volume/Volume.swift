@@ -1,4 +1,6 @@
 import Foundation
+import KalavaraHTTP
+import KalavaraSupport
 import Logging
 import Prometheus
 
@@ -32,7 +34,7 @@ public final class Volume: @unchecked Sendable {
     public init(configuration: VolumeConfiguration) throws {
         self.configuration = configuration
         gate = try AccessGate(configuration: configuration.secretFile, authFile: nil)
-        replicaClient = HTTPClient(timeout: 10, maxIdlePerHost: 16, secret: gate.secret)
+        replicaClient = HTTPClient(timeout: 10, maxIdlePerHost: 16, signer: gate.secret)
         journaledCopies = metrics.counter("kalavara_journaled_copies",
                                           "Value copies made durable by their journal record instead of their own fsyncs")
         store = try FileStore(root: configuration.directory, metrics: metrics)

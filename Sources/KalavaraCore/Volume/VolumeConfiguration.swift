@@ -1,4 +1,5 @@
 import ArgumentParser
+import KalavaraHTTP
 import Logging
 
 /// Everything `volume` is started with.

@@ -1,10 +1,12 @@
+import KalavaraHTTP
+import KalavaraSupport
 /// Every route of a volume, once. Health checks and reads are answered on the event loop
 /// (a small value is read into memory there; a large one goes to a worker for sendfile);
 /// writes, deletes and the internal replica routes run on workers.
 extension Volume {
     var router: Router {
         Router([
-            Route("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .ticket) { [unowned self] request, _ in
+            GuardedRoute("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .ticket) { [unowned self] request, _ in
                 try storageErrorsAnswered(request) {
                     let key = try Self.key(request, "/store/")
                     let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)), for: .read, key,
@@ -13,7 +15,7 @@ extension Volume {
                     return try serveValue(key, version: ticket?.version, request: request)
                 }
             },
-            Route("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .ticket) { [unowned self] request, body in
+            GuardedRoute("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .ticket) { [unowned self] request, body in
                 try storageErrorsAnswered(request) {
                     let key = try Self.key(request, "/store/")
                     let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)),
@@ -24,34 +26,34 @@ extension Volume {
                         : try deleteValue(key, ticket: ticket)
                 }
             },
-            Route("replica", .prefix("/internal/replica/"), methods: ["PUT", "DELETE"], access: .cluster(streamed: true)) { [unowned self] request, body in
+            GuardedRoute("replica", .prefix("/internal/replica/"), methods: ["PUT", "DELETE"], access: .cluster(streamed: true)) { [unowned self] request, body in
                 try storageErrorsAnswered(request) {
                     try replica(try Self.key(request, "/internal/replica/"), request, body)
                 }
             },
-            Route("committed", .prefix("/internal/committed/"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
+            GuardedRoute("committed", .prefix("/internal/committed/"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try committed(try Self.key(request, "/internal/committed/"), QueryParameters(request.query))
             },
-            Route("copy", .prefix("/internal/copy/"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
+            GuardedRoute("copy", .prefix("/internal/copy/"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try storageErrorsAnswered(request) {
                     try copyOut(try Self.key(request, "/internal/copy/"), QueryParameters(request.query))
                 }
             },
-            Route("inventory", .exact("/internal/inventory"), methods: ["GET"], access: .cluster(streamed: false)) { [unowned self] request, _ in
+            GuardedRoute("inventory", .exact("/internal/inventory"), methods: ["GET"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try inventory(QueryParameters(request.query))
             },
-            Route("scrub-status", .exact("/admin/scrub"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
+            GuardedRoute("scrub-status", .exact("/admin/scrub"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
                 try .json(200, scrubber.snapshot)
             },
             // A pass reads every file on the disk: in a signed cluster only the cluster may
             // start one (the master's `POST /admin/scrub`, which asks an operator for `admin`).
-            Route("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] _, _ in
+            GuardedRoute("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] _, _ in
                 .text(202, scrubber.request() ? "scrub pass started" : "scrub pass already running")
             },
-            Route("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { [unowned self] request, _ in
+            GuardedRoute("health", .exact("/health"), methods: ["GET", "HEAD"], on: .eventLoop, access: .open) { [unowned self] request, _ in
                 health(request)
             },
-            Route("metrics", .exact("/metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
+            GuardedRoute("metrics", .exact("/metrics"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
                 .metrics(metrics)
             },
         ], gate: gate)

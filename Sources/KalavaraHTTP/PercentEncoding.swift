@@ -1,0 +1,85 @@
+import KalavaraSupport
+/// Percent-encoding (RFC 3986 §2.1) for paths and queries.
+public enum PercentEncoding {
+    /// Decodes `%XX` escapes. Returns nil for a `%` not followed by two hex digits.
+    /// `+` stays `+`: it means a space only in HTML forms, not in URLs.
+    public static func decode<Bytes: Collection>(_ bytes: Bytes) -> [UInt8]? where Bytes.Element == UInt8 {
+        var result: [UInt8] = []
+        result.reserveCapacity(bytes.count)
+        var index = bytes.startIndex
+        while index != bytes.endIndex {
+            let byte = bytes[index]
+            index = bytes.index(after: index)
+            guard byte == ASCII.percent else { result.append(byte); continue }
+            guard index != bytes.endIndex, let high = ASCII.hexValue(bytes[index]) else { return nil }
+            index = bytes.index(after: index)
+            guard index != bytes.endIndex, let low = ASCII.hexValue(bytes[index]) else { return nil }
+            index = bytes.index(after: index)
+            result.append(high << 4 | low)
+        }
+        return result
+    }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
+
+    /// Encodes every byte except unreserved ones (`A-Z a-z 0-9 - _ ~`) and, when
+    /// `keepSlashes`, `/`. Dots are always encoded, so `..` can never act as a dot segment
+    /// in a client that normalises paths.
+    public static func encode(_ bytes: [UInt8], keepSlashes: Bool = false) -> String {
+        var result: [UInt8] = []
+        result.reserveCapacity(bytes.count * 3)
+        for byte in bytes {
+            switch byte {
+            case 0x30...0x39, 0x41...0x5A, 0x61...0x7A, 0x2D, 0x5F, 0x7E:
+                result.append(byte)
+            case ASCII.slash where keepSlashes:
+                result.append(byte)
+            default:
+                result.append(ASCII.percent)
+                result.append(hexDigits[Int(byte >> 4)])
+                result.append(hexDigits[Int(byte & 0x0F)])
+            }
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    public static func encode(_ text: String) -> String { encode(Array(text.utf8)) }
+}
+
+/// The parameters of a query string, percent-decoded, in order.
+public struct QueryParameters: Sendable {
+    public private(set) var pairs: [(name: String, value: [UInt8])] = []
+
+    public init() {}
+
+    /// Parses `a=1&b=2`. A malformed escape is a 400, as the client sent something unreadable.
+    public init(_ query: Substring?) throws {
+        guard let query, !query.isEmpty else { return }
+        for part in query.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+            let equals = part.firstIndex(of: UInt8(ascii: "="))
+            let rawName = equals.map { part[part.startIndex..<$0] } ?? part[...]
+            let rawValue = equals.map { part[part.index(after: $0)...] } ?? part[part.endIndex...]
+            guard let name = PercentEncoding.decode(rawName), let value = PercentEncoding.decode(rawValue) else {
+                throw HTTPError(400, "invalid percent-encoding in query")
+            }
+            pairs.append((String(decoding: name, as: UTF8.self), value))
+        }
+    }
+
+    public subscript(name: String) -> String? {
+        bytes(name).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    public func bytes(_ name: String) -> [UInt8]? {
+        pairs.first(where: { $0.name == name })?.value
+    }
+
+    public mutating func add(_ name: String, _ value: String) { pairs.append((name, Array(value.utf8))) }
+    public mutating func add(_ name: String, bytes: [UInt8]) { pairs.append((name, bytes)) }
+
+    /// `name=value&...`, every byte outside the unreserved set escaped.
+    public var encoded: String {
+        pairs.map { PercentEncoding.encode($0.name) + "=" + PercentEncoding.encode($0.value) }
+            .joined(separator: "&")
+    }
+}

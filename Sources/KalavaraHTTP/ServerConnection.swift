@@ -1,0 +1,439 @@
+import Foundation
+import KalavaraSupport
+import Synchronization
+
+/// One client connection and the requests on it, served one after another.
+///
+/// Between requests a connection belongs to an `EventLoop`, which answers requests whose
+/// route runs on the loop itself (`serveOnLoop`); a request that may block is handed, parsed,
+/// to a worker thread (`serveUntilIdle`), which gives the connection back once nothing more
+/// has arrived. A request runs to completion before the next head is read, so pipelined
+/// requests are answered in order, and a client that floods requests without reading
+/// answers is held back by TCP flow control rather than by buffers growing in the server.
+///
+/// Sendable by hand: exactly one thread owns a connection at a time (the loop while it is
+/// in epoll, else one worker), and ownership passes through the worker pool's lock and
+/// epoll_ctl, which order the memory accesses.
+final class ServerConnection: @unchecked Sendable {
+    let socket: BufferedSocket
+    private unowned let server: HTTPServer
+    private let configuration: HTTPServer.Configuration
+    unowned let loop: EventLoop
+    /// The client's IP address, for the access log, the per-address cap and the
+    /// authentication limiter.
+    let peer: String
+    /// Only its owner reads or changes it (see above); `mark` publishes it for others.
+    var state: ConnectionState {
+        didSet { mark.publish(idleSince: state.idleSince) }
+    }
+    /// Whether it is idle and since when, for the accepting thread that picks a connection
+    /// to evict, with the handshake that makes an eviction and a request exclusive.
+    let mark: IdleMark
+    /// When it was accepted, until its first request head has been parsed (then nil): such
+    /// a connection must deliver that head within the head timeout, whatever it sends
+    /// meanwhile (line breaks, a trickle). Touched by its event loop only.
+    var freshSince: Double?
+
+    /// The context of the request being served (see `RequestContext`).
+    private let context = RequestContext()
+    /// Evicted to make room (see `HTTPServer.admit`): shut down at once, closed by its loop,
+    /// and none of its requests started since.
+    var evicted: Bool { mark.isEvicted }
+
+    private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+
+    init(socket: BufferedSocket, server: HTTPServer, loop: EventLoop, peer: String) {
+        self.socket = socket
+        self.peer = peer
+        self.server = server
+        self.configuration = server.configuration
+        self.loop = loop
+        let now = server.configuration.clock.now()
+        mark = IdleMark(idleSince: now)
+        state = .idle(since: now)
+        freshSince = now
+    }
+
+    // MARK: - On the event loop
+
+    enum LoopOutcome {
+        /// Nothing (more) to do until the client sends more.
+        case wait
+        /// The connection is done.
+        case close
+        /// A worker takes over, with `state` saying what it starts with.
+        case handOff
+    }
+
+    /// Reads what has arrived and answers every complete request whose route runs on the
+    /// loop; never blocks. Anything else is handed off parsed.
+    func serveOnLoop() -> LoopOutcome {
+        switch socket.fillWithoutBlocking() {
+        case .closed: return .close
+        case .data, .nothingYet: break
+        }
+        let now = configuration.clock.now()
+        while true {
+            skipLeadingLineBreaks()
+            if socket.bufferedCount == 0 {
+                state.nothingPending(now: now)
+                return .wait
+            }
+            let (startedAt, scanned) = state.headBytesArrived(now: now)
+            let bytes = socket.buffered
+            guard let length = MessageHeadParser.headLength(in: bytes, from: scanned), length <= HTTPLimits.maxHeadBytes else {
+                if bytes.count >= HTTPLimits.maxHeadBytes {
+                    state.handOff(.badHead(Self.headTooLarge))
+                    return .handOff
+                }
+                state.headIncomplete(startedAt: startedAt, scanned: bytes.count)
+                return .wait
+            }
+            // A whole head: from here the request is served, unless an eviction came first.
+            state.headComplete()
+            if evicted { return .close }
+            let exchange = Exchange(route: nil, started: .now, headBytes: length)
+            let request: HTTPRequest
+            do {
+                request = attached(try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length])))
+            } catch {
+                state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
+                return .handOff
+            }
+            if freshSince != nil {
+                freshSince = nil
+                server.delivered(self)
+            }
+            socket.consume(length)
+            switch answerOnLoop(request, exchange) {
+            case .handOff(let work):
+                state.handOff(work)
+                return .handOff
+            case .sent(keepAlive: true):
+                state.becameIdle(now: now)
+            case .sent(keepAlive: false), .failed:
+                return .close
+            case .pending(let rest, let keepAlive):
+                state.handOff(.pendingOutput(rest, closeAfter: !keepAlive))
+                return .handOff
+            }
+        }
+    }
+
+    /// The largest body a request answered on the event loop may have (all of it received).
+    static let loopBodyBytes = 64 * 1024
+
+    private enum LoopAnswer {
+        case sent(keepAlive: Bool)
+        case pending([UInt8], keepAlive: Bool)
+        case handOff(ConnectionState.Work)
+        case failed
+    }
+
+    /// Answers on the loop what may be answered there: a bodiless request to a loop route,
+    /// or to no route at all (404/405). Everything else becomes a worker's job.
+    private func answerOnLoop(_ request: HTTPRequest, _ exchange: Exchange) -> LoopAnswer {
+        var exchange = exchange
+        // A small body already received whole never makes the loop wait: such a request
+        // may be answered here too (the master's redirect of a PUT drops it).
+        var bodyBytes = 0
+        switch request.framing {
+        case .none: break
+        case .length(let count) where count <= Self.loopBodyBytes && count <= socket.bufferedCount: bodyBytes = count
+        default: return .handOff(.request(request, exchange))
+        }
+        guard !server.isStopping else { return .handOff(.request(request, exchange)) }
+        var response: HTTPResponse
+        switch routed(request) {
+        case .failure(let unrouted):
+            response = unrouted.response
+            socket.consume(bodyBytes)
+        case .success((let index, let route)):
+            exchange.route = index
+            guard route.execution == .eventLoop else { return .handOff(.request(request, exchange)) }
+            let body = MessageBody(socket: socket, framing: bodyBytes > 0 ? .length(bodyBytes) : .none)
+            do {
+                response = try route.handler(request, body)
+            } catch let error as HTTPError {
+                response = .error(error)
+            } catch {
+                // The worker runs it again and reports, with the body as it came.
+                guard body.bytesRead == 0 else { return .failed }
+                return .handOff(.request(request, exchange))
+            }
+            socket.consume(body.knownRemaining ?? 0)
+            if case .stream = response.body { return .handOff(.answer(response, request, exchange)) }
+            if case .file = response.body {
+                guard let inlined = response.inlined(upTo: configuration.inlineFileBytes, forHead: request.isHead) else {
+                    return .handOff(.answer(response, request, exchange))
+                }
+                response = inlined
+            }
+        }
+        let keepAlive = request.keepAlive && !Self.closes(response)
+        guard let (sent, total) = sendWithoutBlocking(response, isHead: request.isHead, keepAlive: keepAlive) else {
+            return .failed
+        }
+        recordAnswer(request, response, exchange, received: exchange.headBytes + bodyBytes, sent: total.count)
+        if sent < total.count { return .pending(Array(total[sent...]), keepAlive: keepAlive) }
+        return .sent(keepAlive: keepAlive)
+    }
+
+    /// Sends a small answer with non-blocking writes. Returns the bytes sent and the whole
+    /// answer, or nil if the connection failed.
+    func sendWithoutBlocking(_ response: HTTPResponse, isHead: Bool = false, keepAlive: Bool) -> (Int, [UInt8])? {
+        var bytes = response.serializedHead(keepAlive: keepAlive)
+        if !isHead, !response.forbidsBody, case .bytes(let body) = response.body { bytes += body }
+        guard let sent = bytes.withUnsafeBytes({ socket.sendWithoutBlocking($0) }) else { return nil }
+        return (sent, bytes)
+    }
+
+    // MARK: - On a worker thread
+
+    /// Does the job the loop handed over, then serves further requests, blocking as needed,
+    /// until the connection is idle (returns true: back to the event loop) or must close.
+    func serveUntilIdle() -> Bool {
+        guard let work = state.work else { return false }
+        switch work {
+        case .pendingOutput(let bytes, let closeAfter):
+            guard (try? socket.write(bytes)) != nil, !closeAfter else { return false }
+        case .badHead(let error):
+            sendUnparsed(.error(error))
+            lingeringClose()
+            return false
+        case .request(let request, let exchange):
+            guard serve(request, exchange) else { return false }
+        case .answer(let response, let request, let exchange):
+            guard finish(response, request, exchange, body: nil) else { return false }
+        }
+        while true {
+            skipLeadingLineBreaks()
+            if socket.bufferedCount == 0 { return !server.isStopping }
+            let request: HTTPRequest, exchange: Exchange
+            do {
+                (request, exchange) = try readHead()
+            } catch let error as HTTPError {
+                sendUnparsed(.error(error))
+                lingeringClose()
+                return false
+            } catch ConnectionError.timedOut {
+                sendUnparsed(.error(Self.headTimeout))
+                return false
+            } catch {
+                return false
+            }
+            guard serve(request, exchange) else { return false }
+        }
+    }
+
+    /// Runs a request's handler, answers, and says whether to keep the connection.
+    private func serve(_ request: HTTPRequest, _ exchange: Exchange) -> Bool {
+        var exchange = exchange
+        let body = MessageBody(socket: socket, framing: request.framing,
+                               beforeFirstRead: request.expectsContinue ? { [socket] in
+                                   try socket.write(Self.continueLine)
+                               } : nil)
+        body.rateFloor = configuration.minBodyRate
+        var response: HTTPResponse
+        do {
+            switch routed(request) {
+            case .failure(let unrouted):
+                response = unrouted.response
+            case .success((let index, let route)):
+                exchange.route = index
+                response = try route.handler(request, body)
+            }
+        } catch let error as HTTPError {
+            response = .error(error)
+        } catch ConnectionError.timedOut {
+            response = .error(HTTPError(408, "request body stalled or slower than the server's --min-body-rate", closesConnection: true))
+        } catch is ConnectionError {
+            return false // the client is gone: nobody to answer
+        } catch {
+            Log.error("\(request.method) \(request.path): \(error)")
+            response = .error(HTTPError(500, "internal error"))
+        }
+        return finish(response, request, exchange, body: body)
+    }
+
+    /// Sends an answer, reading what is left of the body first when the connection is to
+    /// be kept; returns whether it is kept.
+    private func finish(_ response: HTTPResponse, _ request: HTTPRequest, _ exchange: Exchange, body: MessageBody?) -> Bool {
+        var keepAlive = request.keepAlive && !server.isStopping && !Self.closes(response)
+        var unreadBody = false
+        if let body, !body.isComplete {
+            if keepAlive { keepAlive = body.discardRemaining(limit: HTTPLimits.maxDrainBytes) }
+            unreadBody = !body.isComplete
+        }
+        let sent = send(response, isHead: request.isHead, keepAlive: keepAlive)
+        recordAnswer(request, response, exchange, received: exchange.headBytes + (body?.bytesRead ?? 0), sent: sent ?? 0)
+        guard sent != nil else { return false }
+        if !keepAlive {
+            if unreadBody { lingeringClose() }
+            return false
+        }
+        return true
+    }
+
+    /// Measures and logs one answer (see `AccessLog`).
+    private func recordAnswer(_ request: HTTPRequest, _ response: HTTPResponse, _ exchange: Exchange, received: Int, sent: Int) {
+        server.httpMetrics.record(route: exchange.route, status: response.status, started: exchange.started,
+                                  received: received, sent: sent)
+        guard server.accessLog.logs(status: response.status) else { return }
+        server.accessLog.record(AccessLog.Entry(
+            method: request.method, path: request.path, status: response.status, explanation: response.explanation,
+            sent: sent, elapsed: .now - exchange.started, requestID: AccessLog.requestID(request, response),
+            user: request.context?.user, peer: peer))
+    }
+
+    /// The loop's answer to a head that did not arrive in time: sent without blocking, logged.
+    func answerHeadTimeout() {
+        let response = HTTPResponse.error(Self.headTimeout)
+        logUnparsed(response, sent: sendWithoutBlocking(response, keepAlive: false)?.0, started: .now)
+    }
+
+    /// Answers a head that could not be parsed, and logs it.
+    private func sendUnparsed(_ response: HTTPResponse) {
+        let started = ContinuousClock.now
+        logUnparsed(response, sent: send(response, isHead: false, keepAlive: false), started: started)
+    }
+
+    /// An answer with no request to name (`-` for method and path).
+    private func logUnparsed(_ response: HTTPResponse, sent: Int?, started: ContinuousClock.Instant) {
+        guard server.accessLog.logs(status: response.status) else { return }
+        server.accessLog.record(AccessLog.Entry(
+            method: "-", path: "-", status: response.status, explanation: response.explanation, sent: sent ?? 0,
+            elapsed: .now - started, requestID: nil, user: nil, peer: peer))
+    }
+
+    /// Reads the rest of a head that has begun to arrive. It must arrive whole within the
+    /// read timeout of its first byte, however slowly it trickles in.
+    private func readHead() throws -> (HTTPRequest, Exchange) {
+        let deadline = monotonicSeconds() + configuration.readTimeout
+        var scanned = 0
+        while true {
+            let bytes = socket.buffered
+            if let length = MessageHeadParser.headLength(in: bytes, from: scanned) {
+                guard length <= HTTPLimits.maxHeadBytes else { throw Self.headTooLarge }
+                let exchange = Exchange(route: nil, started: .now, headBytes: length)
+                let request = attached(try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length])))
+                socket.consume(length)
+                return (request, exchange)
+            }
+            scanned = bytes.count
+            guard bytes.count < HTTPLimits.maxHeadBytes else { throw Self.headTooLarge }
+            guard monotonicSeconds() < deadline else { throw ConnectionError.timedOut }
+            guard try socket.fill() else { throw ConnectionError.closedByPeer }
+        }
+    }
+
+    /// `request` with this connection's address and its context, cleared of the last
+    /// request's user.
+    private func attached(_ request: HTTPRequest) -> HTTPRequest {
+        var request = request
+        request.peer = peer
+        context.user = nil
+        request.context = context
+        return request
+    }
+
+    /// RFC 9112 §2.2: empty lines before a request line are ignored.
+    private func skipLeadingLineBreaks() {
+        let bytes = socket.buffered
+        var count = 0
+        while count < bytes.count, bytes[count] == ASCII.cr || bytes[count] == ASCII.lf { count += 1 }
+        if count > 0 {
+            socket.consume(count)
+            if case .readingHead(let startedAt, _) = state { state.headIncomplete(startedAt: startedAt, scanned: 0) }
+        }
+    }
+
+    /// A request no route takes, with its answer (404, or 405 with `Allow`).
+    private struct Unrouted: Error {
+        let response: HTTPResponse
+    }
+
+    private func routed(_ request: HTTPRequest) -> Result<(Int, Route), Unrouted> {
+        switch server.router.resolve(request) {
+        case .route(let index, let route): return .success((index, route))
+        case .notFound: return .failure(Unrouted(response: Self.noSuchEndpoint))
+        case .methodNotAllowed(let allowed): return .failure(Unrouted(response: .error(.methodNotAllowed(allowed))))
+        }
+    }
+
+    static let noSuchEndpoint = HTTPResponse.text(404, "no such endpoint")
+    static let headTooLarge = HTTPError(431, "request head over \(HTTPLimits.maxHeadBytes) bytes", closesConnection: true)
+    static let headTimeout = HTTPError(408, "request head not received in time", closesConnection: true)
+
+    private static func closes(_ response: HTTPResponse) -> Bool {
+        response.headers["Connection"]?.caseInsensitiveEquals("close") ?? false
+    }
+
+    /// Writes a response; returns the bytes written, or nil if the client could not take it.
+    @discardableResult
+    private func send(_ response: HTTPResponse, isHead: Bool, keepAlive: Bool) -> Int? {
+        var head = response.serializedHead(keepAlive: keepAlive)
+        do {
+            if isHead || response.forbidsBody {
+                try socket.write(head)
+                return head.count
+            }
+            switch response.body {
+            case .empty:
+                try socket.write(head)
+                return head.count
+            case .bytes(let bytes):
+                head.append(contentsOf: bytes) // one write, one packet for small answers
+                try socket.write(head)
+                return head.count
+            case .file(let file, let offset, let count):
+                try socket.write(head, more: true)
+                try socket.sendFile(file.fd, offset: offset, count: count)
+                return head.count + count
+            case .stream(let stream):
+                if let splice = stream.splice, let count = stream.count, splice.prefix.count <= count {
+                    let rest = count - splice.prefix.count
+                    try socket.write(head + splice.prefix, more: rest > 0)
+                    if rest > 0 { try socket.spliceIn(from: splice.fd, count: rest) }
+                    return head.count + count
+                }
+                try socket.write(head, more: true)
+                var sent = 0
+                guard let count = stream.count else {
+                    try stream.produce { piece in
+                        guard piece.count > 0 else { return }
+                        try socket.write(Array((String(piece.count, radix: 16) + "\r\n").utf8), more: true)
+                        try socket.write(piece, more: true)
+                        try socket.write([ASCII.cr, ASCII.lf])
+                        sent += piece.count
+                    }
+                    try socket.write(Array("0\r\n\r\n".utf8))
+                    return head.count + sent
+                }
+                try stream.produce { piece in
+                    guard sent + piece.count <= count else { throw ConnectionError.closedByPeer }
+                    try socket.write(piece)
+                    sent += piece.count
+                }
+                guard sent == count else { return nil } // cut short: the connection must close
+                return head.count + sent
+            }
+        } catch {
+            return nil
+        }
+    }
+
+    /// Closing a socket with unread input makes the kernel send a reset, which can destroy
+    /// the answer we just wrote before the client reads it. So: stop sending, then read and
+    /// discard for a short while, as nginx's lingering close does.
+    private func lingeringClose() {
+        _ = Glibc.shutdown(socket.fd, Int32(SHUT_WR))
+        socket.setReceiveTimeout(0.5)
+        var scratch = [UInt8](repeating: 0, count: 16 * 1024)
+        let deadline = monotonicSeconds() + 2
+        while monotonicSeconds() < deadline {
+            let count = (try? scratch.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
+            if count == 0 { break }
+        }
+    }
+}
