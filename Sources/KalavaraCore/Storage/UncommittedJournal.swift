@@ -13,23 +13,22 @@ import Synchronization
 /// struck off when the outcome is known. The orphan sweep then only has to look at the
 /// entries here that outlived the grace period, never at every file on the volume.
 ///
-/// Format: an append-only text file of lines `+ VERSION HEXKEY UNIXTIME` and
-/// `- VERSION HEXKEY`. A plain addition (a value that will be fsynced) is made durable by a
-/// syncer thread woken at once, so that its sync overlaps the value file's fsync; other
-/// records are synced by whoever waits for them first (see `waitUntilDurable`). Each sync
-/// covers whatever has been appended so far, so concurrent writers share it. Strikes are
-/// not synced: a lost strike only means one redundant question to the master later.
+/// The file's format is `JournalFormat`'s. A plain addition (a value that will be fsynced)
+/// is made durable by a syncer thread woken at once, so that its sync overlaps the value
+/// file's fsync; other records are synced by whoever waits for them first (see
+/// `waitUntilDurable`). Each sync covers whatever has been appended so far, so concurrent
+/// writers share it. Strikes are not synced: a lost strike only means one redundant
+/// question to the master later.
 ///
 /// The journal is also the durable copy of small values until a checkpoint (see
-/// `appendLogged`): an addition may carry the value's bytes (`+ VERSION HEXKEY UNIXTIME
-/// SIZE CRC HEXVALUE`), and a removal of a file is recorded (`x VERSION HEXKEY`) before the
-/// file goes. Such a value's file is written and renamed without fsync and its directory
-/// is not synced; after a crash, start-up puts back from here every such file that did not
-/// survive whole (and removes again any recorded removal that did not), see
-/// `FileStore.replay`. Once a second, a checkpoint `syncfs`es the data's filesystem, after
-/// which those files are as durable as if each had been fsynced, and the records drop out.
-/// One shared journal sync thus replaces a write's two fsyncs (file and directory) and a
-/// removal's directory fsync.
+/// `appendLogged`): an addition may carry the value's bytes, and a removal of a file is
+/// recorded before the file goes. Such a value's file is written and renamed without fsync
+/// and its directory is not synced; after a crash, start-up puts back from here every such
+/// file that did not survive whole (and removes again any recorded removal that did not),
+/// see `FileStore.replay`. Once a second, a checkpoint `syncfs`es the data's filesystem,
+/// after which those files are as durable as if each had been fsynced, and the records
+/// drop out. One shared journal sync thus replaces a write's two fsyncs (file and
+/// directory) and a removal's directory fsync.
 ///
 /// A full disk must not stop the journal from recording removals or rewriting itself, or
 /// no space could ever be freed: it keeps room for that in a `SpaceReserve`, which those
@@ -97,37 +96,9 @@ public final class UncommittedJournal: @unchecked Sendable {
         self.path = path
         let directory = (path as NSString).deletingLastPathComponent
         reserve = SpaceReserve(path: path + ".reserve", bytes: reserveBytes ?? SpaceReserve.bytes(forDiskAt: directory))
-        var loaded: [Entry: Double] = [:]
-        var settlements: [Entry: Settlement] = [:]
-        var wholeLines = 0 // bytes up to the last line's end
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            wholeLines = text.utf8.lastIndex(of: 0x0A).map { text.utf8.distance(from: text.utf8.startIndex, to: $0) + 1 } ?? 0
-            for line in text.split(separator: "\n") {
-                let fields = line.split(separator: " ")
-                guard fields.count >= 3, let version = UInt64(fields[1]),
-                      let keyBytes = Hex.decode(fields[2]), let key = try? Key(keyBytes) else { continue }
-                let entry = Entry(key: key, version: version)
-                switch fields[0] {
-                case "+":
-                    // A value record cut short (the crash came mid-write) was never durable,
-                    // so never acknowledged: it is dropped whole.
-                    if fields.count == 7 {
-                        guard let size = Int(fields[4]), let crc = UInt32(fields[5], radix: 16),
-                              let value = Hex.decode(fields[6]), value.count == size, CRC32.checksum(value) == crc else { continue }
-                        settlements[entry] = .value(value, crc: crc)
-                    } else {
-                        settlements[entry] = nil // an fsynced write of this version
-                    }
-                    loaded[entry] = fields.count > 3 ? Double(fields[3]) ?? 0 : 0
-                case "x":
-                    settlements[entry] = .removed
-                default:
-                    loaded[entry] = nil
-                }
-            }
-        }
-        pending.withLock { $0 = loaded }
-        for (entry, settlement) in settlements {
+        let contents = JournalFormat.read(path)
+        pending.withLock { $0 = contents.pending }
+        for (entry, settlement) in contents.settlements {
             unsettled[entry] = (0, settlement)
             if case .value(let bytes, _) = settlement { unsettledBytes += bytes.count }
         }
@@ -137,7 +108,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         } catch where SpaceReserve.isFull(error) {
             // A disk full to the last block and no reserve to give back (it was released
             // before a crash): start on the file as it is, so reads and deletes are served.
-            try reopenInPlace(keeping: wholeLines)
+            try reopenInPlace(keeping: contents.wholeLines)
             Log.warning("disk full: the journal is kept uncompacted until space returns")
         }
         reserve.refill()
@@ -173,7 +144,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         let entry = Entry(key: key, version: version)
         lock.lock()
         defer { lock.unlock() }
-        guard append(Self.additionLine(entry, time: now)) else { throw StorageError.io("journal write", errno) }
+        guard append(JournalFormat.additionLine(entry, time: now)) else { throw StorageError.io("journal write", errno) }
         pending.withLock { $0[entry] = now }
         appended += 1
         forget(entry) // this version's file will be fsynced: an earlier removal record must not undo it
@@ -192,7 +163,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         defer { lock.unlock() }
         guard checkpointFD >= 0, !syncfsFailed, unsettledBytes + value.count <= Self.unsettledCap else { return nil }
         let entry = Entry(key: key, version: version)
-        guard append(Self.valueLine(entry, time: now, value: value, crc: crc)) else { throw StorageError.io("journal write", errno) }
+        guard append(JournalFormat.valueLine(entry, time: now, value: value, crc: crc)) else { throw StorageError.io("journal write", errno) }
         pending.withLock { $0[entry] = now }
         appended += 1
         settle(entry, .value(value, crc: crc))
@@ -222,7 +193,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         // (recording one settles it `.removed`, which hides the copy).
         let copies = entries.map { if case .value? = unsettled[$0]?.settlement { true } else { false } }
         for (number, entry) in entries.enumerated() {
-            guard append(Self.removalLine(entry), freeing: true) else {
+            guard append(JournalFormat.removalLine(entry), freeing: true) else {
                 let code = errno
                 // A copy behind a recorded removal stays removed at start-up once that
                 // record is durable; one behind no record would come back.
@@ -259,7 +230,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         defer { lock.unlock() }
         let entry = Entry(key: key, version: version)
         guard case .value? = unsettled[entry]?.settlement else { return }
-        _ = append(Self.removalLine(entry), freeing: true)
+        _ = append(JournalFormat.removalLine(entry), freeing: true)
         settle(entry, .removed)
     }
 
@@ -301,19 +272,6 @@ public final class UncommittedJournal: @unchecked Sendable {
 
     /// Nothing is left for start-up to do about this version's file. With the lock held.
     private func forget(_ entry: Entry) { settle(entry, nil) }
-
-    // The journal's lines, one builder each.
-    private static func additionLine(_ entry: Entry, time: Double) -> String {
-        "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time))\n"
-    }
-
-    private static func valueLine(_ entry: Entry, time: Double, value: [UInt8], crc: UInt32) -> String {
-        "+ \(entry.version) \(Hex.encode(entry.key.bytes)) \(Int(time)) \(value.count) \(String(crc, radix: 16)) \(Hex.encode(value))\n"
-    }
-
-    private static func removalLine(_ entry: Entry) -> String { "x \(entry.version) \(Hex.encode(entry.key.bytes))\n" }
-
-    private static func strikeLine(_ entry: Entry) -> String { "- \(entry.version) \(Hex.encode(entry.key.bytes))\n" }
 
     /// Starts checkpointing: every `interval` seconds while records are unsettled, waits
     /// for their file operations, syncs the filesystem holding `directory`, and rewrites
@@ -442,7 +400,7 @@ public final class UncommittedJournal: @unchecked Sendable {
         defer { lock.unlock() }
         let (removed, left) = pending.withLock { ($0.removeValue(forKey: Entry(key: key, version: version)) != nil, $0.count) }
         guard removed else { return }
-        _ = append(Self.strikeLine(Entry(key: key, version: version)), freeing: true)
+        _ = append(JournalFormat.strikeLine(Entry(key: key, version: version)), freeing: true)
         strikesSinceCompaction += 1
         if strikesSinceCompaction > 10_000 + 2 * left, !stopped { try? rewriteLocked() }
     }
@@ -506,29 +464,8 @@ public final class UncommittedJournal: @unchecked Sendable {
     private func rewriteOnce() throws {
         while syncing { lock.wait() } // the syncer is using the current descriptor
         let tmp = path + ".new"
-        var text = ""
         // Additions and strikes take `lock` too, so this copy is exactly what the file must hold.
-        let pendingNow = pending.withLock { $0 }
-        for (entry, time) in pendingNow {
-            switch unsettled[entry]?.settlement {
-            case .value(let bytes, let crc)?:
-                text += Self.valueLine(entry, time: time, value: bytes, crc: crc)
-            case .removed?:
-                text += Self.additionLine(entry, time: time) + Self.removalLine(entry)
-            case nil:
-                text += Self.additionLine(entry, time: time)
-            }
-        }
-        // Unsettled records of versions no longer pending: a value (its addition, then its
-        // strike) or a removal.
-        for (entry, record) in unsettled where pendingNow[entry] == nil {
-            switch record.settlement {
-            case .value(let bytes, let crc):
-                text += Self.valueLine(entry, time: 0, value: bytes, crc: crc) + Self.strikeLine(entry)
-            case .removed:
-                text += Self.removalLine(entry)
-            }
-        }
+        let text = JournalFormat.compacted(pending: pending.withLock { $0 }, unsettled: unsettled.mapValues(\.settlement))
         let newFD = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard newFD >= 0 else { throw StorageError.io("cannot create \(tmp)", errno) }
         let bytes = Array(text.utf8)
