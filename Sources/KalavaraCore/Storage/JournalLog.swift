@@ -51,6 +51,10 @@ final class JournalLog: @unchecked Sendable {
     /// True while a sync runs fdatasync outside the lock: the descriptor must not be
     /// closed (and its number reused) until it is done.
     var syncing = false
+    /// True while a compaction waits to swap the descriptor: no new sync starts on the old one.
+    var swapping = false
+    /// True while a compaction runs (one at a time; see `JournalLog+Compaction`).
+    var compacting = false
     var strikesSinceCompaction = 0
     var settlements: JournalSettlements
     /// True while a checkpoint waits for `settlements.inFlight` (only then does `applied` wake anyone).
@@ -88,12 +92,13 @@ final class JournalLog: @unchecked Sendable {
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
-    /// Stops the syncer thread (after a last sync).
+    /// Stops the syncer thread (after a last sync); a compaction under way finishes first.
     func close() {
         lock.lock()
         stopped = true
         wakeSyncer()
         lock.broadcast()
+        while compacting { lock.wait() }
         lock.unlock()
     }
 
@@ -194,7 +199,7 @@ final class JournalLog: @unchecked Sendable {
         guard let left = ledger.strike(entry) else { return }
         _ = append(JournalFormat.strikeLine(entry), freeing: true)
         strikesSinceCompaction += 1
-        if strikesSinceCompaction > 10_000 + 2 * left, !stopped { try? compactLocked() }
+        if strikesSinceCompaction > 10_000 + 2 * left, !stopped, !compacting { try? compactLocked() }
     }
 
     /// Reads the log's state under its lock.
@@ -215,7 +220,7 @@ final class JournalLog: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         while synced < position, syncError == 0 {
-            if syncing {
+            if syncing || swapping {
                 lock.wait()
             } else {
                 syncLocked()
@@ -250,8 +255,8 @@ final class JournalLog: @unchecked Sendable {
                 lock.lock()
             }
             if stopped, synced >= appended { break }
-            if syncing {
-                lock.wait() // a waiter's sync; it may cover what this thread was woken for
+            if syncing || swapping {
+                lock.wait() // a waiter's sync may cover what this thread was woken for; a swap syncs all
                 continue
             }
             syncLocked()
