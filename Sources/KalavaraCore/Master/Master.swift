@@ -101,6 +101,7 @@ public final class Master: @unchecked Sendable {
     public func stop() {
         health.stop()
         reconciler?.stop()
+        rebuilder?.stop()
         removals?.stop()
         tombstoneSweep.stop()
         server?.stop()
