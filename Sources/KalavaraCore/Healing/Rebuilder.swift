@@ -20,14 +20,6 @@ final class Rebuilder: Sendable {
         var keysFound = 0
         var filesSeen = 0
         var errors = 0
-
-        private enum CodingKeys: String, CodingKey {
-            case running, errors
-            case volumesDone = "volumes_done"
-            case volumesTotal = "volumes_total"
-            case keysFound = "keys_found"
-            case filesSeen = "files_seen"
-        }
     }
 
     private unowned let master: Master

@@ -32,28 +32,8 @@ final class Reconciler: @unchecked Sendable {
         var removed = 0
         var errors = 0
         var passes = 0
-        var lastPassFinished: Double?
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(running, forKey: .running)
-            try container.encode(scanned, forKey: .scanned)
-            try container.encode(underReplicated, forKey: .underReplicated)
-            try container.encode(misplaced, forKey: .misplaced)
-            try container.encode(copied, forKey: .copied)
-            try container.encode(bytesCopied, forKey: .bytesCopied)
-            try container.encode(removed, forKey: .removed)
-            try container.encode(errors, forKey: .errors)
-            try container.encode(passes, forKey: .passes)
-            try container.encode(lastPassFinished.map { Int($0) }, forKey: .lastPassFinished) // null before the first
-        }
-
-        private enum CodingKeys: String, CodingKey {
-            case running, scanned, misplaced, copied, removed, errors, passes
-            case underReplicated = "under_replicated"
-            case bytesCopied = "bytes_copied"
-            case lastPassFinished = "last_pass_finished"
-        }
+        /// Unix seconds; null before the first pass.
+        @NullWhenAbsent var lastPassFinished: Int? = nil
     }
 
     unowned let master: Master
@@ -304,7 +284,7 @@ final class Reconciler: @unchecked Sendable {
             $0.running = false
             if finished {
                 $0.passes += 1
-                $0.lastPassFinished = Date().timeIntervalSince1970
+                $0.lastPassFinished = Int(Date().timeIntervalSince1970)
             }
         }
         guard finished else { return }

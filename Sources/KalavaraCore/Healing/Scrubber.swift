@@ -23,30 +23,11 @@ final class Scrubber: Sendable {
         var unverified = 0
         var bytesChecked = 0
         var staleRemoved = 0
-        var unknownFiles: Int?
+        /// Null before a pass has asked the master about every file.
+        @NullWhenAbsent var unknownFiles: Int? = nil
         var passes = 0
-        var lastPassFinished: Double?
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(running, forKey: .running)
-            try container.encode(checked, forKey: .checked)
-            try container.encode(corrupt, forKey: .corrupt)
-            try container.encode(unverified, forKey: .unverified)
-            try container.encode(bytesChecked, forKey: .bytesChecked)
-            try container.encode(staleRemoved, forKey: .staleRemoved)
-            try container.encode(unknownFiles, forKey: .unknownFiles)
-            try container.encode(passes, forKey: .passes)
-            try container.encode(lastPassFinished.map { Int($0) }, forKey: .lastPassFinished)
-        }
-
-        private enum CodingKeys: String, CodingKey {
-            case running, checked, corrupt, unverified, passes
-            case bytesChecked = "bytes_checked"
-            case staleRemoved = "stale_removed"
-            case unknownFiles = "unknown_files"
-            case lastPassFinished = "last_pass_finished"
-        }
+        /// Unix seconds; null before the first pass.
+        @NullWhenAbsent var lastPassFinished: Int? = nil
     }
 
     private unowned let volume: Volume
@@ -85,7 +66,7 @@ final class Scrubber: Sendable {
         var snapshot = progress.status
         snapshot.running = progress.running
         snapshot.passes = progress.rounds
-        snapshot.lastPassFinished = progress.lastRoundFinished
+        snapshot.lastPassFinished = progress.lastRoundFinished.map { Int($0) }
         return snapshot
     }
 
