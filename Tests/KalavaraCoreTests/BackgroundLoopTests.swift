@@ -82,6 +82,15 @@ final class BackgroundLoopTests: XCTestCase {
         }
     }
 
+    func testAnEnormousIntervalIsWaitedOutNotATrap() {
+        let loop = BackgroundLoop("test-enormous", schedule: .pausing(1e300))
+        loop.start {}
+        loop.wake()
+        waitUntil("the woken round") { loop.progress.rounds == 1 }
+        XCTAssertTrue(loop.pause(0.001))
+        loop.stop()
+    }
+
     func testOnceRunsOneRoundAndEnds() {
         let loop = BackgroundLoop("test-once", schedule: .once)
         let rounds = Count()

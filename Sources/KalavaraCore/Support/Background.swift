@@ -249,6 +249,7 @@ final class MonotonicCondition: @unchecked Sendable {
 
     /// Waits until woken or `deadline` (monotonic seconds, as `monotonicSeconds()`).
     func wait(until deadline: Double) {
+        let deadline = min(deadline, 1e12) // a schedule of 1e300 s waits, rather than trapping in Int()
         let whole = deadline.rounded(.down)
         var time = timespec(tv_sec: Int(whole), tv_nsec: Int((deadline - whole) * 1e9))
         pthread_cond_timedwait(variable, mutex, &time)
