@@ -1,6 +1,7 @@
-@testable import KalavaraCore
 import Foundation
-import KalavaraSupport
+@testable import KalavaraCore
+@testable import KalavaraHTTP
+@testable import KalavaraSupport
 import Synchronization
 import XCTest
 

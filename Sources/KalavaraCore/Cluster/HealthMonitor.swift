@@ -21,12 +21,10 @@ public final class HealthMonitor: @unchecked Sendable {
     private let masterURL: String
     private let client: HTTPClient
     private let queue = DispatchQueue(label: "health", attributes: .concurrent)
-    private let interval: Double
+    /// Every `interval` seconds, starts a check of each volume on `queue`.
+    private let loop: BackgroundLoop<Void>
     /// Seconds a whole check may take.
     private let deadline: Double
-    /// Made by `start`, so a monitor that never started holds no inactive source (releasing
-    /// one is a crash in libdispatch).
-    private var timer: DispatchSourceTimer?
     /// Guards `inFlight`.
     private let lock = NSLock()
     /// The volumes with a check queued or running, and when it started (monotonic seconds;
@@ -38,7 +36,7 @@ public final class HealthMonitor: @unchecked Sendable {
         client = HTTPClient(timeout: deadline, maxIdlePerHost: 1, signer: secret)
         self.registry = registry
         self.masterURL = masterURL
-        self.interval = interval
+        loop = BackgroundLoop("health-timer", schedule: .every(interval))
     }
 
     /// How long one check may take: most of an interval, so that it is over before the next
@@ -46,16 +44,14 @@ public final class HealthMonitor: @unchecked Sendable {
     /// and never under 0.25 s, which a busy but working volume must be allowed.
     static func deadline(interval: Double) -> Double { max(0.25, min(1, interval * 0.8)) }
 
-    /// Starts the checks; call once, from the thread that starts the daemon.
+    /// Starts the checks, the first at once.
     public func start() {
-        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "health-timer"))
-        timer.schedule(deadline: .now(), repeating: interval)
-        timer.setEventHandler { [weak self] in self?.checkAll() }
-        timer.resume()
-        self.timer = timer
+        loop.start { [weak self] in self?.checkAll() }
+        loop.wake()
     }
 
-    public func stop() { timer?.cancel() }
+    /// No check starts after this; checks already started run out on their own.
+    public func stop() { loop.stop() }
 
     private func checkAll() {
         let now = monotonicSeconds()

@@ -11,8 +11,9 @@ import Synchronization
 /// under the key's lock: the newest version found wins and lists every volume holding it,
 /// older copies are queued for removal, and the version clock moves past every version
 /// seen. Online: clients keep working while it runs; a read or delete of a key not found
-/// yet answers `503`, never `404`. A restarted master resumes an unfinished rebuild.
-final class Rebuilder: @unchecked Sendable {
+/// yet answers `503`, never `404`. A restarted master resumes an unfinished rebuild, as
+/// does one whose rebuild was stopped (`stop`, on the master's shutdown).
+final class Rebuilder: Sendable {
     /// What `GET /admin/rebuild` shows.
     struct Progress: Encodable, Sendable {
         var running = false
@@ -21,19 +22,13 @@ final class Rebuilder: @unchecked Sendable {
         var keysFound = 0
         var filesSeen = 0
         var errors = 0
-
-        private enum CodingKeys: String, CodingKey {
-            case running, errors
-            case volumesDone = "volumes_done"
-            case volumesTotal = "volumes_total"
-            case keysFound = "keys_found"
-            case filesSeen = "files_seen"
-        }
     }
 
     private unowned let master: Master
     private let client: HTTPClient
     private let progress = Mutex(Progress())
+    /// A rebuild when woken, by `start`; it reads the volumes on a thread each.
+    private let loop = BackgroundLoop("rebuild", schedule: .onWake)
     static let pageSize = 1000
     /// How long a volume that does not answer is retried before the rebuild goes on without it.
     static let patience = 60.0
@@ -56,27 +51,36 @@ final class Rebuilder: @unchecked Sendable {
         guard started else { return false }
         try master.index.setRebuildPending(true)
         master.rebuilding.store(true, ordering: .sequentiallyConsistent)
-        let thread = Thread { [self] in run() }
-        thread.name = "rebuild"
-        thread.start()
+        loop.start { [self] in run() }
+        loop.wake()
         return true
     }
+
+    /// Stops a rebuild in flight between two pages and returns once it has: it stays
+    /// pending, for the next start to resume.
+    func stop() { loop.stop() }
 
     private func run() {
         let volumes = master.registry.present
         progress.withLock { $0.volumesTotal = volumes.count }
         Log.info("index rebuild started from \(volumes.count) volume(s)")
         let group = DispatchGroup()
+        // A thread per volume for this round: each blocks on its volume's answers.
         for volume in volumes {
             group.enter()
-            Thread { [self] in
+            let thread = Thread { [self] in
                 defer { group.leave() }
-                rebuild(from: volume)
-                progress.withLock { $0.volumesDone += 1 }
-            }.start()
+                if rebuild(from: volume) { progress.withLock { $0.volumesDone += 1 } }
+            }
+            thread.name = "rebuild-volume"
+            thread.start()
         }
         group.wait()
         let p = snapshot
+        guard p.volumesDone == volumes.count else {
+            Log.info("index rebuild stopped after \(p.volumesDone) of \(volumes.count) volume(s); the next start resumes it")
+            return
+        }
         do {
             try master.index.setRebuildPending(false) // synced: covers every merge before it
         } catch {
@@ -89,14 +93,16 @@ final class Rebuilder: @unchecked Sendable {
         master.reconciler.requestPass()
     }
 
-    private func rebuild(from volume: VolumeRegistry.Volume) {
+    /// Merges one volume's inventory. Returns false if the loop was stopped first (a
+    /// volume given up on counts as done).
+    private func rebuild(from volume: VolumeRegistry.Volume) -> Bool {
         var cursor: String?
         var lastSuccess = monotonicSeconds()
-        while true {
+        while !loop.isStopping {
             var query = QueryParameters()
             query.add("limit", String(Self.pageSize))
             if let cursor { query.add("after", cursor) }
-            guard let url = HTTPURL("\(volume.url)/internal/inventory?\(query.encoded)") else { return }
+            guard let url = HTTPURL("\(volume.url)/internal/inventory?\(query.encoded)") else { return true }
             let page: Inventory.Page
             do {
                 let answer = try client.send("GET", url)
@@ -106,9 +112,9 @@ final class Rebuilder: @unchecked Sendable {
                 if monotonicSeconds() - lastSuccess > Self.patience {
                     Log.error("index rebuild: giving up on \(volume.url): \(error)")
                     progress.withLock { $0.errors += 1 }
-                    return
+                    return true
                 }
-                Thread.sleep(forTimeInterval: 1)
+                loop.pause(1)
                 continue
             }
             lastSuccess = monotonicSeconds()
@@ -126,9 +132,10 @@ final class Rebuilder: @unchecked Sendable {
                 $0.keysFound += found
                 $0.filesSeen += page.entries.count
             }
-            guard let next = page.next else { return }
+            guard let next = page.next else { return true }
             cursor = next
         }
+        return false
     }
 
     /// Merges one file into the index. Returns whether the key was new to it.

@@ -20,7 +20,8 @@ import Synchronization
 /// no key lock is held across one.
 ///
 /// Sendable by hand: counters are behind `progress`, requests behind `requests`; the
-/// thread is started once.
+/// loop's own state (`lastPassStart`, `lastSeen`) is touched only by `start`, before the
+/// loop runs, and by the loop.
 final class Reconciler: @unchecked Sendable {
     /// What `GET /admin/repair` shows.
     struct Progress: Encodable, Sendable {
@@ -33,28 +34,8 @@ final class Reconciler: @unchecked Sendable {
         var removed = 0
         var errors = 0
         var passes = 0
-        var lastPassFinished: Double?
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(running, forKey: .running)
-            try container.encode(scanned, forKey: .scanned)
-            try container.encode(underReplicated, forKey: .underReplicated)
-            try container.encode(misplaced, forKey: .misplaced)
-            try container.encode(copied, forKey: .copied)
-            try container.encode(bytesCopied, forKey: .bytesCopied)
-            try container.encode(removed, forKey: .removed)
-            try container.encode(errors, forKey: .errors)
-            try container.encode(passes, forKey: .passes)
-            try container.encode(lastPassFinished.map { Int($0) }, forKey: .lastPassFinished) // null before the first
-        }
-
-        private enum CodingKeys: String, CodingKey {
-            case running, scanned, misplaced, copied, removed, errors, passes
-            case underReplicated = "under_replicated"
-            case bytesCopied = "bytes_copied"
-            case lastPassFinished = "last_pass_finished"
-        }
+        /// Unix seconds; null before the first pass.
+        @NullWhenAbsent var lastPassFinished: Int? = nil
     }
 
     unowned let master: Master
@@ -75,10 +56,13 @@ final class Reconciler: @unchecked Sendable {
     let progress = Mutex(Progress())
     /// A pass wanted (and whether it must start from the first key), keys to fix first.
     private let requests = Mutex<(pass: Bool, fromStart: Bool, urgent: [Key])>((false, false, []))
-    private let wake = DispatchSemaphore(value: 0)
-    private let stopped = Atomic(false)
+    /// Looks at the placement once a second, or at once when woken, and runs a pass when
+    /// one is wanted; on an idle-class thread.
+    private let loop = BackgroundLoop("reconciler", schedule: .pausing(1), idle: true)
     private let interval: Double
-    private var thread: Thread?
+    /// When the last pass started, and the placement the loop last saw.
+    private var lastPassStart = 0.0
+    private var lastSeen: (counting: Set<UInt16>, live: Set<UInt16>, full: Set<UInt16>) = ([], [], [])
     /// Set when a fix waited for a queued removal on its target: another pass once the
     /// removal worker has had time to do it.
     let retrySoon = Atomic(false)
@@ -131,19 +115,14 @@ final class Reconciler: @unchecked Sendable {
     func start() {
         // A pass cut short by a restart resumes where it was.
         if (try? master.index.repairCursor()) != nil { requestPass(fromStart: false) }
-        let thread = Thread { [self] in
-            Background.lowerPriority()
-            loop()
-        }
-        thread.name = "reconciler"
-        thread.start()
-        self.thread = thread
+        lastPassStart = monotonicSeconds()
+        lastSeen = signature(PlacementView(registry: master.registry, replicas: replicas))
+        loop.start { [self] in tick() }
     }
 
-    func stop() {
-        stopped.store(true, ordering: .relaxed)
-        wake.signal()
-    }
+    /// Returns once a pass in flight has stopped: its walk stops at the next page, and the
+    /// copies already started are waited for.
+    func stop() { loop.stop() }
 
     /// Asks for a full pass (`POST /admin/repair`, a state change). A pass running now
     /// finishes, then another starts from the first key.
@@ -152,7 +131,7 @@ final class Reconciler: @unchecked Sendable {
             $0.pass = true
             $0.fromStart = $0.fromStart || fromStart
         }
-        wake.signal()
+        loop.wake()
     }
 
     /// Notes a damaged file and asks for a pass to find its key.
@@ -164,46 +143,41 @@ final class Reconciler: @unchecked Sendable {
     /// Asks for one key to be looked at soon (a copy found corrupt).
     func requestKey(_ key: Key) {
         requests.withLock { $0.urgent.append(key) }
-        wake.signal()
+        loop.wake()
     }
 
     // MARK: The loop
 
-    private func loop() {
-        var lastPassStart = monotonicSeconds()
-        var last = signature(PlacementView(registry: master.registry, replicas: replicas))
-        while !stopped.load(ordering: .relaxed) {
-            _ = wake.wait(timeout: .now() + 1)
-            if stopped.load(ordering: .relaxed) { break }
-            guard !master.isRebuilding else { continue } // a half-built index would look all wrong
-            let view = PlacementView(registry: master.registry, replicas: replicas)
-            let now = signature(view)
-            // Which volumes count changed (out, added, drained), or one came back or has
-            // disk space again (keys placed around it while it was full go back): a pass.
-            if now.counting != last.counting || !now.live.isSubset(of: last.live) || !last.full.isSubset(of: now.full) {
-                Log.info("placement changed (volumes counting: \(now.counting.count), live: \(now.live.count)): repair pass")
-                requestPass()
-            }
-            last = now
-            if monotonicSeconds() - lastPassStart >= interval { requestPass() }
-            if monotonicSeconds() - lastPassStart >= Self.retryDelay, retrySoon.exchange(false, ordering: .relaxed) {
-                requestPass()
-            }
-            let followUp = followUpAt.withLock { at -> Bool in
-                guard let due = at, monotonicSeconds() >= due else { return false }
-                at = nil
-                return true
-            }
-            if followUp { requestPass() }
-            fixUrgent()
-            let wanted = requests.withLock { state -> (Bool, Bool) in
-                defer { state.pass = false; state.fromStart = false }
-                return (state.pass, state.fromStart)
-            }
-            if wanted.0 {
-                lastPassStart = monotonicSeconds()
-                pass(fromStart: wanted.1)
-            }
+    private func tick() {
+        guard !master.isRebuilding else { return } // a half-built index would look all wrong
+        let last = lastSeen
+        let view = PlacementView(registry: master.registry, replicas: replicas)
+        let now = signature(view)
+        // Which volumes count changed (out, added, drained), or one came back or has
+        // disk space again (keys placed around it while it was full go back): a pass.
+        if now.counting != last.counting || !now.live.isSubset(of: last.live) || !last.full.isSubset(of: now.full) {
+            Log.info("placement changed (volumes counting: \(now.counting.count), live: \(now.live.count)): repair pass")
+            requestPass()
+        }
+        lastSeen = now
+        if monotonicSeconds() - lastPassStart >= interval { requestPass() }
+        if monotonicSeconds() - lastPassStart >= Self.retryDelay, retrySoon.exchange(false, ordering: .relaxed) {
+            requestPass()
+        }
+        let followUp = followUpAt.withLock { at -> Bool in
+            guard let due = at, monotonicSeconds() >= due else { return false }
+            at = nil
+            return true
+        }
+        if followUp { requestPass() }
+        fixUrgent()
+        let wanted = requests.withLock { state -> (Bool, Bool) in
+            defer { state.pass = false; state.fromStart = false }
+            return (state.pass, state.fromStart)
+        }
+        if wanted.0 {
+            lastPassStart = monotonicSeconds()
+            pass(fromStart: wanted.1)
         }
     }
 
@@ -237,7 +211,7 @@ final class Reconciler: @unchecked Sendable {
         var reachedEnd = false
         let before = snapshot
         Log.info("repair pass started" + (wholeIndex ? "" : " (resumed)"))
-        walk: while !stopped.load(ordering: .relaxed), !master.isRebuilding {
+        walk: while !loop.isStopping, !master.isRebuilding {
             let page: (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int)
             do {
                 page = try master.index.walk(after: cursor, limit: Self.batch)
@@ -294,7 +268,7 @@ final class Reconciler: @unchecked Sendable {
             }
         }
         waitForCopies()
-        for key in deferred where !stopped.load(ordering: .relaxed) {
+        for key in deferred where !loop.isStopping {
             schedule(key)
             if monotonicSeconds() - lastLog >= 10 {
                 lastLog = monotonicSeconds()
@@ -302,7 +276,7 @@ final class Reconciler: @unchecked Sendable {
             }
         }
         waitForCopies()
-        let finished = reachedEnd && !stopped.load(ordering: .relaxed) && !master.isRebuilding
+        let finished = reachedEnd && !loop.isStopping && !master.isRebuilding
         if finished {
             try? master.index.setRepairCursor(nil)
             // Reports whose version no key has any more (overwritten meanwhile) are moot.
@@ -312,7 +286,7 @@ final class Reconciler: @unchecked Sendable {
             $0.running = false
             if finished {
                 $0.passes += 1
-                $0.lastPassFinished = Date().timeIntervalSince1970
+                $0.lastPassFinished = Int(Date().timeIntervalSince1970)
             }
         }
         guard finished else { return }

@@ -8,8 +8,8 @@ import Synchronization
 /// The master daemon: index, volume registry, version clock, health checks and the HTTP
 /// routes, wired together. `master/main.swift` only parses flags and calls `run`.
 ///
-/// Sendable by hand: every stored property is Sendable or thread-safe, except `removals`,
-/// `tombstoneSweep` and `server`, which `start` sets once before the listener admits anyone.
+/// Sendable by hand: every stored property is Sendable or thread-safe, except `removals`
+/// and `server`, which `start` sets once before the listener admits anyone.
 public final class Master: @unchecked Sendable {
     public let configuration: MasterConfiguration
     let index: Index
@@ -34,7 +34,8 @@ public final class Master: @unchecked Sendable {
     /// so a client retrying after a hung holder reaches another copy.
     let readTurns = Atomic(0)
     var isRebuilding: Bool { rebuilding.load(ordering: .relaxed) }
-    private var tombstoneSweep: DispatchSourceTimer?
+    /// Expires tombstones older than the ticket lifetime (see `expireTombstones`).
+    private let tombstoneSweep: BackgroundLoop<Void>
     private var removals: RemovalWorker!
     private(set) var server: HTTPServer!
 
@@ -50,6 +51,7 @@ public final class Master: @unchecked Sendable {
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })
         health = HealthMonitor(registry: registry, masterURL: configuration.advertisedURL,
                                interval: configuration.healthInterval, secret: gate.secret)
+        tombstoneSweep = BackgroundLoop("tombstones", schedule: .every(max(1, min(60, configuration.ticketLifetime / 4))))
         commits = (metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "put")]),
                    metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "delete")]),
                    metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "holders")]))
@@ -88,17 +90,11 @@ public final class Master: @unchecked Sendable {
             Log.warning("an index rebuild was interrupted: resuming it")
             try rebuilder.start()
         }
-        // Timers are made only once running: an unstarted source cannot be released safely.
-        let interval = max(1, min(60, configuration.ticketLifetime / 4))
-        let sweep = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tombstones"))
-        sweep.schedule(deadline: .now() + interval, repeating: interval)
         // No expiry while a rebuild runs: a delete made meanwhile must outlive the inventory
         // of every volume, or an older copy found late would bring its key back.
-        sweep.setEventHandler { [weak self] in
+        tombstoneSweep.start { [weak self] in
             if self?.isRebuilding == false { self?.expireTombstones() }
         }
-        sweep.resume()
-        tombstoneSweep = sweep
         Log.info("listening on \(configuration.server.host):\(server.boundPort), index \(configuration.databasePath), "
                  + "\(registry.all.count) volume(s), replicas \(configuration.replicas)")
     }
@@ -107,8 +103,9 @@ public final class Master: @unchecked Sendable {
     public func stop() {
         health.stop()
         reconciler?.stop()
+        rebuilder?.stop()
         removals?.stop()
-        tombstoneSweep?.cancel()
+        tombstoneSweep.stop()
         server?.stop()
         index.close()
     }

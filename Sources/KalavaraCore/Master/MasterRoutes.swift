@@ -49,7 +49,7 @@ extension Master {
                     reconciler.requestPass()
                     return .text(202, "repair pass requested")
                 }
-                return try .json(200, reconciler.snapshot)
+                return try .snakeCaseJSON(200, reconciler.snapshot)
             },
             GuardedRoute("scrub", .exact("/admin/scrub"), methods: ["POST"], access: .client(.admin)) { [unowned self] _, _ in
                 startScrubs()
@@ -58,7 +58,7 @@ extension Master {
                 if request.method == "POST" {
                     return .text(202, try rebuilder.start() ? "index rebuild started" : "index rebuild already running")
                 }
-                return try .json(200, rebuilder.snapshot)
+                return try .snakeCaseJSON(200, rebuilder.snapshot)
             },
             GuardedRoute("commit", .exact("/internal/commit"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
                 try commit(QueryParameters(request.query))
@@ -316,7 +316,7 @@ extension Master {
 
     private func listVolumes() throws -> HTTPResponse {
         let now = monotonicSeconds()
-        return try .json(200, VolumeList(volumes: registry.present.map {
+        return try .snakeCaseJSON(200, VolumeList(volumes: registry.present.map {
             VolumeList.Entry(url: $0.url, state: $0.state(now: now, outAfter: registry.outAfter), live: $0.isLive,
                              keys: $0.valueCount, freeBytes: $0.freeBytes, unknownFiles: $0.unknownFiles, diskFull: $0.isDiskFull)
         }))
@@ -329,29 +329,13 @@ struct VolumeList: Encodable {
         let url: String
         let state: VolumeRegistry.State
         let live: Bool
-        let keys: Int?
-        let freeBytes: Int?
-        let unknownFiles: Int?
+        /// Null while not known: the key count until the volume has counted its files, the
+        /// free bytes until it has reported them, the unknown files until a scrub pass asked.
+        @NullWhenAbsent var keys: Int?
+        @NullWhenAbsent var freeBytes: Int?
+        @NullWhenAbsent var unknownFiles: Int?
         /// Its disk is full: it serves reads and deletes and refuses new values (`507`).
         let diskFull: Bool
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(url, forKey: .url)
-            try container.encode(state, forKey: .state)
-            try container.encode(live, forKey: .live)
-            try container.encode(keys, forKey: .keys) // null until the volume has counted
-            try container.encode(freeBytes, forKey: .freeBytes)
-            try container.encode(unknownFiles, forKey: .unknownFiles) // null until a scrub pass asked
-            try container.encode(diskFull, forKey: .diskFull)
-        }
-
-        private enum CodingKeys: String, CodingKey {
-            case url, state, live, keys
-            case freeBytes = "free_bytes"
-            case unknownFiles = "unknown_files"
-            case diskFull = "disk_full"
-        }
     }
 
     let volumes: [Entry]

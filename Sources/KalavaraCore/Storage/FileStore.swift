@@ -94,13 +94,13 @@ public final class FileStore: @unchecked Sendable {
     /// up to date as files come and go.
     public func startCounting() {
         let data = dataDirectory
-        Thread { [self] in
+        BackgroundLoop("file-count", schedule: .once).start { [self] in
             var count = 0
             for bucket in Self.entries(data) { count += Self.entries(data + "/" + bucket).count }
             countLock.lock()
             filesCounted = count
             countLock.unlock()
-        }.start()
+        }
     }
 
     func countChange(_ delta: Int) {

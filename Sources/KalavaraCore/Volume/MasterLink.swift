@@ -2,13 +2,12 @@ import Foundation
 import KalavaraHTTP
 import KalavaraSupport
 import Prometheus
-import Synchronization
 
 /// The volume's side of the conversation with the master: commits, purge reports and
 /// registration heartbeats.
 ///
 /// Sendable by hand: the learnt URLs are behind `lock`; `heartbeat` is set once by
-/// `startHeartbeat` and its state lives on its own serial queue.
+/// `startHeartbeat` (before anything can call `stop`) and its state is the loop's status.
 final class MasterLink: @unchecked Sendable {
     enum Outcome: Equatable {
         /// The master recorded it; `previous` is the version it replaced, when the master said.
@@ -29,7 +28,13 @@ final class MasterLink: @unchecked Sendable {
     private let lock = NSLock()
     private var learnedMaster: String?
     private var learnedSelf: String?
-    private var heartbeat: DispatchSourceTimer?
+    private var heartbeat: BackgroundLoop<Registration>?
+
+    /// Whether the last registration worked, and when one last did (monotonic seconds).
+    struct Registration: Sendable {
+        var registered: Bool?
+        var lastSuccess = -Double.infinity
+    }
 
     init(configuredMaster: String?, selfURL: String?, metrics: Metrics, secret: ClusterSecret? = nil) {
         client = HTTPClient(timeout: 5, signer: secret)
@@ -224,18 +229,15 @@ final class MasterLink: @unchecked Sendable {
     /// registration succeeds (the master may start later), it retries every second.
     func startHeartbeat(interval: Double) {
         guard let master = configuredMaster, let selfURL = configuredSelf, let url = HTTPURL(master + "/admin/add-volume") else { return }
-        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "heartbeat"))
-        /// Whether the last registration worked, and when one last did.
-        let progress = Mutex<(registered: Bool?, lastSuccess: Double)>((nil, -Double.infinity))
-        timer.schedule(deadline: .now(), repeating: min(1, interval))
-        timer.setEventHandler { [client] in
-            let (registered, lastSuccess) = progress.withLock { $0 }
+        let loop = BackgroundLoop("heartbeat", schedule: .every(min(1, interval)), status: Registration())
+        loop.start { [client] in
+            let registered = loop.status.registered, lastSuccess = loop.status.lastSuccess
             guard registered != true || monotonicSeconds() - lastSuccess >= interval else { return }
             var headers = HTTPHeaders()
             headers.add(VolumeHeaders.heartbeat, "1")
             let answer = try? client.send("POST", url, headers: headers, body: Array(selfURL.utf8))
             let ok = answer?.status == 200
-            progress.withLock { $0 = (ok, ok ? monotonicSeconds() : $0.lastSuccess) }
+            loop.report { $0 = Registration(registered: ok, lastSuccess: ok ? monotonicSeconds() : $0.lastSuccess) }
             if ok != registered {
                 if ok {
                     Log.info("registered with master \(master) as \(selfURL)")
@@ -248,9 +250,9 @@ final class MasterLink: @unchecked Sendable {
                 }
             }
         }
-        timer.resume()
-        heartbeat = timer
+        loop.wake() // the first registration at once
+        heartbeat = loop
     }
 
-    func stop() { heartbeat?.cancel() }
+    func stop() { heartbeat?.stop() }
 }

@@ -197,12 +197,8 @@ extension Volume {
     /// Work that must happen but need not delay the client: cleanup of copies that are no
     /// longer visible, and outcome notices to replicas. Anything lost here (a crash) is
     /// caught by the journal's orphan sweep or the master's removal queue.
-    func afterAnswer(delay: Double = 0, _ work: @escaping @Sendable () -> Void) {
-        if delay > 0 {
-            housekeeping.asyncAfter(deadline: .now() + delay, execute: work)
-        } else {
-            housekeeping.async(execute: work)
-        }
+    func afterAnswer(_ work: @escaping @Sendable () -> Void) {
+        housekeeping.async(execute: work)
     }
 
     /// How long a superseded version stays readable after its successor is committed.
@@ -223,9 +219,7 @@ extension Volume {
     /// clear the master's queue entry: dropping just the replaced version once leaked older
     /// ones on a volume that had been down.
     func scheduleSupersededDrop(_ key: Key, by version: UInt64) {
-        afterAnswer(delay: Self.supersededGrace) { [self] in
-            removals.enqueue(.init(key: key, below: version, master: nil, holder: nil))
-        }
+        removals.enqueue(.init(key: key, below: version, master: nil, holder: nil), after: Self.supersededGrace)
     }
 
     static func etag(_ version: UInt64) -> String { "\"\(version)\"" }

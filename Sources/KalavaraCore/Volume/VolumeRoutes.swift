@@ -43,7 +43,7 @@ extension Volume {
                 try inventory(QueryParameters(request.query))
             },
             GuardedRoute("scrub-status", .exact("/admin/scrub"), methods: ["GET", "HEAD"], access: .open) { [unowned self] _, _ in
-                try .json(200, scrubber.snapshot)
+                try .snakeCaseJSON(200, scrubber.snapshot)
             },
             // A pass reads every file on the disk: in a signed cluster only the cluster may
             // start one (the master's `POST /admin/scrub`, which asks an operator for `admin`).

@@ -8,10 +8,10 @@ import KalavaraSupport
 ///
 /// A pass reads only pending entries, a bounded number per volume, so its cost does not
 /// grow with the number of keys. Volumes that are down are skipped until they are back.
-final class RemovalWorker {
+final class RemovalWorker: Sendable {
     private unowned let master: Master
     private let client: HTTPClient
-    private let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "removals"))
+    private let loop: BackgroundLoop<Void>
     static let batchPerVolume = 200
     /// Removals younger than this are left alone: the volume that served the delete or the
     /// overwrite is usually about to report them done itself.
@@ -20,18 +20,19 @@ final class RemovalWorker {
     init(master: Master, interval: Double) {
         self.master = master
         client = HTTPClient(timeout: 5, maxIdlePerHost: 2, signer: master.gate.secret)
-        timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler { [weak self] in self?.pass() }
+        loop = BackgroundLoop("removals", schedule: .every(interval))
     }
 
-    func start() { timer.resume() }
-    func stop() { timer.cancel() }
+    func start() { loop.start { [weak self] in self?.pass() } }
+    /// Returns once a pass in flight has stopped (between two removals).
+    func stop() { loop.stop() }
 
     private func pass() {
         let settled = Date().timeIntervalSince1970 - Self.settleSeconds
         for volume in master.registry.present where volume.isLive {
             for (key, below) in master.index.pendingRemovals(volume: volume.id, limit: Self.batchPerVolume)
             where VersionClock.issueTime(of: below) < settled {
+                guard !loop.isStopping else { return }
                 guard let url = HTTPURL("\(volume.url)/internal/replica/\(key.pathComponent)?below=\(below)"),
                       let answer = try? client.send("DELETE", url), answer.status == 204 else {
                     break // the volume is struggling: try again next pass

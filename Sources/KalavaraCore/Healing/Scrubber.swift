@@ -14,8 +14,10 @@ import Synchronization
 /// a backup, or a rebuild still running, must not make a volume delete values). Files of
 /// keys the index does not know are counted and reported (`/admin/volumes`, `/metrics`).
 ///
-/// Sendable by hand: counters are behind `progress`; the thread is started once.
-final class Scrubber: @unchecked Sendable {
+/// The counters are the loop's status.
+final class Scrubber: Sendable {
+    /// What `GET /admin/scrub` shows. The loop's status is one of these, whose `running`,
+    /// `passes` and `lastPassFinished` `snapshot` fills in from the loop's progress.
     struct Progress: Encodable, Sendable {
         var running = false
         var checked = 0
@@ -23,106 +25,69 @@ final class Scrubber: @unchecked Sendable {
         var unverified = 0
         var bytesChecked = 0
         var staleRemoved = 0
-        var unknownFiles: Int?
+        /// Null before a pass has asked the master about every file.
+        @NullWhenAbsent var unknownFiles: Int? = nil
         var passes = 0
-        var lastPassFinished: Double?
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(running, forKey: .running)
-            try container.encode(checked, forKey: .checked)
-            try container.encode(corrupt, forKey: .corrupt)
-            try container.encode(unverified, forKey: .unverified)
-            try container.encode(bytesChecked, forKey: .bytesChecked)
-            try container.encode(staleRemoved, forKey: .staleRemoved)
-            try container.encode(unknownFiles, forKey: .unknownFiles)
-            try container.encode(passes, forKey: .passes)
-            try container.encode(lastPassFinished.map { Int($0) }, forKey: .lastPassFinished)
-        }
-
-        private enum CodingKeys: String, CodingKey {
-            case running, checked, corrupt, unverified, passes
-            case bytesChecked = "bytes_checked"
-            case staleRemoved = "stale_removed"
-            case unknownFiles = "unknown_files"
-            case lastPassFinished = "last_pass_finished"
-        }
+        /// Unix seconds; null before the first pass.
+        @NullWhenAbsent var lastPassFinished: Int? = nil
     }
 
     private unowned let volume: Volume
     private let limiter: RateLimiter
-    private let every: Double
     private let grace: Double
-    private let progress = Mutex(Progress())
-    private let requested = Atomic(false)
-    private let stopped = Atomic(false)
-    private let wake = DispatchSemaphore(value: 0)
+    /// A pass `--scrub-every` seconds after the last ended, or when asked for; on an
+    /// idle-class thread, as it reads every file.
+    private let loop: BackgroundLoop<Progress>
     static let page = 500
 
     init(volume: Volume, bytesPerSecond: Double, every: Double, grace: Double) {
         self.volume = volume
         limiter = RateLimiter(bytesPerSecond: bytesPerSecond)
-        self.every = every
         self.grace = grace
+        loop = BackgroundLoop("scrub", schedule: .pausing(every), idle: true, status: Progress())
         let metrics = volume.metrics
-        metrics.gauge("kalavara_scrub_checked", "Value files checked by the current or last scrub pass") { [unowned self] in
-            Double(progress.withLock { $0.checked })
+        metrics.gauge("kalavara_scrub_checked", "Value files checked by the current or last scrub pass") { [loop] in
+            Double(loop.status.checked)
         }
-        metrics.gauge("kalavara_scrub_corrupt", "Value files found corrupt (moved to quarantine) since start") { [unowned self] in
-            Double(progress.withLock { $0.corrupt })
+        metrics.gauge("kalavara_scrub_corrupt", "Value files found corrupt (moved to quarantine) since start") { [loop] in
+            Double(loop.status.corrupt)
         }
-        metrics.gauge("kalavara_scrub_unverified", "Files of the format without a checksum seen by the last pass") { [unowned self] in
-            Double(progress.withLock { $0.unverified })
+        metrics.gauge("kalavara_scrub_unverified", "Files of the format without a checksum seen by the last pass") { [loop] in
+            Double(loop.status.unverified)
         }
-        metrics.gauge("kalavara_unknown_files", "Value files of keys the master's index does not know (last pass)") { [unowned self] in
-            Double(progress.withLock { $0.unknownFiles ?? 0 })
+        metrics.gauge("kalavara_unknown_files", "Value files of keys the master's index does not know (last pass)") { [loop] in
+            Double(loop.status.unknownFiles ?? 0)
         }
-        metrics.gauge("kalavara_scrub_stale_removed", "Files the scrub removed because the master knows a newer version") { [unowned self] in
-            Double(progress.withLock { $0.staleRemoved })
+        metrics.gauge("kalavara_scrub_stale_removed", "Files the scrub removed because the master knows a newer version") { [loop] in
+            Double(loop.status.staleRemoved)
         }
     }
 
-    var snapshot: Progress { progress.withLock { $0 } }
-
-    func start() {
-        let thread = Thread { [self] in
-            Background.lowerPriority()
-            loop()
-        }
-        thread.name = "scrub"
-        thread.start()
+    var snapshot: Progress {
+        let progress = loop.progress
+        var snapshot = progress.status
+        snapshot.running = progress.running
+        snapshot.passes = progress.rounds
+        snapshot.lastPassFinished = progress.lastRoundFinished.map { Int($0) }
+        return snapshot
     }
 
-    func stop() {
-        stopped.store(true, ordering: .relaxed)
-        wake.signal()
-    }
+    func start() { loop.start { [self] in pass() } }
+
+    /// Returns once a pass in flight has stopped (between two files).
+    func stop() { loop.stop() }
 
     /// Starts a pass now; false if one is running already.
     func request() -> Bool {
-        guard !progress.withLock({ $0.running }) else { return false }
-        requested.store(true, ordering: .relaxed)
-        wake.signal()
+        guard !loop.progress.running else { return false }
+        loop.wake()
         return true
     }
 
-    func countCorrupt() { progress.withLock { $0.corrupt += 1 } }
-
-    private func loop() {
-        var lastPass = monotonicSeconds()
-        while !stopped.load(ordering: .relaxed) {
-            _ = wake.wait(timeout: .now() + 1)
-            guard !stopped.load(ordering: .relaxed) else { return }
-            if requested.exchange(false, ordering: .relaxed) || monotonicSeconds() - lastPass >= every {
-                pass()
-                lastPass = monotonicSeconds()
-            }
-        }
-    }
+    func countCorrupt() { loop.report { $0.corrupt += 1 } }
 
     private func pass() {
-        progress.withLock {
-            $0.running = true
+        loop.report {
             $0.checked = 0
             $0.unverified = 0
             $0.bytesChecked = 0
@@ -131,24 +96,24 @@ final class Scrubber: @unchecked Sendable {
         var cursor: String?
         var unknown = 0
         var askedAll = true
-        while !stopped.load(ordering: .relaxed) {
+        while !loop.isStopping {
             let names = volume.store.fileNames(after: cursor, limit: Self.page)
             var candidates: [(key: Key, version: UInt64)] = []
             let oldEnough = Int(Date().timeIntervalSince1970 - grace)
-            for name in names {
+            for name in names where !loop.isStopping {
                 guard let value = check(name) else { continue }
                 if value.modified < oldEnough, !volume.journal.isPending(value.key, version: value.version) {
                     candidates.append((value.key, value.version))
                 }
             }
-            if !candidates.isEmpty {
+            if !candidates.isEmpty, !loop.isStopping {
                 if let verdicts = volume.master.wanted(candidates) {
                     for (file, verdict) in zip(candidates, verdicts) {
                         if verdict == "unknown" { unknown += 1 }
                         guard verdict == "drop" else { continue }
                         do {
                             try volume.dropVersion(file.key, file.version)
-                            progress.withLock { $0.staleRemoved += 1 }
+                            loop.report { $0.staleRemoved += 1 }
                             Log.info("scrub removed \(file.key) v\(file.version): the master knows a newer version or a delete")
                         } catch {
                             Log.error("scrub: removing stale \(file.key) v\(file.version): \(error)")
@@ -161,16 +126,10 @@ final class Scrubber: @unchecked Sendable {
             guard names.count == Self.page, let last = names.last else { break }
             cursor = last
         }
-        let finished = !stopped.load(ordering: .relaxed)
-        progress.withLock {
-            $0.running = false
-            if finished {
-                $0.passes += 1
-                $0.lastPassFinished = Date().timeIntervalSince1970
-                if askedAll { $0.unknownFiles = unknown }
-            }
-        }
-        let p = snapshot
+        // A pass stopped midway is not counted (see `BackgroundLoop.Progress.rounds`).
+        let finished = !loop.isStopping
+        if finished, askedAll { loop.report { $0.unknownFiles = unknown } }
+        let p = loop.status
         Log.info("scrub pass \(finished ? "finished" : "stopped"): checked \(p.checked) file(s), \(p.bytesChecked) bytes, "
                  + "corrupt \(p.corrupt) since start, unverified \(p.unverified), unknown to the master \(p.unknownFiles.map(String.init) ?? "?")")
     }
@@ -193,12 +152,16 @@ final class Scrubber: @unchecked Sendable {
         }
         let verdict: FileStore.Verdict
         do {
-            verdict = try volume.store.verify(value, pace: limiter.take)
+            // Once the loop is stopping, the file in hand is read at full speed: a stop waits
+            // for it, and a large file at a low rate would hold the volume's shutdown.
+            verdict = try volume.store.verify(value) { [loop, limiter] bytes in
+                if !loop.isStopping { limiter.take(bytes) }
+            }
         } catch {
             Log.error("scrub: reading \(name): \(error)")
             return nil
         }
-        progress.withLock {
+        loop.report {
             $0.checked += 1
             $0.bytesChecked += value.size
             if verdict == .unverified { $0.unverified += 1 }

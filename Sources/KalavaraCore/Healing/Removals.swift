@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraSupport
+import Synchronization
 
 /// Removes this volume's copies that are no longer wanted — the versions a committed delete
 /// made invisible, and superseded versions once their grace has passed — in batches, on one
@@ -10,10 +11,8 @@ import KalavaraSupport
 ///
 /// What a crash loses from the queue is not lost: the master queued every removal with the
 /// commit that made it necessary, and asks again until this volume reports it done.
-///
-/// Sendable by hand: the queue is behind `lock`; the volume is immutable.
-final class Removals: @unchecked Sendable {
-    struct Job {
+final class Removals: Sendable {
+    struct Job: Sendable {
         let key: Key
         /// Every version of the key below this one goes.
         let below: UInt64
@@ -23,56 +22,62 @@ final class Removals: @unchecked Sendable {
     }
 
     private unowned let volume: Volume
-    private let lock = NSCondition()
-    private var queued: [Job] = []
-    private var stopped = false
-    private var running = false
+    /// The jobs to do now; those to do later, in the order they are due, each with the
+    /// monotonic time from which it may be done; whether `stop` has closed the queue.
+    private let queue = Mutex<(ready: [Job], later: [(job: Job, due: Double)], closed: Bool)>(([], [], false))
+    /// Drains the due jobs when woken (by `enqueue`, at once or when a delayed job is due).
+    private let loop = BackgroundLoop("removals", schedule: .onWake)
     /// Jobs taken per batch at most.
     static let batchLimit = 512
 
     init(volume: Volume) {
         self.volume = volume
-        let thread = Thread { [self] in loop() }
-        thread.name = "removals"
-        thread.start()
+        loop.start { [self] in drain() }
     }
 
-    func enqueue(_ job: Job) {
-        lock.lock()
-        guard !stopped else { // the master's removal queue asks again after a restart
-            lock.unlock()
-            return
+    /// Queues a job, to be done at once or no sooner than `delay` seconds from now.
+    func enqueue(_ job: Job, after delay: Double = 0) {
+        let due = monotonicSeconds() + delay
+        let queued = queue.withLock { queue in
+            guard !queue.closed else { return false } // the master's removal queue asks again after a restart
+            if delay <= 0 {
+                queue.ready.append(job)
+            } else {
+                // Delays are all alike (the superseded grace): this looks at few jobs.
+                let position = queue.later.lastIndex { $0.due <= due }.map { $0 + 1 } ?? 0
+                queue.later.insert((job, due), at: position)
+            }
+            return true
         }
-        queued.append(job)
-        lock.signal()
-        lock.unlock()
+        if queued { loop.wake(after: delay) }
     }
 
-    /// Finishes what is queued, then stops the thread.
+    /// Finishes what is queued and due, then stops the thread. Delayed jobs not due yet
+    /// are dropped: the master's removal queue asks for them again.
     func stop() {
-        lock.lock()
-        stopped = true
-        lock.broadcast()
-        while running || !queued.isEmpty { lock.wait() }
-        lock.unlock()
+        queue.withLock { $0.closed = true }
+        loop.stop()
+        drain() // what was queued after the loop's last round
     }
 
-    private func loop() {
-        lock.lock()
+    /// Does the due jobs, a batch at a time, and asks to be woken when the next job is due.
+    private func drain() {
         while true {
-            while queued.isEmpty, !stopped { lock.wait() }
-            if queued.isEmpty { break }
-            let batch = Array(queued.prefix(Self.batchLimit))
-            queued.removeFirst(batch.count)
-            running = true
-            lock.unlock()
+            let now = monotonicSeconds()
+            let (batch, next) = queue.withLock { queue -> ([Job], Double?) in
+                let due = queue.later.prefix { $0.due <= now }.count
+                queue.ready += queue.later.prefix(due).map(\.job)
+                queue.later.removeFirst(due)
+                let batch = Array(queue.ready.prefix(Self.batchLimit))
+                queue.ready.removeFirst(batch.count)
+                return (batch, queue.later.first?.due)
+            }
+            if batch.isEmpty {
+                if let next { loop.wake(after: next - now) }
+                return
+            }
             process(batch)
-            lock.lock()
-            running = false
-            lock.broadcast()
         }
-        lock.broadcast()
-        lock.unlock()
     }
 
     private func process(_ jobs: [Job]) {

@@ -8,22 +8,21 @@ import KalavaraSupport
 /// every `max(1, grace/2)` seconds), and for each asks the master, which answers whether
 /// the version is current and, if not, fences it so a late commit can never name a file
 /// that is about to go. Each removal is logged.
-final class OrphanSweeper {
+final class OrphanSweeper: Sendable {
     private unowned let volume: Volume
     private let grace: Double
-    private let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "orphans"))
+    private let loop: BackgroundLoop<Void>
     static let batch = 500
 
     init(volume: Volume, grace: Double) {
         self.volume = volume
         self.grace = grace
-        let interval = max(1, grace / 2)
-        timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler { [weak self] in self?.pass() }
+        loop = BackgroundLoop("orphans", schedule: .every(max(1, grace / 2)))
     }
 
-    func start() { timer.resume() }
-    func stop() { timer.cancel() }
+    func start() { loop.start { [weak self] in self?.pass() } }
+    /// Returns once a pass in flight has stopped (between two entries).
+    func stop() { loop.stop() }
 
     func pass() {
         let due = volume.journal.entries(olderThan: Date().timeIntervalSince1970 - grace, limit: Self.batch)
@@ -33,6 +32,7 @@ final class OrphanSweeper {
             return
         }
         for entry in due {
+            guard !loop.isStopping else { return }
             guard volume.store.versions(of: entry.key).contains(entry.version) else {
                 volume.journal.strike(entry.key, version: entry.version) // already gone
                 continue
