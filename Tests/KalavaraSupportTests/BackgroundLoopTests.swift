@@ -1,7 +1,5 @@
 import CEpoll
 import Foundation
-@testable import KalavaraCore
-@testable import KalavaraHTTP
 @testable import KalavaraSupport
 import Synchronization
 import XCTest
