@@ -176,10 +176,9 @@ public final class HTTPServer: @unchecked Sendable {
     /// Runs on a worker: serves until the connection is idle, then gives it back to its loop
     /// (unless it was evicted meanwhile, which `IdleMark` allows only while it is idle again).
     func serveBlocking(_ connection: ServerConnection) {
-        if connection.serveUntilIdle(), !connection.evicted {
-            connection.loop.watch(connection)
-        } else {
-            close(connection)
+        switch connection.serveUntilIdle() {
+        case .giveBack where !connection.evicted: connection.loop.watch(connection)
+        default: close(connection)
         }
     }
 
@@ -195,7 +194,7 @@ public final class HTTPServer: @unchecked Sendable {
         lock.broadcast()
         lock.unlock()
         if known { httpMetrics.openConnections.decrement() }
-        connection.state = .closed
+        connection.closed()
         connection.socket.close()
     }
 
