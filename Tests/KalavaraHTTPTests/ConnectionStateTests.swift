@@ -13,8 +13,9 @@ final class ConnectionStateTests: XCTestCase {
         case .idle(let since): return "idle(\(Int(since)))"
         case .readingHead(let startedAt, let scanned): return "reading(\(Int(startedAt)),\(scanned))"
         case .answering: return "answering"
-        case .handedOff(let work):
-            switch work {
+        case .handedOff:
+            switch state.job {
+            case nil: return "handedOff(nothing)"
             case .request: return "handedOff(request)"
             case .answer: return "handedOff(answer)"
             case .pendingOutput(_, let closeAfter): return "handedOff(pending,\(closeAfter))"
@@ -30,7 +31,7 @@ final class ConnectionStateTests: XCTestCase {
         ("fresh", ConnectionState(acceptedAt: 100)),
         ("reading", ConnectionState(.readingHead(startedAt: 110, scanned: 7))),
         ("answering", ConnectionState(.answering)),
-        ("handedOff", ConnectionState(.handedOff(.pendingOutput([1], closeAfter: false)))),
+        ("handedOff", ConnectionState(.handedOff, job: .pendingOutput([1], closeAfter: false))),
         ("working", ConnectionState(.working)),
         ("closed", ConnectionState(.closed)),
     ] }
@@ -110,6 +111,11 @@ final class ConnectionStateTests: XCTestCase {
                 let want = expected[phaseName]?[eventName] ?? (.close, "closed")
                 XCTAssertEqual(action, want.0, "\(phaseName) × \(eventName): action")
                 XCTAssertEqual(describe(state), want.1, "\(phaseName) × \(eventName): phase")
+                if case .handedOff = state.phase {
+                    XCTAssertNotNil(state.job, "\(phaseName) × \(eventName): handed off with no job")
+                } else {
+                    XCTAssertNil(state.job, "\(phaseName) × \(eventName): a job outside handedOff")
+                }
             }
         }
         // Fresh until the first head is complete, then not.
@@ -124,7 +130,7 @@ final class ConnectionStateTests: XCTestCase {
             (ConnectionState(.idle(since: 100)), 100),
             (ConnectionState(.readingHead(startedAt: 110, scanned: 3)), 110),
             (ConnectionState(.answering), nil),
-            (ConnectionState(.handedOff(.badHead(Self.badRequest))), nil),
+            (ConnectionState(.handedOff, job: .badHead(Self.badRequest)), nil),
             (ConnectionState(.working), nil),
             (ConnectionState(.closed), nil),
         ]
@@ -174,7 +180,7 @@ final class ConnectionStateTests: XCTestCase {
             (.readingHead(startedAt: 108, scanned: 3), 100, 111, .answerTimeoutAndClose),
             // Whatever is busy is never timed out by the loop.
             (.answering, 100, 10_000, .wait),
-            (.handedOff(.badHead(Self.badRequest)), 100, 10_000, .wait),
+            (.handedOff, 100, 10_000, .wait),
             (.working, nil, 10_000, .wait),
             (.closed, nil, 10_000, .wait),
         ]
