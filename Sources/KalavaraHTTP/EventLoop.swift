@@ -49,7 +49,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Starts (or resumes) watching a connection that has no request in progress.
     func watch(_ connection: ServerConnection) {
-        connection.state.becameIdle(now: server.configuration.clock.now())
+        connection.watched(now: server.configuration.clock.now())
         var event = epoll_event()
         event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
         event.data.fd = connection.socket.fd
@@ -128,14 +128,14 @@ public final class EventLoop: @unchecked Sendable {
         switch connection.serveOnLoop() {
         case .wait:
             break
-        case .close:
-            forget(connection)
-            server.close(connection)
         case .handOff:
             forget(connection)
             // Out of epoll altogether (a disabled entry would still report hang-ups).
             epoll_ctl(epoll, EPOLL_CTL_DEL, connection.socket.fd, nil)
             server.workers.run { [server] in server.serveBlocking(connection) }
+        default: // .close; the loop's transitions return nothing else
+            forget(connection)
+            server.close(connection)
         }
     }
 
@@ -143,25 +143,17 @@ public final class EventLoop: @unchecked Sendable {
     /// arrived whole within the read timeout gets a 408. Checked a few times a second.
     private func sweepTimeouts(_ now: Double) {
         let connections = watched.withLock { Array($0.connections.values) }
-        let configuration = server.configuration
         for connection in connections {
-            if connection.evicted {
-                guard forget(connection) else { continue }
-                server.close(connection)
-                continue
-            }
-            switch connection.state.timeoutAction(now: now, readTimeout: configuration.readTimeout,
-                                                  idleTimeout: configuration.idleTimeout,
-                                                  freshSince: connection.freshSince, headTimeout: configuration.headTimeout) {
-            case .headTimedOut?:
+            switch connection.timeoutCheck(now: now) {
+            case .wait:
+                break
+            case .answerTimeoutAndClose:
                 guard forget(connection) else { continue }
                 connection.answerHeadTimeout()
                 server.close(connection)
-            case .closeIdle?:
+            default: // .close: idle too long, or evicted
                 guard forget(connection) else { continue }
                 server.close(connection)
-            case nil:
-                break
             }
         }
     }

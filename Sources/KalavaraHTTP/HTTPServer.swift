@@ -1,5 +1,6 @@
 import Foundation
 import KalavaraSupport
+import Synchronization
 
 /// The listener: accepts TCP connections, hands them to the event loops, and runs
 /// requests that may block on worker threads.
@@ -84,8 +85,8 @@ public final class HTTPServer: @unchecked Sendable {
     /// elsewhere cannot cut the master off its volumes. Taken from `descriptorReserve`.
     static let peerReserve = 32
 
-    /// Guards `connections`, `fresh`, `perAddress`, `evicting`, `trustedPeers`, `stopping`
-    /// and `acceptThreadDone`.
+    /// Guards `connections`, `fresh`, `perAddress`, `evicting`, `trustedPeers` and
+    /// `acceptThreadDone`, and orders `stopping`'s one change against `admit`.
     private let lock = NSCondition()
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
     /// The connections still waiting for their first head.
@@ -96,7 +97,8 @@ public final class HTTPServer: @unchecked Sendable {
     private var evicting = 0
     /// Addresses of the cluster's daemons, which may use `peerReserve`.
     private var trustedPeers: Set<String> = []
-    private var stopping = false
+    /// Set once, by `stop` (holding `lock`); read without the lock on every request.
+    private let stopping = Atomic<Bool>(false)
     private var acceptThreadDone = false
 
     /// A server answering with `router`'s routes, measuring itself into `metrics`.
@@ -148,17 +150,13 @@ public final class HTTPServer: @unchecked Sendable {
         thread.start()
     }
 
-    public var isStopping: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopping
-    }
+    public var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
     /// Graceful stop: no new connections, idle ones closed, requests in flight given up to
     /// `shutdownGrace` seconds to finish. Returns when all are done or the grace is over.
     public func stop() {
         lock.lock()
-        stopping = true
+        stopping.store(true, ordering: .releasing)
         Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
         lock.unlock()
         loops.forEach { $0.stop() } // closes the connections that are between requests
@@ -176,10 +174,9 @@ public final class HTTPServer: @unchecked Sendable {
     /// Runs on a worker: serves until the connection is idle, then gives it back to its loop
     /// (unless it was evicted meanwhile, which `IdleMark` allows only while it is idle again).
     func serveBlocking(_ connection: ServerConnection) {
-        if connection.serveUntilIdle(), !connection.evicted {
-            connection.loop.watch(connection)
-        } else {
-            close(connection)
+        switch connection.serveUntilIdle() {
+        case .giveBack where !connection.evicted: connection.loop.watch(connection)
+        default: close(connection)
         }
     }
 
@@ -195,7 +192,7 @@ public final class HTTPServer: @unchecked Sendable {
         lock.broadcast()
         lock.unlock()
         if known { httpMetrics.openConnections.decrement() }
-        connection.state = .closed
+        connection.closed()
         connection.socket.close()
     }
 
@@ -247,7 +244,7 @@ public final class HTTPServer: @unchecked Sendable {
     private func admit(_ fd: Int32, peer: String) {
         let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
         lock.lock()
-        var room = !stopping
+        var room = !isStopping
         if room, fresh.count >= freshCap {
             room = evictLongestIdle(among: fresh.values)
         }

@@ -35,6 +35,8 @@ public final class MessageBody: ByteSource {
     /// arriving for `rateGrace` seconds (0: no floor). A body trickled a byte at a time
     /// would otherwise hold a thread, a slot and a temporary file on every replica forever.
     var rateFloor: Double = 0
+    /// What `rateFloor` is measured on: the server's clock (`HTTPServer.Configuration.clock`).
+    var clock: any ServerClock = MonotonicClock()
     static let rateGrace = 10.0
     private var firstReadAt: Double?
 
@@ -124,7 +126,7 @@ public final class MessageBody: ByteSource {
     }
 
     private func checkRate() throws {
-        let now = monotonicSeconds()
+        let now = clock.now()
         guard let start = firstReadAt else {
             firstReadAt = now
             return

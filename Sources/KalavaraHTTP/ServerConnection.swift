@@ -22,22 +22,17 @@ final class ServerConnection: @unchecked Sendable {
     /// The client's IP address, for the access log, the per-address cap and the
     /// authentication limiter.
     let peer: String
-    /// Only its owner reads or changes it (see above); `mark` publishes it for others.
-    var state: ConnectionState {
-        didSet { mark.publish(idleSince: state.idleSince) }
-    }
+    /// Where it is in its life (see `ConnectionState`). Only its owner reads or changes
+    /// it (see above), through `transition`, which publishes it in `mark` for others.
+    private(set) var state: ConnectionState
     /// Whether it is idle and since when, for the accepting thread that picks a connection
     /// to evict, with the handshake that makes an eviction and a request exclusive.
     let mark: IdleMark
-    /// When it was accepted, until its first request head has been parsed (then nil): such
-    /// a connection must deliver that head within the head timeout, whatever it sends
-    /// meanwhile (line breaks, a trickle). Touched by its event loop only.
-    var freshSince: Double?
 
     /// The context of the request being served (see `RequestContext`).
     private let context = RequestContext()
     /// Evicted to make room (see `HTTPServer.admit`): shut down at once, closed by its loop,
-    /// and none of its requests started since.
+    /// and none of its requests started since. Read by any thread (the mark is atomic).
     var evicted: Bool { mark.isEvicted }
 
     private static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
@@ -50,73 +45,82 @@ final class ServerConnection: @unchecked Sendable {
         self.loop = loop
         let now = server.configuration.clock.now()
         mark = IdleMark(idleSince: now)
-        state = .idle(since: now)
-        freshSince = now
+        state = ConnectionState(acceptedAt: now)
+    }
+
+    /// Applies one transition of `state` and publishes its idle time in `mark` if that
+    /// changed: the one place the two are kept in step. A head's claim on the mark is not
+    /// made here but by `mark.publish` itself, whose outcome is the transition's input.
+    @inline(__always)
+    private func transition(_ change: (inout ConnectionState) -> ConnectionState.Action) -> ConnectionState.Action {
+        let before = state.idleSince
+        let action = change(&state)
+        let after = state.idleSince
+        if after != before { mark.publish(idleSince: after) }
+        return action
+    }
+
+    /// By its owner, when the loop watches it again.
+    func watched(now: Double) {
+        _ = transition { $0.watched(now: now); return .wait }
+    }
+
+    /// By its owner, when it is closed.
+    func closed() {
+        _ = transition { $0.lost() }
+    }
+
+    /// By the loop's timeout sweep: what the timeouts, or an eviction, ask of it.
+    func timeoutCheck(now: Double) -> ConnectionState.Action {
+        if evicted { return transition { $0.evictionSeen() } }
+        return transition {
+            $0.timeoutCheck(now: now, readTimeout: configuration.readTimeout, idleTimeout: configuration.idleTimeout,
+                            headTimeout: configuration.headTimeout)
+        }
     }
 
     // MARK: - On the event loop
 
-    enum LoopOutcome {
-        /// Nothing (more) to do until the client sends more.
-        case wait
-        /// The connection is done.
-        case close
-        /// A worker takes over, with `state` saying what it starts with.
-        case handOff
-    }
-
     /// Reads what has arrived and answers every complete request whose route runs on the
-    /// loop; never blocks. Anything else is handed off parsed.
-    func serveOnLoop() -> LoopOutcome {
+    /// loop; never blocks. Anything else is handed off parsed. Returns `.wait` (nothing
+    /// more until the client sends more), `.close`, or `.handOff` (a worker takes over,
+    /// with `state` holding what it starts with).
+    func serveOnLoop() -> ConnectionState.Action {
         switch socket.fillWithoutBlocking() {
-        case .closed: return .close
+        case .closed: return transition { $0.lost() }
         case .data, .nothingYet: break
         }
         let now = configuration.clock.now()
         while true {
-            skipLeadingLineBreaks()
-            if socket.bufferedCount == 0 {
-                state.nothingPending(now: now)
-                return .wait
-            }
-            let (startedAt, scanned) = state.headBytesArrived(now: now)
+            if skipLeadingLineBreaks() { state.lineBreaksSkipped() }
+            if socket.bufferedCount == 0 { return transition { $0.nothingPending(now: now) } }
+            guard case .scan(let scanned) = transition({ $0.bytesPending(now: now) }) else { return transition { $0.lost() } }
             let bytes = socket.buffered
             guard let length = MessageHeadParser.headLength(in: bytes, from: scanned), length <= HTTPLimits.maxHeadBytes else {
                 if bytes.count >= HTTPLimits.maxHeadBytes {
-                    state.handOff(.badHead(Self.headTooLarge))
-                    return .handOff
+                    return state.headRefused(Self.headTooLarge, claimed: mark.publish(idleSince: nil))
                 }
-                state.headIncomplete(startedAt: startedAt, scanned: bytes.count)
-                return .wait
+                return transition { $0.headIncomplete(scanned: bytes.count) }
             }
             // A whole head: from here the request is served, unless an eviction came first.
-            state.headComplete()
-            if evicted { return .close }
+            guard case .serve(let firstHead) = state.headComplete(claimed: mark.publish(idleSince: nil)) else { return .close }
+            if firstHead { server.delivered(self) }
             let exchange = Exchange(route: nil, started: .now, headBytes: length)
             let request: HTTPRequest
             do {
                 request = attached(try MessageHeadParser.parseRequest(UnsafeBufferPointer(rebasing: bytes[0..<length])))
             } catch {
-                state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
-                return .handOff
-            }
-            if freshSince != nil {
-                freshSince = nil
-                server.delivered(self)
+                return state.handOff(.badHead(error as? HTTPError ?? HTTPError.malformed("unreadable request head")))
             }
             socket.consume(length)
+            let action: ConnectionState.Action
             switch answerOnLoop(request, exchange) {
-            case .handOff(let work):
-                state.handOff(work)
-                return .handOff
-            case .sent(keepAlive: true):
-                state.becameIdle(now: now)
-            case .sent(keepAlive: false), .failed:
-                return .close
-            case .pending(let rest, let keepAlive):
-                state.handOff(.pendingOutput(rest, closeAfter: !keepAlive))
-                return .handOff
+            case .handOff(let work): action = state.handOff(work)
+            case .sent(let keepAlive): action = transition { $0.answered(keepAlive: keepAlive, now: now) }
+            case .failed: action = transition { $0.lost() }
+            case .pending(let rest, let keepAlive): action = state.handOff(.pendingOutput(rest, closeAfter: !keepAlive))
             }
+            guard action == .next else { return action }
         }
     }
 
@@ -191,42 +195,44 @@ final class ServerConnection: @unchecked Sendable {
     // MARK: - On a worker thread
 
     /// Does the job the loop handed over, then serves further requests, blocking as needed,
-    /// until the connection is idle (returns true: back to the event loop) or must close.
-    func serveUntilIdle() -> Bool {
-        guard let work = state.work else { return false }
+    /// until the connection is idle (returns `.giveBack`: back to the event loop) or must
+    /// close (`.close`).
+    func serveUntilIdle() -> ConnectionState.Action {
+        guard let work = state.takeWork() else { return transition { $0.lost() } }
         switch work {
         case .pendingOutput(let bytes, let closeAfter):
-            guard (try? socket.write(bytes)) != nil, !closeAfter else { return false }
+            guard (try? socket.write(bytes)) != nil, !closeAfter else { return transition { $0.lost() } }
         case .badHead(let error):
             sendUnparsed(.error(error))
             lingeringClose()
-            return false
+            return transition { $0.lost() }
         case .request(let request, let exchange):
-            guard serve(request, exchange) else { return false }
+            guard serve(request, exchange) else { return transition { $0.lost() } }
         case .answer(let response, let request, let exchange):
-            guard finish(response, request, exchange, body: nil) else { return false }
+            guard finish(response, request, exchange, body: nil) else { return transition { $0.lost() } }
         }
         while true {
             skipLeadingLineBreaks()
-            if socket.bufferedCount == 0 { return !server.isStopping }
+            if socket.bufferedCount == 0 { return state.workerIdle(stopping: server.isStopping) }
             let request: HTTPRequest, exchange: Exchange
             do {
                 (request, exchange) = try readHead()
             } catch let error as HTTPError {
                 sendUnparsed(.error(error))
                 lingeringClose()
-                return false
+                return transition { $0.lost() }
             } catch ConnectionError.timedOut {
                 sendUnparsed(.error(Self.headTimeout))
-                return false
+                return transition { $0.lost() }
             } catch {
-                return false
+                return transition { $0.lost() }
             }
-            guard serve(request, exchange) else { return false }
+            guard serve(request, exchange) else { return transition { $0.lost() } }
         }
     }
 
-    /// Runs a request's handler, answers, and says whether to keep the connection.
+    /// Runs a request's handler, answers, and says whether to keep the connection. The
+    /// route is the one the loop resolved, if it did: a request is routed once.
     private func serve(_ request: HTTPRequest, _ exchange: Exchange) -> Bool {
         var exchange = exchange
         let body = MessageBody(socket: socket, framing: request.framing,
@@ -234,15 +240,22 @@ final class ServerConnection: @unchecked Sendable {
                                    try socket.write(Self.continueLine)
                                } : nil)
         body.rateFloor = configuration.minBodyRate
+        body.clock = configuration.clock
         var response: HTTPResponse
         do {
-            switch routed(request) {
-            case .failure(let unrouted):
-                response = unrouted.response
-            case .success((let index, let route)):
-                exchange.route = index
-                response = try route.handler(request, body)
+            let route: Route
+            if let index = exchange.route {
+                route = server.router.routes[index]
+            } else {
+                switch routed(request) {
+                case .failure(let unrouted):
+                    return finish(unrouted.response, request, exchange, body: body)
+                case .success((let index, let resolved)):
+                    exchange.route = index
+                    route = resolved
+                }
             }
+            response = try route.handler(request, body)
         } catch let error as HTTPError {
             response = .error(error)
         } catch ConnectionError.timedOut {
@@ -309,7 +322,8 @@ final class ServerConnection: @unchecked Sendable {
     /// Reads the rest of a head that has begun to arrive. It must arrive whole within the
     /// read timeout of its first byte, however slowly it trickles in.
     private func readHead() throws -> (HTTPRequest, Exchange) {
-        let deadline = monotonicSeconds() + configuration.readTimeout
+        let clock = configuration.clock
+        let deadline = clock.now() + configuration.readTimeout
         var scanned = 0
         while true {
             let bytes = socket.buffered
@@ -322,7 +336,7 @@ final class ServerConnection: @unchecked Sendable {
             }
             scanned = bytes.count
             guard bytes.count < HTTPLimits.maxHeadBytes else { throw Self.headTooLarge }
-            guard monotonicSeconds() < deadline else { throw ConnectionError.timedOut }
+            guard clock.now() < deadline else { throw ConnectionError.timedOut }
             guard try socket.fill() else { throw ConnectionError.closedByPeer }
         }
     }
@@ -337,15 +351,15 @@ final class ServerConnection: @unchecked Sendable {
         return request
     }
 
-    /// RFC 9112 §2.2: empty lines before a request line are ignored.
-    private func skipLeadingLineBreaks() {
+    /// RFC 9112 §2.2: empty lines before a request line are ignored. True if any were.
+    @discardableResult
+    private func skipLeadingLineBreaks() -> Bool {
         let bytes = socket.buffered
         var count = 0
         while count < bytes.count, bytes[count] == ASCII.cr || bytes[count] == ASCII.lf { count += 1 }
-        if count > 0 {
-            socket.consume(count)
-            if case .readingHead(let startedAt, _) = state { state.headIncomplete(startedAt: startedAt, scanned: 0) }
-        }
+        guard count > 0 else { return false }
+        socket.consume(count)
+        return true
     }
 
     /// A request no route takes, with its answer (404, or 405 with `Allow`).
@@ -430,8 +444,9 @@ final class ServerConnection: @unchecked Sendable {
         _ = Glibc.shutdown(socket.fd, Int32(SHUT_WR))
         socket.setReceiveTimeout(0.5)
         var scratch = [UInt8](repeating: 0, count: 16 * 1024)
-        let deadline = monotonicSeconds() + 2
-        while monotonicSeconds() < deadline {
+        let clock = configuration.clock
+        let deadline = clock.now() + 2
+        while clock.now() < deadline {
             let count = (try? scratch.withUnsafeMutableBytes { try socket.read(into: $0) }) ?? 0
             if count == 0 { break }
         }

@@ -31,12 +31,14 @@ final class OutsiderHTTPLogicTests: XCTestCase {
     }
 
     func testBareLineBreaksDoNotRefreshAnIdleConnection() {
-        var state = ConnectionState.idle(since: 5)
-        state.nothingPending(now: 50)
+        var state = ConnectionState(.idle(since: 5))
+        XCTAssertEqual(state.nothingPending(now: 50), .wait)
         XCTAssertEqual(state.idleSince, 5, "line breaks between requests are not activity")
-        state.handOff(.pendingOutput([], closeAfter: false))
+        XCTAssertEqual(state.bytesPending(now: 50), .scan(from: 0))
+        XCTAssertEqual(state.headComplete(claimed: true), .serve(firstHead: false))
+        XCTAssertEqual(state.handOff(.pendingOutput([], closeAfter: false)), .handOff)
         XCTAssertNil(state.idleSince, "a connection a worker serves is never evicted")
-        state.becameIdle(now: 60)
+        state.watched(now: 60)
         XCTAssertEqual(state.idleSince, 60)
     }
 }
@@ -87,9 +89,9 @@ final class HTTPReviewLogicTests: XCTestCase {
         XCTAssertTrue(mark.isEvicted, "nothing unmarks an eviction")
         XCTAssertNil(mark.idleSince)
 
-        var state = ConnectionState.readingHead(startedAt: 3, scanned: 0)
+        var state = ConnectionState(.readingHead(startedAt: 3, scanned: 0))
         XCTAssertEqual(state.idleSince, 3, "a trickling head stays evictable")
-        state = .answering
+        _ = state.headComplete(claimed: true)
         XCTAssertNil(state.idleSince, "a head being answered is not")
     }
 

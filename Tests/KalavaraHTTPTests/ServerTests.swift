@@ -1,6 +1,7 @@
 import Foundation
 @testable import KalavaraHTTP
 import KalavaraSupport
+import Synchronization
 import XCTest
 
 /// The router, the connection state machine and the server's timeouts, on their own: no
@@ -36,23 +37,30 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(router.metricNames, ["list", "health", "read", "write", "unmatched"])
     }
 
-    func testConnectionStateTimeouts() {
-        var state = ConnectionState.idle(since: 100)
-        XCTAssertNil(state.timeoutAction(now: 129, readTimeout: 5, idleTimeout: 30))
-        XCTAssertEqual(state.timeoutAction(now: 131, readTimeout: 5, idleTimeout: 30), .closeIdle)
-        // A head begins: the read timeout runs from its first byte, however it trickles.
-        let progress = state.headBytesArrived(now: 120)
-        XCTAssertEqual(progress.startedAt, 120)
-        state.headIncomplete(startedAt: progress.startedAt, scanned: 10)
-        XCTAssertEqual(state.headBytesArrived(now: 124).startedAt, 120)
-        XCTAssertNil(state.timeoutAction(now: 124, readTimeout: 5, idleTimeout: 30))
-        XCTAssertEqual(state.timeoutAction(now: 125.5, readTimeout: 5, idleTimeout: 30), .headTimedOut)
-        // A worker's connection is never timed out by the loop.
-        state.handOff(.badHead(HTTPError(400, "x")))
-        XCTAssertNil(state.timeoutAction(now: 10_000, readTimeout: 5, idleTimeout: 30))
-        XCTAssertNotNil(state.work)
-        state.becameIdle(now: 200)
-        XCTAssertNil(state.work)
+    /// A loop route that finds it must block (a bad checksum on a volume's read, whose
+    /// quarantine syncs) throws `MustHandOff`: the request goes to a worker, which runs the
+    /// handler again with the route the loop resolved, and the client gets the worker's
+    /// answer, never the loop's half. Nothing the handler does after the throw runs on the loop.
+    func testMustHandOffRunsTheHandlerAgainOnAWorker() throws {
+        let ranOn = Mutex<[Bool]>([])
+        let server = HTTPServer(configuration: HTTPServer.Configuration(host: "127.0.0.1", port: 0), router: Router([
+            Route("read", .prefix("/store/"), methods: ["GET"], on: .eventLoop) { request, _ in
+                let onLoop = EventLoop.onLoopThread
+                ranOn.withLock { $0.append(onLoop) }
+                if onLoop { throw EventLoop.MustHandOff() }
+                return .text(200, "from a worker: \(request.path)")
+            },
+        ]), metrics: Metrics())
+        try server.start()
+        defer { server.stop() }
+        let url = HTTPURL("http://127.0.0.1:\(server.boundPort)/store/k")!
+        let connection = try HTTPClient.connect(url, timeout: 5)
+        for _ in 0..<2 { // and again on the same connection, back from the worker
+            try connection.write(Array("GET /store/k HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            let response = try HTTPClient.readResponse(connection, method: "GET")
+            XCTAssertEqual(response.status, 200)
+        }
+        XCTAssertEqual(ranOn.withLock { $0 }, [true, false, true, false])
     }
 
     /// A real server on loopback whose clock the test moves: the idle timeout closes a
