@@ -61,7 +61,7 @@ extension Master {
                 return try .snakeCaseJSON(200, rebuilder.snapshot)
             },
             GuardedRoute("commit", .exact("/internal/commit"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
-                try commit(QueryParameters(request.query))
+                try commit(QueryParameters(request.query)).response()
             },
             GuardedRoute("purged", .exact("/internal/purged"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
                 try purged(request, body)
