@@ -87,7 +87,7 @@ final class ClusterLink: Sendable {
                 return answer
             }
             answer.close()
-            if next.pathAndQuery.hasPrefix("/store/"), next.authority != url.authority, next.pathAndQuery.contains("not=") {
+            if next.authority != url.authority, SendBack.volume(in: next) != nil {
                 // Back to the master: its answer is another redirect to a volume.
                 let response = try call("GET", next)
                 guard response.status == 302, let again = response.headers["Location"].flatMap(HTTPURL.init) else {

@@ -3,7 +3,7 @@
 import XCTest
 
 /// Protocol outcomes as values (issue 22): a commit's outcome and its HTTP form both ways,
-/// and the resolve verdict.
+/// the resolve verdict, and a volume's send-back redirect.
 final class CommitOutcomeTests: XCTestCase {
     private let volume = "http://127.0.0.1:7001"
 
@@ -93,5 +93,24 @@ final class CommitOutcomeTests: XCTestCase {
         XCTAssertNil(Resolution(ClientResponse(status: 503, headers: Resolution.orphan.response.headers, body: [])))
         XCTAssertNil(Resolution(ClientResponse(status: 200, headers: HTTPHeaders(), body: Array("orphan\n".utf8))),
                      "the verdict is the header's, not the text's")
+    }
+
+    /// A volume's redirect back to the master names the volume (`not=`); the master and
+    /// the gateway read it back through the same type, whatever the key.
+    func testASendBackNamesTheVolumeItCameFrom() throws {
+        for name in ["k", "a/../b", "with space", "ü?&=#", "not=here"] {
+            let key = try Key(name)
+            let text = SendBack.location(master: "http://127.0.0.1:6000", key: key, from: volume)
+            let location = try XCTUnwrap(HTTPURL(text), text)
+            XCTAssertEqual(SendBack.volume(in: location), volume, text)
+            let query = location.pathAndQuery.split(separator: "?", maxSplits: 1).dropFirst().first
+            XCTAssertEqual(try SendBack.volume(inQuery: query), volume)
+        }
+        // A read sent on to a volume is no send-back, even for a key that says `not=`.
+        let onward = try XCTUnwrap(HTTPURL("http://127.0.0.1:7002/store/not%3Dhere?t=1&ver=5"))
+        XCTAssertNil(SendBack.volume(in: onward))
+        XCTAssertNil(SendBack.volume(in: try XCTUnwrap(HTTPURL("http://127.0.0.1:6000/store/k"))))
+        XCTAssertNil(try SendBack.volume(inQuery: nil))
+        XCTAssertNil(try SendBack.volume(inQuery: "ver=5"))
     }
 }
