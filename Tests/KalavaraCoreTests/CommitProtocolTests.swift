@@ -89,6 +89,24 @@ final class CommitProtocolTests: XCTestCase {
         XCTAssertEqual(try commit(.delete, "k", late), .expired)
     }
 
+    /// Healing's commit of new holders is refused whenever the record changed since it was
+    /// read, and says how: a holder set that changed, or a key that moved on.
+    func testTheHolderCommitSaysWhatChangedMeanwhile() throws {
+        let ids = try [a, b, c].map { try XCTUnwrap(master.registry.id(of: $0)) }
+        let key = try Key("k"), v1 = try master.clock.next()
+        XCTAssertEqual(try put("k", v1, holders: [a]), 200)
+        XCTAssertEqual(try master.commitHolders(key, version: v1, expected: [ids[0]], new: [ids[0], ids[1]]), .committed)
+        XCTAssertEqual(try record("k")?.holders, [ids[0], ids[1]])
+        XCTAssertEqual(try master.commitHolders(key, version: v1, expected: [ids[0]], new: [ids[2]]),
+                       .holdersChanged([ids[0], ids[1]]))
+        let v2 = try master.clock.next()
+        XCTAssertEqual(try put("k", v2, holders: [c]), 200)
+        XCTAssertEqual(try master.commitHolders(key, version: v1, expected: [ids[0], ids[1]], new: [ids[1]]), .superseded)
+        XCTAssertEqual(try delete("k", try master.clock.next()), 200)
+        XCTAssertEqual(try master.commitHolders(key, version: v2, expected: [ids[2]], new: [ids[1]]), .superseded)
+        XCTAssertEqual(try master.commitHolders(try Key("absent"), version: v2, expected: [], new: [ids[1]]), .superseded)
+    }
+
     func testTombstoneRefusesOlderWritesAndQueuesRemovals() throws {
         let v1 = try master.clock.next(), late = try master.clock.next(), v3 = try master.clock.next()
         XCTAssertEqual(try put("k", v1, holders: [a, b]), 200)

@@ -274,17 +274,26 @@ extension Master {
 
 // MARK: Healing
 
+/// What came of the reconciler's commit of new holders (`Master.commitHolders`).
+enum HoldersOutcome: Equatable {
+    /// The index lists the new holders.
+    case committed
+    /// Refused: the key moved on (a newer write, a delete); no copy of this version is wanted.
+    case superseded
+    /// Refused: the version is current but its holders changed meanwhile; these are they.
+    case holdersChanged([UInt16])
+}
+
 extension Master {
     /// The reconciler's commit: the same version of `key`, held by `new` instead of
-    /// `expected`. Refused (false) if the record changed since the reconciler read it — a
-    /// client's write or delete, or a holder dropped as corrupt — so healing never reverts
-    /// anything. Holders that leave get a removal queued (for that version too); holders
-    /// that arrive have any older removal of theirs cut back below this version.
-    /// Returns nil when committed; else the holders of `version` now (empty if the key moved on).
-    func commitHolders(_ key: Key, version: UInt64, expected: [UInt16], new: [UInt16]) throws -> [UInt16]? {
+    /// `expected`. Refused if the record changed since the reconciler read it — a client's
+    /// write or delete, or a holder dropped as corrupt — so healing never reverts anything.
+    /// Holders that leave get a removal queued (for that version too); holders that arrive
+    /// have any older removal of theirs cut back below this version.
+    func commitHolders(_ key: Key, version: UInt64, expected: [UInt16], new: [UInt16]) throws -> HoldersOutcome {
         try keyLocks.withLock(for: key) {
-            guard var record = try index.record(for: key), !record.isTombstone, record.version == version else { return [] }
-            guard record.holders == expected else { return record.holders }
+            guard var record = try index.record(for: key), !record.isTombstone, record.version == version else { return .superseded }
+            guard record.holders == expected else { return .holdersChanged(record.holders) }
             var changes = Index.Changes()
             record.holders = new
             changes.setRecord(record, for: key)
@@ -298,7 +307,7 @@ extension Master {
             }
             try index.apply(changes)
             commits.holders.increment()
-            return nil
+            return .committed
         }
     }
 
