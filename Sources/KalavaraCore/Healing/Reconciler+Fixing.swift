@@ -40,12 +40,11 @@ extension Reconciler {
 
     /// Repairs one key: copies, then a commit of the new holders, then removals.
     private func fix(_ key: Key) {
-        guard let record = try? master.index.record(for: key), !record.isTombstone else { return }
+        guard let record = try? master.record(for: key), !record.isTombstone else { return }
         let view = PlacementView(registry: master.registry, replicas: replicas)
-        let index = master.index
         // A volume with a removal of this key still queued would lose a fresh copy to it.
         let plan = view.plan(key, record, copiable: { target in
-            let free = ((try? index.pendingRemoval(volume: target, key: key)) ?? nil).map { $0 <= record.version } ?? true
+            let free = ((try? master.pendingRemoval(volume: target, key: key)) ?? nil).map { $0 <= record.version } ?? true
             if !free { self.retrySoon.store(true, ordering: .relaxed) }
             return free
         })
