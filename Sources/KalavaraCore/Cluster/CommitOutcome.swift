@@ -170,3 +170,10 @@ public enum Resolution: String, Sendable {
         self = verdict
     }
 }
+
+/// What `POST /internal/wanted` answers for each file a volume's scrub asks about, a line
+/// each: `keep`, `drop` (the index knows a newer version or a delete of the key), or
+/// `unknown` (no record: a rebuild may still need the file).
+public enum WantedVerdict: String, Sendable {
+    case keep, drop, unknown
+}

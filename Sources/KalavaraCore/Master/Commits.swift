@@ -350,10 +350,6 @@ extension Master {
         }
     }
 
-    /// `POST /internal/wanted?h=URL`, body `VERSION KEY` lines (keys percent-encoded): the
-    /// scrub's backstop against leaked copies. Each line is answered `keep`, `drop` (the
-    /// index positively knows a newer version or a delete of the key) or `unknown` (no
-    /// record: a rebuild may still need the file). While a rebuild runs, everything is `keep`.
     /// A volume's body of `VERSION KEY` lines (key percent-encoded), its signature checked.
     private func versionedKeys(_ request: HTTPRequest, _ body: MessageBody) throws -> [(UInt64, Key)] {
         let bytes = try body.readAll(limit: 4 << 20)
@@ -365,17 +361,21 @@ extension Master {
         }
     }
 
+    /// `POST /internal/wanted?h=URL`, body `VERSION KEY` lines (keys percent-encoded): the
+    /// scrub's backstop against leaked copies. Each line is answered `keep`, `drop` (the
+    /// index positively knows a newer version or a delete of the key) or `unknown` (no
+    /// record: a rebuild may still need the file). While a rebuild runs, everything is `keep`.
     func wanted(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
-        var answers: [String] = []
+        var answers: [WantedVerdict] = []
         for (version, key) in try versionedKeys(request, body) {
             if isRebuilding {
-                answers.append("keep")
+                answers.append(.keep)
             } else if let record = try index.record(for: key), !(record.isTombstone && record.isFence) {
-                answers.append(record.version > version ? "drop" : "keep")
+                answers.append(record.version > version ? .drop : .keep)
             } else {
-                answers.append("unknown")
+                answers.append(.unknown)
             }
         }
-        return .text(200, answers.joined(separator: "\n"))
+        return .text(200, answers.map(\.rawValue).joined(separator: "\n"))
     }
 }

@@ -210,16 +210,16 @@ final class MasterLink: @unchecked Sendable {
         }
     }
 
-    /// Asks the master which of these files are still wanted (`keep`, `drop`, `unknown`
-    /// per entry, in order); nil when it cannot say now.
-    func wanted(_ files: [(key: Key, version: UInt64)]) -> [String]? {
+    /// Asks the master which of these files are still wanted (a verdict per entry, in
+    /// order); nil when it cannot say now.
+    func wanted(_ files: [(key: Key, version: UInt64)]) -> [WantedVerdict]? {
         guard let (master, me) = identity else { return nil }
         var parameters = QueryParameters()
         parameters.add("h", me)
         guard let url = HTTPURL("\(master)/internal/wanted?\(parameters.encoded)") else { return nil }
         let body = files.map { "\($0.version) \($0.key.pathComponent)" }.joined(separator: "\n")
         guard let answer = try? client.send("POST", url, body: Array(body.utf8)), answer.status == 200 else { return nil }
-        let verdicts = answer.text.split(separator: "\n").map(String.init)
+        let verdicts = answer.text.split(separator: "\n").compactMap { WantedVerdict(rawValue: String($0)) }
         return verdicts.count == files.count ? verdicts : nil
     }
 
