@@ -87,7 +87,7 @@ final class ClusterLink: Sendable {
                 return answer
             }
             answer.close()
-            if next.pathAndQuery.hasPrefix("/store/"), next.authority != url.authority, next.pathAndQuery.contains("not=") {
+            if next.authority != url.authority, SendBack.volume(in: next) != nil {
                 // Back to the master: its answer is another redirect to a volume.
                 let response = try call("GET", next)
                 guard response.status == 302, let again = response.headers["Location"].flatMap(HTTPURL.init) else {
@@ -168,11 +168,15 @@ final class ClusterLink: Sendable {
         let query = try? QueryParameters(text.split(separator: "?", maxSplits: 1).dropFirst().first)
         let version = query?["ver"].flatMap(UInt64.init) ?? 0
         let digest = answer.headers[VolumeHeaders.md5].flatMap(Hex.decode)
-        // A newer write of the key committed first: as in S3, where the last writer wins and
-        // every writer hears success, this one is as if overwritten at once.
-        if answer.status == 409, answer.text.contains("rules this write out") { return Stored(version: version, md5: digest) }
-        guard answer.status == 201 else { throw Self.unexpected(answer, "store") }
-        return Stored(version: version, md5: digest)
+        if answer.status == 201 { return Stored(version: version, md5: digest) }
+        switch CommitOutcome(answer) {
+        case .superseded?:
+            // A newer write of the key committed first: as in S3, where the last writer wins
+            // and every writer hears success, this one is as if overwritten at once.
+            return Stored(version: version, md5: digest)
+        default:
+            throw Self.unexpected(answer, "store")
+        }
     }
 
     /// Deletes a key through the master's redirect; false when it was not there.

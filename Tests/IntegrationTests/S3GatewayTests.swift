@@ -117,6 +117,29 @@ final class S3GatewayTests: XCTestCase {
         }
     }
 
+    /// Two writers of one object: the one issued its version first finishes its upload
+    /// last, so the master refuses its commit (`superseded`). As in S3, where the last
+    /// writer wins and every writer hears success, both get `200`, and the object is the
+    /// later-issued write's.
+    func testConcurrentWritesOfOneObjectBothSucceedAndTheLaterIssuedWins() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        let gateway = try cluster.startGateway()
+        let base = "http://127.0.0.1:\(gateway)"
+        XCTAssertEqual(try HTTP.send("PUT", base + "/race").status, 200)
+        let first = [UInt8](repeating: 0x61, count: 1 << 20), second = Array("the later-issued write".utf8)
+        let url = try XCTUnwrap(HTTPURL(base + "/race/object"))
+        let slow = try HTTPClient(timeout: 10, maxIdlePerHost: 0).startUpload("PUT", url, contentLength: first.count)
+        first[..<(first.count / 2)].withUnsafeBytes { slow.write($0) }
+        // Its version issued and its upload under way on the volume: now the second writer.
+        try waitUntil("the first upload reached the volume") { !cluster.tmpFiles(cluster.volumePorts[0]).isEmpty }
+        XCTAssertEqual(try HTTP.send("PUT", base + "/race/object", body: second).status, 200)
+        first[(first.count / 2)...].withUnsafeBytes { slow.write($0) }
+        let answer = try slow.finish()
+        XCTAssertEqual(answer.status, 200, answer.text)
+        XCTAssertEqual(try HTTP.send("GET", base + "/race/object").body, second)
+        XCTAssertTrue(cluster.logText().contains("rules this write out"), "the first write's commit was not superseded")
+    }
+
     func testGatewayFlags() throws {
         let cluster = try TestCluster()
         _ = cluster

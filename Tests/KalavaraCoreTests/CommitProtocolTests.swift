@@ -40,6 +40,12 @@ final class CommitProtocolTests: XCTestCase {
         try master.commit(query([("op", "delete"), ("key", key), ("ver", String(version))])).status
     }
 
+    private func commit(_ op: CommitOperation, _ key: String, _ version: UInt64, holders: [String] = [], crc: String = "1")
+        throws -> CommitOutcome {
+        try master.commit(query([("op", op.rawValue), ("key", key), ("ver", String(version)), ("size", "1"), ("crc", crc),
+                                 ("h", holders.joined(separator: ","))]))
+    }
+
     private func resolve(_ key: String, _ version: UInt64, _ holder: String) throws -> String {
         let response = try master.resolve(query([("key", key), ("ver", String(version)), ("h", holder)]))
         guard case .bytes(let body) = response.body else { return "" }
@@ -59,6 +65,46 @@ final class CommitProtocolTests: XCTestCase {
         XCTAssertThrowsError(try put("k", future, holders: [a]), "versions never issued are refused")
         XCTAssertThrowsError(try put("k", try master.clock.next(), holders: [a, a]))
         XCTAssertThrowsError(try put("k", try master.clock.next(), holders: ["http://127.0.0.1:9"]))
+    }
+
+    /// What each rule decides, as the value the volume and the gateway switch on.
+    func testEachRuleDecidesItsOutcome() throws {
+        let v1 = try master.clock.next(), v2 = try master.clock.next()
+        XCTAssertEqual(try commit(.put, "k", v1, holders: [a]), .committed(previous: nil))
+        XCTAssertEqual(try commit(.put, "k", v1, holders: [a]), .alreadyCommitted, "a volume retrying after a lost answer")
+        XCTAssertEqual(try commit(.put, "k", v1, holders: [a], crc: "2"), .conflict(version: v1))
+        XCTAssertEqual(try commit(.put, "k", v2, holders: [b]), .committed(previous: v1))
+        XCTAssertEqual(try commit(.put, "k", v1, holders: [a]), .superseded(by: v2, operation: .put))
+        XCTAssertEqual(try commit(.delete, "k", v1), .superseded(by: v2, operation: .delete))
+        let v3 = try master.clock.next()
+        XCTAssertEqual(try commit(.delete, "k", v3), .deleted)
+        XCTAssertEqual(try commit(.delete, "k", v3), .alreadyDeleted)
+        XCTAssertEqual(try commit(.put, "k", v2, holders: [b]), .superseded(by: v3, operation: .put), "a tombstone rules out older writes")
+        XCTAssertEqual(try commit(.delete, "never-written", try master.clock.next()), .nothingToDelete)
+        try master.registry.setMode(XCTUnwrap(master.registry.id(of: c)), .removed)
+        XCTAssertEqual(try commit(.put, "k", try master.clock.next(), holders: [a, c]), .volumeRemoved(c))
+        let late = try master.clock.next()
+        usleep(600_000) // past the 0.5 s ticket lifetime
+        XCTAssertEqual(try commit(.put, "late", late, holders: [a]), .expired)
+        XCTAssertEqual(try commit(.delete, "k", late), .expired)
+    }
+
+    /// Healing's commit of new holders is refused whenever the record changed since it was
+    /// read, and says how: a holder set that changed, or a key that moved on.
+    func testTheHolderCommitSaysWhatChangedMeanwhile() throws {
+        let ids = try [a, b, c].map { try XCTUnwrap(master.registry.id(of: $0)) }
+        let key = try Key("k"), v1 = try master.clock.next()
+        XCTAssertEqual(try put("k", v1, holders: [a]), 200)
+        XCTAssertEqual(try master.commitHolders(key, version: v1, expected: [ids[0]], new: [ids[0], ids[1]]), .committed)
+        XCTAssertEqual(try record("k")?.holders, [ids[0], ids[1]])
+        XCTAssertEqual(try master.commitHolders(key, version: v1, expected: [ids[0]], new: [ids[2]]),
+                       .holdersChanged([ids[0], ids[1]]))
+        let v2 = try master.clock.next()
+        XCTAssertEqual(try put("k", v2, holders: [c]), 200)
+        XCTAssertEqual(try master.commitHolders(key, version: v1, expected: [ids[0], ids[1]], new: [ids[1]]), .superseded)
+        XCTAssertEqual(try delete("k", try master.clock.next()), 200)
+        XCTAssertEqual(try master.commitHolders(key, version: v2, expected: [ids[2]], new: [ids[1]]), .superseded)
+        XCTAssertEqual(try master.commitHolders(try Key("absent"), version: v2, expected: [], new: [ids[1]]), .superseded)
     }
 
     func testTombstoneRefusesOlderWritesAndQueuesRemovals() throws {

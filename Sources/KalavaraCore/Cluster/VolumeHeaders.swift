@@ -27,6 +27,10 @@ public enum VolumeHeaders {
     public static let previousVersion = "Kalavara-Previous-Version"
     /// Answered by `/internal/resolve`: `committed` or `orphan`.
     public static let resolution = "Kalavara-Resolution"
+    /// Answered by a commit, and passed on by a volume that answers its client with the
+    /// master's refusal: what the master decided (see `CommitOutcome`), e.g.
+    /// `superseded; op=put; version=N`.
+    public static let outcome = "Kalavara-Outcome"
     /// On a PUT to a volume: attributes of the value to keep in the master's index with it
     /// (printable ASCII, at most `IndexRecord.maxAttributeBytes`); the master answers them on
     /// every 302 and HEAD of the key, and in a listing with `detail=1`.

@@ -24,7 +24,7 @@ final class Rebuilder: Sendable {
         var errors = 0
     }
 
-    private unowned let master: Master
+    private unowned let master: any HealingMaster
     private let client: HTTPClient
     private let progress = Mutex(Progress())
     /// A rebuild when woken, by `start`; it reads the volumes on a thread each.
@@ -33,9 +33,9 @@ final class Rebuilder: Sendable {
     /// How long a volume that does not answer is retried before the rebuild goes on without it.
     static let patience = 60.0
 
-    init(master: Master) {
+    init(master: any HealingMaster, secret: ClusterSecret?) {
         self.master = master
-        client = HTTPClient(timeout: 60, maxIdlePerHost: 4, signer: master.gate.secret)
+        client = HTTPClient(timeout: 60, maxIdlePerHost: 4, signer: secret)
     }
 
     var snapshot: Progress { progress.withLock { $0 } }
@@ -49,8 +49,8 @@ final class Rebuilder: Sendable {
             return true
         }
         guard started else { return false }
-        try master.index.setRebuildPending(true)
-        master.rebuilding.store(true, ordering: .sequentiallyConsistent)
+        try master.setRebuildPending(true)
+        master.setRebuilding(true)
         loop.start { [self] in run() }
         loop.wake()
         return true
@@ -82,15 +82,15 @@ final class Rebuilder: Sendable {
             return
         }
         do {
-            try master.index.setRebuildPending(false) // synced: covers every merge before it
+            try master.setRebuildPending(false) // synced: covers every merge before it
         } catch {
             Log.error("index rebuild: cannot record completion: \(error)")
         }
-        master.rebuilding.store(false, ordering: .sequentiallyConsistent)
+        master.setRebuilding(false)
         progress.withLock { $0.running = false }
         Log.info("index rebuild finished: \(p.keysFound) key(s) from \(p.filesSeen) file(s) on \(p.volumesDone) volume(s), "
                  + "\(p.errors) error(s)")
-        master.reconciler.requestPass()
+        master.requestRepairPass()
     }
 
     /// Merges one volume's inventory. Returns false if the loop was stopped first (a
@@ -127,7 +127,7 @@ final class Rebuilder: Sendable {
                     progress.withLock { $0.errors += 1 }
                 }
             }
-            if let newest = page.entries.map(\.version).max(), newest < UInt64.max >> 1 { try? master.clock.advance(past: newest) }
+            if let newest = page.entries.map(\.version).max(), newest < UInt64.max >> 1 { try? master.advanceClock(past: newest) }
             progress.withLock {
                 $0.keysFound += found
                 $0.filesSeen += page.entries.count
@@ -142,7 +142,7 @@ final class Rebuilder: Sendable {
     private func merge(_ entry: Inventory.Entry, holder: UInt16) throws -> Bool {
         try master.keyLocks.withLock(for: entry.key) {
             var changes = Index.Changes()
-            let current = try master.index.record(for: entry.key)
+            let current = try master.record(for: entry.key)
             if var record = current, record.version == entry.version, !record.isTombstone {
                 guard !record.holders.contains(holder), record.holders.count < 16 else { return false }
                 record.holders.append(holder)
@@ -150,17 +150,17 @@ final class Rebuilder: Sendable {
             } else if let record = current, record.version >= entry.version || record.rulesOut(entry.version) {
                 // The index knows something newer (a write or delete since, or another
                 // volume's newer copy): this copy is stale.
-                try master.index.queueRemoval(&changes, volume: holder, key: entry.key, below: record.version)
+                try master.queueRemoval(&changes, volume: holder, key: entry.key, below: record.version)
             } else {
                 changes.setRecord(IndexRecord(version: entry.version, size: entry.size, holders: [holder],
                                               floor: current?.floor ?? 0, checksum: entry.checksum), for: entry.key)
                 if let record = current, !record.isTombstone {
                     for old in record.holders {
-                        try master.index.queueRemoval(&changes, volume: old, key: entry.key, below: entry.version)
+                        try master.queueRemoval(&changes, volume: old, key: entry.key, below: entry.version)
                     }
                 }
             }
-            try master.index.apply(changes, durable: false)
+            try master.apply(changes, durable: false)
             return current == nil
         }
     }

@@ -40,12 +40,11 @@ extension Reconciler {
 
     /// Repairs one key: copies, then a commit of the new holders, then removals.
     private func fix(_ key: Key) {
-        guard let record = try? master.index.record(for: key), !record.isTombstone else { return }
+        guard let record = try? master.record(for: key), !record.isTombstone else { return }
         let view = PlacementView(registry: master.registry, replicas: replicas)
-        let index = master.index
         // A volume with a removal of this key still queued would lose a fresh copy to it.
         let plan = view.plan(key, record, copiable: { target in
-            let free = ((try? index.pendingRemoval(volume: target, key: key)) ?? nil).map { $0 <= record.version } ?? true
+            let free = ((try? master.pendingRemoval(volume: target, key: key)) ?? nil).map { $0 <= record.version } ?? true
             if !free { self.retrySoon.store(true, ordering: .relaxed) }
             return free
         })
@@ -75,24 +74,30 @@ extension Reconciler {
         actual.holders = record.holders + copied
         let final = view.plan(key, actual, copiable: { _ in false })
         guard final.keep.count != record.holders.count || !final.keep.allSatisfy(record.holders.contains) else { return }
-        let refusal: [UInt16]?
+        let outcome: HoldersOutcome
         do {
-            refusal = try master.commitHolders(key, version: record.version, expected: record.holders, new: final.keep)
+            outcome = try master.commitHolders(key, version: record.version, expected: record.holders, new: final.keep)
         } catch {
             return fail("repair: committing new holders of \(key): \(error)")
         }
-        if let holdersNow = refusal {
-            // The key changed meanwhile (a client's write or delete won, a holder was
-            // dropped): the copies made are of no use unless the index lists them. A later
-            // pass looks at the key again.
-            for target in copied where !holdersNow.contains(target) {
-                notify(target, key, "DELETE", "/internal/replica", "exact=\(record.version)")
-            }
+        let listed: [UInt16]
+        switch outcome {
+        case .committed:
+            metrics.removals.increment(by: Int64(final.drop.count))
+            progress.withLock { $0.removed += final.drop.count }
+            for target in copied { notify(target, key, "POST", "/internal/committed", "ver=\(record.version)") }
             return
+        case .superseded:
+            listed = []
+        case .holdersChanged(let holders):
+            listed = holders
         }
-        metrics.removals.increment(by: Int64(final.drop.count))
-        progress.withLock { $0.removed += final.drop.count }
-        for target in copied { notify(target, key, "POST", "/internal/committed", "ver=\(record.version)") }
+        // The key changed meanwhile (a client's write or delete won, a holder was dropped):
+        // the copies made are of no use unless the index lists them. A later pass looks at
+        // the key again.
+        for target in copied where !listed.contains(target) {
+            notify(target, key, "DELETE", "/internal/replica", "exact=\(record.version)")
+        }
     }
 
     /// Has a live holder stream the key's version to `target`. The target checks the bytes

@@ -38,7 +38,7 @@ final class Reconciler: @unchecked Sendable {
         @NullWhenAbsent var lastPassFinished: Int? = nil
     }
 
-    unowned let master: Master
+    unowned let master: any HealingMaster
     let replicas: Int
     let copyClient: HTTPClient
     let noticeClient: HTTPClient
@@ -83,17 +83,16 @@ final class Reconciler: @unchecked Sendable {
     /// Seconds before a pass is repeated for keys that waited on a queued removal.
     static let retryDelay = 5.0
 
-    init(master: Master, replicas: Int, copiesInFlight: Int, bytesPerSecond: Double, interval: Double,
-         keysPerSecond: Double = 0) {
+    init(master: any HealingMaster, secret: ClusterSecret?, metrics m: Metrics, replicas: Int, copiesInFlight: Int,
+         bytesPerSecond: Double, interval: Double, keysPerSecond: Double = 0) {
         scanLimiter = RateLimiter(bytesPerSecond: keysPerSecond)
-        copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8, signer: master.gate.secret)
-        noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4, signer: master.gate.secret)
+        copyClient = HTTPClient(timeout: 600, maxIdlePerHost: 8, signer: secret)
+        noticeClient = HTTPClient(timeout: 5, maxIdlePerHost: 4, signer: secret)
         self.master = master
         self.replicas = replicas
         slots = DispatchSemaphore(value: max(1, copiesInFlight))
         limiter = RateLimiter(bytesPerSecond: bytesPerSecond)
         self.interval = interval
-        let m = master.metrics
         metrics = (m.counter("kalavara_repair_copies_total", "Copies the reconciler made"),
                    m.counter("kalavara_repair_copied_bytes_total", "Bytes the reconciler copied between volumes"),
                    m.counter("kalavara_repair_removals_total", "Copies the reconciler queued for removal"),
@@ -114,7 +113,7 @@ final class Reconciler: @unchecked Sendable {
 
     func start() {
         // A pass cut short by a restart resumes where it was.
-        if (try? master.index.repairCursor()) != nil { requestPass(fromStart: false) }
+        if (try? master.repairCursor()) != nil { requestPass(fromStart: false) }
         lastPassStart = monotonicSeconds()
         lastSeen = signature(PlacementView(registry: master.registry, replicas: replicas))
         loop.start { [self] in tick() }
@@ -195,7 +194,7 @@ final class Reconciler: @unchecked Sendable {
     }
 
     private func pass(fromStart: Bool) {
-        var cursor = fromStart ? nil : (try? master.index.repairCursor()) ?? nil
+        var cursor = fromStart ? nil : (try? master.repairCursor()) ?? nil
         let wholeIndex = cursor == nil
         progress.withLock {
             $0.running = true
@@ -214,7 +213,7 @@ final class Reconciler: @unchecked Sendable {
         walk: while !loop.isStopping, !master.isRebuilding {
             let page: (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int)
             do {
-                page = try master.index.walk(after: cursor, limit: Self.batch)
+                page = try master.walkIndex(after: cursor, limit: Self.batch)
             } catch {
                 fail("repair pass: cannot read the index (\(error))")
                 break walk
@@ -230,7 +229,8 @@ final class Reconciler: @unchecked Sendable {
                     let stem = FileStore.fileStem(key)
                     for report in reports where report.stem == stem {
                         damaged.withLock { $0[record.version] = nil }
-                        if (try? master.dropCorruptHolder(key, version: record.version, holder: report.volume)) == true {
+                        if (try? master.dropCorruptHolder(key, version: record.version, holder: report.volume,
+                                                          keepingLast: false)) == true {
                             Log.error("repair: the damaged file v\(record.version) was \(key)'s copy; holder dropped")
                             requestKey(key)
                         }
@@ -257,7 +257,7 @@ final class Reconciler: @unchecked Sendable {
             }
             fixUrgent()
             if let last = page.last { cursor = last }
-            try? master.index.setRepairCursor(cursor)
+            try? master.setRepairCursor(cursor)
             if monotonicSeconds() - lastLog >= 10 {
                 lastLog = monotonicSeconds()
                 logProgress("repair pass", since: started)
@@ -278,7 +278,7 @@ final class Reconciler: @unchecked Sendable {
         waitForCopies()
         let finished = reachedEnd && !loop.isStopping && !master.isRebuilding
         if finished {
-            try? master.index.setRepairCursor(nil)
+            try? master.setRepairCursor(nil)
             // Reports whose version no key has any more (overwritten meanwhile) are moot.
             if wholeIndex { damaged.withLock { $0 = [:] } }
         }
@@ -315,7 +315,7 @@ final class Reconciler: @unchecked Sendable {
     private func finishDrains(stillHeld: [UInt16: Int]) -> Bool {
         var again = false
         for volume in master.registry.all where volume.mode == .draining {
-            let cleared = !volume.isLive || master.index.pendingRemovals(volume: volume.id, limit: 1).isEmpty
+            let cleared = !volume.isLive || master.pendingRemovals(volume: volume.id, limit: 1).isEmpty
             if stillHeld[volume.id, default: 0] == 0, cleared {
                 do {
                     try master.registry.setMode(volume.id, .removed)

@@ -109,8 +109,8 @@ final class Scrubber: Sendable {
             if !candidates.isEmpty, !loop.isStopping {
                 if let verdicts = volume.master.wanted(candidates) {
                     for (file, verdict) in zip(candidates, verdicts) {
-                        if verdict == "unknown" { unknown += 1 }
-                        guard verdict == "drop" else { continue }
+                        if verdict == .unknown { unknown += 1 }
+                        guard verdict == .drop else { continue }
                         do {
                             try volume.dropVersion(file.key, file.version)
                             loop.report { $0.staleRemoved += 1 }

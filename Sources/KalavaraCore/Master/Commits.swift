@@ -20,17 +20,21 @@ import KalavaraSupport
 ///   no later than the one the ticket is measured against.
 /// Copies that stop being current (a delete, an overwrite) are queued for removal in the
 /// same synced batch as the record, so none is forgotten even if its volume crashes.
+///
+/// Each decision is a `CommitOutcome`; the route answers its `response`. A malformed
+/// commit is thrown as a `400`, which decides nothing.
 extension Master {
     /// `POST /internal/commit?op=put|delete&key=K&ver=V&size=S&crc=HEX&h=URL,URL[&md5=HEX][&attrs=A]`
-    func commit(_ parameters: QueryParameters) throws -> HTTPResponse {
+    func commit(_ parameters: QueryParameters) throws -> CommitOutcome {
         let key = try Key(parameters.bytes("key") ?? [])
         let version = try issuedVersion(parameters)
         Log.debug("commit", ["key": "\(key)", "ver": "\(version)", "op": "\(parameters["op"] ?? "")",
                              "rid": "\(parameters["rid"] ?? "-")"])
-        switch parameters["op"] {
-        case "put":
+        switch parameters["op"].flatMap(CommitOperation.init(rawValue:)) {
+        case .put:
             guard let size = parameters["size"].flatMap(UInt64.init) else { throw HTTPError(400, "commit without a size") }
-            let holders = try holderIDs(parameters["h"] ?? "")
+            let (holders, departed) = try holderIDs(parameters["h"] ?? "")
+            if let departed { return .volumeRemoved(departed) }
             guard !holders.isEmpty else { throw HTTPError(400, "commit without holders") }
             var checksum: UInt32?
             if let text = parameters["crc"] {
@@ -48,27 +52,26 @@ extension Master {
             }
             return try commitWrite(key, IndexRecord(version: version, size: size, holders: holders, checksum: checksum,
                                                     md5: md5, attributes: attributes))
-        case "delete":
+        case .delete:
             return try commitDelete(key, version: version)
-        default:
+        case nil:
             throw HTTPError(400, "commit op must be put or delete")
         }
     }
 
-    private func commitWrite(_ key: Key, _ record: IndexRecord) throws -> HTTPResponse {
+    private func commitWrite(_ key: Key, _ record: IndexRecord) throws -> CommitOutcome {
         try keyLocks.withLock(for: key) {
-            if let expired = expiredTicket(record.version) { return expired }
+            if hasExpired(record.version) { return .expired }
             let current = try index.record(for: key)
             if let current {
                 if current.version == record.version, !current.isTombstone {
                     let same = current.holders == record.holders && current.size == record.size
                         && current.checksum == record.checksum && current.md5 == record.md5
                         && current.attributes == record.attributes
-                    return same ? .text(200, "committed")
-                        : .text(409, "version \(record.version) is already committed with other content or holders")
+                    return same ? .alreadyCommitted : .conflict(version: record.version)
                 }
                 if current.rulesOut(record.version) || current.version == record.version {
-                    return .text(409, "a newer version (\(max(current.version, current.floor))) rules this write out")
+                    return .superseded(by: max(current.version, current.floor), operation: .put)
                 }
             }
             var changes = Index.Changes()
@@ -85,21 +88,17 @@ extension Master {
             }
             try index.apply(changes)
             commits.put.increment()
-            var answer = HTTPResponse.text(200, "committed")
-            if let current, !current.isTombstone {
-                answer.headers.set(VolumeHeaders.previousVersion, String(current.version))
-            }
-            return answer
+            return .committed(previous: current.flatMap { $0.isTombstone ? nil : $0.version })
         }
     }
 
-    private func commitDelete(_ key: Key, version: UInt64) throws -> HTTPResponse {
+    private func commitDelete(_ key: Key, version: UInt64) throws -> CommitOutcome {
         try keyLocks.withLock(for: key) {
-            if let expired = expiredTicket(version) { return expired }
-            guard let current = try index.record(for: key) else { return .text(200, "nothing to delete") }
-            if current.isTombstone, current.version >= version { return .text(200, "already deleted") }
+            if hasExpired(version) { return .expired }
+            guard let current = try index.record(for: key) else { return .nothingToDelete }
+            if current.isTombstone, current.version >= version { return .alreadyDeleted }
             if current.rulesOut(version) {
-                return .text(409, "a newer version (\(max(current.version, current.floor))) rules this delete out")
+                return .superseded(by: max(current.version, current.floor), operation: .delete)
             }
             // The tombstone lists the holders of the deleted value until they confirm removal;
             // the removal queue makes sure they do, even those that are down right now.
@@ -111,14 +110,13 @@ extension Master {
             for holder in holders { try index.queueRemoval(&changes, volume: holder, key: key, below: version) }
             try index.apply(changes)
             commits.delete.increment()
-            return .text(200, "deleted")
+            return .deleted
         }
     }
 
-    /// The refusal of a commit whose ticket is past the ticket lifetime (see the rules above).
-    private func expiredTicket(_ version: UInt64) -> HTTPResponse? {
+    /// Whether a commit's ticket is past the ticket lifetime (see the rules above).
+    private func hasExpired(_ version: UInt64) -> Bool {
         clock.hasExpired(version, lifetime: configuration.ticketLifetime)
-            ? .text(409, "ticket expired: commit arrived after the ticket lifetime") : nil
     }
 
     /// `POST /internal/purged?key=K&ver=V&h=URL`: a volume has removed its copies of the key
@@ -208,17 +206,6 @@ extension Master {
         }
     }
 
-    /// What `resolve` found, carried in the `Kalavara-Resolution` header.
-    enum Resolution: String {
-        case committed, orphan
-
-        var response: HTTPResponse {
-            var response = HTTPResponse.text(200, rawValue)
-            response.headers.set(VolumeHeaders.resolution, rawValue)
-            return response
-        }
-    }
-
     /// Drops tombstones older than the ticket lifetime: no write issued before them can
     /// commit any more, so they protect nothing. The cutoff is a lifetime before the version
     /// clock's present, settled (persisted) first, so the clock never measures a ticket
@@ -268,34 +255,45 @@ extension Master {
         return version
     }
 
-    /// The registry ids of a commit's holders: known volumes, each once, at most 16.
-    private func holderIDs(_ list: String) throws -> [UInt16] {
-        let ids = try list.split(separator: ",").map { url -> UInt16 in
+    /// The registry ids of a commit's holders: known volumes, each once, at most 16. Or
+    /// the first that has left the cluster (`departed`): a write whose ticket predates a
+    /// drain's end must not land on the volume that left.
+    private func holderIDs(_ list: String) throws -> (ids: [UInt16], departed: String?) {
+        var ids: [UInt16] = []
+        for url in list.split(separator: ",") {
             guard let id = registry.id(of: String(url)) else { throw HTTPError(400, "unknown volume \(url)") }
-            // A write whose ticket predates a drain's end must not land on the volume that left.
-            guard registry.volume(id)?.mode != .removed else { throw HTTPError(409, "volume \(url) has left the cluster") }
-            return id
+            guard registry.volume(id)?.mode != .removed else { return ([], String(url)) }
+            ids.append(id)
         }
         guard ids.count <= 16, Set(ids).count == ids.count else {
             throw HTTPError(400, "a commit names each holder once, 16 at most")
         }
-        return ids
+        return (ids, nil)
     }
 }
 
 // MARK: Healing
 
+/// What came of the reconciler's commit of new holders (`Master.commitHolders`).
+enum HoldersOutcome: Equatable {
+    /// The index lists the new holders.
+    case committed
+    /// Refused: the key moved on (a newer write, a delete); no copy of this version is wanted.
+    case superseded
+    /// Refused: the version is current but its holders changed meanwhile; these are they.
+    case holdersChanged([UInt16])
+}
+
 extension Master {
     /// The reconciler's commit: the same version of `key`, held by `new` instead of
-    /// `expected`. Refused (false) if the record changed since the reconciler read it — a
-    /// client's write or delete, or a holder dropped as corrupt — so healing never reverts
-    /// anything. Holders that leave get a removal queued (for that version too); holders
-    /// that arrive have any older removal of theirs cut back below this version.
-    /// Returns nil when committed; else the holders of `version` now (empty if the key moved on).
-    func commitHolders(_ key: Key, version: UInt64, expected: [UInt16], new: [UInt16]) throws -> [UInt16]? {
+    /// `expected`. Refused if the record changed since the reconciler read it — a client's
+    /// write or delete, or a holder dropped as corrupt — so healing never reverts anything.
+    /// Holders that leave get a removal queued (for that version too); holders that arrive
+    /// have any older removal of theirs cut back below this version.
+    func commitHolders(_ key: Key, version: UInt64, expected: [UInt16], new: [UInt16]) throws -> HoldersOutcome {
         try keyLocks.withLock(for: key) {
-            guard var record = try index.record(for: key), !record.isTombstone, record.version == version else { return [] }
-            guard record.holders == expected else { return record.holders }
+            guard var record = try index.record(for: key), !record.isTombstone, record.version == version else { return .superseded }
+            guard record.holders == expected else { return .holdersChanged(record.holders) }
             var changes = Index.Changes()
             record.holders = new
             changes.setRecord(record, for: key)
@@ -309,7 +307,7 @@ extension Master {
             }
             try index.apply(changes)
             commits.holders.increment()
-            return nil
+            return .committed
         }
     }
 
@@ -352,10 +350,6 @@ extension Master {
         }
     }
 
-    /// `POST /internal/wanted?h=URL`, body `VERSION KEY` lines (keys percent-encoded): the
-    /// scrub's backstop against leaked copies. Each line is answered `keep`, `drop` (the
-    /// index positively knows a newer version or a delete of the key) or `unknown` (no
-    /// record: a rebuild may still need the file). While a rebuild runs, everything is `keep`.
     /// A volume's body of `VERSION KEY` lines (key percent-encoded), its signature checked.
     private func versionedKeys(_ request: HTTPRequest, _ body: MessageBody) throws -> [(UInt64, Key)] {
         let bytes = try body.readAll(limit: 4 << 20)
@@ -367,17 +361,21 @@ extension Master {
         }
     }
 
+    /// `POST /internal/wanted?h=URL`, body `VERSION KEY` lines (keys percent-encoded): the
+    /// scrub's backstop against leaked copies. Each line is answered `keep`, `drop` (the
+    /// index positively knows a newer version or a delete of the key) or `unknown` (no
+    /// record: a rebuild may still need the file). While a rebuild runs, everything is `keep`.
     func wanted(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
-        var answers: [String] = []
+        var answers: [WantedVerdict] = []
         for (version, key) in try versionedKeys(request, body) {
             if isRebuilding {
-                answers.append("keep")
+                answers.append(.keep)
             } else if let record = try index.record(for: key), !(record.isTombstone && record.isFence) {
-                answers.append(record.version > version ? "drop" : "keep")
+                answers.append(record.version > version ? .drop : .keep)
             } else {
-                answers.append("unknown")
+                answers.append(.unknown)
             }
         }
-        return .text(200, answers.joined(separator: "\n"))
+        return .text(200, answers.map(\.rawValue).joined(separator: "\n"))
     }
 }

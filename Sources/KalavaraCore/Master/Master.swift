@@ -67,10 +67,10 @@ public final class Master: @unchecked Sendable {
                 return Double(registry.present.filter { $0.state(now: now, outAfter: registry.outAfter) == state }.count)
             }
         }
-        reconciler = Reconciler(master: self, replicas: configuration.replicas, copiesInFlight: configuration.repairCopies,
-                                bytesPerSecond: configuration.repairRate, interval: configuration.repairInterval,
-                                keysPerSecond: configuration.repairScanRate)
-        rebuilder = Rebuilder(master: self)
+        reconciler = Reconciler(master: self, secret: gate.secret, metrics: metrics, replicas: configuration.replicas,
+                                copiesInFlight: configuration.repairCopies, bytesPerSecond: configuration.repairRate,
+                                interval: configuration.repairInterval, keysPerSecond: configuration.repairScanRate)
+        rebuilder = Rebuilder(master: self, secret: gate.secret)
         metrics.gauge("kalavara_index_disk_free_bytes", "Free bytes on the index's filesystem") { [path = configuration.databasePath] in
             Double(FileStore.freeBytes(at: path))
         }

@@ -61,7 +61,7 @@ extension Master {
                 return try .snakeCaseJSON(200, rebuilder.snapshot)
             },
             GuardedRoute("commit", .exact("/internal/commit"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, _ in
-                try commit(QueryParameters(request.query))
+                try commit(QueryParameters(request.query)).response()
             },
             GuardedRoute("purged", .exact("/internal/purged"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
                 try purged(request, body)
@@ -122,8 +122,7 @@ extension Master {
         }
         // `not=` is left out before suspect holders are: one that failed its last health
         // check may still serve the read when the answering one no longer holds it.
-        var not: String?
-        if let query, !query.isEmpty { not = try QueryParameters(query)["not"] }
+        let not = try SendBack.volume(inQuery: query)
         let holders = registry.liveURLs(among: record.holders, excluding: not)
         guard !holders.isEmpty else {
             return .text(503, "no live volume holds this key")

@@ -9,10 +9,40 @@ import Prometheus
 /// Sendable by hand: the learnt URLs are behind `lock`; `heartbeat` is set once by
 /// `startHeartbeat` (before anything can call `stop`) and its state is the loop's status.
 final class MasterLink: @unchecked Sendable {
+    /// What came of a commit sent to the master.
+    enum CommitReply: Equatable {
+        /// The master recorded it (`outcome.isAccepted`).
+        case accepted(CommitOutcome)
+        /// The master said no for good.
+        case refused(Refusal)
+        /// No answer, or a server error: the outcome is unknown.
+        case unreachable(String)
+    }
+
+    /// The master's no to a commit.
+    enum Refusal: Equatable {
+        /// A decision of the commit rules (a newer version exists, the ticket expired...).
+        case decided(CommitOutcome)
+        /// A `4xx` that carries no outcome: a malformed commit the master would not judge.
+        case unjudged(status: Int, reason: String)
+
+        /// The client's answer: the master's refusal passed on (`409`, its
+        /// `Kalavara-Outcome` with it), or `502` for a commit it would not judge.
+        /// `operation` names what was refused (`commit`, `delete`).
+        func answer(_ operation: String) -> HTTPResponse {
+            let context = "master refused the \(operation)"
+            switch self {
+            case .decided(let outcome): return outcome.response(context: context)
+            case .unjudged(let status, let reason): return .text(status == 409 ? 409 : 502, "\(context): \(reason)")
+            }
+        }
+    }
+
+    /// What the master said of a version this volume holds uncommitted (`resolve`).
     enum Outcome: Equatable {
-        /// The master recorded it; `previous` is the version it replaced, when the master said.
+        /// Committed, for this volume (`previous` is always nil here).
         case committed(previous: UInt64?)
-        /// The master said no for good (a newer version exists, ticket expired...).
+        /// An orphan (`.refused(200, "orphan")`), or a question the master would not judge (a `4xx`).
         case refused(status: Int, reason: String)
         /// No answer, or a server error: the outcome is unknown.
         case unreachable(String)
@@ -92,9 +122,9 @@ final class MasterLink: @unchecked Sendable {
     }
 
     func commitWrite(_ key: Key, _ ticket: PlacementTicket, size: Int, checksum: UInt32, md5: [UInt8]? = nil,
-                     attributes: [UInt8]? = nil) -> Outcome {
+                     attributes: [UInt8]? = nil) -> CommitReply {
         var parameters = QueryParameters()
-        parameters.add("op", "put")
+        parameters.add("op", CommitOperation.put.rawValue)
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(ticket.version))
         parameters.add("size", String(size))
@@ -103,15 +133,29 @@ final class MasterLink: @unchecked Sendable {
         if let md5 { parameters.add("md5", Hex.encode(md5)) }
         if let attributes { parameters.add("attrs", bytes: attributes) }
         if let requestID = ticket.requestID { parameters.add("rid", requestID) }
-        return commitRoundTrips.time { post("/internal/commit", parameters, ticket) }
+        return commit(parameters, ticket)
     }
 
-    func commitDelete(_ key: Key, _ ticket: PlacementTicket) -> Outcome {
+    func commitDelete(_ key: Key, _ ticket: PlacementTicket) -> CommitReply {
         var parameters = QueryParameters()
-        parameters.add("op", "delete")
+        parameters.add("op", CommitOperation.delete.rawValue)
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(ticket.version))
-        return commitRoundTrips.time { post("/internal/commit", parameters, ticket) }
+        return commit(parameters, ticket)
+    }
+
+    private func commit(_ parameters: QueryParameters, _ ticket: PlacementTicket) -> CommitReply {
+        commitRoundTrips.time {
+            let response: ClientResponse
+            do {
+                response = try post("/internal/commit", parameters, ticket)
+            } catch {
+                return .unreachable("\(error)")
+            }
+            if let outcome = CommitOutcome(response) { return outcome.isAccepted ? .accepted(outcome) : .refused(.decided(outcome)) }
+            guard (400..<500).contains(response.status) else { return .unreachable("master answered \(response.status)") }
+            return .refused(.unjudged(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines)))
+        }
     }
 
     /// Tells the master, in one call, that this volume holds no copy of each key older than
@@ -166,25 +210,28 @@ final class MasterLink: @unchecked Sendable {
         }
     }
 
-    /// Asks the master which of these files are still wanted (`keep`, `drop`, `unknown`
-    /// per entry, in order); nil when it cannot say now.
-    func wanted(_ files: [(key: Key, version: UInt64)]) -> [String]? {
+    /// Asks the master which of these files are still wanted (a verdict per entry, in
+    /// order); nil when it cannot say now.
+    func wanted(_ files: [(key: Key, version: UInt64)]) -> [WantedVerdict]? {
         guard let (master, me) = identity else { return nil }
         var parameters = QueryParameters()
         parameters.add("h", me)
         guard let url = HTTPURL("\(master)/internal/wanted?\(parameters.encoded)") else { return nil }
         let body = files.map { "\($0.version) \($0.key.pathComponent)" }.joined(separator: "\n")
         guard let answer = try? client.send("POST", url, body: Array(body.utf8)), answer.status == 200 else { return nil }
-        let verdicts = answer.text.split(separator: "\n").map(String.init)
+        let verdicts = answer.text.split(separator: "\n").compactMap { WantedVerdict(rawValue: String($0)) }
         return verdicts.count == files.count ? verdicts : nil
     }
 
-    func reportPurged(_ key: Key, _ ticket: PlacementTicket, holder: String) -> Outcome {
+    /// Tells the master that `holder` removed its copies of `key` older than the ticket's
+    /// version. Returns whether the master recorded it (if not, its removal queue asks again).
+    @discardableResult
+    func reportPurged(_ key: Key, _ ticket: PlacementTicket, holder: String) -> Bool {
         var parameters = QueryParameters()
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(ticket.version))
         parameters.add("h", holder)
-        return post("/internal/purged", parameters, ticket)
+        return (try? post("/internal/purged", parameters, ticket))?.status == 200
     }
 
     /// Asks the master whether a version this volume holds uncommitted was committed.
@@ -197,30 +244,32 @@ final class MasterLink: @unchecked Sendable {
         guard let url = HTTPURL("\(master)/internal/resolve?\(parameters.encoded)") else { return .unreachable("bad master URL") }
         do {
             let response = try client.send("POST", url)
-            switch (response.status, response.headers[VolumeHeaders.resolution]) {
-            case (200, "committed"?): return .committed(previous: nil)
-            case (200, "orphan"?): return .refused(status: 200, reason: "orphan")
-            case (400..<500, _): return .refused(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
-            default: return .unreachable("master answered \(response.status) without a resolution")
+            switch Resolution(response) {
+            case .committed?: return .committed(previous: nil)
+            case .orphan?: return .refused(status: 200, reason: "orphan")
+            case nil where (400..<500).contains(response.status):
+                return .refused(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
+            case nil: return .unreachable("master answered \(response.status) without a resolution")
             }
         } catch {
             return .unreachable("master \(master) unreachable: \(error)")
         }
     }
 
-    private func post(_ path: String, _ parameters: QueryParameters, _ ticket: PlacementTicket) -> Outcome {
+    /// Why a call to the master got no answer.
+    private struct Unreachable: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Sends a ticket's call to the master named by the ticket (or `-m`, or health checks).
+    private func post(_ path: String, _ parameters: QueryParameters, _ ticket: PlacementTicket) throws -> ClientResponse {
         guard let master = masterURL(for: ticket), let url = HTTPURL("\(master)\(path)?\(parameters.encoded)") else {
-            return .unreachable("no master known: start the volume with -m or go through the master")
+            throw Unreachable(description: "no master known: start the volume with -m or go through the master")
         }
         do {
-            let response = try client.send("POST", url)
-            switch response.status {
-            case 200: return .committed(previous: response.headers[VolumeHeaders.previousVersion].flatMap(UInt64.init))
-            case 400..<500: return .refused(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
-            default: return .unreachable("master answered \(response.status)")
-            }
+            return try client.send("POST", url)
         } catch {
-            return .unreachable("master \(master) unreachable: \(error)")
+            throw Unreachable(description: "master \(master) unreachable: \(error)")
         }
     }
 

@@ -111,9 +111,7 @@ extension Volume {
             answer.headers.set("Retry-After", "1")
             return answer
         }
-        var query = QueryParameters()
-        query.add("not", me)
-        return .redirect(302, to: "\(masterURL)/store/\(key.pathComponent)?\(query.encoded)")
+        return .redirect(302, to: SendBack.location(master: masterURL, key: key, from: me))
     }
 
     /// Before a file of a journaled version leaves the data directory other than by

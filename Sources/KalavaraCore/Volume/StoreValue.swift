@@ -69,7 +69,8 @@ extension Volume {
         //    going through the master, and the previous version stays on disk.
         let digest = md5?.finish()
         switch master.commitWrite(key, ticket, size: size, checksum: checksum, md5: digest, attributes: attributes) {
-        case .committed(let previous):
+        case .accepted(let outcome):
+            let previous = outcome.replaced
             journal.strike(key, version: ticket.version)
             Log.debug("stored", ["key": "\(key)", "ver": "\(ticket.version)", "size": "\(size)", "rid": "\(ticket.requestID ?? "-")"])
             // The replicas hear the outcome at once; the replaced version (invisible from now
@@ -86,9 +87,9 @@ extension Volume {
             response.headers.set("ETag", Self.etag(ticket.version))
             if let digest { response.headers.set(VolumeHeaders.md5, Hex.encode(digest)) }
             return response
-        case .refused(let status, let reason):
+        case .refused(let refusal):
             try discard(key, version: ticket.version, replicas: durableReplicas)
-            var answer = HTTPResponse.text(status == 409 ? 409 : 502, "master refused the commit: \(reason)")
+            var answer = refusal.answer("commit")
             if let digest { answer.headers.set(VolumeHeaders.md5, Hex.encode(digest)) }
             return answer
         case .unreachable(let reason):
@@ -171,7 +172,7 @@ extension Volume {
         // copy, so removing copies afterwards never exposes a half-deleted key. Holders that
         // cannot be reached now are in the master's removal queue.
         switch master.commitDelete(key, ticket) {
-        case .committed(_):
+        case .accepted:
             // From here no reader is sent to any copy: remove them right after answering.
             // What fails here stays in the master's removal queue and is retried from there.
             // Reported only when done: otherwise the master's removal queue retries.
@@ -183,12 +184,12 @@ extension Volume {
                 for holder in ticket.holders.dropFirst() {
                     guard let url = HTTPURL("\(holder)/internal/replica/\(key.pathComponent)?below=\(ticket.version)"),
                           (try? replicaClient.send("DELETE", url))?.status == 204 else { continue }
-                    _ = master.reportPurged(key, ticket, holder: holder)
+                    master.reportPurged(key, ticket, holder: holder)
                 }
             }
             return HTTPResponse(status: 204)
-        case .refused(let status, let reason):
-            return .text(status == 409 ? 409 : 502, "master refused the delete: \(reason)")
+        case .refused(let refusal):
+            return refusal.answer("delete")
         case .unreachable(let reason):
             return .text(503, "delete not committed: \(reason)")
         }
