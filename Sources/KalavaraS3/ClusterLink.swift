@@ -60,8 +60,7 @@ final class ClusterLink: Sendable {
             guard let text = response.headers["Location"], let location = HTTPURL(text) else {
                 throw S3Error.internalError("the master's redirect has no usable Location")
             }
-            let query = try? QueryParameters(text.split(separator: "?", maxSplits: 1).dropFirst().first)
-            let version = query?["ver"].flatMap(UInt64.init) ?? 0
+            let version = PlacementTicket(redirectedTo: location)?.version ?? 0
             return Entry(location: location, version: version, size: response.headers[VolumeHeaders.size].flatMap(UInt64.init),
                          md5: response.headers[VolumeHeaders.md5].flatMap(Hex.decode),
                          attributes: ObjectAttributes(encoded: response.headers[VolumeHeaders.attributes]))
@@ -165,8 +164,7 @@ final class ClusterLink: Sendable {
         } catch {
             throw S3Error.unavailable("volume \(location.authority) failed during the upload: \(error)")
         }
-        let query = try? QueryParameters(text.split(separator: "?", maxSplits: 1).dropFirst().first)
-        let version = query?["ver"].flatMap(UInt64.init) ?? 0
+        let version = PlacementTicket(redirectedTo: location)?.version ?? 0
         let digest = answer.headers[VolumeHeaders.md5].flatMap(Hex.decode)
         if answer.status == 201 { return Stored(version: version, md5: digest) }
         switch CommitOutcome(answer) {

@@ -31,4 +31,18 @@ final class TicketAddresseeTests: XCTestCase {
         let ticket = try XCTUnwrap(try PlacementTicket(QueryParameters(Substring(query.encoded))))
         XCTAssertTrue(ticket.addresses(a, as: .first))
     }
+
+    /// A client of the cluster (the S3 gateway) reads the version it was issued from the
+    /// redirect's Location through the ticket type, for writes and reads alike.
+    func testARedirectsTicketIsReadFromItsLocation() throws {
+        let write = PlacementTicket(version: 41, master: "http://127.0.0.1:6000", holders: ["http://127.0.0.1:7000"],
+                                    requestID: "r1", length: 5)
+        let read = PlacementTicket(version: 42)
+        for ticket in [write, read] {
+            let location = try XCTUnwrap(HTTPURL("http://127.0.0.1:7000/store/a%20b?" + ticket.query))
+            XCTAssertEqual(PlacementTicket(redirectedTo: location), ticket)
+        }
+        XCTAssertNil(PlacementTicket(redirectedTo: try XCTUnwrap(HTTPURL("http://127.0.0.1:7000/store/k"))))
+        XCTAssertNil(PlacementTicket(redirectedTo: try XCTUnwrap(HTTPURL("http://127.0.0.1:7000/store/k?t=1&ver=0"))))
+    }
 }

@@ -149,6 +149,15 @@ public struct PlacementTicket: Equatable, Sendable {
         return parameters.encoded
     }
 
+    /// The ticket a master's redirect carries in its `Location` (a 307 to write, a 302 to
+    /// read); nil when there is none or it is malformed. For clients of the cluster, such as
+    /// the S3 gateway, which need the version they were issued.
+    public init?(redirectedTo location: HTTPURL) {
+        let query = location.pathAndQuery.split(separator: "?", maxSplits: 1).dropFirst().first
+        guard let parameters = try? QueryParameters(query), let ticket = try? PlacementTicket(parameters) else { return nil }
+        self = ticket
+    }
+
     /// Reads a ticket from a request's query. Nil if there is none; 400 if it is malformed.
     public init?(_ parameters: QueryParameters) throws {
         guard let format = parameters["t"] else { return nil }
