@@ -20,6 +20,8 @@ public final class HealthMonitor: @unchecked Sendable {
     private let registry: VolumeRegistry
     private let masterURL: String
     private let client: HTTPClient
+    /// Signs the checks, and verifies the answers' signatures.
+    private let secret: ClusterSecret?
     private let queue = DispatchQueue(label: "health", attributes: .concurrent)
     /// Every `interval` seconds, starts a check of each volume on `queue`.
     private let loop: BackgroundLoop<Void>
@@ -34,6 +36,7 @@ public final class HealthMonitor: @unchecked Sendable {
     public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
         deadline = Self.deadline(interval: interval)
         client = HTTPClient(timeout: deadline, maxIdlePerHost: 1, signer: secret)
+        self.secret = secret
         self.registry = registry
         self.masterURL = masterURL
         loop = BackgroundLoop("health-timer", schedule: .every(interval))
@@ -79,7 +82,7 @@ public final class HealthMonitor: @unchecked Sendable {
     }
 
     private func check(_ volume: VolumeRegistry.Volume, started: Double) {
-        var response = try? Self.ask(volume.url, masterURL: masterURL, client: client)
+        var response = try? Self.ask(volume.url, masterURL: masterURL, client: client, secret: secret)
         if monotonicSeconds() - started > deadline { response = nil } // answered, but too late
         if let report = response.map({ HealthReport($0.headers) }), report.isDiskFull != volume.isDiskFull {
             if report.isDiskFull {
@@ -101,7 +104,7 @@ public final class HealthMonitor: @unchecked Sendable {
     /// by. The answer counts only with status 200 and, in a signed cluster, the volume's
     /// signature over its data bound to this check's signature: proof that the volume holds
     /// the cluster secret (which is also what an operator's `add-volume` asks for).
-    static func ask(_ volumeURL: String, masterURL: String, client: HTTPClient) throws -> ClientResponse? {
+    static func ask(_ volumeURL: String, masterURL: String, client: HTTPClient, secret: ClusterSecret?) throws -> ClientResponse? {
         guard let url = HTTPURL(volumeURL + "/health") else { return nil }
         var headers = HTTPHeaders()
         headers.add(VolumeHeaders.master, masterURL)
@@ -109,7 +112,7 @@ public final class HealthMonitor: @unchecked Sendable {
         headers = client.signed("GET", url, headers: headers)
         let response = try client.send("GET", url, headers: headers)
         guard response.status == 200 else { return nil }
-        if let secret = client.signer as? ClusterSecret,
+        if let secret,
            !SignedCall.verifyHealthAnswer(response.headers, requestHeaders: headers, secret: secret) {
             return nil
         }

@@ -255,7 +255,7 @@ extension Master {
                 throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
             }
             let client = HTTPClient(timeout: 2, maxIdlePerHost: 0, signer: secret)
-            guard (try? HealthMonitor.ask(url, masterURL: configuration.advertisedURL, client: client)) ?? nil != nil else {
+            guard (try? HealthMonitor.ask(url, masterURL: configuration.advertisedURL, client: client, secret: secret)) ?? nil != nil else {
                 return .text(403, "volume \(url) did not prove it holds this cluster's secret "
                              + "(is it running, with the same --secret-file?)")
             }
