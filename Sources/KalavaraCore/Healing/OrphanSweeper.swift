@@ -38,16 +38,16 @@ final class OrphanSweeper: Sendable {
                 continue
             }
             switch volume.master.resolve(entry.key, version: entry.version, master: identity.master, me: identity.me) {
-            case .committed(_):
+            case .committed:
                 volume.journal.strike(entry.key, version: entry.version)
                 for older in volume.store.versions(of: entry.key) where older < entry.version {
                     try? volume.dropVersion(entry.key, older)
                 }
-            case .refused(let status, let reason) where status != 200:
+            case .unjudged(let status, let reason):
                 // The master cannot judge this entry (a bad key, an unknown volume): it stays
                 // for the scrub's backstop, and the entries after it are still checked.
                 Log.warning("the master cannot resolve \(entry.key) v\(entry.version): \(status) \(reason)")
-            case .refused:
+            case .orphan:
                 do {
                     try volume.dropVersion(entry.key, entry.version)
                     Log.info("removed orphan \(entry.key) v\(entry.version)")

@@ -39,11 +39,14 @@ final class MasterLink: @unchecked Sendable {
     }
 
     /// What the master said of a version this volume holds uncommitted (`resolve`).
-    enum Outcome: Equatable {
-        /// Committed, for this volume (`previous` is always nil here).
-        case committed(previous: UInt64?)
-        /// An orphan (`.refused(200, "orphan")`), or a question the master would not judge (a `4xx`).
-        case refused(status: Int, reason: String)
+    /// The master's answer about a version this volume holds uncommitted.
+    enum ResolveAnswer: Equatable {
+        /// Committed: the version stays.
+        case committed
+        /// An orphan: it never will be committed.
+        case orphan
+        /// A question the master would not judge (a `4xx`: a bad key, an unknown volume).
+        case unjudged(status: Int, reason: String)
         /// No answer, or a server error: the outcome is unknown.
         case unreachable(String)
     }
@@ -235,8 +238,7 @@ final class MasterLink: @unchecked Sendable {
     }
 
     /// Asks the master whether a version this volume holds uncommitted was committed.
-    /// `.committed` if so, `.refused(200, "orphan")` if it never will be.
-    func resolve(_ key: Key, version: UInt64, master: String, me: String) -> Outcome {
+    func resolve(_ key: Key, version: UInt64, master: String, me: String) -> ResolveAnswer {
         var parameters = QueryParameters()
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(version))
@@ -245,10 +247,10 @@ final class MasterLink: @unchecked Sendable {
         do {
             let response = try client.send("POST", url)
             switch Resolution(response) {
-            case .committed?: return .committed(previous: nil)
-            case .orphan?: return .refused(status: 200, reason: "orphan")
+            case .committed?: return .committed
+            case .orphan?: return .orphan
             case nil where (400..<500).contains(response.status):
-                return .refused(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
+                return .unjudged(status: response.status, reason: response.text.trimmingCharacters(in: .whitespacesAndNewlines))
             case nil: return .unreachable("master answered \(response.status) without a resolution")
             }
         } catch {
