@@ -7,14 +7,18 @@ import KalavaraSupport
 /// listings, the volumes' values. Bytes stream between the caller and a volume; nothing
 /// passes through the master, and nothing is held whole in memory.
 final class ClusterLink: Sendable {
-    let master: String
+    /// The masters (`-m`, any of a group's): calls go to the leader, reads to any.
+    let masters: MasterDirectory
     /// Small calls (redirects, listings, deletes): kept-alive connections.
     let client: HTTPClient
     /// Value streams to and from volumes: fresh connections, a client-sized timeout.
     let streams: HTTPClient
 
-    init(master: String, secret: ClusterSecret?) {
-        self.master = master
+    /// How long a call keeps trying other masters of a group: past a failover.
+    static let patience = 15.0
+
+    init(masters: [String], secret: ClusterSecret?) {
+        self.masters = MasterDirectory(masters)
         client = HTTPClient(timeout: 10, maxIdlePerHost: 64, signer: secret)
         streams = HTTPClient(timeout: 30, maxIdlePerHost: 0, signer: secret)
     }
@@ -29,14 +33,23 @@ final class ClusterLink: Sendable {
         let attributes: ObjectAttributes
     }
 
-    private func storeURL(_ key: Key, _ query: String = "") throws -> HTTPURL {
-        guard let url = HTTPURL("\(master)/store/\(key.pathComponent)\(query)") else { throw S3Error.internalError("bad master URL") }
-        return url
+    private func storeTarget(_ key: Key, _ query: String = "") -> String {
+        "/store/\(key.pathComponent)\(query)"
     }
 
-    private func call(_ method: String, _ url: HTTPURL, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) throws -> ClientResponse {
+    /// A call to the masters (the leader of a group, another while it fails over).
+    private func call(_ method: String, _ target: String, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) throws -> ClientResponse {
         do {
-            return try client.send(method, url, headers: headers, body: body)
+            return try masters.send(client, method, target, headers: headers, body: body, patience: masters.isGroup ? Self.patience : 0)
+        } catch {
+            throw S3Error.unavailable("the cluster's masters (\(masters.known.joined(separator: ","))) did not answer: \(error)")
+        }
+    }
+
+    /// A call to the master a volume sent the reader back to.
+    private func call(_ method: String, _ url: HTTPURL) throws -> ClientResponse {
+        do {
+            return try client.send(method, url)
         } catch {
             throw S3Error.unavailable("the cluster at \(url.authority) did not answer: \(error)")
         }
@@ -54,7 +67,7 @@ final class ClusterLink: Sendable {
 
     /// The key's current value, or nil when the index has none.
     func locate(_ key: Key) throws -> Entry? {
-        let response = try call("GET", try storeURL(key))
+        let response = try call("GET", storeTarget(key))
         switch response.status {
         case 302:
             guard let text = response.headers["Location"], let location = HTTPURL(text) else {
@@ -114,7 +127,7 @@ final class ClusterLink: Sendable {
     func store(_ key: Key, length: Int?, attributes: ObjectAttributes?, md5: Bool,
                source: (UnsafeMutableRawBufferPointer) throws -> Int, verify: () throws -> Void,
                between: () -> Void = {}) throws -> Stored {
-        let redirect = try call("PUT", try storeURL(key))
+        let redirect = try call("PUT", storeTarget(key))
         guard redirect.status == 307, let text = redirect.headers["Location"], let location = HTTPURL(text) else {
             throw Self.unexpected(redirect, "store")
         }
@@ -180,7 +193,7 @@ final class ClusterLink: Sendable {
     /// Deletes a key through the master's redirect; false when it was not there.
     @discardableResult
     func delete(_ key: Key) throws -> Bool {
-        let redirect = try call("DELETE", try storeURL(key))
+        let redirect = try call("DELETE", storeTarget(key))
         if redirect.status == 404 { return false }
         guard redirect.status == 307, let location = redirect.headers["Location"].flatMap(HTTPURL.init) else {
             throw Self.unexpected(redirect, "delete")
@@ -244,8 +257,7 @@ final class ClusterLink: Sendable {
         if let after { query.add("after", bytes: after) }
         query.add("limit", String(max(1, min(limit, 10_000))))
         query.add("detail", "1")
-        guard let url = HTTPURL("\(master)/store/?\(query.encoded)") else { throw S3Error.internalError("bad master URL") }
-        let response = try call("GET", url)
+        let response = try call("GET", "/store/?\(query.encoded)")
         guard response.status == 200 else { throw Self.unexpected(response, "list") }
         do {
             return try JSONDecoder().decode(Page.self, from: Data(response.body))

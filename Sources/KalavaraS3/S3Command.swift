@@ -13,7 +13,7 @@ public struct S3Command: DaemonCommand {
     @Option(name: [.customShort("p"), .customLong("port")], help: ArgumentHelp("Port to listen on.", valueName: "port"))
     var port = 9000
 
-    @Option(name: [.customShort("m"), .customLong("master")], help: ArgumentHelp("Master base URL, e.g. http://127.0.0.1:6000. Required.", valueName: "url"))
+    @Option(name: [.customShort("m"), .customLong("master")], help: ArgumentHelp("Master base URL, e.g. http://127.0.0.1:6000 (a group's: several, comma-separated). Required.", valueName: "url"))
     var master: String?
 
     @Option(name: .customLong("auth-file"),
@@ -40,7 +40,9 @@ public struct S3Command: DaemonCommand {
         try ServerOptions.checkSeconds("--upload-grace", uploadGrace)
         try ServerOptions.checkSeconds("--sweep-every", sweepEvery)
         guard minPartSize >= 1 else { throw ValidationError("--min-part-size wants a positive number of bytes") }
-        if let master, VolumeRegistry.normalize(master) == nil { throw ValidationError("--master wants http://host:port, not \(master)") }
+        for url in master?.split(separator: ",") ?? [] where VolumeRegistry.normalize(String(url)) == nil {
+            throw ValidationError("--master wants http://host:port[,http://host:port...], not \(url)")
+        }
     }
 
     public func checkRequired() throws {
@@ -52,7 +54,7 @@ public struct S3Command: DaemonCommand {
     public func configuration() -> S3Configuration {
         var configuration = S3Configuration()
         configuration.server = server.configuration(port: port)
-        configuration.masterURL = master.flatMap(VolumeRegistry.normalize) ?? ""
+        configuration.masterURLs = (master?.split(separator: ",") ?? []).compactMap { VolumeRegistry.normalize(String($0)) }
         configuration.authFile = authFile
         configuration.secretFile = server.secretFile
         configuration.uploadGrace = uploadGrace

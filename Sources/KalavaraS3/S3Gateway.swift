@@ -34,7 +34,7 @@ public final class S3Gateway: @unchecked Sendable {
         let credentials = try configuration.authFile.map { try Credentials(file: $0, keepingSecrets: true) }
         credentials?.reloadOnHangup()
         authenticator = S3Authenticator(credentials: credentials)
-        cluster = ClusterLink(master: configuration.masterURL, secret: secret)
+        cluster = ClusterLink(masters: configuration.masterURLs, secret: secret)
         operations = metrics.counter("kalavara_s3_requests_total", "S3 requests answered")
         failures = metrics.counter("kalavara_s3_errors_total", "S3 requests answered with an S3 error")
     }
@@ -53,7 +53,7 @@ public final class S3Gateway: @unchecked Sendable {
         sweeper.name = "s3-upload-sweeper"
         sweeper.start()
         self.sweeper = sweeper
-        Log.info("S3 gateway listening on \(configuration.server.host):\(server.boundPort), storing through \(configuration.masterURL)")
+        Log.info("S3 gateway listening on \(configuration.server.host):\(server.boundPort), storing through \(configuration.masterURLs.joined(separator: ","))")
     }
 
     public var boundPort: Int { server.boundPort }
@@ -219,7 +219,8 @@ public final class S3Gateway: @unchecked Sendable {
 /// Everything `kalavara-s3` is started with.
 public struct S3Configuration: Sendable {
     public var server = HTTPServer.Configuration(host: "0.0.0.0", port: 9000)
-    public var masterURL = "http://127.0.0.1:6000"
+    /// The masters (any of a group's: calls reach its leader).
+    public var masterURLs = ["http://127.0.0.1:6000"]
     public var authFile: String?
     public var secretFile: String?
     /// Multipart uploads neither completed nor aborted this long are removed, parts and all.

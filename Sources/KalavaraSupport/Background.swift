@@ -222,11 +222,11 @@ extension BackgroundLoop where Status == Void {
 
 /// A mutex and a condition variable whose timed waits run on the monotonic clock
 /// (`NSCondition` waits on the wall clock: setting it back would stretch a wait).
-final class MonotonicCondition: @unchecked Sendable {
+public final class MonotonicCondition: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let variable = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    init() {
+    public init() {
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -242,13 +242,13 @@ final class MonotonicCondition: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-    func broadcast() { pthread_cond_broadcast(variable) }
-    func wait() { pthread_cond_wait(variable, mutex) }
+    public func lock() { pthread_mutex_lock(mutex) }
+    public func unlock() { pthread_mutex_unlock(mutex) }
+    public func broadcast() { pthread_cond_broadcast(variable) }
+    public func wait() { pthread_cond_wait(variable, mutex) }
 
     /// Waits until woken or `deadline` (monotonic seconds, as `monotonicSeconds()`).
-    func wait(until deadline: Double) {
+    public func wait(until deadline: Double) {
         let deadline = min(deadline, 1e12) // a schedule of 1e300 s waits, rather than trapping in Int()
         let whole = deadline.rounded(.down)
         var time = timespec(tv_sec: Int(whole), tv_nsec: Int((deadline - whole) * 1e9))

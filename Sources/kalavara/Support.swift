@@ -9,17 +9,25 @@ struct Failure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The master the CLI talks to, and the credentials it sends.
+/// The masters the CLI talks to (any of a group's: calls reach its leader), and the
+/// credentials it sends.
 struct MasterConnection {
-    let base: String
+    let masters: MasterDirectory
     let authorization: String?
     let client = HTTPClient(timeout: 30, maxIdlePerHost: 2)
+    /// How long a call keeps trying a group's other masters: past a failover.
+    static let patience = 15.0
 
     init(master: String?, user: String?) throws {
         let environment = ProcessInfo.processInfo.environment
-        let url = master ?? environment["KALAVARA_MASTER"] ?? "http://127.0.0.1:6000"
-        guard let normalized = VolumeRegistry.normalize(url) else { throw Failure("not a master URL (want http://host:port): \(url)") }
-        base = normalized
+        let list = master ?? environment["KALAVARA_MASTER"] ?? "http://127.0.0.1:6000"
+        var urls: [String] = []
+        for url in list.split(separator: ",").map(String.init) {
+            guard let normalized = VolumeRegistry.normalize(url) else { throw Failure("not a master URL (want http://host:port): \(url)") }
+            urls.append(normalized)
+        }
+        guard !urls.isEmpty else { throw Failure("no master URL given") }
+        masters = MasterDirectory(urls)
         if let user = user ?? environment["KALAVARA_USER"] {
             guard user.contains(":") else { throw Failure("--user wants NAME:SECRET") }
             authorization = "Basic " + Data(user.utf8).base64EncodedString()
@@ -34,15 +42,17 @@ struct MasterConnection {
         return headers
     }
 
-    func url(_ path: String) throws -> HTTPURL {
-        guard let url = HTTPURL(base + path) else { throw Failure("bad URL \(base + path)") }
-        return url
-    }
-
-    /// A request to the master; a 4xx/5xx answer is a Failure with the master's reason.
+    /// A request to the master (a group's leader); a 4xx/5xx answer is a Failure with the master's reason.
     @discardableResult
     func send(_ method: String, _ path: String, body: [UInt8] = [], expect: Set<Int> = [200]) throws -> ClientResponse {
-        try call(method, try url(path), headers: headers, body: body, expect: expect, peer: "the master at \(base)")
+        let answer: ClientResponse
+        do {
+            answer = try masters.send(client, method, path, headers: headers, body: body, patience: masters.isGroup ? Self.patience : 0)
+        } catch {
+            throw Failure("cannot reach the master at \(masters.known.joined(separator: ",")): \(error)")
+        }
+        guard expect.contains(answer.status) else { throw Self.refusal(method, path, answer.status, answer.text) }
+        return answer
     }
 
     /// A request to any daemon (a volume the master sent us to, with its ticket, carries no

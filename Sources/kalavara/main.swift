@@ -12,12 +12,12 @@ struct AdminCommand: ParsableCommand {
         discussion: "The master is -m URL, else $KALAVARA_MASTER, else http://127.0.0.1:6000. Credentials (when the "
             + "master asks for them) are --user NAME:SECRET or $KALAVARA_USER. Errors are one line on standard error, exit 2.",
         version: Kalavara.version,
-        subcommands: [Status.self, Volumes.self, List.self, Put.self, Get.self, Remove.self, AddVolume.self,
+        subcommands: [Status.self, Masters.self, Volumes.self, List.self, Put.self, Get.self, Remove.self, AddVolume.self,
                       RemoveVolume.self, Repair.self, Rebuild.self, Scrub.self])
 }
 
 struct ConnectionOptions: ParsableArguments {
-    @Option(name: [.customShort("m"), .customLong("master")], help: ArgumentHelp("The master's URL.", valueName: "url"))
+    @Option(name: [.customShort("m"), .customLong("master")], help: ArgumentHelp("The master's URL (a group's: any, or several comma-separated).", valueName: "url"))
     var master: String?
 
     @Option(name: .customLong("user"), help: ArgumentHelp("Credentials, NAME:SECRET.", valueName: "name:secret"))
@@ -62,6 +62,11 @@ struct Status: ParsableCommand {
         let up = status.volumes.filter { $0.state == "up" }.count
         print("master \(status.master) (v\(status.version), \(status.signed ? "signed" : "open"), replicas \(status.replicas))")
         print("index: about \(StatusPage.formatCount(status.indexKeys)) keys, \(StatusPage.formatBytes(status.indexDiskFreeBytes)) free")
+        if let group = status.group, !group.group.isEmpty {
+            let standbys = group.masters.filter { $0.role == "standby" }
+            print("group \(group.group): " + (group.leader.map { "leader \($0)" } ?? "NO LEADER") + ", epoch \(group.epoch), "
+                  + "\(standbys.filter(\.inSync).count) of \(standbys.count) standby(s) in sync")
+        }
         print("volumes: \(up) of \(status.volumes.count) up")
         printVolumes(status.volumes)
         if status.repair.running {
@@ -88,6 +93,24 @@ func printVolumes(_ volumes: [ClusterStatus.Volume]) {
               + volume.state.padding(toLength: 8, withPad: " ", startingAt: 0) + "  "
               + keys.padding(toLength: 10, withPad: " ", startingAt: 0) + "  "
               + free.padding(toLength: 10, withPad: " ", startingAt: 0) + "  " + used)
+    }
+}
+
+struct Masters: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The master group: who leads, and each standby's place.")
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        let group = try connection.connect().json(ClusterStatus.Group.self, "/admin/masters")
+        print(group.group.isEmpty ? "a single master (no --etcd)" : "group \(group.group), epoch \(group.epoch)"
+              + (group.leader == nil ? ", NO LEADER: writes wait for one" : ""))
+        let width = max(6, group.masters.map(\.url.count).max() ?? 0)
+        print("MASTER".padding(toLength: width, withPad: " ", startingAt: 0) + "  ROLE      IN SYNC  LAG")
+        for member in group.masters {
+            print(member.url.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+                  + member.role.padding(toLength: 8, withPad: " ", startingAt: 0) + "  "
+                  + (member.inSync ? "yes" : "no").padding(toLength: 7, withPad: " ", startingAt: 0) + "  \(member.lagMs) ms")
+        }
     }
 }
 

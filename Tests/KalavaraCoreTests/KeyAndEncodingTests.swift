@@ -119,7 +119,7 @@ final class KeyAndEncodingTests: XCTestCase {
         XCTAssertThrowsError(try VolumeConfiguration.parse(["-d", "x", "-b", "http://v:1"]))
         let volume = try VolumeConfiguration.parse(["-p", "7001", "-d", "x", "-m", "http://m:6000", "-b", "http://v:7001",
                                                     "--log-level", "debug"])
-        XCTAssertEqual(volume.masterURL, "http://m:6000")
+        XCTAssertEqual(volume.masterURLs, ["http://m:6000"])
         XCTAssertEqual(volume.selfURL, "http://v:7001")
         XCTAssertEqual(try VolumeCommand.parse(["-d", "x", "--log-level", "debug"]).logLevel, .debug)
         // Usage errors become one line in the daemons' style.

@@ -98,6 +98,16 @@ public final class VersionClock: Sendable {
         if version + Self.reservation / 2 >= ceiling { try raiseCeiling(above: version) }
     }
 
+    /// Continues above `ceiling`: a new leader takes over its predecessor's ceiling, above
+    /// any version that one could have issued.
+    public func resume(atCeiling ceiling: UInt64) throws {
+        state.withLock { state in
+            state.last = max(state.last, ceiling)
+            state.ceiling = max(state.ceiling, ceiling)
+        }
+        try advance(past: ceiling)
+    }
+
     /// The newest version handed out so far.
     public var lastIssued: UInt64 { state.withLock { $0.last } }
 

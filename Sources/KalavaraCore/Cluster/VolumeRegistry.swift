@@ -92,6 +92,25 @@ public final class VolumeRegistry: Sendable {
         for seed in seeds { _ = try add(seed, explicit: false) }
     }
 
+    /// Reads the table again from the index (a group's standby applied the leader's log):
+    /// volumes added there are appended, modes follow the index; health stays what this
+    /// master's own checks say. Ids never change: the table only grows.
+    public func reload() throws {
+        try additions.withLock { _ in
+            let urls = try index.volumeURLs()
+            let modes = try index.volumeModes()
+            volumes.withLock { volumes in
+                for url in urls.dropFirst(volumes.count) {
+                    guard let address = HTTPURL(url) else { continue }
+                    volumes.append(Volume(id: UInt16(volumes.count), url: url, address: address))
+                }
+                for position in volumes.indices {
+                    volumes[position].mode = modes[volumes[position].url].flatMap(Mode.init(rawValue:)) ?? .active
+                }
+            }
+        }
+    }
+
     /// The canonical form of a volume base URL (`http://host:port`), or nil if `text` is not one.
     public static func normalize(_ text: String) -> String? {
         var trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)

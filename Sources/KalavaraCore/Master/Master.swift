@@ -38,6 +38,12 @@ public final class Master: @unchecked Sendable {
     private let tombstoneSweep: BackgroundLoop<Void>
     private var removals: RemovalWorker!
     private(set) var server: HTTPServer!
+    /// `--etcd`: the master group this master belongs to (nil: it alone leads, always).
+    private(set) var group: MasterGroup?
+    /// In a group: the checkpoints standbys copy the index from.
+    private(set) var checkpoints: CheckpointShelf?
+    /// When a standby last reloaded the volume table from its index (monotonic seconds).
+    private let registryReloaded = Mutex(-Double.infinity)
 
     public init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
@@ -45,8 +51,11 @@ public final class Master: @unchecked Sendable {
         gate = try AccessGate(configuration: configuration.secretFile, authFile: configuration.authFile)
         readTickets = gate.secret.map { ReadTicketCache(secret: $0, lifetime: configuration.readTicketLifetime) }
         index = try Index(path: configuration.databasePath, metrics: metrics, cacheBytes: configuration.indexCacheBytes,
-                          reserveBytes: configuration.indexReserveBytes)
-        registry = try VolumeRegistry(index: index, seeds: configuration.volumes, outAfter: configuration.outAfter)
+                          reserveBytes: configuration.indexReserveBytes,
+                          keepLog: configuration.group == nil ? nil : Self.keptLog)
+        // In a group only the leader writes the index: the seeds are added when this master leads.
+        registry = try VolumeRegistry(index: index, seeds: configuration.group == nil ? configuration.volumes : [],
+                                      outAfter: configuration.outAfter)
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })
         health = HealthMonitor(registry: registry, masterURL: configuration.advertisedURL,
@@ -74,7 +83,18 @@ public final class Master: @unchecked Sendable {
         metrics.gauge("kalavara_index_disk_free_bytes", "Free bytes on the index's filesystem") { [path = configuration.databasePath] in
             Double(FileStore.freeBytes(at: path))
         }
+        if let settings = configuration.group {
+            checkpoints = CheckpointShelf(index: index)
+            let group = try MasterGroup(settings, url: configuration.advertisedURL, index: index, secret: gate.secret,
+                                        promoted: { [unowned self] in try takeOver() })
+            group.follower.applied = { [weak self] in self?.followedLeader() }
+            self.group = group
+        }
     }
+
+    /// The log a group's leader keeps for standbys that were away: an hour, up to 1 GiB.
+    /// One further behind copies a checkpoint instead.
+    static let keptLog = (seconds: UInt64(3600), megabytes: UInt64(1024))
 
     /// Starts listening and the background work.
     public func start() throws {
@@ -83,6 +103,15 @@ public final class Master: @unchecked Sendable {
         registry.all.forEach { server.trustPeer(url: $0.url) }
         gate.announce()
         health.start()
+        Log.info("listening on \(configuration.server.host):\(server.boundPort), index \(configuration.databasePath), "
+                 + "\(registry.all.count) volume(s), replicas \(configuration.replicas)"
+                 + (group.map { ", group \($0.configuration.name) on etcd \($0.configuration.endpoints.joined(separator: ","))" } ?? ""))
+        if let group { group.start() } else { try lead() }
+    }
+
+    /// Starts what only a leader does: removals, placement passes, an interrupted rebuild,
+    /// tombstone expiry. A single master does from the start; a group's, once it leads.
+    private func lead() throws {
         removals = RemovalWorker(master: self, interval: configuration.healthInterval)
         removals.start()
         reconciler.start()
@@ -95,12 +124,39 @@ public final class Master: @unchecked Sendable {
         tombstoneSweep.start { [weak self] in
             if self?.isRebuilding == false { self?.expireTombstones() }
         }
-        Log.info("listening on \(configuration.server.host):\(server.boundPort), index \(configuration.databasePath), "
-                 + "\(registry.all.count) volume(s), replicas \(configuration.replicas)")
+    }
+
+    /// A standby became the group's leader: what it derives from the index is read again
+    /// (the volume table, the clock's ceiling, which its predecessor kept raising), the
+    /// seeds are added, and the leader's work starts.
+    private func takeOver() throws {
+        try registry.reload()
+        for seed in configuration.volumes { try registry.add(seed, explicit: false) }
+        try clock.resume(atCeiling: index.versionCeiling())
+        registry.all.forEach { server.trustPeer(url: $0.url) }
+        try lead()
+    }
+
+    /// A standby applied some of the leader's log: volumes it added are known here too
+    /// (read at most ten times a second: a redirect to a volume added that recently waits).
+    private func followedLeader() {
+        let now = monotonicSeconds()
+        guard registryReloaded.withLock({ last in
+            guard now - last >= 0.1 else { return false }
+            last = now
+            return true
+        }) else { return }
+        do {
+            try registry.reload()
+            registry.all.forEach { server?.trustPeer(url: $0.url) }
+        } catch {
+            Log.warning("could not reload the volume table from the index: \(error)")
+        }
     }
 
     /// Stops accepting, lets requests in flight finish, and closes the index cleanly.
     public func stop() {
+        group?.stop()
         health.stop()
         reconciler?.stop()
         rebuilder?.stop()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KalavaraHTTP
+import KalavaraSupport
 import Logging
 
 /// Everything `master` is started with.
@@ -35,6 +36,8 @@ public struct MasterConfiguration: Sendable {
     public var indexReserveBytes = Index.defaultReserveBytes
     /// The memory all listings in flight may hold together (`--listing-memory`).
     public var listingMemoryBytes = 64 << 20
+    /// `--etcd`: a member of a master group (nil: a single master, leading always).
+    public var group: MasterGroup.Configuration?
 
     public init() {}
 
@@ -121,6 +124,20 @@ public struct MasterCommand: DaemonCommand {
             help: ArgumentHelp("With --secret-file: how long a GET redirect stays valid.", valueName: "seconds"))
     var readTicketLifetime = 600.0
 
+    @Option(name: .customLong("etcd"),
+            help: ArgumentHelp("etcd endpoints (comma-separated): form a master group with the masters using them.", valueName: "urls"))
+    var etcd: String?
+
+    @Option(name: .customLong("group"), help: ArgumentHelp("With --etcd: the group's name, its keys' prefix in etcd.", valueName: "name"))
+    var group = "kalavara"
+
+    @Option(name: .customLong("lease-ttl"), help: ArgumentHelp("With --etcd: the leader's lease in etcd.", valueName: "seconds"))
+    var leaseTTL = 5
+
+    @Option(name: .customLong("sync-timeout"),
+            help: ArgumentHelp("With --etcd: how long a write waits for an in-sync standby before it leaves the set.", valueName: "seconds"))
+    var syncTimeout = 2.0
+
     @OptionGroup var server: ServerOptions
 
     public init() {}
@@ -142,6 +159,18 @@ public struct MasterCommand: DaemonCommand {
         }
         for url in volumes where VolumeRegistry.normalize(url) == nil {
             throw ValidationError("not a volume base URL (want http://host:port): \(url)")
+        }
+        if let etcd {
+            for endpoint in etcd.split(separator: ",") where VolumeRegistry.normalize(String(endpoint)) == nil {
+                throw ValidationError("--etcd wants http://host:port[,http://host:port...], not \(endpoint)")
+            }
+        }
+        guard !group.isEmpty, group.count <= 64, CheckpointManifest.isSafe(group) else {
+            throw ValidationError("--group wants a name of 1 to 64 letters, digits and -._, not \(group)")
+        }
+        guard (2...600).contains(leaseTTL) else { throw ValidationError("--lease-ttl wants whole seconds in 2...600, not \(leaseTTL)") }
+        guard syncTimeout >= 0.1, syncTimeout < Double(leaseTTL) else {
+            throw ValidationError("--sync-timeout wants seconds from 0.1 to under --lease-ttl, not \(syncTimeout)")
         }
         if let advertise, VolumeRegistry.normalize(advertise) == nil {
             throw ValidationError("--advertise wants http://host:port, not \(advertise)")
@@ -172,6 +201,13 @@ public struct MasterCommand: DaemonCommand {
         configuration.secretFile = server.secretFile
         configuration.authFile = authFile
         configuration.readTicketLifetime = readTicketLifetime
+        if let etcd {
+            var group = MasterGroup.Configuration(endpoints: etcd.split(separator: ",").compactMap { VolumeRegistry.normalize(String($0)) })
+            group.name = self.group
+            group.leaseTTL = leaseTTL
+            group.syncTimeout = syncTimeout
+            configuration.group = group
+        }
         if let advertise {
             configuration.advertisedURL = VolumeRegistry.normalize(advertise)!
         } else {

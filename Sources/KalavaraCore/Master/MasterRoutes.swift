@@ -9,7 +9,19 @@ extension Master {
     /// anything that writes, lists or reads a body runs on a worker. Each says who may call
     /// it (`access`); the gate enforces that before the handler runs.
     var router: Router {
-        Router([
+        Router((routes + groupRoutes).map { inGroup(Self.standings[$0.route.name] ?? .any, $0) }, gate: gate)
+    }
+
+    /// In a master group, what each route needs (`Standing`; any master answers the rest):
+    /// reads from a copy that holds every acknowledged write, changes and healing from the leader.
+    static let standings: [String: Standing] = [
+        "store-list": .current, "store-read": .current, "volumes": .current,
+        "store-write": .leader, "add-volume": .leader, "remove-volume": .leader, "repair": .leader, "scrub": .leader,
+        "rebuild": .leader, "commit": .leader, "purged": .leader, "resolve": .leader, "corrupt": .leader, "wanted": .leader,
+    ]
+
+    private var routes: [GuardedRoute] {
+        [
             GuardedRoute("store-list", .exact("/store/"), methods: ["GET", "HEAD"], access: .client(.read)) { [unowned self] request, _ in
                 try listKeys(request)
             },
@@ -75,7 +87,7 @@ extension Master {
             GuardedRoute("wanted", .exact("/internal/wanted"), methods: ["POST"], access: .cluster(streamed: false)) { [unowned self] request, body in
                 try wanted(request, body)
             },
-        ], gate: gate)
+        ]
     }
 
     private static func key(_ request: HTTPRequest) throws -> Key {

@@ -61,6 +61,25 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var message: String
     }
 
+    /// The master group (`GET /admin/masters`): one master leading, without `--etcd`.
+    public struct Group: Codable, Sendable, Equatable {
+        public struct Member: Codable, Sendable, Equatable {
+            public var url: String
+            public var role: String
+            public var inSync: Bool
+            public var lagMs: Int
+
+            enum CodingKeys: String, CodingKey {
+                case url, role
+                case inSync = "in_sync", lagMs = "lag_ms"
+            }
+        }
+        public var group: String
+        public var leader: String?
+        public var epoch: UInt64
+        public var masters: [Member]
+    }
+
     public var version: String
     public var master: String
     public var replicas: Int
@@ -72,9 +91,11 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public var rebuild: Rebuild
     public var recentEvents: [Event]
     public var time: Double
+    /// Absent from an older master's answer.
+    public var group: Group?
 
     enum CodingKeys: String, CodingKey {
-        case version, master, replicas, signed, volumes, repair, rebuild, time
+        case version, master, replicas, signed, volumes, repair, rebuild, time, group
         case indexKeys = "index_keys", indexDiskFreeBytes = "index_disk_free_bytes", recentEvents = "recent_events"
     }
 
@@ -104,6 +125,6 @@ extension Master {
             rebuild: ClusterStatus.Rebuild(running: rebuild.running, volumesDone: rebuild.volumesDone,
                                            volumesTotal: rebuild.volumesTotal, keysFound: rebuild.keysFound),
             recentEvents: RecentEvents.snapshot.map { ClusterStatus.Event(time: $0.time, level: $0.level, message: $0.message) },
-            time: Date().timeIntervalSince1970)
+            time: Date().timeIntervalSince1970, group: try? mastersView())
     }
 }

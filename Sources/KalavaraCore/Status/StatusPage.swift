@@ -25,6 +25,7 @@ public enum StatusPage {
         </section>
         """
         page += healing(status)
+        if let group = status.group, !group.group.isEmpty { page += masters(group) }
         page += "<h2>Volumes</h2>\n<table id=\"volumes\"><thead><tr><th>Volume</th><th>State</th><th>Disk</th><th>Keys</th>"
             + "<th>Requests</th></tr></thead><tbody>\n"
         for volume in status.volumes {
@@ -55,6 +56,20 @@ public enum StatusPage {
         page += "<footer class=\"muted\">Updated \(formatTime(status.time)) · refreshes every \(refreshSeconds) s · "
             + "<a href=\"/admin/status\">JSON</a> · <a href=\"/metrics\">metrics</a></footer>\n</body></html>\n"
         return page
+    }
+
+    /// The master group: who leads, and each standby's place.
+    private static func masters(_ group: ClusterStatus.Group) -> String {
+        var html = "<h2>Masters</h2>\n<p class=\"muted\">group \(escape(group.group)) · epoch \(group.epoch) · "
+            + (group.leader.map { "leader \(escape($0))" } ?? "<b>no leader</b>") + "</p>\n"
+            + "<table id=\"masters\"><thead><tr><th>Master</th><th>Role</th><th>In sync</th><th>Lag</th></tr></thead><tbody>\n"
+        for member in group.masters {
+            html += "<tr class=\"master\" data-role=\"\(escape(member.role))\"><td data-label=\"Master\" class=\"url\">\(escape(member.url))</td>"
+                + "<td data-label=\"Role\">\(escape(member.role))</td>"
+                + "<td data-label=\"In sync\">\(member.inSync ? "yes" : "no")</td>"
+                + "<td data-label=\"Lag\">\(member.lagMs) ms</td></tr>\n"
+        }
+        return html + "</tbody></table>\n"
     }
 
     private static func healing(_ status: ClusterStatus) -> String {

@@ -18,7 +18,7 @@ import Prometheus
 ///
 /// Every change that backs an answer to a client is written synced, in one batch.
 public final class Index: Sendable {
-    private let db: RocksDB
+    let db: RocksDB
     /// The index's directory: its filesystem's free space is what `checkSpace` weighs.
     let path: String
     /// Free bytes writes leave on the index's filesystem (`master --index-reserve`): room
@@ -56,8 +56,10 @@ public final class Index: Sendable {
     /// On a filesystem with less than the reserve free, an existing index opens read-only:
     /// reads are served, and writes answer 507 until space comes back (see `checkSpace`);
     /// opened for writing, its first flush or compaction could meet a full disk.
+    /// `keepLog`: RocksDB's log files kept that long and up to that size after they stop
+    /// being needed (a master group's leader serves standbys from them).
     public init(path: String, metrics: Metrics? = nil, cacheBytes: Int = Index.defaultCacheBytes,
-                reserveBytes: Int = Index.defaultReserveBytes) throws {
+                reserveBytes: Int = Index.defaultReserveBytes, keepLog: (seconds: UInt64, megabytes: UInt64)? = nil) throws {
         syncedWrites = metrics?.histogram("kalavara_rocksdb_write_duration_seconds",
                                           "Time of a synced RocksDB batch write (WAL fsync included)")
         self.path = path
@@ -70,7 +72,7 @@ public final class Index: Sendable {
         }
         let full = exists && free < max(reserveBytes, Self.minimumFreeBytes)
         do {
-            db = try RocksDB(path: path, blockCacheBytes: cacheBytes, readOnly: full)
+            db = try RocksDB(path: path, blockCacheBytes: cacheBytes, readOnly: full, keepLog: keepLog)
         } catch let failure as RocksDB.Failure {
             let why = full ? " read-only (its filesystem is full, \(free) bytes free)" : ""
             throw StorageError.corrupt("cannot open index at \(path)\(why): \(failure.description)")

@@ -51,16 +51,20 @@ final class MasterLink: @unchecked Sendable {
         case unreachable(String)
     }
 
+    /// The masters (`-m`, a comma list, and those heard of): calls go to the group's leader.
+    let masters: MasterDirectory
     private let configuredMaster: String?
     private let configuredSelf: String?
     /// Calls to the master: 5 s, well under a client's patience.
     private let client: HTTPClient
     /// Round trip of each commit (write or delete) to the master.
     private let commitRoundTrips: DurationHistogram
-    /// Guards `learnedMaster` and `learnedSelf`.
+    /// Guards `learnedSelf`.
     private let lock = NSLock()
-    private var learnedMaster: String?
     private var learnedSelf: String?
+    /// How long a commit keeps trying when several masters are known: past a leader's lease
+    /// (5 s by default) and a takeover, so a failover delays a client's PUT, never fails it.
+    static let commitPatience = 15.0
     private var heartbeat: BackgroundLoop<Registration>?
 
     /// Whether the last registration worked, and when one last did (monotonic seconds).
@@ -69,21 +73,17 @@ final class MasterLink: @unchecked Sendable {
         var lastSuccess = -Double.infinity
     }
 
-    init(configuredMaster: String?, selfURL: String?, metrics: Metrics, secret: ClusterSecret? = nil) {
+    init(configuredMasters: [String], selfURL: String?, metrics: Metrics, secret: ClusterSecret? = nil) {
         client = HTTPClient(timeout: 5, signer: secret)
-        self.configuredMaster = configuredMaster
+        masters = MasterDirectory(configuredMasters)
+        configuredMaster = configuredMasters.first
         self.configuredSelf = selfURL
         commitRoundTrips = metrics.histogram("kalavara_commit_round_trip_seconds",
                                              "Time from sending a commit to the master to reading its answer")
     }
 
-    /// Remembers the master's URL from its health checks or tickets (unless `-m` set it).
-    func learnMaster(_ url: String) {
-        guard configuredMaster == nil, VolumeRegistry.normalize(url) == url else { return }
-        lock.lock()
-        learnedMaster = url
-        lock.unlock()
-    }
+    /// Remembers a master's URL from its health checks or tickets.
+    func learnMaster(_ url: String) { masters.learn(url) }
 
     /// Remembers the URL the master knows this volume by (unless `-b` set it): from the
     /// master's health checks (signed ones, in a signed cluster), or in an open cluster from
@@ -111,17 +111,13 @@ final class MasterLink: @unchecked Sendable {
 
     /// The master and this volume's URL there, once both are known.
     var identity: (master: String, me: String)? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard let master = configuredMaster ?? learnedMaster, let me = configuredSelf ?? learnedSelf else { return nil }
+        guard let master = masters.preferred, let me = selfURL else { return nil }
         return (master, me)
     }
 
-    /// Where to commit a ticket's write: `-m` if given, else what the ticket or health checks said.
-    func masterURL(for ticket: PlacementTicket) -> String? {
-        lock.lock()
-        defer { lock.unlock() }
-        return configuredMaster ?? ticket.master ?? learnedMaster
+    /// A call that changes the index, to the leader (see `MasterDirectory`).
+    private func call(_ path: String, _ parameters: QueryParameters, body: [UInt8] = [], patience: Double = 0) throws -> ClientResponse {
+        try masters.send(client, "POST", "\(path)?\(parameters.encoded)", body: body, patience: masters.isGroup ? patience : 0)
     }
 
     func commitWrite(_ key: Key, _ ticket: PlacementTicket, size: Int, checksum: UInt32, md5: [UInt8]? = nil,
@@ -167,15 +163,14 @@ final class MasterLink: @unchecked Sendable {
     /// sent (the master's removal queue asks again).
     func reportRemoved(_ removed: [(key: Key, below: UInt64)], master: String?, holder: String?) {
         guard !removed.isEmpty else { return }
-        let known = identity
-        guard let master = master ?? known?.master, let me = holder ?? known?.me else { return }
+        if let master { masters.learn(master) }
+        guard let master = masters.preferred, let me = holder ?? selfURL else { return }
         for start in stride(from: 0, to: removed.count, by: Self.reportBatch) {
             var parameters = QueryParameters()
             parameters.add("h", me)
-            guard let url = HTTPURL("\(master)/internal/purged?\(parameters.encoded)") else { return }
             let body = removed[start..<min(start + Self.reportBatch, removed.count)]
                 .map { "\($0.below) \($0.key.pathComponent)" }.joined(separator: "\n")
-            if (try? client.send("POST", url, body: Array(body.utf8)))?.status != 200 {
+            if (try? call("/internal/purged", parameters, body: Array(body.utf8)))?.status != 200 {
                 Log.warning("could not report \(removed.count) removals to \(master); its removal queue asks again")
                 return
             }
@@ -187,7 +182,7 @@ final class MasterLink: @unchecked Sendable {
 
     /// Tells the master this volume's copy of `key` at `version` failed its checksum.
     func reportCorrupt(_ key: Key, version: UInt64) {
-        guard let (master, me) = identity else {
+        guard let (_, me) = identity else {
             Log.warning("cannot report corrupt \(key) v\(version): the master is not known yet")
             return
         }
@@ -195,20 +190,18 @@ final class MasterLink: @unchecked Sendable {
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(version))
         parameters.add("h", me)
-        guard let url = HTTPURL("\(master)/internal/corrupt?\(parameters.encoded)") else { return }
-        if (try? client.send("POST", url))?.status != 200 {
+        if (try? call("/internal/corrupt", parameters))?.status != 200 {
             Log.warning("could not report corrupt \(key) v\(version) to the master; the scrub reports it again")
         }
     }
 
     /// Tells the master about a file whose header no longer names its key.
     func reportDamaged(fileNamed name: String) {
-        guard let (master, me) = identity else { return }
+        guard let (_, me) = identity else { return }
         var parameters = QueryParameters()
         parameters.add("file", name)
         parameters.add("h", me)
-        guard let url = HTTPURL("\(master)/internal/corrupt?\(parameters.encoded)") else { return }
-        if (try? client.send("POST", url))?.status != 200 {
+        if (try? call("/internal/corrupt", parameters))?.status != 200 {
             Log.warning("could not report damaged file \(name) to the master")
         }
     }
@@ -216,12 +209,11 @@ final class MasterLink: @unchecked Sendable {
     /// Asks the master which of these files are still wanted (a verdict per entry, in
     /// order); nil when it cannot say now.
     func wanted(_ files: [(key: Key, version: UInt64)]) -> [WantedVerdict]? {
-        guard let (master, me) = identity else { return nil }
+        guard let (_, me) = identity else { return nil }
         var parameters = QueryParameters()
         parameters.add("h", me)
-        guard let url = HTTPURL("\(master)/internal/wanted?\(parameters.encoded)") else { return nil }
         let body = files.map { "\($0.version) \($0.key.pathComponent)" }.joined(separator: "\n")
-        guard let answer = try? client.send("POST", url, body: Array(body.utf8)), answer.status == 200 else { return nil }
+        guard let answer = try? call("/internal/wanted", parameters, body: Array(body.utf8)), answer.status == 200 else { return nil }
         let verdicts = answer.text.split(separator: "\n").compactMap { WantedVerdict(rawValue: String($0)) }
         return verdicts.count == files.count ? verdicts : nil
     }
@@ -243,9 +235,9 @@ final class MasterLink: @unchecked Sendable {
         parameters.add("key", bytes: key.bytes)
         parameters.add("ver", String(version))
         parameters.add("h", me)
-        guard let url = HTTPURL("\(master)/internal/resolve?\(parameters.encoded)") else { return .unreachable("bad master URL") }
+        masters.learn(master)
         do {
-            let response = try client.send("POST", url)
+            let response = try call("/internal/resolve", parameters)
             switch Resolution(response) {
             case .committed?: return .committed
             case .orphan?: return .orphan
@@ -263,13 +255,15 @@ final class MasterLink: @unchecked Sendable {
         let description: String
     }
 
-    /// Sends a ticket's call to the master named by the ticket (or `-m`, or health checks).
+    /// Sends a ticket's call to the leader: the master that issued the ticket, or another of
+    /// its group (`-m`, health checks) if it no longer leads.
     private func post(_ path: String, _ parameters: QueryParameters, _ ticket: PlacementTicket) throws -> ClientResponse {
-        guard let master = masterURL(for: ticket), let url = HTTPURL("\(master)\(path)?\(parameters.encoded)") else {
+        if let issuer = ticket.master { masters.learn(issuer) }
+        guard let master = masters.preferred else {
             throw Unreachable(description: "no master known: start the volume with -m or go through the master")
         }
         do {
-            return try client.send("POST", url)
+            return try call(path, parameters, patience: Self.commitPatience)
         } catch {
             throw Unreachable(description: "master \(master) unreachable: \(error)")
         }
@@ -279,14 +273,14 @@ final class MasterLink: @unchecked Sendable {
     /// this volume and sees it alive even after the master restarts. Until the first
     /// registration succeeds (the master may start later), it retries every second.
     func startHeartbeat(interval: Double) {
-        guard let master = configuredMaster, let selfURL = configuredSelf, let url = HTTPURL(master + "/admin/add-volume") else { return }
+        guard let master = configuredMaster, let selfURL = configuredSelf else { return }
         let loop = BackgroundLoop("heartbeat", schedule: .every(min(1, interval)), status: Registration())
-        loop.start { [client] in
+        loop.start { [client, masters] in
             let registered = loop.status.registered, lastSuccess = loop.status.lastSuccess
             guard registered != true || monotonicSeconds() - lastSuccess >= interval else { return }
             var headers = HTTPHeaders()
             headers.add(VolumeHeaders.heartbeat, "1")
-            let answer = try? client.send("POST", url, headers: headers, body: Array(selfURL.utf8))
+            let answer = try? masters.send(client, "POST", "/admin/add-volume", headers: headers, body: Array(selfURL.utf8), patience: 0)
             let ok = answer?.status == 200
             loop.report { $0 = Registration(registered: ok, lastSuccess: ok ? monotonicSeconds() : $0.lastSuccess) }
             if ok != registered {

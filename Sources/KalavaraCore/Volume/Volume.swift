@@ -55,7 +55,7 @@ public final class Volume: @unchecked Sendable {
             Log.warning("journal checkpoint at start-up: \(error); retried once space returns")
         }
         store.startCounting()
-        master = MasterLink(configuredMaster: configuration.masterURL, selfURL: configuration.selfURL, metrics: metrics,
+        master = MasterLink(configuredMasters: configuration.masterURLs, selfURL: configuration.selfURL, metrics: metrics,
                             secret: gate.secret)
         metrics.gauge("kalavara_free_bytes", "Free bytes on the data filesystem") { [store] in Double(store.freeBytes()) }
         scrubber = Scrubber(volume: self, bytesPerSecond: configuration.scrubRate, every: configuration.scrubEvery,
@@ -68,7 +68,7 @@ public final class Volume: @unchecked Sendable {
         signal(SIGXFSZ, SIG_IGN)
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
-        if let masterURL = configuration.masterURL { server.trustPeer(url: masterURL) }
+        configuration.masterURLs.forEach { server.trustPeer(url: $0) }
         gate.announce()
         master.startHeartbeat(interval: configuration.heartbeatInterval)
         orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)

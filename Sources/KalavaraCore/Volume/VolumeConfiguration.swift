@@ -6,10 +6,11 @@ import Logging
 public struct VolumeConfiguration: Sendable {
     public var server = HTTPServer.Configuration(host: "0.0.0.0", port: 7000)
     public var directory = ""
-    /// The master to register with and commit to; without it, the master's URL comes
-    /// from the tickets it hands out and from its health checks.
-    public var masterURL: String?
-    /// This volume's URL as the master should know it (`-b`); with `masterURL`, the volume
+    /// The masters to register with and commit to (`-m`, a comma list: any of a group's,
+    /// the leader is found from them); without one, the master's URL comes from the tickets
+    /// it hands out and from its health checks.
+    public var masterURLs: [String] = []
+    /// This volume's URL as the master should know it (`-b`); with `masterURLs`, the volume
     /// registers itself at start-up and keeps re-registering as a heartbeat.
     public var selfURL: String?
     public var heartbeatInterval = 5.0
@@ -50,7 +51,7 @@ public struct VolumeCommand: DaemonCommand {
     var dir: String?
 
     @Option(name: [.customShort("m"), .customLong("master")],
-            help: ArgumentHelp("Master base URL, e.g. http://127.0.0.1:6000.", valueName: "url"))
+            help: ArgumentHelp("Master base URL, e.g. http://127.0.0.1:6000 (a group's: several, comma-separated).", valueName: "url"))
     var master: String?
 
     @Option(name: [.customShort("b"), .customLong("base")],
@@ -89,7 +90,8 @@ public struct VolumeCommand: DaemonCommand {
         try ServerOptions.checkSeconds("--scrub-every", scrubEvery)
         try ServerOptions.checkSeconds("--checkpoint-every", checkpointEvery)
         guard scrubRate >= 0, scrubRate.isFinite else { throw ValidationError("--scrub-rate wants MiB/s (0 for no limit)") }
-        for (flag, value) in [("--master", master), ("--base", base)] {
+        let masters = master.map { $0.split(separator: ",").map(String.init) } ?? []
+        for (flag, value) in masters.map({ ("--master", $0) }) + [("--base", base)] {
             if let value, VolumeRegistry.normalize(value) == nil { throw ValidationError("\(flag) wants http://host:port, not \(value)") }
         }
         if base != nil, master == nil { throw ValidationError("-b needs -m: the URL is for registering with a master") }
@@ -105,7 +107,7 @@ public struct VolumeCommand: DaemonCommand {
         var configuration = VolumeConfiguration()
         configuration.server = server.configuration(port: port)
         configuration.directory = dir ?? ""
-        configuration.masterURL = master.flatMap(VolumeRegistry.normalize)
+        configuration.masterURLs = (master?.split(separator: ",") ?? []).compactMap { VolumeRegistry.normalize(String($0)) }
         configuration.selfURL = base.flatMap(VolumeRegistry.normalize)
         configuration.heartbeatInterval = heartbeat
         configuration.orphanGrace = orphanGrace

@@ -1,0 +1,104 @@
+import Foundation
+import KalavaraHTTP
+import KalavaraSupport
+import Synchronization
+
+/// A standby's half of replication: it copies the leader's index once (a checkpoint), then
+/// polls the leader's log and applies each batch to its own RocksDB, synced, before asking
+/// for more, which is how the leader learns it holds them. Its sequence numbers stay the
+/// leader's, so "from where" is one number.
+///
+/// When its history is not a prefix of the leader's (it led, or followed a leader, past
+/// the point where the current leader's epoch began), or the leader's log no longer reaches
+/// back to it, it takes a new checkpoint: what it held beyond is what the group never
+/// acknowledged.
+final class LogFollower: @unchecked Sendable {
+    private unowned let group: MasterGroup
+    private let index: Index
+    private let client: HTTPClient
+    private let loop = BackgroundLoop("group-follow", schedule: .pausing(0.05))
+    /// Held across each poll-and-apply; `pause` takes it so a campaign never races an apply.
+    private let applying = Mutex(())
+    private let paused = Atomic(false)
+    private let needsCheckpoint = Atomic(false)
+    /// Called after batches are applied: the master reloads what it derives from the index.
+    var applied: @Sendable () -> Void = {}
+    private let failures = Mutex((count: 0, lastLogged: -Double.infinity))
+
+    init(group: MasterGroup, index: Index, secret: ClusterSecret?) {
+        self.group = group
+        self.index = index
+        // A poll waits up to half a second at the leader; a checkpoint file may be large.
+        client = HTTPClient(timeout: 30, maxIdlePerHost: 2, signer: secret)
+    }
+
+    func start() { loop.start { [weak self] in self?.round() } }
+    func stop() { loop.stop() }
+
+    /// No apply runs from when this returns until `resume`.
+    func pause() {
+        paused.store(true, ordering: .sequentiallyConsistent)
+        applying.withLock { _ in }
+    }
+
+    func resume() { paused.store(false, ordering: .sequentiallyConsistent) }
+
+    private func round() {
+        guard !group.isLeader, let leader = group.leader else { return }
+        applying.withLock { _ in
+            guard !paused.load(ordering: .sequentiallyConsistent), !group.isLeader else { return }
+            do {
+                if needsCheckpoint.load(ordering: .relaxed) || index.db.latestSequence == 0 {
+                    try CheckpointTransfer(client: client, index: index).copy(from: leader.url, member: group.url)
+                    needsCheckpoint.store(false, ordering: .relaxed)
+                    applied()
+                    return
+                }
+                try poll(leader.url)
+                failures.withLock { $0.count = 0 }
+            } catch {
+                let now = monotonicSeconds()
+                let log = failures.withLock { state -> Bool in
+                    state.count += 1
+                    guard now - state.lastLogged > 10 else { return false }
+                    state.lastLogged = now
+                    return true
+                }
+                if log { Log.warning("following the leader \(leader.url): \(error)") }
+                _ = loop.pause(0.2)
+            }
+        }
+    }
+
+    private func poll(_ leader: String) throws {
+        let history = try index.epochHistory()
+        let from = index.db.latestSequence + 1
+        var query = QueryParameters()
+        query.add("member", group.url)
+        query.add("epoch", String(history.current))
+        query.add("from", String(from))
+        guard let url = HTTPURL(leader + "/internal/group/log?" + query.encoded) else { throw HTTPError(500, "bad leader URL \(leader)") }
+        let answer = try client.send("GET", url)
+        switch answer.status {
+        case 200:
+            let batches = try ReplicatedBatch.decode(answer.body)
+            if !batches.isEmpty {
+                do {
+                    try index.db.apply(batches, sync: true)
+                } catch let error as HTTPError where error.status == 507 {
+                    throw error
+                } catch {
+                    needsCheckpoint.store(true, ordering: .relaxed)
+                    throw error
+                }
+                applied()
+            }
+        case 409, 410:
+            // Diverged, or the leader's log no longer reaches back here.
+            Log.warning("this standby takes a new copy of the leader's index: \(answer.text)")
+            needsCheckpoint.store(true, ordering: .relaxed)
+        default:
+            throw HTTPError(502, "the leader answered \(answer.status): \(answer.text)")
+        }
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import KalavaraHTTP
+import KalavaraSupport
+import Synchronization
+
+/// The leader's half of replication: standbys pull RocksDB's own log from here, and every
+/// durable index write waits until each standby the leader counts on has confirmed it.
+///
+/// A standby confirms by asking for what follows: a poll `from=N` says it holds, applied and
+/// synced, everything up to `N - 1`. One poll carries every batch logged since the last, so
+/// the confirmations of concurrent writers are grouped the way RocksDB groups their fsyncs.
+///
+/// A standby is *waited for* once it has caught up, and *recorded* (in etcd's in-sync set,
+/// so it may take over) once it has confirmed everything logged when it started being waited
+/// for: from then on it holds every acknowledged write. One that does not confirm a write
+/// within the sync timeout stops being waited for; if it was recorded, the leader records
+/// the set without it first, and acknowledges nothing while it cannot (nor for half a sync
+/// timeout after: see `MasterGroup.settle`).
+final class LogShipping: @unchecked Sendable {
+    struct Member {
+        /// The last sequence it holds.
+        var confirmed: UInt64 = 0
+        var lastContact = 0.0
+        /// Writes wait for it.
+        var waitedFor = false
+        /// In the in-sync set in etcd.
+        var recorded = false
+        /// It is recorded once it confirms this (the log's end when it started being waited for).
+        var joinTarget: UInt64 = 0
+    }
+
+    private let db: RocksDB
+    private let syncTimeout: Double
+    /// Records the in-sync set in etcd under the leader's lease; throws when it cannot.
+    private let recordSet: @Sendable ([String]) throws -> Void
+
+    /// `members`, `marks` and `tails` are behind its mutex; it is broadcast on each
+    /// confirmation and each write.
+    private let condition = MonotonicCondition()
+    private var members: [String: Member] = [:]
+    /// (monotonic time, log end) after each write, for the last few seconds: how far behind
+    /// each standby is.
+    private var marks: [(time: Double, sequence: UInt64)] = []
+    /// Each standby's reader of the log, kept between its polls: a new one seeks from the
+    /// start of a log file.
+    private var tails: [String: LogTail] = [:]
+    /// Serialises changes of the in-sync set (each an etcd transaction).
+    private let setChanges = Mutex(())
+
+    /// How long a poll waits for a write when the standby is caught up.
+    static let pollWait = 0.5
+    /// How far behind the log's end a standby may be when it starts being waited for.
+    static let joinSlack: UInt64 = 1000
+    /// The most a poll's answer carries.
+    static let answerBytes = 4 << 20
+
+    init(db: RocksDB, syncTimeout: Double, recordSet: @escaping @Sendable ([String]) throws -> Void) {
+        self.db = db
+        self.syncTimeout = syncTimeout
+        self.recordSet = recordSet
+    }
+
+    // MARK: Writers
+
+    /// Called after every write on the leader: wakes polls waiting for the log to grow, and
+    /// for a durable write returns once every standby waited for holds `sequence`.
+    func settle(through sequence: UInt64, durable: Bool) throws {
+        let deadline = monotonicSeconds() + syncTimeout
+        condition.lock()
+        mark(sequence)
+        condition.broadcast()
+        guard durable else {
+            condition.unlock()
+            return
+        }
+        while true {
+            let laggards = members.filter { $0.value.waitedFor && $0.value.confirmed < sequence }.map(\.key)
+            if laggards.isEmpty { break }
+            if monotonicSeconds() >= deadline {
+                condition.unlock()
+                try drop(laggards, below: sequence)
+                condition.lock()
+                continue
+            }
+            condition.wait(until: deadline)
+        }
+        condition.unlock()
+    }
+
+    /// Stops waiting for standbys that did not confirm `sequence` in time; recorded ones
+    /// leave the in-sync set in etcd first. Throws if that record cannot be made.
+    private func drop(_ laggards: [String], below sequence: UInt64) throws {
+        try setChanges.withLock { _ in
+            condition.lock()
+            let still = laggards.filter { members[$0].map { $0.waitedFor && $0.confirmed < sequence } ?? false }
+            let keep = members.filter { $0.value.recorded && !still.contains($0.key) }.map(\.key).sorted()
+            let recordedLeaving = still.contains { members[$0]?.recorded == true }
+            condition.unlock()
+            if recordedLeaving {
+                do {
+                    try recordSet(keep)
+                } catch {
+                    throw HTTPError(503, "a standby stopped confirming and the leader cannot record that in etcd (\(error)): "
+                                    + "no write is acknowledged until it can")
+                }
+            }
+            condition.lock()
+            for url in still {
+                members[url]?.waitedFor = false
+                members[url]?.recorded = false
+            }
+            condition.broadcast()
+            condition.unlock()
+            if !still.isEmpty { Log.warning("standby left the in-sync set: it did not confirm a write within \(syncTimeout) s", ["standbys": "\(still)"]) }
+        }
+    }
+
+    private func mark(_ sequence: UInt64) {
+        let now = monotonicSeconds()
+        if let last = marks.last, last.sequence >= sequence { return }
+        marks.append((now, sequence))
+        // Keep one mark older than the window: the log's end at the window's start.
+        let horizon = now - max(syncTimeout, 1) * 2
+        if let firstInside = marks.firstIndex(where: { $0.time >= horizon }), firstInside > 1 {
+            marks.removeFirst(firstInside - 1)
+        }
+    }
+
+    // MARK: Standbys
+
+    /// A standby's poll: records that it holds everything before `from`, then returns what
+    /// the log holds from there (waiting a little when there is nothing yet).
+    func poll(member url: String, from: UInt64) throws -> [ReplicatedBatch] {
+        let recordNow = confirm(url, holding: from - 1)
+        if recordNow { record(url) }
+        var tail = condition.withLock { tails.removeValue(forKey: url) }
+        if tail?.position != from { tail = try db.logTail(from: from) }
+        defer { condition.withLock { tails[url] = tail } }
+        var batches = try tail!.read(maxBytes: Self.answerBytes)
+        if batches.isEmpty {
+            let until = monotonicSeconds() + Self.pollWait
+            condition.lock()
+            while db.latestSequence < from, monotonicSeconds() < until { condition.wait(until: until) }
+            condition.unlock()
+            batches = try tail!.read(maxBytes: Self.answerBytes)
+        }
+        return batches
+    }
+
+    /// Notes a standby's confirmation; true when it has just earned its place in the set.
+    private func confirm(_ url: String, holding last: UInt64) -> Bool {
+        let latest = db.latestSequence
+        condition.lock()
+        defer { condition.unlock() }
+        var member = members[url] ?? Member()
+        member.confirmed = max(member.confirmed, last)
+        member.lastContact = monotonicSeconds()
+        if !member.waitedFor, last + Self.joinSlack >= latest {
+            member.waitedFor = true
+            member.joinTarget = latest
+        }
+        members[url] = member
+        condition.broadcast()
+        return member.waitedFor && !member.recorded && member.confirmed >= member.joinTarget
+    }
+
+    /// Adds a caught-up standby to the in-sync set in etcd; until that is recorded it is
+    /// waited for but may not take over.
+    private func record(_ url: String) {
+        setChanges.withLock { _ in
+            condition.lock()
+            guard let member = members[url], member.waitedFor, !member.recorded else {
+                condition.unlock()
+                return
+            }
+            let set = (members.filter { $0.value.recorded }.map(\.key) + [url]).sorted()
+            condition.unlock()
+            do {
+                try recordSet(set)
+                condition.withLock { members[url]?.recorded = true }
+                Log.info("standby joined the in-sync set", ["standby": "\(url)"])
+            } catch {
+                Log.warning("could not record a standby in the in-sync set: \(error)", ["standby": "\(url)"])
+            }
+        }
+    }
+
+    // MARK: The view
+
+    struct MemberView {
+        var url: String
+        var inSync: Bool
+        var lagMilliseconds: Int
+        var lastContact: Double
+    }
+
+    /// Each standby heard from: whether it is in the in-sync set, and how long ago the
+    /// oldest write it lacks was made.
+    var view: [MemberView] {
+        let now = monotonicSeconds()
+        return condition.withLock {
+            members.map { url, member in
+                let oldestLacking = marks.first(where: { $0.sequence > member.confirmed })?.time
+                return MemberView(url: url, inSync: member.recorded,
+                                  lagMilliseconds: oldestLacking.map { Int((now - $0) * 1000) } ?? 0,
+                                  lastContact: member.lastContact)
+            }.sorted { $0.url < $1.url }
+        }
+    }
+}
+
+extension MonotonicCondition {
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        lock()
+        defer { unlock() }
+        return try body()
+    }
+}

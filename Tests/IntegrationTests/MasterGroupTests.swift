@@ -1,0 +1,189 @@
+import Foundation
+import KalavaraHTTP
+import Synchronization
+import TestSupport
+import XCTest
+
+/// A master group on a real etcd: failovers by kill -9 and SIGSTOP, stale standbys, a
+/// former leader rejoining, etcd restarted; no acknowledged write lost in any of them.
+final class MasterGroupTests: XCTestCase {
+    private var group: GroupCluster!
+
+    override func tearDown() {
+        group?.shutdown()
+        group = nil
+    }
+
+    /// Starts masters 0 and 1, 0 leading and 1 in sync.
+    private func startPair() throws {
+        group = try GroupCluster(masters: 2)
+        try group.start(0)
+        XCTAssertEqual(try group.waitForLeader(among: [0]), 0)
+        try group.start(1)
+        try group.waitInSync(1, leader: 0)
+    }
+
+    func testKill9OfTheLeaderUnderWritersLosesNoAcknowledgedWriteAndReadsThroughTheStandbyNeverFail() throws {
+        try startPair()
+        for n in 0..<20 { XCTAssertEqual(try group.put("before-\(n)", Array("v\(n)".utf8), via: 0).status, 201) }
+
+        // Readers through the standby, the whole time: every read of a key written before
+        // must answer its value.
+        let readFailures = Mutex<[String]>([])
+        let reading = Atomic(true)
+        let reader = Thread { [group] in
+            while reading.load(ordering: .relaxed) {
+                let n = Int.random(in: 0..<20)
+                let answer = try? group!.get("before-\(n)", via: 1)
+                if answer?.status != 200 || answer?.text != "v\(n)" {
+                    readFailures.withLock { $0.append("before-\(n): \(answer.map { "\($0.status) \($0.text)" } ?? "no answer")") }
+                }
+                usleep(20_000)
+            }
+        }
+        reader.start()
+        let writers = Writers(group, clients: 3, prefix: "w")
+        sleep(2)
+        let killedAt = Date().timeIntervalSince1970
+        group.kill9(0)
+        XCTAssertEqual(try group.waitForLeader(among: [1]), 1)
+        // Writes resume through the survivor.
+        try waitUntil("a write acknowledged after the kill", timeout: 20) { writers.writes.contains { $0.at > killedAt } }
+        sleep(1)
+        writers.stop()
+        reading.store(false, ordering: .relaxed)
+        usleep(200_000)
+
+        let writes = writers.writes
+        let firstAfter = writes.filter { $0.at > killedAt }.map(\.at).min()!
+        print("failover: first 201 \(String(format: "%.2f", firstAfter - killedAt)) s after kill -9 of the leader "
+              + "(lease \(group.leaseTTL) s); \(writes.count) writes acknowledged")
+        XCTAssertLessThan(firstAfter - killedAt, Double(group.leaseTTL) + 3 + 2, "writes acknowledged again within the lease + 3 s (+2 s slack)")
+        for write in writes {
+            let answer = try group.get(write.key, via: 1)
+            XCTAssertEqual(answer.status, 200, "acknowledged \(write.key) lost: \(answer.text)")
+            XCTAssertEqual(answer.body, write.value, write.key)
+        }
+        XCTAssertEqual(readFailures.withLock { $0 }, [], "reads through the in-sync standby failed during the failover")
+    }
+
+    func testAStaleStandbyNeitherLeadsNorAnswers404UntilTheLeaderIsBack() throws {
+        try startPair()
+        XCTAssertEqual(try group.put("early", Array("1".utf8), via: 0).status, 201)
+        group.kill9(1)
+        // The leader drops the silent standby (recorded in etcd) and goes on.
+        XCTAssertEqual(try group.put("missed", Array("2".utf8), via: 0).status, 201)
+        group.kill9(0)
+        try group.start(1)
+        sleep(UInt32(group.leaseTTL + 2))
+        XCTAssertNil(group.view(1)?.leader, "the stale standby must not lead")
+        let put = try HTTP.send("PUT", group.url(1) + "/store/new", body: Array("3".utf8))
+        XCTAssertEqual(put.status, 503, "no leader: writes refused, \(put.text)")
+        for key in ["missed", "early"] {
+            let answer = try HTTP.send("GET", group.url(1) + "/store/" + key)
+            XCTAssertEqual(answer.status, 503, "a standby out of sync must not answer \(key) from its copy: \(answer.status) \(answer.text)")
+        }
+
+        try group.start(0)
+        XCTAssertEqual(try group.waitForLeader(), 0)
+        try group.waitInSync(1, leader: 0)
+        for (key, value) in [("early", "1"), ("missed", "2")] {
+            for master in [0, 1] {
+                let answer = try group.get(key, via: master)
+                XCTAssertEqual(answer.status, 200, "\(key) via \(master)")
+                XCTAssertEqual(answer.text, value)
+            }
+        }
+    }
+
+    func testAFormerLeaderRejoinsAsStandbyAndASecondFailoverKeepsEverything() throws {
+        try startPair()
+        var written: [(String, String)] = []
+        for n in 0..<30 {
+            XCTAssertEqual(try group.put("first-\(n)", Array("a\(n)".utf8), via: 0).status, 201)
+            written.append(("first-\(n)", "a\(n)"))
+        }
+        group.kill9(0)
+        XCTAssertEqual(try group.waitForLeader(among: [1]), 1)
+        for n in 0..<30 {
+            XCTAssertEqual(try group.put("second-\(n)", Array("b\(n)".utf8), via: 1).status, 201)
+            written.append(("second-\(n)", "b\(n)"))
+        }
+        try group.start(0)
+        try group.waitInSync(0, leader: 1)
+        group.kill9(1)
+        XCTAssertEqual(try group.waitForLeader(among: [0]), 0)
+        for (key, value) in written {
+            let answer = try group.get(key, via: 0)
+            XCTAssertEqual(answer.status, 200, key)
+            XCTAssertEqual(answer.text, value, key)
+        }
+        XCTAssertEqual(try group.put("third", Array("c".utf8), via: 0).status, 201)
+    }
+
+    func testALeaderStoppedPastItsLeaseAcknowledgesNothingAfterWaking() throws {
+        try startPair()
+        XCTAssertEqual(try group.put("before", Array("0".utf8), via: 0).status, 201)
+        group.signal(0, SIGSTOP)
+        XCTAssertEqual(try group.waitForLeader(among: [1]), 1)
+        XCTAssertEqual(try group.put("during", Array("1".utf8), via: 1).status, 201)
+        // A client that reached the stopped leader: its answer comes only after SIGCONT.
+        let late = Mutex<HTTP.Answer?>(nil)
+        let client = Thread { [group] in
+            let answer = try? HTTP.follow("PUT", group!.url(0) + "/store/late", body: Array("2".utf8), redirects: 2)
+            late.withLock { $0 = answer }
+        }
+        client.start()
+        sleep(1)
+        group.signal(0, SIGCONT)
+        let process = try XCTUnwrap(group.process(0))
+        try waitUntil("the woken leader to step down", timeout: 10) { !process.isRunning }
+        XCTAssertEqual(process.terminationStatus, 75, "a leader that lost its lease exits so a fresh process rejoins")
+        try waitUntil("the late client's answer", timeout: 20) { late.withLock { $0 } != nil || !client.isExecuting }
+        if let answer = late.withLock({ $0 }), answer.status == 201 {
+            // Whatever it acknowledged must be on the new leader.
+            XCTAssertEqual(try group.get("late", via: 1).text, "2")
+        }
+        for (key, value) in [("before", "0"), ("during", "1")] {
+            XCTAssertEqual(try group.get(key, via: 1).text, value, key)
+        }
+        try group.start(0)
+        try group.waitInSync(0, leader: 1)
+    }
+
+    func testEtcdRestartedUnderLoadLosesNoAcknowledgedWrite() throws {
+        try startPair()
+        let writers = Writers(group, clients: 2, prefix: "e")
+        sleep(1)
+        group.etcd.kill()
+        sleep(1)
+        try group.etcd.restart()
+        let restartedAt = Date().timeIntervalSince1970
+        try waitUntil("writes acknowledged after etcd came back", timeout: 20) { writers.writes.contains { $0.at > restartedAt + 0.5 } }
+        writers.stop()
+        let leader = try group.waitForLeader()
+        for write in writers.writes {
+            let answer = try group.get(write.key, via: leader)
+            XCTAssertEqual(answer.status, 200, "acknowledged \(write.key) lost")
+            XCTAssertEqual(answer.body, write.value, write.key)
+        }
+    }
+
+    func testGroupViewAndStandbyRedirects() throws {
+        try startPair()
+        let view = try XCTUnwrap(group.view(1))
+        XCTAssertEqual(view.leader, group.url(0))
+        XCTAssertEqual(Set(view.masters.map(\.url)), [group.url(0), group.url(1)])
+        let leaderView = try XCTUnwrap(group.view(0))
+        XCTAssertEqual(leaderView.masters.first { $0.url == group.url(1) }?.inSync, true)
+        XCTAssertEqual(leaderView.masters.first { $0.url == group.url(0) }?.role, "leader")
+        // A standby sends writes and admin changes to the leader, the same target, 307.
+        let put = try HTTP.send("PUT", group.url(1) + "/store/k?x=1", body: Array("v".utf8))
+        XCTAssertEqual(put.status, 307)
+        XCTAssertEqual(put.headers["Location"], group.url(0) + "/store/k?x=1")
+        // It answers reads from its own copy.
+        XCTAssertEqual(try group.put("k", Array("v".utf8), via: 1).status, 201)
+        let read = try HTTP.send("GET", group.url(1) + "/store/k")
+        XCTAssertEqual(read.status, 302, "an in-sync standby redirects reads to a volume itself")
+    }
+}
