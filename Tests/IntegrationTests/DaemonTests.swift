@@ -2,6 +2,7 @@ import Foundation
 import KalavaraCore
 import KalavaraHTTP
 import KalavaraSupport
+import TestSupport
 import XCTest
 
 /// How the executables behave as programs: flags, errors, signals.
@@ -38,7 +39,7 @@ final class DaemonTests: XCTestCase {
         let file = cluster.root + "/a-file"
         _ = FileManager.default.createFile(atPath: file, contents: Data([1]))
         for (name, flag) in [("master", "-d"), ("volume", "-d")] {
-            let result = try runBinary(name, ["-p", String(TestCluster.freePort()), flag, file + "/sub", "--bind", "127.0.0.1"])
+            let result = try runBinary(name, ["-p", String(freeLoopbackPort()), flag, file + "/sub", "--bind", "127.0.0.1"])
             XCTAssertEqual(result.status, 2, result.output)
             XCTAssertEqual(result.output.split(separator: "\n").count, 1, result.output)
         }
@@ -47,7 +48,7 @@ final class DaemonTests: XCTestCase {
     func testSecondMasterOnSameIndexIsRefused() throws {
         let cluster = try TestCluster.started(volumes: 1)
         defer { cluster.shutdown() }
-        let result = try runBinary("master", ["-p", String(TestCluster.freePort()), "-d", cluster.databasePath, "--bind", "127.0.0.1"])
+        let result = try runBinary("master", ["-p", String(freeLoopbackPort()), "-d", cluster.databasePath, "--bind", "127.0.0.1"])
         XCTAssertEqual(result.status, 2, result.output)
         XCTAssertTrue(result.output.contains("lock"), result.output)
     }

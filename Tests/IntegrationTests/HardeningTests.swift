@@ -2,6 +2,7 @@ import Foundation
 import KalavaraCore
 import KalavaraHTTP
 import KalavaraSupport
+import TestSupport
 import XCTest
 
 /// Hostile and careless clients, full disks, signals and memory, against the real daemons.
@@ -132,7 +133,7 @@ final class HardeningTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
         let mounted = try runTool("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", small]).status == 0
         defer { if mounted { _ = try? runTool("umount", ["-l", small]) } }
-        let port = TestCluster.freePort()
+        let port = freeLoopbackPort()
         let volume = [TestCluster.binDirectory + "/volume", "-p", String(port), "-d", small + "/volume", "--bind", "127.0.0.1"]
         // Without the right to mount, a 3 MiB file size limit stands in for the small disk.
         let command = mounted ? volume : ["/usr/bin/prlimit", "--fsize=3145728"] + volume
@@ -187,7 +188,7 @@ final class HardeningTests: XCTestCase {
     func testIdleConnectionsUnderTheDefaultOpenFileLimitGet503NotAHang() throws {
         let cluster = try TestCluster()
         defer { cluster.shutdown() }
-        let port = TestCluster.freePort()
+        let port = freeLoopbackPort()
         let master = [TestCluster.binDirectory + "/master", "-p", String(port), "-d", cluster.root + "/db", "--bind", "127.0.0.1"]
         // Debian's default: 1,024 descriptors, soft and hard; --max-connections left at 1,024.
         let process = try cluster.launch("/usr/bin/prlimit", ["--nofile=1024:1024"] + master, log: "master")

@@ -2,6 +2,7 @@ import Foundation
 @testable import KalavaraCore
 @testable import KalavaraHTTP
 @testable import KalavaraSupport
+import TestSupport
 import XCTest
 
 /// Faults outsiders found (issue 21): a wall clock that jumps, a full disk, a stopped volume.
@@ -34,7 +35,7 @@ final class OutsiderFaultTests: XCTestCase {
         let offsetFile = cluster.root + "/clock-offset"
         try "+0\n".write(toFile: offsetFile, atomically: true, encoding: .utf8)
         let volume = try cluster.startVolume()
-        let port = TestCluster.freePort()
+        let port = freeLoopbackPort()
         let master = "http://127.0.0.1:\(port)"
         // A 2 s ticket lifetime: tombstones are swept every second and expire after 2 s.
         cluster.others.append(try launchWithFakeClock(cluster, offsetFile: offsetFile, "master",
@@ -155,7 +156,7 @@ final class OutsiderFaultTests: XCTestCase {
             throw XCTSkip("needs the right to mount a tmpfs")
         }
         defer { _ = try? runTool("umount", ["-l", small]) }
-        let port = TestCluster.freePort()
+        let port = freeLoopbackPort()
         // Checkpoints far apart: small values written just before the crash stay in the
         // journal, which a start-up must then rewrite on the full disk.
         let arguments = ["-p", String(port), "-d", small + "/volume", "--bind", "127.0.0.1", "--checkpoint-every", "600"]
@@ -315,7 +316,7 @@ final class OutsiderFaultTests: XCTestCase {
     func testWritesGoAroundAVolumeWhoseDiskIsFull() throws {
         let cluster = try TestCluster()
         defer { cluster.shutdown() }
-        let fullPort = TestCluster.freePort()
+        let fullPort = freeLoopbackPort()
         let small = cluster.volumeDirectory(fullPort)
         try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
         guard try runTool("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", small]).status == 0 else {

@@ -151,7 +151,7 @@ final class S3GatewayTests: XCTestCase {
         XCTAssertEqual(badPort.status, 2)
         XCTAssertEqual(badPort.output.split(separator: "\n").count, 1, badPort.output)
         XCTAssertEqual(try runTool(binary, ["--help"]).status, 0)
-        let noAuthFile = try runTool(binary, ["-m", "http://127.0.0.1:1", "-p", String(TestCluster.freePort()), "--auth-file", "/nonexistent"])
+        let noAuthFile = try runTool(binary, ["-m", "http://127.0.0.1:1", "-p", String(freeLoopbackPort()), "--auth-file", "/nonexistent"])
         XCTAssertEqual(noAuthFile.status, 2)
     }
 }

@@ -304,7 +304,7 @@ final class SecurityTests: XCTestCase {
         for arguments in [["--secret-file", short], ["--secret-file", cluster.root + "/missing"],
                           ["--auth-file", cluster.root + "/missing"]] {
             let result = try runTool(TestCluster.binDirectory + "/master",
-                                     ["-p", String(TestCluster.freePort()), "-d", cluster.root + "/db", "--bind", "127.0.0.1"] + arguments)
+                                     ["-p", String(freeLoopbackPort()), "-d", cluster.root + "/db", "--bind", "127.0.0.1"] + arguments)
             XCTAssertEqual(result.status, 2, result.output)
             XCTAssertTrue(result.output.contains("secret file") || result.output.contains("auth file"), result.output)
             XCTAssertFalse(result.output.contains("tiny"))
@@ -378,7 +378,7 @@ final class FakeServer: @unchecked Sendable {
 
     init(trickle: Double = 0) throws {
         self.trickle = trickle
-        port = TestCluster.freePort()
+        port = freeLoopbackPort()
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))

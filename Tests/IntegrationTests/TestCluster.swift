@@ -43,28 +43,10 @@ final class TestCluster {
     func volumeDirectory(_ port: Int) -> String { root + "/volume-\(port)" }
     var databasePath: String { root + "/db" }
 
-    /// A port nobody listens on right now.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                _ = bind(fd, $0, length)
-                _ = getsockname(fd, $0, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// Starts a master on a free port with the given volumes and extra flags.
     @discardableResult
     func startMaster(volumePorts: [Int], extra: [String] = []) throws -> Process {
-        if masterPort == 0 { masterPort = Self.freePort() }
+        if masterPort == 0 { masterPort = freeLoopbackPort() }
         var arguments = ["-p", String(masterPort), "-d", databasePath, "--bind", "127.0.0.1"]
         if !volumePorts.isEmpty { arguments += ["-v"] + volumePorts.map(volumeURL) }
         arguments += extra
@@ -85,10 +67,10 @@ final class TestCluster {
     /// Starts a volume on a free port (or `port`), optionally registering with the master.
     @discardableResult
     func startVolume(port: Int? = nil, register: Bool = false, extra: [String] = []) throws -> Int {
-        let port = port ?? Self.freePort()
+        let port = port ?? freeLoopbackPort()
         var arguments = ["-p", String(port), "-d", volumeDirectory(port), "--bind", "127.0.0.1"]
         if register {
-            if masterPort == 0 { masterPort = Self.freePort() }
+            if masterPort == 0 { masterPort = freeLoopbackPort() }
             arguments += ["-m", masterURL, "-b", volumeURL(port), "--heartbeat", "0.5"]
         }
         arguments += volumeExtra + extra
@@ -109,16 +91,8 @@ final class TestCluster {
     var volumePorts: [Int] { volumes.keys.sorted() }
 
     func launch(_ binary: String, _ arguments: [String], log: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary.hasPrefix("/") ? binary : Self.binDirectory + "/" + binary)
-        process.arguments = arguments
         let logPath = root + "/\(log).log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        handle.seekToEndOfFile()
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
+        let process = try launchLogged(binary.hasPrefix("/") ? binary : Self.binDirectory + "/" + binary, arguments, logPath: logPath)
         logs.append(logPath)
         return process
     }
@@ -201,7 +175,7 @@ final class TestCluster {
 
     /// Starts an S3 gateway for this cluster's master; returns its port once it answers.
     func startGateway(extra: [String] = []) throws -> Int {
-        let port = Self.freePort()
+        let port = freeLoopbackPort()
         let process = try launch("kalavara-s3", ["-p", String(port), "-m", masterURL, "--bind", "127.0.0.1"] + extra,
                                  log: "s3-\(port)")
         others.append(process)
