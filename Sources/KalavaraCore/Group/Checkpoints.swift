@@ -108,7 +108,7 @@ struct CheckpointTransfer {
         guard fd >= 0 else { throw HTTPError(500, "cannot create \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var written = 0
-        let answer = try client.download(url) { piece in
+        let answer = try client.download("GET", url, sink: { piece in
             guard written + piece.count <= file.size else { throw HTTPError(502, "checkpoint file \(file.name) longer than announced") }
             var offset = 0
             while offset < piece.count {
@@ -117,7 +117,7 @@ struct CheckpointTransfer {
                 offset += n
             }
             written += piece.count
-        }
+        })
         guard answer.status == 200 else { throw HTTPError(502, "checkpoint file \(file.name): \(answer.status)") }
         guard written == file.size else { throw HTTPError(502, "checkpoint file \(file.name) cut short: \(written) of \(file.size) bytes") }
         guard fsync(fd) == 0 else { throw HTTPError(507, "syncing \(file.name): \(String(cString: strerror(errno)))") }

@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraHTTP
 
 /// What a master group keeps in etcd, under `/<group>/`:
 /// - `leader` → `LeaderRecord`, attached to the leader's lease: it vanishes when the leader

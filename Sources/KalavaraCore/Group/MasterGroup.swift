@@ -239,9 +239,9 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
     private func recordInSync(_ members: [String]) throws {
         let (lease, epoch, previous) = state.withLock { ($0.lease, $0.epoch, $0.recordedSet) }
         guard isLeader, let lease else { throw HTTPError(503, "not the leader") }
-        let mine = try Array(JSONEncoder().encode(LeaderRecord(url: url, epoch: epoch, lease: lease)))
         let record = SyncRecord(epoch: epoch, leader: url, members: members)
-        let result = try etcd.transaction(if: [.value(keys.leader, equals: mine), .lease(keys.leader, equals: lease)],
+        // Lease ids are unique: the leader key under this master's lease means it still leads.
+        let result = try etcd.transaction(if: [.lease(keys.leader, equals: lease)],
                                           then: [.put(keys.sync, try Array(JSONEncoder().encode(record)), lease: nil)])
         guard result.succeeded else { loseLead("etcd no longer names it leader") }
         let now = monotonicSeconds()

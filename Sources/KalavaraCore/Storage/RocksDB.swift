@@ -10,7 +10,7 @@ import Synchronization
 /// commit), so many committing threads share the cost of each flush.
 public final class RocksDB: @unchecked Sendable {
     /// Replaced only by `reopen`, under the lifetime lock held exclusively.
-    private var db: OpaquePointer
+    private(set) var db: OpaquePointer
     private let path: String
     private let options: OpaquePointer
     private let tableOptions: OpaquePointer
@@ -39,11 +39,17 @@ public final class RocksDB: @unchecked Sendable {
     private let heldOff = Atomic<Bool>(false)
     /// Why writes are held off, for the error a refused write throws.
     private let heldOffReason = Mutex<String>("")
+    /// In a master group: who may write, and what a write waits for (see `WriteGate`). Set
+    /// once, before the daemon serves; a single master has none.
+    public var writeGate: (any WriteGate)?
     /// Reopens are tried one at a time, and at most once per `reopenInterval`: see `reopen`.
     private let reopening = Mutex<(running: Bool, last: ContinuousClock.Instant?)>((false, nil))
     /// The least time between two reopen attempts: an open replays the log (seconds), and
     /// a disk still full fails it again.
     static let reopenInterval: Duration = .seconds(2)
+    /// The log iterators of the live `LogTail`s: each points into `db`, so `reopen` and
+    /// `close` destroy them before closing it (a tail then starts a new one, or fails).
+    let logIterators = Mutex<[ObjectIdentifier: LogIteratorSlot]>([:])
 
     /// The error RocksDB reported, as one line.
     public struct Failure: Error, CustomStringConvertible {
@@ -55,7 +61,14 @@ public final class RocksDB: @unchecked Sendable {
     /// Opens (creating if missing) the database in directory `path`; `readOnly` opens an
     /// existing one without writing anything (on a full disk, see `Index.init`), with
     /// writes held off until a `reopen`.
-    public init(path: String, blockCacheBytes: Int = 64 << 20, readOnly: Bool = false) throws {
+    ///
+    /// `keepLog` keeps write-ahead log files RocksDB no longer needs (moved to `archive/`)
+    /// for up to `seconds` and up to `megabytes` in all (0: no limit of that kind), so a
+    /// standby away that long can catch up from the log (`logTail`) instead of a checkpoint.
+    /// nil deletes a log file once its memtable is flushed; a tail then reaches back only
+    /// to the oldest live file.
+    public init(path: String, blockCacheBytes: Int = 64 << 20, readOnly: Bool = false,
+                keepLog: (seconds: UInt64, megabytes: UInt64)? = nil) throws {
         self.path = path
         options = rocksdb_options_create()
         rocksdb_options_set_create_if_missing(options, 1)
@@ -69,6 +82,10 @@ public final class RocksDB: @unchecked Sendable {
         // sched_yield for up to 100 µs each: on a machine of a few cores that spin is CPU
         // the volumes and clients need (it was 4 % of the master's profile under PUT load).
         rocksdb_options_set_enable_write_thread_adaptive_yield(options, 0)
+        if let keepLog {
+            rocksdb_options_set_WAL_ttl_seconds(options, keepLog.seconds)
+            rocksdb_options_set_WAL_size_limit_MB(options, keepLog.megabytes)
+        }
 
         // Point lookups dominate (a GET per redirect): a bloom filter skips files that
         // cannot hold the key, and a bounded block cache keeps memory flat as keys grow.
@@ -92,6 +109,11 @@ public final class RocksDB: @unchecked Sendable {
         rocksdb_writeoptions_set_sync(syncedWrite, 1)
         bufferedWrite = rocksdb_writeoptions_create()
 
+        if FileManager.default.fileExists(atPath: path + "/" + Self.replacingMarker) {
+            // A standby died while taking a copy of the leader's index: what is here is
+            // neither its old index nor the copy. It starts empty and copies again.
+            try? Self.removeContents(of: path, keeping: [])
+        }
         let handle: OpaquePointer
         do {
             handle = try Self.open(options, path, readOnly: readOnly)
@@ -115,7 +137,7 @@ public final class RocksDB: @unchecked Sendable {
         pthread_rwlockattr_destroy(&attributes)
     }
 
-    private static func open(_ options: OpaquePointer, _ path: String, readOnly: Bool) throws -> OpaquePointer {
+    static func open(_ options: OpaquePointer, _ path: String, readOnly: Bool) throws -> OpaquePointer {
         var error: UnsafeMutablePointer<CChar>?
         let handle = readOnly ? rocksdb_open_for_read_only(options, path, 0, &error) : rocksdb_open(options, path, &error)
         if let message = take(error) { throw Failure(description: message) }
@@ -130,7 +152,7 @@ public final class RocksDB: @unchecked Sendable {
     /// Runs `body` while the database is open; throws once it is closed. An event loop never
     /// waits for the lock (a `reopen` holds it for the seconds an open takes): it hands the
     /// request to a worker instead (`EventLoop.MustHandOff`).
-    private func whileOpen<T>(_ body: () throws -> T) throws -> T {
+    func whileOpen<T>(_ body: () throws -> T) throws -> T {
         if pthread_rwlock_tryrdlock(&lifetime) != 0 {
             if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
             pthread_rwlock_rdlock(&lifetime)
@@ -183,7 +205,10 @@ public final class RocksDB: @unchecked Sendable {
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { throw Failure(description: "the index is closed") }
         guard writesHeldOff else { return } // another writer reopened it first
-        if !isLost { rocksdb_close(db) }
+        if !isLost {
+            destroyLogIterators()
+            rocksdb_close(db)
+        }
         do {
             db = try Self.open(options, path, readOnly: false)
             isLost = false
@@ -198,13 +223,62 @@ public final class RocksDB: @unchecked Sendable {
         }
     }
 
+    /// A standby's database becomes a copy of the leader's: the checkpoint's files in
+    /// `incoming` (a folder inside this database's directory, synced) replace this
+    /// database's, which is then opened again. A crash in the middle leaves the marker
+    /// `REPLACING` behind, and the next open starts from an empty database: a standby that
+    /// was taking a copy takes it again.
+    public func replaceContents(with incoming: String) throws {
+        pthread_rwlock_wrlock(&lifetime)
+        defer { pthread_rwlock_unlock(&lifetime) }
+        guard !isClosed else { throw Failure(description: "the index is closed") }
+        let marker = path + "/" + Self.replacingMarker
+        guard FileManager.default.createFile(atPath: marker, contents: nil) else {
+            throw Failure(description: "cannot create \(marker)")
+        }
+        try FileStore.syncDirectory(path)
+        if !isLost {
+            destroyLogIterators()
+            rocksdb_close(db)
+            isLost = true
+        }
+        try Self.removeContents(of: path, keeping: [Self.replacingMarker, (incoming as NSString).lastPathComponent, "replication"])
+        for name in try FileManager.default.contentsOfDirectory(atPath: incoming) {
+            guard rename(incoming + "/" + name, path + "/" + name) == 0 else {
+                throw Failure(description: "cannot move \(name) into the index: \(String(cString: strerror(errno)))")
+            }
+        }
+        try FileStore.syncDirectory(path)
+        try? FileManager.default.removeItem(atPath: incoming)
+        db = try Self.open(options, path, readOnly: false)
+        isLost = false
+        isReadOnly = false
+        heldOffReason.withLock { _ in heldOff.store(false, ordering: .releasing) }
+        unlink(marker)
+        try FileStore.syncDirectory(path)
+    }
+
+    /// Left in the directory while `replaceContents` runs.
+    static let replacingMarker = "REPLACING"
+
+    /// Deletes everything in `directory` but the names in `keeping` (RocksDB's files and
+    /// its `archive/` of old logs).
+    private static func removeContents(of directory: String, keeping: Set<String>) throws {
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory) where !keeping.contains(name) {
+            try FileManager.default.removeItem(atPath: directory + "/" + name)
+        }
+    }
+
     /// Closes; later calls fail. Safe to call twice.
     public func close() {
         pthread_rwlock_wrlock(&lifetime)
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { return }
         isClosed = true
-        if !isLost { rocksdb_close(db) }
+        if !isLost {
+            destroyLogIterators()
+            rocksdb_close(db)
+        }
         rocksdb_readoptions_destroy(readOptions)
         rocksdb_readoptions_destroy(walkOptions)
         rocksdb_writeoptions_destroy(syncedWrite)
@@ -248,19 +322,7 @@ public final class RocksDB: @unchecked Sendable {
     /// writes are held off (see `writesHeldOff`); a write that fails for want of space
     /// holds them off.
     public func write(_ batch: WriteBatch, sync: Bool) throws {
-        try whileOpen {
-            if writesHeldOff { throw Failure(description: heldOffReason.withLock { $0 }) }
-            do {
-                try unlockedWrite(batch, sync: sync)
-            } catch let failure as Failure where failure.isNoSpace {
-                holdOffWrites(failure.description)
-                throw failure
-            }
-        }
-    }
-
-    private func unlockedWrite(_ batch: WriteBatch, sync: Bool) throws {
-        let handle = rocksdb_writebatch_create()
+        let handle = rocksdb_writebatch_create()!
         defer { rocksdb_writebatch_destroy(handle) }
         for operation in batch.operations {
             operation.key.withUnsafeBufferPointer { key in
@@ -277,9 +339,21 @@ public final class RocksDB: @unchecked Sendable {
                 }
             }
         }
+        try writeGate?.admit()
+        try whileOpen { try unlockedWrite(handle, sync: sync) }
+        if let writeGate { try writeGate.settle(through: latestSequence, durable: sync) }
+    }
+
+    /// Writes the batch `handle` (inside `whileOpen`), unless writes are held off; a
+    /// failure for want of space holds them off.
+    func unlockedWrite(_ handle: OpaquePointer, sync: Bool) throws {
+        if writesHeldOff { throw Failure(description: heldOffReason.withLock { $0 }) }
         var error: UnsafeMutablePointer<CChar>?
         rocksdb_write(db, sync ? syncedWrite : bufferedWrite, handle, &error)
-        if let message = Self.take(error) { throw Failure(description: message) }
+        guard let message = Self.take(error) else { return }
+        let failure = Failure(description: message)
+        if failure.isNoSpace { holdOffWrites(message) }
+        throw failure
     }
 
     /// Entries whose keys start with `prefix` and sort strictly after `after` (or from the
@@ -358,7 +432,7 @@ public final class RocksDB: @unchecked Sendable {
         return String(cString: value)
     }
 
-    private static func take(_ error: UnsafeMutablePointer<CChar>?) -> String? {
+    static func take(_ error: UnsafeMutablePointer<CChar>?) -> String? {
         guard let error else { return nil }
         defer { rocksdb_free(error) }
         return String(cString: error)

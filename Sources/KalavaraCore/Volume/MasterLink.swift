@@ -115,6 +115,12 @@ final class MasterLink: @unchecked Sendable {
         return (master, me)
     }
 
+    /// Where a ticket's write is committed: its issuer, or the leader of its group.
+    func masterURL(for ticket: PlacementTicket) -> String? {
+        if let issuer = ticket.master { masters.learn(issuer) }
+        return masters.preferred
+    }
+
     /// A call that changes the index, to the leader (see `MasterDirectory`).
     private func call(_ path: String, _ parameters: QueryParameters, body: [UInt8] = [], patience: Double = 0) throws -> ClientResponse {
         try masters.send(client, "POST", "\(path)?\(parameters.encoded)", body: body, patience: masters.isGroup ? patience : 0)
@@ -258,8 +264,7 @@ final class MasterLink: @unchecked Sendable {
     /// Sends a ticket's call to the leader: the master that issued the ticket, or another of
     /// its group (`-m`, health checks) if it no longer leads.
     private func post(_ path: String, _ parameters: QueryParameters, _ ticket: PlacementTicket) throws -> ClientResponse {
-        if let issuer = ticket.master { masters.learn(issuer) }
-        guard let master = masters.preferred else {
+        guard let master = masterURL(for: ticket) else {
             throw Unreachable(description: "no master known: start the volume with -m or go through the master")
         }
         do {
