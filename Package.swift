@@ -83,7 +83,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         // What the test targets share: skipping, or failing in CI, when a test's tools are missing.
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["KalavaraHTTP"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "KalavaraSupportTests", dependencies: ["KalavaraSupport", "CEpoll"], swiftSettings: strict),
         .testTarget(name: "KalavaraHTTPTests", dependencies: ["KalavaraHTTP", "KalavaraSupport", "TestSupport"],
                     swiftSettings: strict),

@@ -1,6 +1,5 @@
 import Foundation
 import KalavaraHTTP
-import KalavaraSupport
 import Synchronization
 
 /// A client of etcd's v3 API through its JSON gateway (plain HTTP on the client port, etcd
