@@ -132,9 +132,14 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
                 return
             }
             state.withLock { $0.leader = leader?.url == url ? nil : leader }
-            if let leader, leader.url == url, leader.lease != lease {
-                // This master's previous process led: its lease can go now.
-                try? etcd.revoke(leader.lease)
+            if let leader, leader.url == url {
+                if leader.lease == lease {
+                    // A campaign whose answer was lost (a retried transaction reads as failed) won.
+                    promote(leader.epoch)
+                } else {
+                    // This master's previous process led: its lease can go now.
+                    try? etcd.revoke(leader.lease)
+                }
                 return
             }
             let sync = try etcd.get(keys.sync)
@@ -211,6 +216,7 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
     /// that saw no leader may answer reads from its copy that long, and must not miss an
     /// acknowledged write while it does.
     private func promote(_ epoch: UInt64) {
+        follower.pause() // for good: the follower never applies on a leader
         let now = monotonicSeconds()
         state.withLock {
             $0.epoch = epoch
@@ -266,7 +272,8 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
 
     /// `GET /admin/masters`: the leader's view on the leader, this master's own elsewhere.
     func mastersView() throws -> ClusterStatus.Group {
-        let present = try etcd.list(prefix: keys.members).map { String(decoding: $0.value, as: UTF8.self) }
+        // Without etcd the view is this master's alone, not an error.
+        let present = ((try? etcd.list(prefix: keys.members)) ?? []).map { String(decoding: $0.value, as: UTF8.self) }
         if isLeader {
             let standbys = Dictionary(shipping.view.map { ($0.url, $0) }, uniquingKeysWith: { a, _ in a })
             var masters = [ClusterStatus.Group.Member(url: url, role: "leader", inSync: true, lagMs: 0)]
