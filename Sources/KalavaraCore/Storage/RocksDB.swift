@@ -10,7 +10,7 @@ import Synchronization
 /// commit), so many committing threads share the cost of each flush.
 public final class RocksDB: @unchecked Sendable {
     /// Replaced only by `reopen`, under the lifetime lock held exclusively.
-    private var db: OpaquePointer
+    private(set) var db: OpaquePointer
     private let path: String
     private let options: OpaquePointer
     private let tableOptions: OpaquePointer
@@ -44,6 +44,9 @@ public final class RocksDB: @unchecked Sendable {
     /// The least time between two reopen attempts: an open replays the log (seconds), and
     /// a disk still full fails it again.
     static let reopenInterval: Duration = .seconds(2)
+    /// The log iterators of the live `LogTail`s: each points into `db`, so `reopen` and
+    /// `close` destroy them before closing it (a tail then starts a new one, or fails).
+    let logIterators = Mutex<[ObjectIdentifier: LogIteratorSlot]>([:])
 
     /// The error RocksDB reported, as one line.
     public struct Failure: Error, CustomStringConvertible {
@@ -55,7 +58,14 @@ public final class RocksDB: @unchecked Sendable {
     /// Opens (creating if missing) the database in directory `path`; `readOnly` opens an
     /// existing one without writing anything (on a full disk, see `Index.init`), with
     /// writes held off until a `reopen`.
-    public init(path: String, blockCacheBytes: Int = 64 << 20, readOnly: Bool = false) throws {
+    ///
+    /// `keepLog` keeps write-ahead log files RocksDB no longer needs (moved to `archive/`)
+    /// for up to `seconds` and up to `megabytes` in all (0: no limit of that kind), so a
+    /// standby away that long can catch up from the log (`logTail`) instead of a checkpoint.
+    /// nil deletes a log file once its memtable is flushed; a tail then reaches back only
+    /// to the oldest live file.
+    public init(path: String, blockCacheBytes: Int = 64 << 20, readOnly: Bool = false,
+                keepLog: (seconds: UInt64, megabytes: UInt64)? = nil) throws {
         self.path = path
         options = rocksdb_options_create()
         rocksdb_options_set_create_if_missing(options, 1)
@@ -69,6 +79,10 @@ public final class RocksDB: @unchecked Sendable {
         // sched_yield for up to 100 µs each: on a machine of a few cores that spin is CPU
         // the volumes and clients need (it was 4 % of the master's profile under PUT load).
         rocksdb_options_set_enable_write_thread_adaptive_yield(options, 0)
+        if let keepLog {
+            rocksdb_options_set_WAL_ttl_seconds(options, keepLog.seconds)
+            rocksdb_options_set_WAL_size_limit_MB(options, keepLog.megabytes)
+        }
 
         // Point lookups dominate (a GET per redirect): a bloom filter skips files that
         // cannot hold the key, and a bounded block cache keeps memory flat as keys grow.
@@ -115,7 +129,7 @@ public final class RocksDB: @unchecked Sendable {
         pthread_rwlockattr_destroy(&attributes)
     }
 
-    private static func open(_ options: OpaquePointer, _ path: String, readOnly: Bool) throws -> OpaquePointer {
+    static func open(_ options: OpaquePointer, _ path: String, readOnly: Bool) throws -> OpaquePointer {
         var error: UnsafeMutablePointer<CChar>?
         let handle = readOnly ? rocksdb_open_for_read_only(options, path, 0, &error) : rocksdb_open(options, path, &error)
         if let message = take(error) { throw Failure(description: message) }
@@ -130,7 +144,7 @@ public final class RocksDB: @unchecked Sendable {
     /// Runs `body` while the database is open; throws once it is closed. An event loop never
     /// waits for the lock (a `reopen` holds it for the seconds an open takes): it hands the
     /// request to a worker instead (`EventLoop.MustHandOff`).
-    private func whileOpen<T>(_ body: () throws -> T) throws -> T {
+    func whileOpen<T>(_ body: () throws -> T) throws -> T {
         if pthread_rwlock_tryrdlock(&lifetime) != 0 {
             if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
             pthread_rwlock_rdlock(&lifetime)
@@ -183,7 +197,10 @@ public final class RocksDB: @unchecked Sendable {
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { throw Failure(description: "the index is closed") }
         guard writesHeldOff else { return } // another writer reopened it first
-        if !isLost { rocksdb_close(db) }
+        if !isLost {
+            destroyLogIterators()
+            rocksdb_close(db)
+        }
         do {
             db = try Self.open(options, path, readOnly: false)
             isLost = false
@@ -204,7 +221,10 @@ public final class RocksDB: @unchecked Sendable {
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { return }
         isClosed = true
-        if !isLost { rocksdb_close(db) }
+        if !isLost {
+            destroyLogIterators()
+            rocksdb_close(db)
+        }
         rocksdb_readoptions_destroy(readOptions)
         rocksdb_readoptions_destroy(walkOptions)
         rocksdb_writeoptions_destroy(syncedWrite)
@@ -248,19 +268,7 @@ public final class RocksDB: @unchecked Sendable {
     /// writes are held off (see `writesHeldOff`); a write that fails for want of space
     /// holds them off.
     public func write(_ batch: WriteBatch, sync: Bool) throws {
-        try whileOpen {
-            if writesHeldOff { throw Failure(description: heldOffReason.withLock { $0 }) }
-            do {
-                try unlockedWrite(batch, sync: sync)
-            } catch let failure as Failure where failure.isNoSpace {
-                holdOffWrites(failure.description)
-                throw failure
-            }
-        }
-    }
-
-    private func unlockedWrite(_ batch: WriteBatch, sync: Bool) throws {
-        let handle = rocksdb_writebatch_create()
+        let handle = rocksdb_writebatch_create()!
         defer { rocksdb_writebatch_destroy(handle) }
         for operation in batch.operations {
             operation.key.withUnsafeBufferPointer { key in
@@ -277,9 +285,19 @@ public final class RocksDB: @unchecked Sendable {
                 }
             }
         }
+        try whileOpen { try unlockedWrite(handle, sync: sync) }
+    }
+
+    /// Writes the batch `handle` (inside `whileOpen`), unless writes are held off; a
+    /// failure for want of space holds them off.
+    func unlockedWrite(_ handle: OpaquePointer, sync: Bool) throws {
+        if writesHeldOff { throw Failure(description: heldOffReason.withLock { $0 }) }
         var error: UnsafeMutablePointer<CChar>?
         rocksdb_write(db, sync ? syncedWrite : bufferedWrite, handle, &error)
-        if let message = Self.take(error) { throw Failure(description: message) }
+        guard let message = Self.take(error) else { return }
+        let failure = Failure(description: message)
+        if failure.isNoSpace { holdOffWrites(message) }
+        throw failure
     }
 
     /// Entries whose keys start with `prefix` and sort strictly after `after` (or from the
@@ -358,7 +376,7 @@ public final class RocksDB: @unchecked Sendable {
         return String(cString: value)
     }
 
-    private static func take(_ error: UnsafeMutablePointer<CChar>?) -> String? {
+    static func take(_ error: UnsafeMutablePointer<CChar>?) -> String? {
         guard let error else { return nil }
         defer { rocksdb_free(error) }
         return String(cString: error)
