@@ -6,7 +6,8 @@ import XCTest
 
 /// A master group for tests: a real etcd, masters started with `--etcd` on free ports, and
 /// volumes that know every master (`-m A,B -b SELF`). Short leases keep failovers quick.
-final class GroupCluster {
+/// Sendable by hand: the writer and reader threads only read its constant URLs.
+final class GroupCluster: @unchecked Sendable {
     let cluster: TestCluster
     let etcd: EtcdServer
     let masterPorts: [Int]
@@ -84,11 +85,26 @@ final class GroupCluster {
         return leader!
     }
 
-    /// Waits until the leader counts `standby` in its in-sync set.
+    /// Waits until the leader counts `standby` in its in-sync set, and the standby knows it
+    /// (it answers reads from its copy).
     func waitInSync(_ standby: Int, leader: Int, timeout: Double = 20) throws {
         do {
             try waitUntil("\(url(standby)) in sync", timeout: timeout) {
                 view(leader)?.masters.contains { $0.url == url(standby) && $0.inSync } == true
+                    && view(standby)?.masters.contains { $0.url == url(standby) && $0.inSync } == true
+            }
+        } catch {
+            throw ClusterError("\(error); logs:\n\(cluster.logText())")
+        }
+    }
+
+    /// Waits until `master` counts every volume up (a master checks their health itself,
+    /// standbys too).
+    func waitForVolumes(on master: Int, timeout: Double = 20) throws {
+        do {
+            try waitUntil("\(volumePorts.count) volume(s) up on \(url(master))", timeout: timeout) {
+                let text = (try? HTTP.send("GET", url(master) + "/admin/volumes", timeout: 2))?.text ?? ""
+                return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= volumePorts.count
             }
         } catch {
             throw ClusterError("\(error); logs:\n\(cluster.logText())")

@@ -10,6 +10,10 @@ final class MasterGroupTests: XCTestCase {
     private var group: GroupCluster!
 
     override func tearDown() {
+        if let group, (testRun?.failureCount ?? 0) > 0 {
+            // The daemons' logs, for the failure's story (the cluster's folder goes with it).
+            try? group.cluster.logText().write(toFile: "/tmp/kalavara-\(name.filter { $0.isLetter || $0.isNumber }).log", atomically: true, encoding: .utf8)
+        }
         group?.shutdown()
         group = nil
     }
@@ -19,8 +23,10 @@ final class MasterGroupTests: XCTestCase {
         group = try GroupCluster(masters: 2)
         try group.start(0)
         XCTAssertEqual(try group.waitForLeader(among: [0]), 0)
+        try group.waitForVolumes(on: 0)
         try group.start(1)
         try group.waitInSync(1, leader: 0)
+        try group.waitForVolumes(on: 1)
     }
 
     func testKill9OfTheLeaderUnderWritersLosesNoAcknowledgedWriteAndReadsThroughTheStandbyNeverFail() throws {

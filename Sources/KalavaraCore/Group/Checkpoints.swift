@@ -77,7 +77,9 @@ struct CheckpointTransfer {
     let client: HTTPClient
     let index: Index
 
-    func copy(from leader: String, member: String) throws {
+    /// Copies the leader's checkpoint; `install` runs the swap (the follower's guard against
+    /// a campaign meanwhile).
+    func copy(from leader: String, member: String, install: (() throws -> Void) throws -> Void) throws {
         guard let manifestURL = HTTPURL(leader + "/internal/group/checkpoint?member=" + PercentEncoding.encode(member)) else {
             throw HTTPError(500, "bad leader URL \(leader)")
         }
@@ -96,7 +98,7 @@ struct CheckpointTransfer {
             try fetch(file, of: manifest, from: leader, into: incoming + "/" + file.name)
         }
         try FileStore.syncDirectory(incoming)
-        try index.db.replaceContents(with: incoming)
+        try install { try index.db.replaceContents(with: incoming) }
         Log.info("this standby now holds the leader's index up to sequence \(manifest.sequence)")
     }
 

@@ -15,9 +15,13 @@ import Synchronization
 final class LogFollower: @unchecked Sendable {
     private unowned let group: MasterGroup
     private let index: Index
+    /// Polls: a leader that stopped answering (SIGSTOP) is noticed within seconds.
     private let client: HTTPClient
+    /// Checkpoint files, which may be large.
+    private let copies: HTTPClient
     private let loop = BackgroundLoop("group-follow", schedule: .pausing(0.05))
-    /// Held across each poll-and-apply; `pause` takes it so a campaign never races an apply.
+    /// Held across each apply (never across a call to the leader, which may hang): `pause`
+    /// takes it, so a campaign never races an apply.
     private let applying = Mutex(())
     private let paused = Atomic(false)
     private let needsCheckpoint = Atomic(false)
@@ -28,8 +32,9 @@ final class LogFollower: @unchecked Sendable {
     init(group: MasterGroup, index: Index, secret: ClusterSecret?) {
         self.group = group
         self.index = index
-        // A poll waits up to half a second at the leader; a checkpoint file may be large.
-        client = HTTPClient(timeout: 30, maxIdlePerHost: 2, signer: secret)
+        // A poll waits up to half a second at the leader.
+        client = HTTPClient(timeout: LogShipping.pollWait + 2, maxIdlePerHost: 2, signer: secret)
+        copies = HTTPClient(timeout: 30, maxIdlePerHost: 0, signer: secret)
     }
 
     func start() { loop.start { [weak self] in self?.round() } }
@@ -43,20 +48,26 @@ final class LogFollower: @unchecked Sendable {
 
     func resume() { paused.store(false, ordering: .sequentiallyConsistent) }
 
-    private func round() {
-        guard !group.isLeader, let leader = group.leader else { return }
-        applying.withLock { _ in
+    /// Runs `body` (an apply) unless a campaign paused the follower or this master leads.
+    private func unlessPaused(_ body: () throws -> Void) rethrows {
+        try applying.withLock { _ in
             guard !paused.load(ordering: .sequentiallyConsistent), !group.isLeader else { return }
-            do {
-                if needsCheckpoint.load(ordering: .relaxed) || index.db.latestSequence == 0 {
-                    try CheckpointTransfer(client: client, index: index).copy(from: leader.url, member: group.url)
-                    needsCheckpoint.store(false, ordering: .relaxed)
-                    applied()
-                    return
-                }
-                try poll(leader.url)
-                failures.withLock { $0.count = 0 }
-            } catch {
+            try body()
+        }
+    }
+
+    private func round() {
+        guard !group.isLeader, !paused.load(ordering: .sequentiallyConsistent), let leader = group.leader else { return }
+        do {
+            if needsCheckpoint.load(ordering: .relaxed) || index.db.latestSequence == 0 {
+                try CheckpointTransfer(client: copies, index: index).copy(from: leader.url, member: group.url, install: unlessPaused)
+                needsCheckpoint.store(false, ordering: .relaxed)
+                applied()
+                return
+            }
+            try poll(leader.url)
+            failures.withLock { $0.count = 0 }
+        } catch {
                 let now = monotonicSeconds()
                 let log = failures.withLock { state -> Bool in
                     state.count += 1
@@ -64,9 +75,8 @@ final class LogFollower: @unchecked Sendable {
                     state.lastLogged = now
                     return true
                 }
-                if log { Log.warning("following the leader \(leader.url): \(error)") }
-                _ = loop.pause(0.2)
-            }
+            if log { Log.warning("following the leader \(leader.url): \(error)") }
+            _ = loop.pause(0.2)
         }
     }
 
@@ -84,12 +94,10 @@ final class LogFollower: @unchecked Sendable {
             let batches = try ReplicatedBatch.decode(answer.body)
             if !batches.isEmpty {
                 do {
-                    try index.db.apply(batches, sync: true)
-                } catch let error as HTTPError where error.status == 507 {
-                    throw error
-                } catch {
+                    try unlessPaused { try index.db.apply(batches, sync: true) }
+                } catch let gap as RocksDB.LogGap {
                     needsCheckpoint.store(true, ordering: .relaxed)
-                    throw error
+                    throw gap
                 }
                 applied()
             }

@@ -7,9 +7,10 @@ import Synchronization
 /// one holding `leader` under its lease leads; the others follow its log (`LogFollower`) and
 /// answer reads. Consensus is etcd's: this type only reads and writes its keys.
 ///
-/// The leader's lease is renewed every second. It counts as surely valid until the renewal's
-/// *send* time plus the TTL less a second: etcd started counting no earlier, so the leader
-/// stops acknowledging before etcd can let another master in. A leader that learns its
+/// The leader's lease is renewed four times a TTL (at most every second). It counts as
+/// surely valid until the renewal's *send* time plus the TTL less a fifth of it (at least
+/// half a second): etcd started counting no earlier, so the leader stops acknowledging
+/// before etcd can let another master in. A leader that learns its
 /// lease or key is gone exits (status 75, like a leader-elected controller): a fresh process
 /// rejoins as a standby, and whatever it wrote that the group never acknowledged is
 /// discarded when it follows the new leader's history.
@@ -162,7 +163,10 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
         }
     }
 
-    /// Grants a lease once, renews it every second, and keeps this master's presence key.
+    /// How long after a renewal was sent the lease surely still holds.
+    private var surelyValidFor: Double { Double(configuration.leaseTTL) - max(0.5, Double(configuration.leaseTTL) / 5) }
+
+    /// Grants a lease once, renews it (see the type), and keeps this master's presence key.
     private func renewLease() throws {
         let now = monotonicSeconds()
         let (lease, last, registered) = state.withLock { ($0.lease, $0.lastRenewal, $0.registered) }
@@ -171,17 +175,17 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
             state.withLock {
                 $0.lease = granted
                 $0.lastRenewal = now
-                $0.leaseSurelyValidUntil = now + Double(configuration.leaseTTL) - 1
+                $0.leaseSurelyValidUntil = now + surelyValidFor
                 $0.registered = false
             }
             return try renewLease()
         }
-        if now - last >= 1 {
+        if now - last >= min(1, Double(configuration.leaseTTL) / 4) {
             do {
                 _ = try etcd.keepAlive(lease)
                 state.withLock {
                     $0.lastRenewal = now
-                    $0.leaseSurelyValidUntil = now + Double(configuration.leaseTTL) - 1
+                    $0.leaseSurelyValidUntil = now + surelyValidFor
                 }
             } catch Etcd.Failure.leaseExpired {
                 if isLeader { loseLead("its lease in etcd expired") }

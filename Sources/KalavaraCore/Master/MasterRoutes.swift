@@ -15,7 +15,7 @@ extension Master {
     /// In a master group, what each route needs (`Standing`; any master answers the rest):
     /// reads from a copy that holds every acknowledged write, changes and healing from the leader.
     static let standings: [String: Standing] = [
-        "store-list": .current, "store-read": .current, "volumes": .current,
+        "store-list": .current, "store-read": .current,
         "store-write": .leader, "add-volume": .leader, "remove-volume": .leader, "repair": .leader, "scrub": .leader,
         "rebuild": .leader, "commit": .leader, "purged": .leader, "resolve": .leader, "corrupt": .leader, "wanted": .leader,
     ]
