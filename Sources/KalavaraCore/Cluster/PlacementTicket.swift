@@ -158,8 +158,9 @@ public struct PlacementTicket: Equatable, Sendable {
         self = ticket
     }
 
-    /// Reads a ticket from a request's query. Nil if there is none; 400 if it is malformed.
-    public init?(_ parameters: QueryParameters) throws {
+    /// Reads a ticket from a request's query (`QueryView` on a request's hot path). Nil if
+    /// there is none; 400 if it is malformed.
+    public init?<Query: QueryLookup>(_ parameters: Query) throws {
         guard let format = parameters["t"] else { return nil }
         guard format == Self.currentFormat else { throw HTTPError(400, "unknown placement ticket format \(format)") }
         guard let text = parameters["ver"], let version = UInt64(text), version > 0 else {

@@ -5,12 +5,18 @@ import KalavaraSupport
 extension FileStore {
     /// Reads a value's bytes (all of them: call only for small values) and checks them.
     /// Nil when the file fails its checksum or size; a format 1 file is returned unchecked.
+    /// Bytes the open already read (`contents`) are checked without reading again.
     public func readVerified(_ value: StoredValue) throws -> [UInt8]? {
+        let bytes = try value.contents ?? read(value)
+        guard let expected = value.checksum else { return bytes }
+        return value.isWhole && CRC32.checksum(bytes) == expected ? bytes : nil
+    }
+
+    private func read(_ value: StoredValue) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: value.size)
         let count = bytes.withUnsafeMutableBytes { pread(value.file.fd, $0.baseAddress, value.size, off_t(value.valueOffset)) }
         guard count == value.size else { throw StorageError.io("short read of a value", count < 0 ? errno : EIO) }
-        guard let expected = value.checksum else { return bytes }
-        return value.isWhole && CRC32.checksum(bytes) == expected ? bytes : nil
+        return bytes
     }
 
     /// What a full read of a value found.

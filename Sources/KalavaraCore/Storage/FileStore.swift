@@ -129,8 +129,40 @@ public final class FileStore: @unchecked Sendable {
         dataDirectory + "/" + stem.prefix(Self.bucketDigits)
     }
 
+    /// `data/abc/STEM.VERSION`, written into one string of a known size: a volume names the
+    /// file of every read this way, and the five concatenations it was cost 6,000
+    /// instructions a GET (a fifth of what the volume spent beyond nginx).
     func path(stem: String, version: UInt64) -> String {
-        bucket(forStem: stem) + "/" + stem + "." + String(version)
+        var digits = 1
+        var rest = version / 10
+        while rest > 0 { digits += 1; rest /= 10 }
+        let count = dataDirectory.utf8.count + 1 + Self.bucketDigits + 1 + stem.utf8.count + 1 + digits
+        return String(unsafeUninitializedCapacity: count) { out in
+            var end = Self.copy(dataDirectory, into: out, at: 0)
+            out[end] = UInt8(ascii: "/")
+            end = Self.copy(stem, upTo: Self.bucketDigits, into: out, at: end + 1)
+            out[end] = UInt8(ascii: "/")
+            end = Self.copy(stem, into: out, at: end + 1)
+            out[end] = UInt8(ascii: ".")
+            end += 1
+            var value = version
+            for index in stride(from: end + digits - 1, through: end, by: -1) {
+                out[index] = UInt8(ascii: "0") + UInt8(value % 10)
+                value /= 10
+            }
+            return end + digits
+        }
+    }
+
+    /// Copies the first `limit` bytes of `text` to `out[start...]`; returns where they end.
+    private static func copy(_ text: String, upTo limit: Int = .max, into out: UnsafeMutableBufferPointer<UInt8>,
+                             at start: Int) -> Int {
+        var text = text
+        return text.withUTF8 { bytes in
+            let count = min(limit, bytes.count)
+            for index in 0..<count { out[start + index] = bytes[index] }
+            return start + count
+        }
     }
 
     // MARK: Writing
@@ -208,32 +240,46 @@ public final class FileStore: @unchecked Sendable {
         return versions.sorted()
     }
 
-    /// Opens a version of `key` (the newest present when `version` is nil).
-    public func open(_ key: Key, version: UInt64?) throws -> StoredValue? {
+    /// Opens a version of `key` (the newest present when `version` is nil). With
+    /// `readingUpTo`, a value of at most that many bytes is read with its header, in the
+    /// same `pread` (`StoredValue.contents`): a GET of a small value reads its file once.
+    public func open(_ key: Key, version: UInt64?, readingUpTo readAhead: Int = 0) throws -> StoredValue? {
         guard let version = version ?? versions(of: key).last else { return nil }
         let stem = Self.fileStem(key)
-        return try openFile(path(stem: stem, version: version), stem: stem, what: "value file for \(key)") {
+        return try openFile(path(stem: stem, version: version), stem: stem, what: "value file for \(key)",
+                            readAhead: readAhead) {
             $0.key == key && $0.version == version
         }
     }
 
     /// Opens a value file and reads its header, which must pass `belongs`; nil if the file
-    /// is gone.
-    private func openFile(_ path: String, stem: String, what: @autoclosure () -> String,
+    /// is gone. A file of at most `readAhead` bytes beyond the largest header is read whole:
+    /// its value is kept in `contents` when the read got all of it (a file cut since the
+    /// open's fstat is left to `readVerified`, whose read comes up short, as before).
+    private func openFile(_ path: String, stem: String, what: @autoclosure () -> String, readAhead: Int = 0,
                           belongs: (ValueFileHeader) -> Bool) throws -> StoredValue? {
         guard let (file, info) = openRegistered(path, stem: stem) else {
             if errno == ENOENT { return nil }
             throw StorageError.io("cannot open value", errno)
         }
-        let fd = file.fd
-        var headerBytes = [UInt8](repeating: 0, count: min(Int(info.st_size), ValueFileHeader.maxEncodedBytes))
-        let count = headerBytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard count == headerBytes.count, let header = ValueFileHeader.decode(headerBytes), belongs(header) else {
+        let fd = file.fd, fileSize = Int(info.st_size)
+        let headerWanted = min(fileSize, ValueFileHeader.maxEncodedBytes)
+        let whole = readAhead > 0 && fileSize <= ValueFileHeader.maxEncodedBytes + readAhead
+        var bytes = [UInt8](unsafeUninitializedCapacity: whole ? fileSize : headerWanted) { buffer, initialized in
+            initialized = max(0, pread(fd, buffer.baseAddress, buffer.count, 0))
+        }
+        guard bytes.count >= headerWanted, let header = ValueFileHeader.decode(bytes), belongs(header) else {
             throw StorageError.corrupt("\(what()) has a bad header")
         }
+        var contents: [UInt8]?
+        if whole, bytes.count == fileSize, fileSize - header.encodedCount <= readAhead {
+            bytes.removeFirst(header.encodedCount)
+            contents = bytes
+        }
         return StoredValue(file: file, key: header.key, version: header.version, valueOffset: header.encodedCount,
-                           size: Int(info.st_size) - header.encodedCount, modified: Int(info.st_mtim.tv_sec),
-                           checksum: header.checksum, declaredSize: header.size.flatMap { Int(exactly: $0) })
+                           size: fileSize - header.encodedCount, modified: Int(info.st_mtim.tv_sec),
+                           checksum: header.checksum, declaredSize: header.size.flatMap { Int(exactly: $0) },
+                           contents: contents)
     }
 
     // MARK: Walking

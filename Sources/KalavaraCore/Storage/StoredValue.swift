@@ -14,6 +14,9 @@ public struct StoredValue: Sendable {
     public let checksum: UInt32?
     /// The size the header says; a file of another size was cut or grown.
     public let declaredSize: Int?
+    /// The value's bytes, unchecked, when the open read them with the header (a small value
+    /// opened for a GET); `readVerified` checks them instead of reading the file again.
+    let contents: [UInt8]?
 
     /// False for a file cut or grown since it was written: its length is not the size its
     /// header records (format 1 files record none). Checked on every read, copy and listing:

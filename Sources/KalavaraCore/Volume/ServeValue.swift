@@ -5,7 +5,9 @@ import KalavaraSupport
 /// validators (`ETag`, `Last-Modified`) and single byte ranges.
 extension Volume {
     func serveValue(_ key: Key, version: UInt64?, request: HTTPRequest) throws -> HTTPResponse {
-        guard var value = try findValue(key, version: version) else {
+        // A value small enough to be sent from memory is read with its file's header.
+        let readAhead = request.isHead ? 0 : configuration.server.inlineFileBytes
+        guard var value = try findValue(key, version: version, readingUpTo: readAhead) else {
             return version == nil ? .text(404, "no such key") : sendBack(key, "no longer holds that version")
         }
         let etag = Self.etag(value.version)
@@ -30,7 +32,7 @@ extension Volume {
             } else {
                 try leaveTheLoop()
                 quarantine(value, reason: "failed its checksum on a read")
-                guard version != nil, value.version < .max, let other = try findValue(key, version: value.version + 1),
+                guard version != nil, value.version < .max, let other = try findValue(key, version: value.version + 1, readingUpTo: readAhead),
                       let bytes = try store.readVerified(other) else {
                     return sendBack(key, "copy failed its checksum")
                 }
@@ -66,13 +68,13 @@ extension Volume {
     /// newest version whose commit is not in doubt. With one for version V: V, or — if V
     /// is gone (overwritten and dropped, or moved by healing while the client was on its
     /// way) — the newest committed version above it, which became current meanwhile.
-    private func findValue(_ key: Key, version: UInt64?) throws -> StoredValue? {
-        if let version, let exact = try openChecked(key, version) { return exact }
+    private func findValue(_ key: Key, version: UInt64?, readingUpTo readAhead: Int) throws -> StoredValue? {
+        if let version, let exact = try openChecked(key, version, readAhead) { return exact }
         let newer = store.versions(of: key).last { candidate in
             (version.map { candidate > $0 } ?? true) && !journal.isPending(key, version: candidate)
         }
         guard let newer else { return nil }
-        return try openChecked(key, newer)
+        return try openChecked(key, newer, readAhead)
     }
 
     /// Opens a version; a file whose header is damaged, or whose length is not the size its
@@ -80,9 +82,9 @@ extension Volume {
     /// and counts as absent (the reader is sent elsewhere), rather than failing the read.
     /// The length is checked on every read, from the open's fstat, before a byte is sent: a
     /// large value goes out by sendfile, which never reads it here.
-    private func openChecked(_ key: Key, _ version: UInt64) throws -> StoredValue? {
+    private func openChecked(_ key: Key, _ version: UInt64, _ readAhead: Int) throws -> StoredValue? {
         do {
-            guard let value = try store.open(key, version: version) else { return nil }
+            guard let value = try store.open(key, version: version, readingUpTo: readAhead) else { return nil }
             guard !value.isWhole else { return value }
             try leaveTheLoop()
             quarantine(value, reason: "holds \(value.size) bytes where its header records \(value.declaredSize ?? 0)")

@@ -9,7 +9,7 @@ extension Volume {
             GuardedRoute("store-read", .prefix("/store/"), methods: ["GET", "HEAD"], on: .eventLoop, access: .ticket) { [unowned self] request, _ in
                 try storageErrorsAnswered(request) {
                     let key = try Self.key(request, "/store/")
-                    let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)), for: .read, key,
+                    let ticket = try PlacementTicket.verified(try PlacementTicket(QueryView(request.query)), for: .read, key,
                                                               secret: gate.secret)
                     try checkAddressed(ticket, as: .holder)
                     return try serveValue(key, version: ticket?.version, request: request)
@@ -18,7 +18,7 @@ extension Volume {
             GuardedRoute("store-write", .prefix("/store/"), methods: ["PUT", "DELETE"], access: .ticket) { [unowned self] request, body in
                 try storageErrorsAnswered(request) {
                     let key = try Self.key(request, "/store/")
-                    let ticket = try PlacementTicket.verified(try PlacementTicket(QueryParameters(request.query)),
+                    let ticket = try PlacementTicket.verified(try PlacementTicket(QueryView(request.query)),
                                                               for: request.method == "PUT" ? .put : .delete, key, secret: gate.secret)
                     try checkAddressed(ticket, as: .first)
                     return request.method == "PUT"
