@@ -84,7 +84,7 @@ let package = Package(
         ], swiftSettings: strict),
         // What the test targets share: skipping, or failing in CI, when a test's tools are missing.
         .target(name: "TestSupport", dependencies: ["KalavaraHTTP"], path: "Tests/TestSupport", swiftSettings: strict),
-        .testTarget(name: "KalavaraSupportTests", dependencies: ["KalavaraSupport", "CEpoll"], swiftSettings: strict),
+        .testTarget(name: "KalavaraSupportTests", dependencies: ["KalavaraSupport", "CEpoll", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "KalavaraHTTPTests", dependencies: ["KalavaraHTTP", "KalavaraSupport", "TestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "KalavaraCoreTests", dependencies: ["KalavaraCore", "KalavaraHTTP", "KalavaraSupport", "TestSupport"],
