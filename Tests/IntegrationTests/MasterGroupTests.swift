@@ -175,6 +175,58 @@ final class MasterGroupTests: XCTestCase {
         }
     }
 
+    /// Clients writing, reading and deleting a few keys through any master, across a kill -9
+    /// of the leader: the history they saw is checked to be linearizable.
+    func testConcurrentClientsAcrossAFailoverSeeALinearizableHistory() throws {
+        try startPair()
+        let history = HistoryRecorder()
+        let keys = (0..<5).map { "lin-\($0)" }
+        let running = Atomic(true)
+        let done = DispatchGroup()
+        for client in 0..<4 {
+            done.enter()
+            Thread { [group] in
+                defer { done.leave() }
+                var n = 0
+                while running.load(ordering: .relaxed) {
+                    n += 1
+                    let key = keys.randomElement()!
+                    let master = group!.url(Int.random(in: 0...1))
+                    let roll = Int.random(in: 0..<10)
+                    if roll < 5 {
+                        let value = Array("c\(client)-\(n)".utf8)
+                        let id = history.invoke(key: key, kind: .write(value))
+                        let answer = try? HTTP.follow("PUT", master + "/store/" + key, body: value, redirects: 2)
+                        history.complete(id, answer?.status == 201 ? .ok(read: nil) : answer.map { (400..<500).contains($0.status) } == true ? .failed : .unknown)
+                    } else if roll < 9 {
+                        let id = history.invoke(key: key, kind: .read)
+                        let answer = try? HTTP.follow("GET", master + "/store/" + key, redirects: 3)
+                        switch answer?.status {
+                        case 200?: history.complete(id, .ok(read: answer!.body))
+                        case 404?: history.complete(id, .ok(read: nil))
+                        default: history.complete(id, .unknown)
+                        }
+                    } else {
+                        let id = history.invoke(key: key, kind: .delete)
+                        let answer = try? HTTP.follow("DELETE", master + "/store/" + key, redirects: 2)
+                        history.complete(id, [204, 404].contains(answer?.status ?? 0) ? .ok(read: nil) : .unknown)
+                    }
+                }
+            }.start()
+        }
+        sleep(2)
+        group.kill9(0)
+        XCTAssertEqual(try group.waitForLeader(among: [1]), 1)
+        sleep(3)
+        running.store(false, ordering: .relaxed)
+        done.wait()
+        let operations = history.operations
+        let answered = operations.filter { if case .ok = $0.outcome { return true } else { return false } }
+        print("linearizability: \(operations.count) operations, \(answered.count) answered, across a failover")
+        XCTAssertGreaterThan(answered.count, 100)
+        XCTAssertEqual(Linearizability.check(operations), .linearizable)
+    }
+
     func testGroupViewAndStandbyRedirects() throws {
         try startPair()
         let view = try XCTUnwrap(group.view(1))

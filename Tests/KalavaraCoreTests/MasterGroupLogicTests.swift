@@ -94,7 +94,9 @@ final class MasterGroupLogicTests: XCTestCase {
         XCTAssertEqual(batches.map(\.sequence), [written])
         XCTAssertFalse(settled.load(ordering: .relaxed), "a poll that fetches a write does not confirm it")
         _ = try shipping.poll(member: "http://s:1", from: written + 1)
-        try waitUntil("the write settles", timeout: 2) { settled.load(ordering: .relaxed) }
+        let deadline = Date().addingTimeInterval(2)
+        while !settled.load(ordering: .relaxed), Date() < deadline { usleep(10_000) }
+        XCTAssertTrue(settled.load(ordering: .relaxed), "the write settles once the standby confirmed it")
         XCTAssertEqual(shipping.view.first?.inSync, true)
     }
 

@@ -12,9 +12,21 @@ public final class StripedLock {
     }
 
     public func withLock<T>(for key: Key, _ body: () throws -> T) rethrows -> T {
-        let lock = locks[Int(StableHash.hash(key.bytes) % UInt64(locks.count))]
+        let lock = self.lock(for: key)
         lock.lock()
         defer { lock.unlock() }
         return try body()
+    }
+
+    /// `body` under the key's lock if it is free now; nil (and `body` not run) if it is held.
+    public func ifFree<T>(for key: Key, _ body: () throws -> T) rethrows -> T? {
+        let lock = self.lock(for: key)
+        guard lock.try() else { return nil }
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    private func lock(for key: Key) -> NSLock {
+        locks[Int(StableHash.hash(key.bytes) % UInt64(locks.count))]
     }
 }

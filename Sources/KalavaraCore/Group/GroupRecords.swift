@@ -49,12 +49,12 @@ struct EpochHistory: Equatable, Sendable {
 
     /// Whether a member whose history ends in `epoch` at sequence `last` (its last applied)
     /// holds a prefix of this history: always when it is in the current epoch and not ahead;
-    /// otherwise only if it stopped before the next epoch after its own began.
+    /// in an earlier epoch of this history, only if it stopped before the next one began; in
+    /// an epoch this history never had (or none), never.
     func holdsPrefix(epoch: UInt64, last: UInt64, latest: UInt64) -> Bool {
-        guard last <= latest else { return false }
-        if epoch == current { return true }
-        guard let next = epochs.first(where: { $0.epoch > epoch }) else { return false }
-        return last <= next.start
+        guard last <= latest, let position = epochs.firstIndex(where: { $0.epoch == epoch }) else { return false }
+        guard position + 1 < epochs.count else { return true } // the current epoch
+        return last <= epochs[position + 1].start
     }
 
     var encoded: [UInt8] {

@@ -129,7 +129,7 @@ extension Master {
     /// no longer holds it sends the client back here with `not=` naming itself: another
     /// holder is chosen, or `503` says to retry.
     private func redirectRead(_ key: Key, _ query: Substring?) throws -> HTTPResponse {
-        guard let record = try index.record(for: key), !record.isTombstone else {
+        guard let record = try currentRecord(key), !record.isTombstone else {
             return isRebuilding ? Self.rebuildingAnswer : Self.noSuchKey
         }
         // `not=` is left out before suspect holders are: one that failed its last health
@@ -145,6 +145,17 @@ extension Master {
         var answer = HTTPResponse.redirect(302, to: location(holder, key, query))
         if record.md5 != nil || record.attributes != nil { Self.describe(record, in: &answer.headers) }
         return answer
+    }
+
+    /// The key's record as a reader may see it. A group's leader writes a commit to its index
+    /// before its standbys confirm it, under the key's lock: a reader here waits for that lock,
+    /// so it never sees a write the group has not acknowledged, which a read on a standby
+    /// would then not see. (On the event loop, a busy key goes to a worker.)
+    private func currentRecord(_ key: Key) throws -> IndexRecord? {
+        guard group?.isLeader == true else { return try index.record(for: key) }
+        if let record = try keyLocks.ifFree(for: key, { try index.record(for: key) }) { return record }
+        if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+        return try keyLocks.withLock(for: key) { try index.record(for: key) }
     }
 
     /// What a writer asked the index to keep with a value (the S3 gateway's ETag and
