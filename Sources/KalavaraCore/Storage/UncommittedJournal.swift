@@ -50,7 +50,7 @@ public final class UncommittedJournal: Sendable {
         log = try JournalLog(path: path, contents: contents, ledger: ledger, reserveBytes: reserveBytes)
     }
 
-    /// Stops the syncer thread (after a last sync).
+    /// Stops the syncer thread (after a last sync) and the checkpoints.
     public func close() { log.close() }
 
     // MARK: Changes, through the log
