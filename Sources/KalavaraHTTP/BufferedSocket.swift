@@ -22,7 +22,7 @@ public final class BufferedSocket: @unchecked Sendable {
     /// that fails before any did was closed by the server while idle, and may be retried).
     var answerBytesSeen = false
 
-    public init(fd: Int32, bufferSize: Int = HTTPLimits.readBufferBytes) {
+    init(fd: Int32, bufferSize: Int = HTTPLimits.readBufferBytes) {
         self.fd = fd
         capacity = bufferSize
         storage = .allocate(capacity: bufferSize)
@@ -59,7 +59,7 @@ public final class BufferedSocket: @unchecked Sendable {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    public func setSendTimeout(_ seconds: Double) {
+    func setSendTimeout(_ seconds: Double) {
         var value = Self.timeval(seconds)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
@@ -80,10 +80,10 @@ public final class BufferedSocket: @unchecked Sendable {
     }
 
     /// What a read that must not block found.
-    public enum Availability { case data, nothingYet, closed }
+    enum Availability { case data, nothingYet, closed }
 
     /// Reads whatever has arrived, without waiting (for the event loop).
-    public func fillWithoutBlocking() -> Availability {
+    func fillWithoutBlocking() -> Availability {
         if start > 0, end == capacity {
             memmove(storage, storage + start, end - start)
             end -= start
@@ -104,7 +104,7 @@ public final class BufferedSocket: @unchecked Sendable {
 
     /// Sends as much of `bytes` as the socket takes now. Returns the count sent, or nil if
     /// the connection failed.
-    public func sendWithoutBlocking(_ bytes: UnsafeRawBufferPointer) -> Int? {
+    func sendWithoutBlocking(_ bytes: UnsafeRawBufferPointer) -> Int? {
         var offset = 0
         while offset < bytes.count {
             let result = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
@@ -146,7 +146,7 @@ public final class BufferedSocket: @unchecked Sendable {
 
     /// Writes all of `bytes`. `more` tells the kernel further data follows at once
     /// (a file after its head), so both can share a packet.
-    public func write(_ bytes: UnsafeRawBufferPointer, more: Bool = false) throws {
+    func write(_ bytes: UnsafeRawBufferPointer, more: Bool = false) throws {
         var offset = 0
         let flags = Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0)
         while offset < bytes.count {
@@ -163,7 +163,7 @@ public final class BufferedSocket: @unchecked Sendable {
 
     /// Sends `count` bytes of an open file from `offset` with sendfile(2): the bytes go from
     /// the page cache to the socket without passing through user space.
-    public func sendFile(_ fileFD: Int32, offset: Int, count: Int) throws {
+    func sendFile(_ fileFD: Int32, offset: Int, count: Int) throws {
         var position = off_t(offset)
         var left = count
         while left > 0 {
@@ -178,7 +178,7 @@ public final class BufferedSocket: @unchecked Sendable {
     /// Sends `count` bytes arriving on `source` (another socket) without copying them through
     /// user space: splice(2) into a pipe, and from it into this socket. Both sockets' timeouts
     /// hold (a stalled source is `timedOut`).
-    public func spliceIn(from source: Int32, count: Int) throws {
+    func spliceIn(from source: Int32, count: Int) throws {
         var ends: [Int32] = [-1, -1]
         guard Glibc.pipe(&ends) == 0 else { throw ConnectionError.failed(errno: errno) }
         defer {
@@ -217,7 +217,7 @@ public final class BufferedSocket: @unchecked Sendable {
 
     /// Wakes any thread blocked on this socket and stops further traffic, without
     /// releasing the descriptor (which another thread may still be using).
-    public func shutdown() {
+    func shutdown() {
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
     }
 

@@ -61,14 +61,14 @@ public protocol RequestSigner: Sendable {
 /// health checks. It keeps idle keep-alive connections per host so a commit per PUT does
 /// not pay a TCP handshake, and it parses answers with the server's own parser.
 public final class HTTPClient: @unchecked Sendable {
-    public let timeout: Double
+    let timeout: Double
     /// In a signed cluster: signs every request this client sends.
-    public let signer: (any RequestSigner)?
+    let signer: (any RequestSigner)?
     private let maxIdlePerHost: Int
     private let lock = NSLock()
     private var idle: [String: [BufferedSocket]] = [:]
     /// The largest answer body read into memory.
-    public static let maxResponseBody = 16 * 1024 * 1024
+    static let maxResponseBody = 16 * 1024 * 1024
 
     public init(timeout: Double = 5, maxIdlePerHost: Int = 32, signer: (any RequestSigner)? = nil) {
         self.timeout = timeout

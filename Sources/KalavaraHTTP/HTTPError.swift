@@ -7,7 +7,7 @@ public struct HTTPError: Error, CustomStringConvertible, Equatable, Sendable {
     public let message: String
     /// True when the connection cannot be trusted for another request afterwards
     /// (framing errors, timeouts): the answer carries `Connection: close`.
-    public let closesConnection: Bool
+    let closesConnection: Bool
     /// Headers the answer must carry (`Allow` on a 405, `Retry-After` on a 503).
     public var headers: [String: String] = [:]
 
@@ -18,7 +18,7 @@ public struct HTTPError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 
     /// 405, with the `Allow` header RFC 9110 §15.5.6 requires.
-    public static func methodNotAllowed(_ allowed: [String]) -> HTTPError {
+    static func methodNotAllowed(_ allowed: [String]) -> HTTPError {
         var error = HTTPError(405, "method not allowed")
         error.headers["Allow"] = allowed.joined(separator: ", ")
         return error

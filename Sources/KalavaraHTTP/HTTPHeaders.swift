@@ -37,7 +37,7 @@ public struct HTTPHeaders: Sequence, Sendable {
         return result
     }
 
-    public func contains(_ name: String) -> Bool { self[name] != nil }
+    func contains(_ name: String) -> Bool { self[name] != nil }
 
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> {
         fields.makeIterator()

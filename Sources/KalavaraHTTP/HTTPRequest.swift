@@ -20,10 +20,10 @@ public struct HTTPRequest: Sendable {
     public let minorVersion: Int
     public let headers: HTTPHeaders
     /// Whether the client lets the connection carry another request after this one.
-    public let keepAlive: Bool
+    let keepAlive: Bool
     public let framing: BodyFraming
     /// `Expect: 100-continue`: the client waits for `100 Continue` before sending the body.
-    public let expectsContinue: Bool
+    let expectsContinue: Bool
     /// The client's IP address as text (`127.0.0.1`, `::1`), `-` when unknown; set by the
     /// connection that read the request.
     public internal(set) var peer = "-"
@@ -31,7 +31,7 @@ public struct HTTPRequest: Sendable {
     /// connection that read the request, nil for a request made otherwise.
     public internal(set) var context: RequestContext?
 
-    public init(method: String, target: String, minorVersion: Int, headers: HTTPHeaders) throws {
+    init(method: String, target: String, minorVersion: Int, headers: HTTPHeaders) throws {
         self.method = method
         self.minorVersion = minorVersion
         self.headers = headers

@@ -22,7 +22,7 @@ public final class OpenFile: Sendable {
 /// goes chunked (the response must say `Transfer-Encoding: chunked`).
 /// Sendable by hand: it is made by a handler and consumed once by the same worker thread.
 public final class BodyStream: @unchecked Sendable {
-    public let count: Int?
+    let count: Int?
     let produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
     /// Instead of `produce`: `prefix`, then the rest of `count` spliced from this socket.
     let splice: (prefix: [UInt8], fd: Int32)?
@@ -61,7 +61,7 @@ public struct HTTPResponse: Sendable {
         case stream(BodyStream)
     }
 
-    public var status: Int
+    var status: Int
     public var headers: HTTPHeaders
     public var body: Body
     /// An error answer's one-line reason (what its body tells the client), for the log:
@@ -97,7 +97,7 @@ public struct HTTPResponse: Sendable {
         return HTTPResponse(status: status, headers: headers)
     }
 
-    public static func error(_ error: HTTPError) -> HTTPResponse {
+    static func error(_ error: HTTPError) -> HTTPResponse {
         var response = text(error.status, error.message)
         for (name, value) in error.headers.sorted(by: { $0.key < $1.key }) { response.headers.set(name, value) }
         if error.closesConnection { response.headers.set("Connection", "close") }
@@ -107,7 +107,7 @@ public struct HTTPResponse: Sendable {
     /// This answer with a small file body read into memory, so the event loop can send it
     /// without sendfile (which may block); nil if the body is a file over `limit` bytes.
     /// For HEAD the file is not read: only its length matters.
-    public func inlined(upTo limit: Int, forHead isHead: Bool) -> HTTPResponse? {
+    func inlined(upTo limit: Int, forHead isHead: Bool) -> HTTPResponse? {
         guard case .file(let file, let offset, let count) = body else { return self }
         var copy = self
         if isHead {

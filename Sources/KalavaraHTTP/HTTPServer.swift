@@ -21,7 +21,7 @@ public final class HTTPServer: @unchecked Sendable {
     /// Where to listen and the limits that protect the server.
     public struct Configuration: Sendable {
         public var host: String
-        public var port: Int
+        var port: Int
         /// How long one read of a request (head or body) may stall before the client is
         /// dropped; a head must also arrive whole within it.
         public var readTimeout: Double = 30
@@ -43,16 +43,16 @@ public final class HTTPServer: @unchecked Sendable {
         /// `408` (0: no floor).
         public var minBodyRate: Double = 1024
         /// On shutdown, how long requests in flight may take to finish.
-        public var shutdownGrace: Double = 10
+        var shutdownGrace: Double = 10
         /// Event loop threads. One keeps a small machine's second core for the disk and
         /// the workers; more help on a big machine.
-        public var eventLoops: Int = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount / 2))
+        var eventLoops: Int = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount / 2))
         /// A file answer up to this size made on the event loop is read into memory and sent
         /// from there (one page-cache read is cheaper than waking a thread); larger ones go
         /// out with sendfile from a worker.
         public var inlineFileBytes = 64 * 1024
         /// What the timeouts are measured on; tests drive a `ManualClock`.
-        public var clock: any ServerClock = MonotonicClock()
+        var clock: any ServerClock = MonotonicClock()
 
         public init(host: String, port: Int) {
             self.host = host
@@ -60,10 +60,10 @@ public final class HTTPServer: @unchecked Sendable {
         }
     }
 
-    public let configuration: Configuration
+    let configuration: Configuration
     /// Connections admitted at most: `configuration.maxConnections`, lowered if need be to
     /// what the open-file limit leaves after a reserve (see `connectionBudget`).
-    public let maxConnections: Int
+    let maxConnections: Int
     let router: Router
     let httpMetrics: HTTPMetrics
     let accessLog: AccessLog
@@ -76,7 +76,7 @@ public final class HTTPServer: @unchecked Sendable {
     /// Connections that have not delivered a first request head may hold this many slots
     /// at most: past it, a new connection evicts the oldest of them, so sockets that
     /// connect and send nothing are evicted before a served keep-alive client is.
-    public var freshCap: Int { max(8, maxConnections / 4) }
+    var freshCap: Int { max(8, maxConnections / 4) }
     /// Evicted connections not yet closed (they are shut down at once and closed by their
     /// loop within 0.2 s) may take the table this far past its caps, never further.
     static let evictionOvershoot = 32
@@ -150,7 +150,7 @@ public final class HTTPServer: @unchecked Sendable {
         thread.start()
     }
 
-    public var isStopping: Bool { stopping.load(ordering: .acquiring) }
+    var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
     /// Graceful stop: no new connections, idle ones closed, requests in flight given up to
     /// `shutdownGrace` seconds to finish. Returns when all are done or the grace is over.
@@ -386,7 +386,7 @@ public final class HTTPServer: @unchecked Sendable {
 }
 
 /// A start-up failure of a server, with a message fit for one log line.
-public struct ServerError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+struct ServerError: Error, CustomStringConvertible, Sendable {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

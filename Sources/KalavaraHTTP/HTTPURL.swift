@@ -1,7 +1,7 @@
 /// An `http://host:port/path?query` URL, as daemons exchange them (volume base URLs,
 /// redirect targets). Only plain HTTP: the store runs inside a trusted network.
 public struct HTTPURL: Hashable, CustomStringConvertible, Sendable {
-    public let host: String
+    let host: String
     public let port: Int
     /// Path and query, starting with "/".
     public let pathAndQuery: String

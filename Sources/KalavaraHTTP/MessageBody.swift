@@ -30,7 +30,7 @@ public final class MessageBody: ByteSource {
     private var state: State
     /// Runs once before the first read: the server sends `100 Continue` from here.
     private var beforeFirstRead: (() throws -> Void)?
-    public private(set) var bytesRead = 0
+    private(set) var bytesRead = 0
     /// Server side: the rate (bytes/s) below which a body is dropped once it has been
     /// arriving for `rateGrace` seconds (0: no floor). A body trickled a byte at a time
     /// would otherwise hold a thread, a slot and a temporary file on every replica forever.
@@ -52,7 +52,7 @@ public final class MessageBody: ByteSource {
     }
 
     /// True once the whole body (and any trailers) has been received.
-    public var isComplete: Bool { state.isDone }
+    var isComplete: Bool { state.isDone }
 
     /// The bytes still to come when the length is known in advance.
     public var knownRemaining: Int? {

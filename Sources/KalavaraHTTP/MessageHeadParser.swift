@@ -7,10 +7,10 @@ import KalavaraSupport
 /// no control characters in values. It accepts a bare LF as a line end, which RFC 9112 §2.2
 /// allows a recipient to do. It works on a borrowed buffer and copies only the pieces it
 /// keeps (method, target, names, values).
-public enum MessageHeadParser {
+enum MessageHeadParser {
     /// The length of the head at the start of `bytes`, counting its blank last line, or nil
     /// while the blank line has not arrived. `from` lets a caller resume a scan.
-    public static func headLength(in bytes: UnsafeBufferPointer<UInt8>, from: Int = 0) -> Int? {
+    static func headLength(in bytes: UnsafeBufferPointer<UInt8>, from: Int = 0) -> Int? {
         var index = max(0, from - 3)
         let count = bytes.count
         while index < count {
@@ -26,7 +26,7 @@ public enum MessageHeadParser {
     }
 
     /// Parses a complete request head (as delimited by `headLength`).
-    public static func parseRequest(_ head: UnsafeBufferPointer<UInt8>) throws -> HTTPRequest {
+    static func parseRequest(_ head: UnsafeBufferPointer<UInt8>) throws -> HTTPRequest {
         var lines = LineIterator(head)
         guard let requestLine = lines.next(), !requestLine.isEmpty else {
             throw HTTPError.malformed("empty request line")
@@ -37,7 +37,7 @@ public enum MessageHeadParser {
     }
 
     /// Parses a complete response head: status code, reason phrase ignored.
-    public static func parseResponse(_ head: UnsafeBufferPointer<UInt8>) throws -> (status: Int, headers: HTTPHeaders) {
+    static func parseResponse(_ head: UnsafeBufferPointer<UInt8>) throws -> (status: Int, headers: HTTPHeaders) {
         var lines = LineIterator(head)
         guard let statusLine = lines.next(), statusLine.count >= 12 else {
             throw HTTPError.malformed("short status line")

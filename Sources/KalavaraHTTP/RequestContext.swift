@@ -12,5 +12,5 @@ public final class RequestContext: @unchecked Sendable {
     /// access key), or the name it claimed when its credentials were refused.
     public var user: String?
 
-    public init() {}
+    init() {}
 }

@@ -61,10 +61,10 @@ public final class Route: Sendable {
 
 /// The routes of one daemon, and how a request finds its route.
 public struct Router: Sendable {
-    public let routes: [Route]
+    let routes: [Route]
 
     /// What a request resolves to.
-    public enum Resolution {
+    enum Resolution {
         case route(index: Int, Route)
         /// No route has this path: `404`.
         case notFound
@@ -78,7 +78,7 @@ public struct Router: Sendable {
         self.routes = exact + routes.filter { if case .prefix = $0.path { return true } else { return false } }
     }
 
-    public func resolve(_ request: HTTPRequest) -> Resolution {
+    func resolve(_ request: HTTPRequest) -> Resolution {
         if let resolution = request.path.utf8.withContiguousStorageIfAvailable({ resolve(request.method, $0) }) {
             return resolution
         }

@@ -15,7 +15,7 @@ public enum SHA256 {
         message.withUnsafeBytes { digest($0) }
     }
 
-    public static func digest(_ message: UnsafeRawBufferPointer) -> [UInt8] {
+    static func digest(_ message: UnsafeRawBufferPointer) -> [UInt8] {
         EVPDigest.oneShot(message, Algorithm.sha256.md, byteCount)
     }
 
@@ -88,7 +88,7 @@ public final class KeyedHMACSHA256: @unchecked Sendable {
 
     deinit { EVP_MAC_CTX_free(context) }
 
-    public func authenticationCode(_ message: UnsafeRawBufferPointer) -> [UInt8] {
+    func authenticationCode(_ message: UnsafeRawBufferPointer) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: SHA256.byteCount)
         let ok = out.withUnsafeMutableBufferPointer { kalavara_hmac_sha256(context, id, message.baseAddress, message.count, $0.baseAddress) }
         precondition(ok == 1, "HMAC-SHA256 failed")

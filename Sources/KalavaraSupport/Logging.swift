@@ -9,7 +9,7 @@ import Synchronization
 /// failures); per-request lines are `debug`, off the hot path unless asked for.
 public enum Log {
     /// The process's logger; its label is the daemon's name.
-    public static var logger: Logger { current.withLock { $0 } }
+    static var logger: Logger { current.withLock { $0 } }
     private static let current = Mutex(Logger(label: "kalavara"))
 
     /// Installs the compact handler for the process, at `level`. Call once, first thing.
@@ -39,23 +39,23 @@ public enum Log {
 ///
 /// Metadata follows the message as sorted `name=value` pairs. Each line is one `write(2)`,
 /// so lines of concurrent threads never interleave.
-public struct CompactLogHandler: LogHandler {
-    public let label: String
-    public var logLevel: Logger.Level
-    public var metadata: Logger.Metadata = [:]
-    public var metadataProvider: Logger.MetadataProvider?
+struct CompactLogHandler: LogHandler {
+    let label: String
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+    var metadataProvider: Logger.MetadataProvider?
 
-    public init(label: String, level: Logger.Level) {
+    init(label: String, level: Logger.Level) {
         self.label = label
         logLevel = level
     }
 
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(event: LogEvent) {
+    func log(event: LogEvent) {
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
         if let extra = event.metadata { all.merge(extra) { _, new in new } }
@@ -69,7 +69,7 @@ public struct CompactLogHandler: LogHandler {
     }
 
     /// The text of one line, newline included.
-    public static func format(time: Date, label: String, level: Logger.Level, message: String,
+    static func format(time: Date, label: String, level: Logger.Level, message: String,
                               metadata: Logger.Metadata) -> String {
         let totalMilliseconds = Int((time.timeIntervalSince1970 * 1000).rounded())
         var seconds = totalMilliseconds / 1000
@@ -88,7 +88,7 @@ public struct CompactLogHandler: LogHandler {
     /// carry client text (keys, paths, user names): a key with a line break must not forge a
     /// log line, nor an escape sequence repaint an operator's terminal. Escaping here, where
     /// every line is written, means no caller can forget it.
-    public static func escaped(_ text: String) -> String {
+    static func escaped(_ text: String) -> String {
         guard text.unicodeScalars.contains(where: needsEscape) else { return text }
         var result = ""
         result.reserveCapacity(text.utf8.count + 8)
@@ -112,7 +112,7 @@ public struct CompactLogHandler: LogHandler {
     /// A metadata value as written: `escaped`, and if it is quoted (`"..."`, as the access
     /// log's reasons are) a `"` inside it is written `\"`, so client text in it cannot close
     /// the quote and forge further `name=value` fields.
-    public static func escapedValue(_ text: String) -> String {
+    static func escapedValue(_ text: String) -> String {
         let utf8 = text.utf8
         guard utf8.count >= 2, utf8.first == quote, utf8.last == quote else { return escaped(text) }
         let inside = escaped(String(text.dropFirst().dropLast()))
@@ -146,7 +146,7 @@ public enum RecentEvents {
         public let message: String
     }
 
-    public static let capacity = 20
+    static let capacity = 20
     private static let events = Mutex<[Event]>([])
 
     static func record(time: Date, level: Logger.Level, message: String) {

@@ -10,7 +10,7 @@ import Synchronization
 /// that run when the page is scraped. `bootstrapSwiftMetrics` also routes the swift-metrics
 /// API to the same registry, so any library's metrics appear on the same page.
 public final class Metrics: Sendable {
-    public let registry = PrometheusCollectorRegistry()
+    let registry = PrometheusCollectorRegistry()
     private let scrapeHooks = Mutex<[@Sendable () -> Void]>([])
 
     public init() {}

@@ -1,4 +1,4 @@
-import KalavaraCore
+@testable import KalavaraCore
 import KalavaraHTTP
 import KalavaraSupport
 import XCTest

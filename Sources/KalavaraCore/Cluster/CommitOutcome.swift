@@ -40,7 +40,7 @@ public enum CommitOutcome: Equatable, Sendable {
     case volumeRemoved(String)
 
     /// The kind, as `Kalavara-Outcome` names it.
-    public enum Kind: String, Sendable, CaseIterable {
+    enum Kind: String, Sendable, CaseIterable {
         case committed
         case alreadyCommitted = "already-committed"
         case deleted
@@ -50,7 +50,7 @@ public enum CommitOutcome: Equatable, Sendable {
         case volumeRemoved = "volume-removed"
     }
 
-    public var kind: Kind {
+    var kind: Kind {
         switch self {
         case .committed: .committed
         case .alreadyCommitted: .alreadyCommitted
@@ -65,22 +65,22 @@ public enum CommitOutcome: Equatable, Sendable {
     }
 
     /// Whether the index holds the change now (`200`); otherwise it is refused for good (`409`).
-    public var isAccepted: Bool {
+    var isAccepted: Bool {
         switch self {
         case .committed, .alreadyCommitted, .deleted, .alreadyDeleted, .nothingToDelete: true
         case .superseded, .expired, .conflict, .volumeRemoved: false
         }
     }
 
-    public var status: Int { isAccepted ? 200 : 409 }
+    var status: Int { isAccepted ? 200 : 409 }
 
     /// The version of the value a write replaced, if it replaced one.
-    public var replaced: UInt64? {
+    var replaced: UInt64? {
         if case .committed(let previous) = self { previous } else { nil }
     }
 
     /// The one-line reason, for people and logs.
-    public var reason: String {
+    var reason: String {
         switch self {
         case .committed, .alreadyCommitted: "committed"
         case .deleted: "deleted"
@@ -95,7 +95,7 @@ public enum CommitOutcome: Equatable, Sendable {
     }
 
     /// The `Kalavara-Outcome` value: the kind, then what the reason names.
-    public var headerValue: String {
+    var headerValue: String {
         switch self {
         case .superseded(let newer, let operation): "superseded; op=\(operation.rawValue); version=\(newer)"
         case .conflict(let version): "conflict; version=\(version)"
@@ -106,7 +106,7 @@ public enum CommitOutcome: Equatable, Sendable {
 
     /// The answer that carries it. A volume passing the master's refusal on to its client
     /// names itself in `context` (`master refused the commit`), which leads the reason.
-    public func response(context: String? = nil) -> HTTPResponse {
+    func response(context: String? = nil) -> HTTPResponse {
         var response = HTTPResponse.text(status, context.map { "\($0): \(reason)" } ?? reason)
         response.headers.set(VolumeHeaders.outcome, headerValue)
         if let replaced { response.headers.set(VolumeHeaders.previousVersion, String(replaced)) }
@@ -116,7 +116,7 @@ public enum CommitOutcome: Equatable, Sendable {
     /// The outcome an answer carries, from its status and headers; nil when it carries
     /// none (a malformed commit, a server error, an answer from before the header) or one
     /// that does not fit its status.
-    public init?(status: Int, headers: HTTPHeaders) {
+    init?(status: Int, headers: HTTPHeaders) {
         guard let value = headers[VolumeHeaders.outcome] else { return nil }
         let fields = value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
         guard let first = fields.first, let kind = Kind(rawValue: first) else { return nil }
@@ -156,14 +156,14 @@ public enum CommitOutcome: Equatable, Sendable {
 public enum Resolution: String, Sendable {
     case committed, orphan
 
-    public var response: HTTPResponse {
+    var response: HTTPResponse {
         var response = HTTPResponse.text(200, rawValue)
         response.headers.set(VolumeHeaders.resolution, rawValue)
         return response
     }
 
     /// The verdict an answer carries; nil when it has none (an error, "no verdict yet").
-    public init?(_ answer: ClientResponse) {
+    init?(_ answer: ClientResponse) {
         guard answer.status == 200, let verdict = answer.headers[VolumeHeaders.resolution].flatMap(Resolution.init(rawValue:)) else {
             return nil
         }
@@ -174,6 +174,6 @@ public enum Resolution: String, Sendable {
 /// What `POST /internal/wanted` answers for each file a volume's scrub asks about, a line
 /// each: `keep`, `drop` (the index knows a newer version or a delete of the key), or
 /// `unknown` (no record: a rebuild may still need the file).
-public enum WantedVerdict: String, Sendable {
+enum WantedVerdict: String, Sendable {
     case keep, drop, unknown
 }

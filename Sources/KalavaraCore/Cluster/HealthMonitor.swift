@@ -16,7 +16,7 @@ import KalavaraSupport
 /// So the deadline is also kept here, for the whole check: one still running at a tick
 /// past its deadline counts as a failed check at that tick, and an answer that comes after
 /// it does not count as a success.
-public final class HealthMonitor: @unchecked Sendable {
+final class HealthMonitor: @unchecked Sendable {
     private let registry: VolumeRegistry
     private let masterURL: String
     private let client: HTTPClient
@@ -33,7 +33,7 @@ public final class HealthMonitor: @unchecked Sendable {
     /// infinity while queued).
     private var inFlight: [UInt16: Double] = [:]
 
-    public init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
+    init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
         deadline = Self.deadline(interval: interval)
         client = HTTPClient(timeout: deadline, maxIdlePerHost: 1, signer: secret)
         self.secret = secret
@@ -48,13 +48,13 @@ public final class HealthMonitor: @unchecked Sendable {
     static func deadline(interval: Double) -> Double { max(0.25, min(1, interval * 0.8)) }
 
     /// Starts the checks, the first at once.
-    public func start() {
+    func start() {
         loop.start { [weak self] in self?.checkAll() }
         loop.wake()
     }
 
     /// No check starts after this; checks already started run out on their own.
-    public func stop() { loop.stop() }
+    func stop() { loop.stop() }
 
     private func checkAll() {
         let now = monotonicSeconds()

@@ -6,7 +6,7 @@ import KalavaraSupport
 /// path from the key's text (volumes hash it).
 public struct Key: Hashable, CustomStringConvertible, Sendable {
     public static let maxBytes = 1024
-    public let bytes: [UInt8]
+    let bytes: [UInt8]
 
     /// Validates raw key bytes.
     public init(_ bytes: [UInt8]) throws {
@@ -19,7 +19,7 @@ public struct Key: Hashable, CustomStringConvertible, Sendable {
     public init(_ text: String) throws { try self.init(Array(text.utf8)) }
 
     /// The key named by a request path's remainder after `/store/`, still percent-encoded.
-    public init(percentEncoded: Substring) throws {
+    init(percentEncoded: Substring) throws {
         guard let decoded = PercentEncoding.decode(percentEncoded.utf8) else {
             throw HTTPError(400, "invalid percent-encoding in key")
         }

@@ -13,23 +13,23 @@ public struct PlacementTicket: Equatable, Sendable {
 
     public var version: UInt64
     /// The master's base URL, for the commit.
-    public var master: String?
+    var master: String?
     /// The volumes of the placement, as the master knows them; the first is the volume the
     /// client was sent to.
-    public var holders: [String]
+    var holders: [String]
     /// The write's request id (see `RequestID`), for the logs; writes only.
-    public var requestID: String?
+    var requestID: String?
     /// Signed clusters: when the ticket stops being valid (Unix seconds).
-    public var expires: UInt64?
+    var expires: UInt64?
     /// The body length the client announced to the master (`Content-Length`), or -1 for
     /// "not empty" (a chunked body whose first chunk the master saw): a client that
     /// follows the redirect without resending its body is refused instead of storing an
     /// empty value. PUT tickets only.
-    public var length: Int?
+    var length: Int?
     /// Signed clusters: HMAC-SHA256 (hex) over what the ticket grants (see `signedText`).
-    public var signature: String?
+    var signature: String?
 
-    public init(version: UInt64, master: String? = nil, holders: [String] = [], requestID: String? = nil,
+    init(version: UInt64, master: String? = nil, holders: [String] = [], requestID: String? = nil,
                 expires: UInt64? = nil, length: Int? = nil) {
         self.version = version
         self.master = master
@@ -40,13 +40,13 @@ public struct PlacementTicket: Equatable, Sendable {
     }
 
     /// What a ticket lets its bearer do on a volume.
-    public enum Operation: String, Sendable {
+    enum Operation: String, Sendable {
         /// GET or HEAD.
         case read
         case put
         case delete
 
-        public init?(method: String) {
+        init?(method: String) {
             switch method {
             case "GET", "HEAD": self = .read
             case "PUT": self = .put
@@ -84,7 +84,7 @@ public struct PlacementTicket: Equatable, Sendable {
     }
 
     /// This ticket, signed for one operation on one key.
-    public func signed(for operation: Operation, _ key: Key, secret: ClusterSecret) -> PlacementTicket {
+    func signed(for operation: Operation, _ key: Key, secret: ClusterSecret) -> PlacementTicket {
         var ticket = self
         ticket.signature = secret.sign(signedText(operation, key))
         return ticket
@@ -92,7 +92,7 @@ public struct PlacementTicket: Equatable, Sendable {
 
     /// In a signed cluster, a ticket must be signed for exactly this operation on this key
     /// and still valid; otherwise `403`. The volume acts on no field of a ticket before this.
-    public static func verified(_ ticket: PlacementTicket?, for operation: Operation, _ key: Key, secret: ClusterSecret?,
+    static func verified(_ ticket: PlacementTicket?, for operation: Operation, _ key: Key, secret: ClusterSecret?,
                                 now: Double = Date().timeIntervalSince1970) throws -> PlacementTicket? {
         guard let secret else { return ticket }
         guard let ticket, let signature = ticket.signature else {
@@ -108,7 +108,7 @@ public struct PlacementTicket: Equatable, Sendable {
     }
 
     /// Where in a ticket's holders a volume must be to act on it.
-    public enum Addressee: Sendable {
+    enum Addressee: Sendable {
         /// A client's PUT or DELETE: the volume the master sent the client to.
         case first
         /// A write's copy, forwarded by the first holder.
@@ -121,7 +121,7 @@ public struct PlacementTicket: Equatable, Sendable {
     /// the role `addressee`. A ticket acted on elsewhere would make the disks differ from
     /// the holders the master records. A ticket that names no holders (a read's, a repair
     /// copy's) is bound to a key and version, not to a volume.
-    public func addresses(_ me: String, as addressee: Addressee) -> Bool {
+    func addresses(_ me: String, as addressee: Addressee) -> Bool {
         guard !holders.isEmpty else { return true }
         let named = holders.map { VolumeRegistry.normalize($0) ?? $0 }
         switch addressee {
@@ -131,7 +131,7 @@ public struct PlacementTicket: Equatable, Sendable {
         }
     }
 
-    public var query: String {
+    var query: String {
         // A read's ticket names only the version: built directly, it is on the hot path.
         if master == nil, holders.isEmpty, length == nil {
             guard let signature, let expires else { return "t=\(Self.currentFormat)&ver=\(version)" }
@@ -194,7 +194,7 @@ public struct PlacementTicket: Equatable, Sendable {
     /// followed the redirect without resending it (a spent generator) would store a
     /// different value. Checked against the framing before any byte is read, and against
     /// the count received for a chunked body.
-    public func checkBodyLength(_ framing: BodyFraming) throws {
+    func checkBodyLength(_ framing: BodyFraming) throws {
         guard let length else { return }
         switch framing {
         case .none, .length:
@@ -205,7 +205,7 @@ public struct PlacementTicket: Equatable, Sendable {
         }
     }
 
-    public func checkReceived(_ count: Int) throws {
+    func checkReceived(_ count: Int) throws {
         guard let length else { return }
         if length == -1 ? count == 0 : count != length { throw Self.wrongBody(length, count) }
     }

@@ -9,7 +9,7 @@ public enum SendBack {
     static let parameter = "not"
 
     /// Where the volume the master knows as `volume` sends a reader of `key` back to.
-    public static func location(master: String, key: Key, from volume: String) -> String {
+    static func location(master: String, key: Key, from volume: String) -> String {
         var query = QueryParameters()
         query.add(parameter, volume)
         return "\(master)/store/\(key.pathComponent)?\(query.encoded)"
@@ -17,7 +17,7 @@ public enum SendBack {
 
     /// The volume a read comes back from, out of the query of a `GET /store/KEY` on the
     /// master; nil for a read that did not come back.
-    public static func volume(inQuery query: Substring?) throws -> String? {
+    static func volume(inQuery query: Substring?) throws -> String? {
         guard let query, !query.isEmpty else { return nil }
         return try QueryParameters(query)[parameter]
     }

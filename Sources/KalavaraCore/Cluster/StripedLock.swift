@@ -4,14 +4,14 @@ import Foundation
 /// locks. Commits of one key run one at a time (read, compare versions, write); commits
 /// of different keys rarely share a lock, so they proceed together and their synced
 /// RocksDB writes share fsyncs.
-public final class StripedLock {
+final class StripedLock {
     private let locks: [NSLock]
 
-    public init(stripes: Int = 256) {
+    init(stripes: Int = 256) {
         locks = (0..<stripes).map { _ in NSLock() }
     }
 
-    public func withLock<T>(for key: Key, _ body: () throws -> T) rethrows -> T {
+    func withLock<T>(for key: Key, _ body: () throws -> T) rethrows -> T {
         let lock = self.lock(for: key)
         lock.lock()
         defer { lock.unlock() }

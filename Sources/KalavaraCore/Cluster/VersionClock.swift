@@ -17,7 +17,7 @@ import Synchronization
 /// The ceiling is written outside the lock that issuing takes: a synced write must never
 /// stall a caller that only needs a version below the current ceiling. It is raised early,
 /// by whoever issues past its half-way mark, so callers seldom wait for it at all.
-public final class VersionClock: Sendable {
+final class VersionClock: Sendable {
     private struct State {
         var last: UInt64
         var ceiling: UInt64
@@ -33,7 +33,7 @@ public final class VersionClock: Sendable {
     /// True while a background raise (see `nextWithoutWaiting`) is queued or running.
     private let raiseQueued = Atomic<Bool>(false)
 
-    public init(storedCeiling: UInt64, wallClock: @escaping @Sendable () -> UInt64 = VersionClock.wallNow,
+    init(storedCeiling: UInt64, wallClock: @escaping @Sendable () -> UInt64 = VersionClock.wallNow,
                 persistCeiling: @escaping @Sendable (UInt64) throws -> Void) throws {
         self.persistCeiling = persistCeiling
         self.wallClock = wallClock
@@ -41,7 +41,7 @@ public final class VersionClock: Sendable {
     }
 
     /// The next version.
-    public func next() throws -> UInt64 {
+    func next() throws -> UInt64 {
         while true {
             let (version, ceiling) = state.withLock { state -> (UInt64?, UInt64) in
                 let candidate = max(state.last + 1, wallClock())
@@ -60,7 +60,7 @@ public final class VersionClock: Sendable {
     /// The next version for a caller that must not wait on the disk (the event loop): past
     /// the half-way mark the ceiling is raised on another thread; nil only when the ceiling
     /// itself is reached (that raise has been stuck for seconds), and then nothing is issued.
-    public func nextWithoutWaiting() -> UInt64? {
+    func nextWithoutWaiting() -> UInt64? {
         let (version, ceiling) = state.withLock { state -> (UInt64?, UInt64) in
             let candidate = max(state.last + 1, wallClock())
             guard candidate < state.ceiling else { return (nil, state.ceiling) }
@@ -90,7 +90,7 @@ public final class VersionClock: Sendable {
 
     /// Moves the clock past `version` (a rebuild found it on a volume), so no version at or
     /// below it is ever issued again.
-    public func advance(past version: UInt64) throws {
+    func advance(past version: UInt64) throws {
         let ceiling = state.withLock { state -> UInt64 in
             state.last = max(state.last, version)
             return state.ceiling
@@ -109,12 +109,12 @@ public final class VersionClock: Sendable {
     }
 
     /// The newest version handed out so far.
-    public var lastIssued: UInt64 { state.withLock { $0.last } }
+    var lastIssued: UInt64 { state.withLock { $0.last } }
 
     /// The clock's present: the wall clock, or the newest version issued when the wall clock
     /// is behind it (stepped back). It never runs backwards, across restarts either (the clock
     /// starts at its stored ceiling): what a ticket's age is measured against.
-    public var present: UInt64 { max(lastIssued, wallClock()) }
+    var present: UInt64 { max(lastIssued, wallClock()) }
 
     /// Moves the clock up to its present (persisted, as any version) and returns it. Tombstone
     /// expiry measures against this: once a tombstone is dropped as older than the present
@@ -122,26 +122,26 @@ public final class VersionClock: Sendable {
     /// if the wall clock steps back, so a ticket older than the tombstone stays refused. (A
     /// clock that jumped far ahead and back thus keeps tombstones until the wall clock
     /// catches up: space, never a resurrected key.)
-    public func settlePresent() throws -> UInt64 {
+    func settlePresent() throws -> UInt64 {
         let now = present
         try advance(past: now)
         return now
     }
 
     /// The oldest version a ticket may carry to still commit at `present`: a lifetime earlier.
-    public static func cutoff(at present: UInt64, lifetime: Double) -> UInt64 {
+    static func cutoff(at present: UInt64, lifetime: Double) -> UInt64 {
         let span = UInt64(max(0, lifetime) * 1000) << 16
         return present > span ? present - span : 0
     }
 
     /// Whether a ticket for `version` is older than `lifetime` seconds by the clock's present.
-    public func hasExpired(_ version: UInt64, lifetime: Double) -> Bool {
+    func hasExpired(_ version: UInt64, lifetime: Double) -> Bool {
         version < Self.cutoff(at: present, lifetime: lifetime)
     }
 
     /// The wall clock in version units (milliseconds since 1970, shifted).
-    public static func wallNow() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) << 16 }
+    static func wallNow() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) << 16 }
 
     /// The wall-clock time a version was issued at, in seconds since 1970.
-    public static func issueTime(of version: UInt64) -> Double { Double(version >> 16) / 1000 }
+    static func issueTime(of version: UInt64) -> Double { Double(version >> 16) / 1000 }
 }

@@ -4,33 +4,33 @@ public enum VolumeHeaders {
     /// Sent by the master on health checks: its own base URL.
     public static let master = "Kalavara-Master"
     /// Sent by the master on health checks: the URL it knows the volume by.
-    public static let selfURL = "Kalavara-Volume"
+    static let selfURL = "Kalavara-Volume"
     /// Answered by a volume's health check.
-    public static let freeBytes = "Kalavara-Free-Bytes"
-    public static let valueCount = "Kalavara-Values"
-    public static let totalBytes = "Kalavara-Total-Bytes"
+    static let freeBytes = "Kalavara-Free-Bytes"
+    static let valueCount = "Kalavara-Values"
+    static let totalBytes = "Kalavara-Total-Bytes"
     /// Requests the volume has answered since it started.
-    public static let requests = "Kalavara-Requests"
+    static let requests = "Kalavara-Requests"
     /// Answered by a volume's health check once a scrub pass has asked the master: value
     /// files of keys the master's index does not know.
-    public static let unknownFiles = "Kalavara-Unknown-Files"
+    static let unknownFiles = "Kalavara-Unknown-Files"
     /// Answered by a volume's health check while its disk is full (`read-and-delete`): it
     /// serves reads and deletes and refuses new values with `507`.
-    public static let diskFull = "Kalavara-Disk-Full"
+    static let diskFull = "Kalavara-Disk-Full"
     /// Sent with a volume's own registration (heartbeat), which must not bring back a
     /// volume an operator drained or removed.
     public static let heartbeat = "Kalavara-Heartbeat"
     /// Sent with a copy between volumes: the CRC-32 (hex) the value must have.
-    public static let checksum = "Kalavara-Checksum"
+    static let checksum = "Kalavara-Checksum"
     /// Answered by a commit: the version of the value it replaced, so the volumes can drop
     /// exactly that file without listing a directory.
-    public static let previousVersion = "Kalavara-Previous-Version"
+    static let previousVersion = "Kalavara-Previous-Version"
     /// Answered by `/internal/resolve`: `committed` or `orphan`.
-    public static let resolution = "Kalavara-Resolution"
+    static let resolution = "Kalavara-Resolution"
     /// Answered by a commit, and passed on by a volume that answers its client with the
     /// master's refusal: what the master decided (see `CommitOutcome`), e.g.
     /// `superseded; op=put; version=N`.
-    public static let outcome = "Kalavara-Outcome"
+    static let outcome = "Kalavara-Outcome"
     /// On a PUT to a volume: attributes of the value to keep in the master's index with it
     /// (printable ASCII, at most `IndexRecord.maxAttributeBytes`); the master answers them on
     /// every 302 and HEAD of the key, and in a listing with `detail=1`.

@@ -15,12 +15,12 @@ import Synchronization
 /// index outside it, under a lock of its own, so no reader ever waits for that synced write.
 public final class VolumeRegistry: Sendable {
     /// What an operator made of a volume: in service, being emptied, or gone. Persisted.
-    public enum Mode: String, Sendable {
+    enum Mode: String, Sendable {
         case active, draining, removed
     }
 
     /// The state `GET /admin/volumes` shows (`removed` volumes are not shown).
-    public enum State: String, Sendable, Encodable {
+    enum State: String, Sendable, Encodable {
         /// Answering health checks.
         case up
         /// Failing them for less than `outAfter`: its copies still count.
@@ -33,28 +33,28 @@ public final class VolumeRegistry: Sendable {
     }
 
     /// One volume as the master knows it: its id in index records, URL, health and mode.
-    public struct Volume: Sendable {
-        public let id: UInt16
-        public let url: String
-        public let address: HTTPURL
-        public fileprivate(set) var isLive = true
-        public fileprivate(set) var consecutiveFailures = 0
+    struct Volume: Sendable {
+        let id: UInt16
+        let url: String
+        let address: HTTPURL
+        fileprivate(set) var isLive = true
+        fileprivate(set) var consecutiveFailures = 0
         /// When it last went down (monotonic seconds), while it is down.
-        public fileprivate(set) var downSince: Double?
-        public fileprivate(set) var mode = Mode.active
+        fileprivate(set) var downSince: Double?
+        fileprivate(set) var mode = Mode.active
         /// From the volume's last health answer.
-        public fileprivate(set) var freeBytes: Int?
-        public fileprivate(set) var valueCount: Int?
-        public fileprivate(set) var unknownFiles: Int?
-        public fileprivate(set) var totalBytes: Int?
+        fileprivate(set) var freeBytes: Int?
+        fileprivate(set) var valueCount: Int?
+        fileprivate(set) var unknownFiles: Int?
+        fileprivate(set) var totalBytes: Int?
         /// Its last health answer said its disk is full (read-and-delete mode).
-        public fileprivate(set) var isDiskFull = false
+        fileprivate(set) var isDiskFull = false
         /// Requests per second between its last two health answers.
-        public fileprivate(set) var requestRate: Double?
+        fileprivate(set) var requestRate: Double?
         fileprivate var lastRequests: (count: Int, at: Double)?
 
         /// Its state at monotonic time `now`, with volumes down longer than `outAfter` out.
-        public func state(now: Double, outAfter: Double) -> State {
+        func state(now: Double, outAfter: Double) -> State {
             switch mode {
             case .removed: return .removed
             case .draining: return .draining
@@ -67,17 +67,17 @@ public final class VolumeRegistry: Sendable {
 
     /// Failed checks in a row before a volume counts as down: at one check a second, a
     /// killed volume is noticed within about three seconds, and one lost packet is forgiven.
-    public static let failuresBeforeDown = 3
+    static let failuresBeforeDown = 3
 
     private let index: Index
     /// Seconds a volume may be down before its copies stop counting.
-    public let outAfter: Double
+    let outAfter: Double
     /// The table; a volume's id is its position.
     private let volumes: Mutex<[Volume]>
     /// Held across index writes (additions, mode changes), so they happen one at a time.
     private let additions = Mutex(())
 
-    public init(index: Index, seeds: [String], outAfter: Double = 600) throws {
+    init(index: Index, seeds: [String], outAfter: Double = 600) throws {
         self.index = index
         self.outAfter = outAfter
         var loaded: [Volume] = []
@@ -123,7 +123,7 @@ public final class VolumeRegistry: Sendable {
     /// (or back in service). `explicit` is an operator's add: it brings a drained or
     /// removed volume back; a volume's own heartbeat does not.
     @discardableResult
-    public func add(_ text: String, explicit: Bool = true) throws -> (id: UInt16, isNew: Bool) {
+    func add(_ text: String, explicit: Bool = true) throws -> (id: UInt16, isNew: Bool) {
         guard let url = Self.normalize(text), let address = HTTPURL(url) else {
             throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
         }
@@ -152,7 +152,7 @@ public final class VolumeRegistry: Sendable {
     }
 
     /// Changes a volume's mode, durably.
-    public func setMode(_ id: UInt16, _ mode: Mode) throws {
+    func setMode(_ id: UInt16, _ mode: Mode) throws {
         try additions.withLock { _ in try setModeLocked(id, mode) }
     }
 
@@ -167,16 +167,16 @@ public final class VolumeRegistry: Sendable {
     }
 
     /// Every volume, removed ones included (their ids stay taken).
-    public var all: [Volume] { volumes.withLock { $0 } }
+    var all: [Volume] { volumes.withLock { $0 } }
 
     /// Volumes in service or draining: the ones to check and to show.
-    public var present: [Volume] { all.filter { $0.mode != .removed } }
+    var present: [Volume] { all.filter { $0.mode != .removed } }
 
     /// Where new writes go: live volumes that are not draining, split by whether their last
     /// health answer said the disk is full (read-and-delete mode). A PUT is placed on the
     /// ones with room, as a down volume's keys are; full ones make up the number only when
     /// too few others remain (their `507` then says why). One pass, one lock: every PUT asks.
-    public var writableURLs: (roomy: [String], full: [String]) {
+    var writableURLs: (roomy: [String], full: [String]) {
         volumes.withLock { volumes in
             var roomy: [String] = [], full: [String] = []
             for volume in volumes where volume.isLive && volume.mode == .active {
@@ -186,7 +186,7 @@ public final class VolumeRegistry: Sendable {
         }
     }
 
-    public var liveURLs: [String] { all.filter { $0.isLive && $0.mode != .removed }.map(\.url) }
+    var liveURLs: [String] { all.filter { $0.isLive && $0.mode != .removed }.map(\.url) }
 
     /// The URLs of the live volumes among `ids`, in that order (one lock, no copies of
     /// the whole table: this runs for every read). A live volume whose last health check
@@ -194,7 +194,7 @@ public final class VolumeRegistry: Sendable {
     /// one remains, so clients are sent away from it a check after it stops answering,
     /// not only once it is down. `excluding` (a holder that said it no longer has the key)
     /// is left out first, so a suspect holder is still tried when it was the only other.
-    public func liveURLs(among ids: [UInt16], excluding: String? = nil) -> [String] {
+    func liveURLs(among ids: [UInt16], excluding: String? = nil) -> [String] {
         volumes.withLock { volumes in
             var answering: [String] = [], suspect: [String] = []
             for id in ids where Int(id) < volumes.count {
@@ -206,17 +206,17 @@ public final class VolumeRegistry: Sendable {
         }
     }
 
-    public func id(of url: String) -> UInt16? {
+    func id(of url: String) -> UInt16? {
         let normal = Self.normalize(url) ?? url
         return volumes.withLock { $0.first(where: { $0.url == normal })?.id }
     }
 
-    public func volume(_ id: UInt16) -> Volume? {
+    func volume(_ id: UInt16) -> Volume? {
         volumes.withLock { Int(id) < $0.count ? $0[Int(id)] : nil }
     }
 
     /// Records a health check's outcome. Returns the liveness change, if any, for logging.
-    public func recordCheck(id: UInt16, succeeded: Bool, report: HealthReport = HealthReport()) -> Bool? {
+    func recordCheck(id: UInt16, succeeded: Bool, report: HealthReport = HealthReport()) -> Bool? {
         volumes.withLock { volumes in
             guard Int(id) < volumes.count else { return nil }
             let wasLive = volumes[Int(id)].isLive
@@ -250,16 +250,16 @@ public final class VolumeRegistry: Sendable {
 }
 
 /// What a volume's health answer says about it.
-public struct HealthReport: Sendable, Equatable {
-    public var freeBytes: Int?
-    public var totalBytes: Int?
-    public var valueCount: Int?
-    public var unknownFiles: Int?
-    public var requests: Int?
+struct HealthReport: Sendable, Equatable {
+    var freeBytes: Int?
+    var totalBytes: Int?
+    var valueCount: Int?
+    var unknownFiles: Int?
+    var requests: Int?
     /// The volume is in read-and-delete mode (see `SpaceReserve`).
-    public var isDiskFull = false
+    var isDiskFull = false
 
-    public init(freeBytes: Int? = nil, totalBytes: Int? = nil, valueCount: Int? = nil, unknownFiles: Int? = nil,
+    init(freeBytes: Int? = nil, totalBytes: Int? = nil, valueCount: Int? = nil, unknownFiles: Int? = nil,
                 requests: Int? = nil) {
         self.freeBytes = freeBytes
         self.totalBytes = totalBytes
@@ -268,7 +268,7 @@ public struct HealthReport: Sendable, Equatable {
         self.requests = requests
     }
 
-    public init(_ headers: HTTPHeaders) {
+    init(_ headers: HTTPHeaders) {
         func number(_ name: String) -> Int? { headers[name].flatMap { Int($0) } }
         self.init(freeBytes: number(VolumeHeaders.freeBytes), totalBytes: number(VolumeHeaders.totalBytes),
                   valueCount: number(VolumeHeaders.valueCount), unknownFiles: number(VolumeHeaders.unknownFiles),

@@ -11,7 +11,7 @@ import Synchronization
 /// Sendable by hand: every stored property is Sendable or thread-safe, except `removals`
 /// and `server`, which `start` sets once before the listener admits anyone.
 public final class Master: @unchecked Sendable {
-    public let configuration: MasterConfiguration
+    let configuration: MasterConfiguration
     let index: Index
     /// What listings in flight may hold (see `ListingBudget`).
     let listings: ListingBudget
@@ -45,7 +45,7 @@ public final class Master: @unchecked Sendable {
     /// When a standby last reloaded the volume table from its index (monotonic seconds).
     private let registryReloaded = Mutex(-Double.infinity)
 
-    public init(configuration: MasterConfiguration) throws {
+    init(configuration: MasterConfiguration) throws {
         self.configuration = configuration
         listings = ListingBudget(bytes: configuration.listingMemoryBytes)
         gate = try AccessGate(configuration: configuration.secretFile, authFile: configuration.authFile)
@@ -97,7 +97,7 @@ public final class Master: @unchecked Sendable {
     static let keptLog = (seconds: UInt64(3600), megabytes: UInt64(1024))
 
     /// Starts listening and the background work.
-    public func start() throws {
+    func start() throws {
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
         registry.all.forEach { server.trustPeer(url: $0.url) }
@@ -155,7 +155,7 @@ public final class Master: @unchecked Sendable {
     }
 
     /// Stops accepting, lets requests in flight finish, and closes the index cleanly.
-    public func stop() {
+    func stop() {
         group?.stop()
         health.stop()
         reconciler?.stop()

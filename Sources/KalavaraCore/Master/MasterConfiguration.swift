@@ -5,45 +5,45 @@ import Logging
 
 /// Everything `master` is started with.
 public struct MasterConfiguration: Sendable {
-    public var server = HTTPServer.Configuration(host: "0.0.0.0", port: 6000)
-    public var databasePath = ""
-    public var volumes: [String] = []
-    public var replicas = 1
+    var server = HTTPServer.Configuration(host: "0.0.0.0", port: 6000)
+    var databasePath = ""
+    var volumes: [String] = []
+    var replicas = 1
     /// The URL volumes use to reach this master (for commits).
-    public var advertisedURL = ""
+    var advertisedURL = ""
     /// How long a write ticket stays valid: an upload must be committed within it, and a
     /// tombstone is kept at least this long so no older write can resurrect its key.
-    public var ticketLifetime = 3600.0
-    public var healthInterval = 1.0
+    var ticketLifetime = 3600.0
+    var healthInterval = 1.0
     /// Seconds a volume may be down before it is `out` and its keys are re-replicated.
-    public var outAfter = 600.0
+    var outAfter = 600.0
     /// Repair copies in flight at most, and their byte rate (0: unlimited).
-    public var repairCopies = 4
-    public var repairRate = 100.0 * 1024 * 1024
+    var repairCopies = 4
+    var repairRate = 100.0 * 1024 * 1024
     /// A full placement pass at least this often, changes or not.
-    public var repairInterval = 3600.0
+    var repairInterval = 3600.0
     /// Index records a placement pass examines per second at most (0: unlimited).
-    public var repairScanRate = 500_000.0
+    var repairScanRate = 500_000.0
     /// `--secret-file`: a signed cluster (nil: open).
-    public var secretFile: String?
+    var secretFile: String?
     /// `--auth-file`: client credentials (nil: no client authentication).
-    public var authFile: String?
+    var authFile: String?
     /// How long a read ticket (a GET redirect) stays valid in a signed cluster.
-    public var readTicketLifetime = 600.0
+    var readTicketLifetime = 600.0
     /// The index's block cache in bytes (`--index-cache`).
-    public var indexCacheBytes = Index.defaultCacheBytes
+    var indexCacheBytes = Index.defaultCacheBytes
     /// Free bytes writes leave on the index's filesystem (`--index-reserve`).
-    public var indexReserveBytes = Index.defaultReserveBytes
+    var indexReserveBytes = Index.defaultReserveBytes
     /// The memory all listings in flight may hold together (`--listing-memory`).
-    public var listingMemoryBytes = 64 << 20
+    var listingMemoryBytes = 64 << 20
     /// `--etcd`: a member of a master group (nil: a single master, leading always).
-    public var group: MasterGroup.Configuration?
+    var group: MasterGroup.Configuration?
 
-    public init() {}
+    init() {}
 
     /// Parses a command line (without the program name) into a configuration; throws what
     /// argument-parser throws for a bad one. For tests and tools; `main` uses `Daemon.parse`.
-    public static func parse(_ arguments: [String]) throws -> MasterConfiguration {
+    static func parse(_ arguments: [String]) throws -> MasterConfiguration {
         let command = try MasterCommand.parse(arguments)
         try command.checkRequired()
         return command.configuration()

@@ -22,19 +22,19 @@ public enum Access: Sendable, Equatable {
 
 /// The security policy of one daemon: the cluster secret (`--secret-file`) and the client
 /// credentials (`--auth-file`), either or both absent for an open daemon.
-public final class AccessGate: Sendable {
-    public let secret: ClusterSecret?
-    public let credentials: Credentials?
+final class AccessGate: Sendable {
+    let secret: ClusterSecret?
+    let credentials: Credentials?
 
-    public init(secret: ClusterSecret? = nil, credentials: Credentials? = nil) {
+    init(secret: ClusterSecret? = nil, credentials: Credentials? = nil) {
         self.secret = secret
         self.credentials = credentials
     }
 
-    public static let open = AccessGate()
+    static let open = AccessGate()
 
     /// The answer that refuses `request`, or nil to let it through.
-    public func refusal(_ request: HTTPRequest, _ access: Access) -> HTTPResponse? {
+    func refusal(_ request: HTTPRequest, _ access: Access) -> HTTPResponse? {
         switch access {
         case .open, .ticket:
             return nil
@@ -49,7 +49,7 @@ public final class AccessGate: Sendable {
     }
 
     /// Whether this gate can refuse anything for `access` (the router skips it otherwise).
-    public func mayRefuse(_ access: Access) -> Bool {
+    func mayRefuse(_ access: Access) -> Bool {
         switch access {
         case .open, .ticket: return false
         case .client: return credentials != nil
@@ -59,7 +59,7 @@ public final class AccessGate: Sendable {
     }
 
     /// Whether the request carries a valid signature of this cluster.
-    public func isClusterCall(_ request: HTTPRequest, streamed: Bool = false) -> Bool {
+    func isClusterCall(_ request: HTTPRequest, streamed: Bool = false) -> Bool {
         guard let secret else { return false }
         return SignedCall.verify(request, secret: secret, streamed: streamed) == .valid
     }
@@ -115,7 +115,7 @@ public final class AccessGate: Sendable {
 extension AccessGate {
     /// Loads `--secret-file` and `--auth-file` (either may be absent); a problem with
     /// either is a start-up error. The credentials are re-read on `SIGHUP`.
-    public convenience init(configuration secretFile: String?, authFile: String?) throws {
+    convenience init(configuration secretFile: String?, authFile: String?) throws {
         let secret = try secretFile.map { try ClusterSecret(file: $0) }
         let credentials = try authFile.map { try Credentials(file: $0) }
         self.init(secret: secret, credentials: credentials)
@@ -123,7 +123,7 @@ extension AccessGate {
     }
 
     /// The start-up line that says how this daemon is secured (one warning when open).
-    public func announce() {
+    func announce() {
         switch (secret != nil, credentials) {
         case (false, nil):
             Log.warning("no --secret-file: this daemon runs open (anyone who can reach it can read, write and change the cluster); see docs/security.md")

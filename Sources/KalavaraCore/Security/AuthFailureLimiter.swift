@@ -22,9 +22,9 @@ import Synchronization
 /// and an address whose bucket has refilled is forgotten when next seen. IPv6 addresses
 /// count by their /64, the block one host is usually given.
 public final class AuthFailureLimiter: Sendable {
-    public let burst: Double
-    public let refillPerSecond: Double
-    public let capacity: Int
+    let burst: Double
+    let refillPerSecond: Double
+    let capacity: Int
     private let now: @Sendable () -> Double
 
     private struct Bucket {
@@ -45,7 +45,7 @@ public final class AuthFailureLimiter: Sendable {
     /// Slots looked at for a victim when the table is full.
     private static let victimScan = 8
 
-    public init(burst: Int = 10, refillPerSecond: Double = 0.5, capacity: Int = 10_000,
+    init(burst: Int = 10, refillPerSecond: Double = 0.5, capacity: Int = 10_000,
                 now: @escaping @Sendable () -> Double = { monotonicSeconds() }) {
         self.burst = Double(burst)
         self.refillPerSecond = refillPerSecond
@@ -88,7 +88,7 @@ public final class AuthFailureLimiter: Sendable {
     }
 
     /// Addresses tracked now.
-    public var count: Int { tracked.load(ordering: .relaxed) }
+    var count: Int { tracked.load(ordering: .relaxed) }
 
     /// What an address counts as: itself, or for IPv6 its /64.
     static func key(_ address: String) -> String {

@@ -12,7 +12,7 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
     private let recent = RecentCodes()
 
     /// At least this many bytes: a short secret can be guessed offline from one signature.
-    public static let minimumBytes = 16
+    static let minimumBytes = 16
 
     public init(bytes: [UInt8]) throws {
         guard bytes.count >= Self.minimumBytes else {
@@ -37,16 +37,16 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
     public var debugDescription: String { description }
 
     /// The HMAC-SHA256 of `message` under the secret, as lower-case hex.
-    public func sign(_ message: String) -> String { sign(Array(message.utf8)) }
+    func sign(_ message: String) -> String { sign(Array(message.utf8)) }
 
-    public func sign(_ message: [UInt8]) -> String { Hex.encode(mac.authenticationCode(message)) }
+    func sign(_ message: [UInt8]) -> String { Hex.encode(mac.authenticationCode(message)) }
 
     /// Whether `signature` (hex) is the secret's code for `message`, compared in constant time.
-    public func verify<Text: StringProtocol>(_ signature: Text, of message: String) -> Bool {
+    func verify<Text: StringProtocol>(_ signature: Text, of message: String) -> Bool {
         verify(signature, of: Array(message.utf8))
     }
 
-    public func verify<Text: StringProtocol>(_ signature: Text, of message: [UInt8]) -> Bool {
+    func verify<Text: StringProtocol>(_ signature: Text, of message: [UInt8]) -> Bool {
         guard let given = Hex.decode(signature), given.count == SHA256.byteCount else { return false }
         return HMACSHA256.equal(given, mac.authenticationCode(message))
     }
@@ -55,7 +55,7 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
     /// times (every GET of a hot key within its period carries the same one), and the same
     /// signature over the same text is valid again without another HMAC. Only codes that
     /// verified are remembered, so nothing can be slipped in; callers still check expiry.
-    public func verifyRemembering(_ signature: String, of message: [UInt8]) -> Bool {
+    func verifyRemembering(_ signature: String, of message: [UInt8]) -> Bool {
         if recent.contains(signature, message) { return true }
         guard verify(signature, of: message) else { return false }
         recent.insert(signature, message)
@@ -64,9 +64,9 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
 }
 
 /// A start-up configuration problem, reported in one line (exit 2).
-public struct ConfigurationError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+struct ConfigurationError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// A fixed table of recently verified (signature, text) pairs in striped locks.

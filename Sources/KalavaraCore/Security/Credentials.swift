@@ -27,7 +27,7 @@ public final class Credentials: Sendable {
         var secret: String?
     }
 
-    public let path: String
+    let path: String
     /// Failed logins against this table, per client address: the master's Basic auth and
     /// the gateway's signatures are limited alike.
     public let failures = AuthFailureLimiter()
@@ -48,10 +48,10 @@ public final class Credentials: Sendable {
     }
 
     /// The users the table holds now.
-    public var count: Int { table.withLock { $0.count } }
+    var count: Int { table.withLock { $0.count } }
 
     /// Re-reads the file. On a problem the old table stays and the error says why.
-    public func reload() throws {
+    func reload() throws {
         let fresh = try Self.load(path, keepingSecrets: keepsSecrets)
         table.withLock { $0 = fresh }
     }
@@ -89,7 +89,7 @@ public final class Credentials: Sendable {
         return entries
     }
 
-    public enum Outcome: Equatable, Sendable {
+    enum Outcome: Equatable, Sendable {
         case granted(user: String)
         /// No credentials, unreadable ones, or a wrong name or secret: `401`.
         case unauthenticated
@@ -98,7 +98,7 @@ public final class Credentials: Sendable {
     }
 
     /// Checks an `Authorization` header (HTTP Basic) for a right.
-    public func check(authorization: String?, needs right: Right) -> Outcome {
+    func check(authorization: String?, needs right: Right) -> Outcome {
         guard let authorization, let (name, secret) = Self.basic(authorization) else { return .unauthenticated }
         let entry = table.withLock { $0[name] }
         let given = SHA256.digest(Array(secret.utf8))

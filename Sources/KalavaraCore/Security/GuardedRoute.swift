@@ -3,11 +3,11 @@ import KalavaraHTTP
 /// A route declared with who may call it: the daemon's `AccessGate` refuses anyone else
 /// before the handler runs, so no handler can forget it. The HTTP layer knows routes; who
 /// may call them is the cluster's business, and is added here.
-public struct GuardedRoute: Sendable {
-    public let route: Route
-    public let access: Access
+struct GuardedRoute: Sendable {
+    let route: Route
+    let access: Access
 
-    public init(_ name: String, _ path: Route.Path, methods: [String], on execution: Route.Execution = .worker,
+    init(_ name: String, _ path: Route.Path, methods: [String], on execution: Route.Execution = .worker,
                 access: Access, _ handler: @escaping Route.Handler) {
         route = Route(name, path, methods: methods, on: execution, handler)
         self.access = access
@@ -27,7 +27,7 @@ public struct GuardedRoute: Sendable {
 
 extension Router {
     /// The routes of a daemon behind `gate`: exact paths before prefixes, otherwise in order.
-    public init(_ routes: [GuardedRoute], gate: AccessGate = .open) {
+    init(_ routes: [GuardedRoute], gate: AccessGate = .open) {
         self.init(routes.map { $0.guarded(by: gate) })
     }
 }

@@ -19,12 +19,12 @@ import KalavaraSupport
 /// a captured call cannot be replayed later; within the window, a replay repeats an
 /// operation that is idempotent or refused (a version is written once).
 public enum SignedCall {
-    public static let dateHeader = "Kalavara-Date"
-    public static let contentHeader = "Kalavara-Content-SHA256"
-    public static let signatureHeader = "Kalavara-Signature"
-    public static let unsignedPayload = "UNSIGNED-PAYLOAD"
+    static let dateHeader = "Kalavara-Date"
+    static let contentHeader = "Kalavara-Content-SHA256"
+    static let signatureHeader = "Kalavara-Signature"
+    static let unsignedPayload = "UNSIGNED-PAYLOAD"
     /// How far a call's date may be from the receiver's clock.
-    public static let window: Double = 30
+    static let window: Double = 30
     /// Headers whose values change what a call does; the signature covers them.
     static let coveredHeaders = [VolumeHeaders.checksum, VolumeHeaders.heartbeat, VolumeHeaders.master, VolumeHeaders.selfURL]
     static let emptyBodyDigest = SHA256.hex([])
@@ -49,7 +49,7 @@ public enum SignedCall {
                                                            length: lengthText, headers: headers)))
     }
 
-    public enum Verdict: Equatable, Sendable {
+    enum Verdict: Equatable, Sendable {
         case valid
         /// No signature at all.
         case unsigned
@@ -60,7 +60,7 @@ public enum SignedCall {
     /// a stream, so an unsigned payload is allowed (its length is still covered); elsewhere
     /// the body's digest must be given, and the handler that reads the body checks it
     /// (`verifyBody`). A bodiless call's digest is checked here.
-    public static func verify(_ request: HTTPRequest, secret: ClusterSecret, streamed: Bool = false,
+    static func verify(_ request: HTTPRequest, secret: ClusterSecret, streamed: Bool = false,
                               now: Double = Date().timeIntervalSince1970) -> Verdict {
         guard let signature = request.headers[signatureHeader] else { return .unsigned }
         guard let date = request.headers[dateHeader], let seconds = Double(date),
@@ -82,7 +82,7 @@ public enum SignedCall {
     }
 
     /// For handlers that read a signed call's body into memory: the body must be what was signed.
-    public static func verifyBody(_ request: HTTPRequest, _ body: [UInt8], secret: ClusterSecret?) throws {
+    static func verifyBody(_ request: HTTPRequest, _ body: [UInt8], secret: ClusterSecret?) throws {
         guard secret != nil, let content = request.headers[contentHeader] else { return }
         guard content != unsignedPayload, SHA256.hex(body) == content else {
             throw HTTPError(403, "the body is not the one the call's signature covers")
@@ -94,7 +94,7 @@ public enum SignedCall {
     /// A volume's health answer carries cluster data (free space, counts) that the master
     /// acts on: in a signed cluster the volume signs it, bound to the check's own signature
     /// so that an old answer cannot be replayed.
-    public static let answerSignatureHeader = "Kalavara-Answer-Signature"
+    static let answerSignatureHeader = "Kalavara-Answer-Signature"
 
     static func healthText(requestSignature: String, headers: HTTPHeaders) -> String {
         "KALAVARA-HEALTH-1\n\(requestSignature)\n" + [VolumeHeaders.freeBytes, VolumeHeaders.valueCount, VolumeHeaders.unknownFiles,
@@ -102,12 +102,12 @@ public enum SignedCall {
             .map { headers[$0] ?? "" }.joined(separator: "\n")
     }
 
-    public static func signHealthAnswer(_ answer: inout HTTPHeaders, request: HTTPRequest, secret: ClusterSecret) {
+    static func signHealthAnswer(_ answer: inout HTTPHeaders, request: HTTPRequest, secret: ClusterSecret) {
         guard let signature = request.headers[signatureHeader] else { return }
         answer.set(answerSignatureHeader, secret.sign(healthText(requestSignature: signature, headers: answer)))
     }
 
-    public static func verifyHealthAnswer(_ answer: HTTPHeaders, requestHeaders: HTTPHeaders, secret: ClusterSecret) -> Bool {
+    static func verifyHealthAnswer(_ answer: HTTPHeaders, requestHeaders: HTTPHeaders, secret: ClusterSecret) -> Bool {
         guard let requestSignature = requestHeaders[signatureHeader], let signature = answer[answerSignatureHeader] else {
             return false
         }

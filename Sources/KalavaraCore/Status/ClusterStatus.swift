@@ -9,11 +9,11 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var url: String
         public var state: String
         public var freeBytes: Int?
-        public var totalBytes: Int?
+        var totalBytes: Int?
         public var keys: Int?
         /// Requests per second the volume answered between its last two health checks.
-        public var requestRate: Double?
-        public var unknownFiles: Int?
+        var requestRate: Double?
+        var unknownFiles: Int?
 
         /// Used share of its disk, 0...1, when known.
         public var usedFraction: Double? {
@@ -33,7 +33,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var underReplicated: Int
         public var misplaced: Int
         public var copied: Int
-        public var bytesCopied: Int
+        var bytesCopied: Int
         public var errors: Int
         public var passes: Int
 
@@ -56,7 +56,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     }
 
     public struct Event: Codable, Sendable, Equatable {
-        public var time: Double
+        var time: Double
         public var level: String
         public var message: String
     }
@@ -90,7 +90,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public var repair: Repair
     public var rebuild: Rebuild
     public var recentEvents: [Event]
-    public var time: Double
+    var time: Double
     /// Absent from an older master's answer.
     public var group: Group?
 
@@ -100,7 +100,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     }
 
     /// Whether healing has visible work: a pass or a rebuild running, or a volume draining.
-    public var isHealing: Bool {
+    var isHealing: Bool {
         repair.running || rebuild.running || volumes.contains { $0.state == "draining" }
     }
 }

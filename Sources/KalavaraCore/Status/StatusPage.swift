@@ -4,9 +4,9 @@ import Foundation
 /// external assets, refreshing itself every `refreshSeconds`. Laid out as a table on a
 /// wide screen and as one card per volume on a phone.
 public enum StatusPage {
-    public static let refreshSeconds = 2
+    static let refreshSeconds = 2
 
-    public static func html(_ status: ClusterStatus) -> String {
+    static func html(_ status: ClusterStatus) -> String {
         let up = status.volumes.filter { $0.state == "up" }.count
         var page = """
         <!doctype html>
@@ -106,7 +106,7 @@ public enum StatusPage {
     }
 
     /// Text for HTML: every markup character escaped (keys, URLs and log lines are anyone's input).
-    public static func escape(_ text: String) -> String {
+    static func escape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
         for character in text.unicodeScalars {

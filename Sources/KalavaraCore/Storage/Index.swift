@@ -39,7 +39,7 @@ public final class Index: Sendable {
     /// writes a new log, manifest and options file, and Debian's RocksDB aborts on an
     /// assertion (`sync_without_flush_called_`) when those writes fail on a full disk,
     /// instead of returning an error. With less, an existing index opens read-only.
-    public static let minimumFreeBytes = 64 * 1024
+    static let minimumFreeBytes = 64 * 1024
 
     /// The block cache by default: 1 GiB, about 40 bytes of memory per key, so an index of
     /// up to some 25 million keys is read from memory after its first pass. The cache fills
@@ -90,7 +90,7 @@ public final class Index: Sendable {
 
     // MARK: Reading
 
-    public func record(for key: Key) throws -> IndexRecord? {
+    func record(for key: Key) throws -> IndexRecord? {
         guard let bytes = try db.get(Self.keyPrefix + key.bytes) else { return nil }
         guard let record = IndexRecord(decoding: bytes) else {
             throw StorageError.corrupt("index record for \(key) cannot be decoded")
@@ -101,7 +101,7 @@ public final class Index: Sendable {
     /// Keys starting with `prefix`, after `after`, in byte order, with their records.
     /// Keys with `prefix` after `after`, in byte order, at most `limit`; with `stopAfter`, up
     /// to the first key (raw bytes) it accepts.
-    public func list(prefix: [UInt8], after: [UInt8]?, limit: Int, stopAfter: (([UInt8]) -> Bool)? = nil) throws -> [(Key, IndexRecord)] {
+    func list(prefix: [UInt8], after: [UInt8]?, limit: Int, stopAfter: (([UInt8]) -> Bool)? = nil) throws -> [(Key, IndexRecord)] {
         try db.scan(prefix: Self.keyPrefix + prefix, after: after.map { Self.keyPrefix + $0 }, limit: limit,
                 stopAfter: stopAfter.map { stop in { raw in stop(Array(raw.dropFirst())) } })
             .compactMap { entry in
@@ -114,7 +114,7 @@ public final class Index: Sendable {
     /// A page of the index in key order for a full walk: the records that decode, the last
     /// raw key read (where the next page starts) and how many rows were read, so that a
     /// damaged record can neither end a walk early nor be skipped silently.
-    public func walk(after: [UInt8]?, limit: Int) throws -> (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int) {
+    func walk(after: [UInt8]?, limit: Int) throws -> (records: [(Key, IndexRecord)], last: [UInt8]?, rows: Int, damaged: Int) {
         let rows = try db.scan(prefix: Self.keyPrefix, after: after.map { Self.keyPrefix + $0 }, limit: limit, cached: false)
         var records: [(Key, IndexRecord)] = []
         records.reserveCapacity(rows.count)
@@ -127,10 +127,10 @@ public final class Index: Sendable {
     }
 
     /// RocksDB's estimate of the number of entries.
-    public var estimatedKeyCount: Int { Int(db.property("rocksdb.estimate-num-keys") ?? "") ?? 0 }
+    var estimatedKeyCount: Int { Int(db.property("rocksdb.estimate-num-keys") ?? "") ?? 0 }
 
     /// Queued tombstones whose version is below `version`, oldest first.
-    public func tombstones(issuedBefore version: UInt64, limit: Int) -> [(key: Key, version: UInt64)] {
+    func tombstones(issuedBefore version: UInt64, limit: Int) -> [(key: Key, version: UInt64)] {
         var result: [(key: Key, version: UInt64)] = []
         for entry in (try? db.scan(prefix: Self.tombstonePrefix, after: nil, limit: limit)) ?? [] {
             let suffix = Array(entry.key.dropFirst(Self.tombstonePrefix.count))
@@ -144,7 +144,7 @@ public final class Index: Sendable {
     }
 
     /// Removals waiting for `volume`: each key with the version below which copies must go.
-    public func pendingRemovals(volume: UInt16, limit: Int) -> [(key: Key, below: UInt64)] {
+    func pendingRemovals(volume: UInt16, limit: Int) -> [(key: Key, below: UInt64)] {
         let prefix = Self.removalPrefix + Self.bigEndian(volume)
         return ((try? db.scan(prefix: prefix, after: nil, limit: limit)) ?? []).compactMap { entry in
             guard entry.value.count == 8, let key = try? Key(Array(entry.key.dropFirst(prefix.count))) else { return nil }
@@ -152,7 +152,7 @@ public final class Index: Sendable {
         }
     }
 
-    public func pendingRemoval(volume: UInt16, key: Key) throws -> UInt64? {
+    func pendingRemoval(volume: UInt16, key: Key) throws -> UInt64? {
         guard let bytes = try db.get(Self.removalKey(volume, key)), bytes.count == 8 else { return nil }
         return bytes.readLittleEndian(UInt64.self, at: 0)
     }
@@ -168,31 +168,31 @@ public final class Index: Sendable {
             batch.put(Index.keyPrefix + key.bytes, record.encoded())
         }
 
-        public mutating func removeRecord(for key: Key) { batch.delete(Index.keyPrefix + key.bytes) }
+        mutating func removeRecord(for key: Key) { batch.delete(Index.keyPrefix + key.bytes) }
 
         /// Queues a tombstone to be forgotten once its version has expired.
-        public mutating func queueExpiry(of key: Key, version: UInt64) {
+        mutating func queueExpiry(of key: Key, version: UInt64) {
             batch.put(Index.tombstoneQueueKey(version: version, key: key), [])
         }
 
-        public mutating func dropExpiry(of key: Key, version: UInt64) {
+        mutating func dropExpiry(of key: Key, version: UInt64) {
             batch.delete(Index.tombstoneQueueKey(version: version, key: key))
         }
 
         /// Queues the removal of `volume`'s copies of `key` older than `below`.
-        public mutating func queueRemoval(volume: UInt16, key: Key, below: UInt64) {
+        mutating func queueRemoval(volume: UInt16, key: Key, below: UInt64) {
             var value: [UInt8] = []
             value.append(littleEndian: below)
             batch.put(Index.removalKey(volume, key), value)
         }
 
-        public mutating func dropRemoval(volume: UInt16, key: Key) { batch.delete(Index.removalKey(volume, key)) }
+        mutating func dropRemoval(volume: UInt16, key: Key) { batch.delete(Index.removalKey(volume, key)) }
     }
 
     /// Queues the removal of `volume`'s copies of `key` older than `below`, keeping the
     /// higher mark if one is queued already: an entry only ever asks for more to go, so a
     /// later, smaller removal cannot hide an earlier, larger one. Call under the key's lock.
-    public func queueRemoval(_ changes: inout Changes, volume: UInt16, key: Key, below: UInt64) throws {
+    func queueRemoval(_ changes: inout Changes, volume: UInt16, key: Key, below: UInt64) throws {
         let existing = try pendingRemoval(volume: volume, key: key) ?? 0
         changes.queueRemoval(volume: volume, key: key, below: max(existing, below))
     }
@@ -208,7 +208,7 @@ public final class Index: Sendable {
     /// Whether writes are held off after RocksDB ran out of space, the disk fell below what
     /// a write needs, or the index was opened read-only: the next write weighs the free space
     /// and reopens it if there is room. An atomic load: every PUT and DELETE redirect asks.
-    public var writesHeldOff: Bool { db.writesHeldOff }
+    var writesHeldOff: Bool { db.writesHeldOff }
 
     /// Refuses (507, one line) a write of `bytes` (keys and values, attributes included)
     /// that would leave less than `reserveBytes` free on the index's filesystem. What it
@@ -223,7 +223,7 @@ public final class Index: Sendable {
     /// process filling the disk), and RocksDB then keeps a background error that no call
     /// of ours reports. So whenever free space falls below what a write needs, writes are
     /// held off as after a failed write: the reopen that resumes them clears any such error.
-    public func checkSpace(forBytes bytes: Int) throws {
+    func checkSpace(forBytes bytes: Int) throws {
         let wanted = reserveBytes + 2 * bytes + 4096
         let free = FileStore.freeBytes(at: path)
         if db.writesHeldOff {
@@ -278,7 +278,7 @@ public final class Index: Sendable {
     }
 
     /// Volumes being drained or removed: `URL MODE` lines.
-    public func volumeModes() throws -> [String: String] {
+    func volumeModes() throws -> [String: String] {
         guard let bytes = try db.get(Self.volumeModesKey) else { return [:] }
         var modes: [String: String] = [:]
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
@@ -288,32 +288,32 @@ public final class Index: Sendable {
         return modes
     }
 
-    public func setVolumeModes(_ modes: [String: String]) throws {
+    func setVolumeModes(_ modes: [String: String]) throws {
         let text = modes.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: "\n")
         try change(Self.volumeModesKey, to: Array(text.utf8), sync: true)
     }
 
     /// Where the placement reconciler's pass stands: the last key it finished, so a
     /// restarted master resumes there. Not synced: losing it repeats a little work.
-    public func repairCursor() throws -> [UInt8]? { try db.get(Self.repairCursorKey) }
+    func repairCursor() throws -> [UInt8]? { try db.get(Self.repairCursorKey) }
 
-    public func setRepairCursor(_ key: [UInt8]?) throws {
+    func setRepairCursor(_ key: [UInt8]?) throws {
         try change(Self.repairCursorKey, to: key, sync: false)
     }
 
     /// Whether an index rebuild was started and has not finished (a restarted master resumes it).
-    public func rebuildPending() throws -> Bool { try db.get(Self.rebuildKey) != nil }
+    func rebuildPending() throws -> Bool { try db.get(Self.rebuildKey) != nil }
 
-    public func setRebuildPending(_ pending: Bool) throws {
+    func setRebuildPending(_ pending: Bool) throws {
         try change(Self.rebuildKey, to: pending ? [1] : nil, sync: true)
     }
 
-    public func versionCeiling() throws -> UInt64 {
+    func versionCeiling() throws -> UInt64 {
         guard let bytes = try db.get(Self.versionCeilingKey), bytes.count == 8 else { return 0 }
         return bytes.readLittleEndian(UInt64.self, at: 0)
     }
 
-    public func setVersionCeiling(_ ceiling: UInt64) throws {
+    func setVersionCeiling(_ ceiling: UInt64) throws {
         var bytes: [UInt8] = []
         bytes.append(littleEndian: ceiling)
         try change(Self.versionCeilingKey, to: bytes, sync: true)
@@ -336,7 +336,7 @@ public final class Index: Sendable {
 
 extension Index {
     /// Writes a key's record, durably (a single-change `apply`).
-    public func setRecord(_ record: IndexRecord, for key: Key) throws {
+    func setRecord(_ record: IndexRecord, for key: Key) throws {
         var changes = Changes()
         changes.setRecord(record, for: key)
         try apply(changes)

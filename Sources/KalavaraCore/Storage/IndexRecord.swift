@@ -5,33 +5,33 @@ import KalavaraSupport
 /// issued before the delete and commits after it is recognised as older and refused, and it
 /// lists the holders that have yet to drop their copies.
 public struct IndexRecord: Equatable, Sendable {
-    public var version: UInt64
-    public var isTombstone: Bool
+    var version: UInt64
+    var isTombstone: Bool
     /// Bytes of the value (0 for a tombstone).
-    public var size: UInt64
+    var size: UInt64
     /// The volumes holding this version, as registry ids. For a tombstone: those that still
     /// hold an older copy to remove.
-    public var holders: [UInt16]
+    var holders: [UInt16]
     /// No commit of a version at or below this is accepted: versions a volume has been
     /// told are orphans, whose late commits must fail (see `Master.resolve`).
-    public var floor: UInt64
+    var floor: UInt64
     /// A tombstone made only to fence a version of a key the index did not know (an
     /// orphan check): it says nothing about the key's older values, so the scrub's
     /// backstop treats the key as unknown.
-    public var isFence: Bool
+    var isFence: Bool
     /// The value's CRC-32 as its volume computed it, when the commit said (format 2 value
     /// files): a repeated commit of a version is accepted only for the same content.
-    public var checksum: UInt32?
+    var checksum: UInt32?
     /// The value's MD5, when the writer asked its volume for one (`Kalavara-Digest: md5`):
     /// the S3 gateway's ETag.
-    public var md5: [UInt8]?
+    var md5: [UInt8]?
     /// The writer's attributes of the value (`Kalavara-Attributes`: the S3 gateway keeps
     /// Content-Type and `x-amz-meta-*` here), opaque to the master, at most
     /// `maxAttributeBytes`.
-    public var attributes: [UInt8]?
+    var attributes: [UInt8]?
     public static let maxAttributeBytes = 4096
     /// An encoded record's size past its key and attributes, at most (a few holders, an MD5).
-    public static let overheadBytes = 96
+    static let overheadBytes = 96
 
     public init(version: UInt64, isTombstone: Bool = false, size: UInt64, holders: [UInt16], floor: UInt64 = 0,
                 isFence: Bool = false, checksum: UInt32? = nil, md5: [UInt8]? = nil, attributes: [UInt8]? = nil) {
@@ -47,7 +47,7 @@ public struct IndexRecord: Equatable, Sendable {
     }
 
     /// Whether a commit of `candidate` would be older than what this record already rules out.
-    public func rulesOut(_ candidate: UInt64) -> Bool { candidate < version || candidate <= floor }
+    func rulesOut(_ candidate: UInt64) -> Bool { candidate < version || candidate <= floor }
 
     private static let format: UInt8 = 1
 
@@ -55,7 +55,7 @@ public struct IndexRecord: Equatable, Sendable {
     /// bit 4 has MD5, bit 5 has attributes) · version (8, LE) · size (8, LE) · [floor (8, LE)] ·
     /// [checksum (4, LE)] · [MD5 (16)] · [attribute length (2, LE) · attributes] · holder count ·
     /// holder ids (2 each). Ids rather than URLs keep a record about 25 bytes for a single replica.
-    public func encoded() -> [UInt8] {
+    func encoded() -> [UInt8] {
         var bytes: [UInt8] = [Self.format, (isTombstone ? 1 : 0) | (floor > 0 ? 2 : 0) | (isFence ? 4 : 0)
                                 | (checksum != nil ? 8 : 0) | (md5 != nil ? 16 : 0) | (attributes != nil ? 32 : 0)]
         bytes.reserveCapacity(31 + 2 * holders.count + (md5 == nil ? 0 : 16) + (attributes.map { $0.count + 2 } ?? 0))
@@ -73,7 +73,7 @@ public struct IndexRecord: Equatable, Sendable {
         return bytes
     }
 
-    public init?(decoding bytes: [UInt8]) {
+    init?(decoding bytes: [UInt8]) {
         guard bytes.count >= 19, bytes[0] == Self.format else { return nil }
         let flags = bytes[1]
         var at = 18

@@ -12,29 +12,24 @@ extension JournalLog {
     func startCheckpoints(syncing directory: String, every interval: Double, measuredBy histogram: DurationHistogram?) throws {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw StorageError.io("cannot open \(directory)", errno) }
+        // Woken at least once a second: a reserve given back is taken again as soon as
+        // space returns (read-and-delete mode ends by itself). The loop's status is when
+        // the last checkpoint started (monotonic seconds).
+        let loop = BackgroundLoop("journal-checkpoint", schedule: .pausing(min(interval, 1)), status: monotonicSeconds())
         lock.lock()
+        defer { lock.unlock() }
         checkpointFD = fd
         syncfsTimes = histogram
-        lock.unlock()
-        let thread = Thread { [self] in
-            var last = monotonicSeconds()
-            while true {
-                // Woken at least once a second: a reserve given back is taken again as soon
-                // as space returns (read-and-delete mode ends by itself).
-                Thread.sleep(forTimeInterval: min(interval, 1))
-                lock.lock()
-                let stop = stopped
-                lock.unlock()
-                if stop { return }
-                if monotonicSeconds() - last >= interval {
-                    last = monotonicSeconds()
-                    try? checkpoint()
-                }
-                if !reserve.isHeld { reserve.refill() }
+        guard !stopped else { return } // closed already: nothing would stop the loop
+        checkpoints = loop
+        loop.start { [self] in
+            let now = monotonicSeconds()
+            if now - loop.status >= interval {
+                loop.report { $0 = now }
+                try? checkpoint()
             }
+            if !reserve.isHeld { reserve.refill() }
         }
-        thread.name = "journal-checkpoint"
-        thread.start()
     }
 
     /// Makes every file operation recorded so far durable by syncing the filesystem, then

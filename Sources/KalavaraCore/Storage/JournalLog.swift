@@ -64,6 +64,8 @@ final class JournalLog: @unchecked Sendable {
     private let syncerWake = DispatchSemaphore(value: 0)
     /// The directory whose filesystem a checkpoint syncs (set by `startCheckpoints`).
     var checkpointFD: Int32 = -1
+    /// The checkpoints' loop, once `startCheckpoints` started it.
+    var checkpoints: BackgroundLoop<Double>?
     var syncfsTimes: DurationHistogram?
     /// Set by a checkpoint whose syncfs failed (see `checkpoint`).
     var syncfsFailed = false
@@ -92,14 +94,17 @@ final class JournalLog: @unchecked Sendable {
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
-    /// Stops the syncer thread (after a last sync); a compaction under way finishes first.
+    /// Stops the syncer thread (after a last sync) and the checkpoints; a compaction under
+    /// way finishes first.
     func close() {
         lock.lock()
         stopped = true
         wakeSyncer()
         lock.broadcast()
         while compacting { lock.wait() }
+        let checkpoints = checkpoints
         lock.unlock()
+        checkpoints?.stop()
     }
 
     /// Wakes the syncer if it sleeps. Called with the lock held.

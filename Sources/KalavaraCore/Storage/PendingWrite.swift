@@ -6,15 +6,15 @@ import KalavaraSupport
 /// A write in progress: bytes go to a temporary file until `finish` makes them a value.
 public final class PendingWrite {
     private let store: FileStore
-    public let key: Key
-    public let version: UInt64
+    let key: Key
+    let version: UInt64
     private var fd: Int32
     private let tmpPath: String
     /// True until the temporary file has been renamed into place or removed.
     private var tmpFileExists = true
-    public fileprivate(set) var valueBytes = 0
+    fileprivate(set) var valueBytes = 0
     /// Running CRC-32 of the value bytes, computed as they stream in.
-    public private(set) var checksum = CRC32()
+    private(set) var checksum = CRC32()
 
     init(store: FileStore, key: Key, version: UInt64, fd: Int32, tmpPath: String) {
         self.store = store
@@ -31,7 +31,7 @@ public final class PendingWrite {
     /// leaves hundreds of MiB dirty for the final fsync — nor for the fsyncs of small writes
     /// that would queue behind them (a repair copying 64 MiB values made clients' PUT p99
     /// 5× worse without this).
-    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
         try writeAll(bytes)
         checksum.update(bytes)
         valueBytes += bytes.count
@@ -61,7 +61,7 @@ public final class PendingWrite {
         }
     }
 
-    public func append(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try append($0) } }
+    func append(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try append($0) } }
 
     /// Bytes moved per read and write while streaming a value in. Below glibc's mmap
     /// threshold, so each write's buffer is a cheap heap allocation.
@@ -70,7 +70,7 @@ public final class PendingWrite {
     /// Appends everything `read` produces until it returns 0, one buffer at a time (the
     /// value is never whole in memory), showing each piece to `forEachPiece` as well: how
     /// a volume writes an upload and forwards it to the replicas in the same pass.
-    public func appendAll(reading read: (UnsafeMutableRawBufferPointer) throws -> Int,
+    func appendAll(reading read: (UnsafeMutableRawBufferPointer) throws -> Int,
                           forEachPiece: (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.streamBufferBytes, alignment: 16)
         defer { buffer.deallocate() }
@@ -90,7 +90,7 @@ public final class PendingWrite {
     /// otherwise the write is dropped and `StorageError.checksumMismatch` thrown.
     /// `durably: false` skips the file's and the bucket's fsync: for a value whose bytes are
     /// durable elsewhere until the filesystem is synced (the volume's journal).
-    public func finish(expecting expected: UInt32? = nil, durably: Bool = true, beforeRename: () throws -> Void = {}) throws {
+    func finish(expecting expected: UInt32? = nil, durably: Bool = true, beforeRename: () throws -> Void = {}) throws {
         if let expected, expected != checksum.value { throw StorageError.checksumMismatch }
         var trailer: [UInt8] = []
         trailer.append(littleEndian: checksum.value)
@@ -129,7 +129,7 @@ public final class PendingWrite {
     }
 
     /// Drops the temporary file (an interrupted upload, a full disk). Safe to call twice.
-    public func abort() {
+    func abort() {
         if fd >= 0 {
             close(fd)
             fd = -1

@@ -8,7 +8,7 @@ import Synchronization
 /// Keys and values are byte arrays. Synced writes (`sync: true`) reach the disk before
 /// they return; RocksDB batches concurrent synced writers into one WAL fsync (group
 /// commit), so many committing threads share the cost of each flush.
-public final class RocksDB: @unchecked Sendable {
+final class RocksDB: @unchecked Sendable {
     /// Replaced only by `reopen`, under the lifetime lock held exclusively.
     private(set) var db: OpaquePointer
     private let path: String
@@ -52,10 +52,10 @@ public final class RocksDB: @unchecked Sendable {
     let logIterators = Mutex<[ObjectIdentifier: LogIteratorSlot]>([:])
 
     /// The error RocksDB reported, as one line.
-    public struct Failure: Error, CustomStringConvertible {
-        public let description: String
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
         /// The filesystem was full (RocksDB's status says ENOSPC's text).
-        public var isNoSpace: Bool { description.contains("No space left") }
+        var isNoSpace: Bool { description.contains("No space left") }
     }
 
     /// Opens (creating if missing) the database in directory `path`; `readOnly` opens an
@@ -67,7 +67,7 @@ public final class RocksDB: @unchecked Sendable {
     /// standby away that long can catch up from the log (`logTail`) instead of a checkpoint.
     /// nil deletes a log file once its memtable is flushed; a tail then reaches back only
     /// to the oldest live file.
-    public init(path: String, blockCacheBytes: Int = 64 << 20, readOnly: Bool = false,
+    init(path: String, blockCacheBytes: Int = 64 << 20, readOnly: Bool = false,
                 keepLog: (seconds: UInt64, megabytes: UInt64)? = nil) throws {
         self.path = path
         options = rocksdb_options_create()
@@ -168,12 +168,12 @@ public final class RocksDB: @unchecked Sendable {
     /// assertion (`sync_without_flush_called_`) when asked to write again; its C API has no
     /// `rocksdb_resume`. So no write reaches it again until `reopen` has closed it and
     /// opened it anew (reads go on meanwhile: they do not touch the failed log).
-    public var writesHeldOff: Bool { heldOff.load(ordering: .acquiring) }
+    var writesHeldOff: Bool { heldOff.load(ordering: .acquiring) }
 
     /// Holds writes off until a `reopen` (the first reason given is kept): after RocksDB
     /// failed for want of space, or when the disk is so full that a flush or compaction in
     /// the background may fail unseen and leave a background error behind.
-    public func holdOffWrites(_ reason: String) {
+    func holdOffWrites(_ reason: String) {
         heldOffReason.withLock { current in
             if !heldOff.load(ordering: .relaxed) { current = reason }
             heldOff.store(true, ordering: .releasing)
@@ -188,7 +188,7 @@ public final class RocksDB: @unchecked Sendable {
     /// One thread at a time, at most once per `reopenInterval`: a caller that finds another
     /// reopen running, or one tried too recently, gets a failure at once instead of waiting
     /// (so writers neither pile up in workers nor each replay the log of a disk still full).
-    public func reopen() throws {
+    func reopen() throws {
         let now = ContinuousClock.now
         let turn = reopening.withLock { state -> String? in
             if state.running { return "the index is being reopened" }
@@ -270,7 +270,7 @@ public final class RocksDB: @unchecked Sendable {
     }
 
     /// Closes; later calls fail. Safe to call twice.
-    public func close() {
+    func close() {
         pthread_rwlock_wrlock(&lifetime)
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { return }
@@ -288,7 +288,7 @@ public final class RocksDB: @unchecked Sendable {
         rocksdb_cache_destroy(cache)
     }
 
-    public func get(_ key: [UInt8]) throws -> [UInt8]? {
+    func get(_ key: [UInt8]) throws -> [UInt8]? {
         try whileOpen { try unlockedGet(key) }
     }
 
@@ -306,13 +306,13 @@ public final class RocksDB: @unchecked Sendable {
         return Array(UnsafeRawBufferPointer(start: value, count: length).bindMemory(to: UInt8.self))
     }
 
-    public func put(_ key: [UInt8], _ value: [UInt8], sync: Bool) throws {
+    func put(_ key: [UInt8], _ value: [UInt8], sync: Bool) throws {
         var batch = WriteBatch()
         batch.put(key, value)
         try write(batch, sync: sync)
     }
 
-    public func delete(_ key: [UInt8], sync: Bool) throws {
+    func delete(_ key: [UInt8], sync: Bool) throws {
         var batch = WriteBatch()
         batch.delete(key)
         try write(batch, sync: sync)
@@ -321,7 +321,7 @@ public final class RocksDB: @unchecked Sendable {
     /// Applies all operations of `batch` atomically. Throws without asking RocksDB while
     /// writes are held off (see `writesHeldOff`); a write that fails for want of space
     /// holds them off.
-    public func write(_ batch: WriteBatch, sync: Bool) throws {
+    func write(_ batch: WriteBatch, sync: Bool) throws {
         let handle = rocksdb_writebatch_create()!
         defer { rocksdb_writebatch_destroy(handle) }
         for operation in batch.operations {
@@ -361,7 +361,7 @@ public final class RocksDB: @unchecked Sendable {
     /// `cached: false` for walks that should not disturb the block cache.
     /// Up to `limit` entries with `prefix` after `after`, in key order; with `stopAfter`, the
     /// scan ends at the first key it accepts (that key included), reading no further.
-    public func scan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool = true,
+    func scan(prefix: [UInt8], after: [UInt8]?, limit: Int, cached: Bool = true,
                      stopAfter: (([UInt8]) -> Bool)? = nil) throws -> [(key: [UInt8], value: [UInt8])] {
         // A closed or lost index throws: an empty page would read as "no keys" to a listing
         // and as "the end" to a placement pass.
@@ -395,7 +395,7 @@ public final class RocksDB: @unchecked Sendable {
     /// replay a large log).
     /// A flush that fails for want of space leaves RocksDB in its background error state:
     /// writes are held off as after a failed write.
-    public func flush() throws {
+    func flush() throws {
         try whileOpen {
             do {
                 try unlockedFlush()
@@ -417,12 +417,12 @@ public final class RocksDB: @unchecked Sendable {
 
     /// Compacts the whole key range into the bottom level (after a bulk load: the shape a
     /// long-lived index settles into).
-    public func compact() throws {
+    func compact() throws {
         try whileOpen { rocksdb_compact_range(db, nil, 0, nil, 0) }
     }
 
     /// A RocksDB property such as "rocksdb.estimate-num-keys".
-    public func property(_ name: String) -> String? {
+    func property(_ name: String) -> String? {
         try? whileOpen { unlockedProperty(name) } ?? nil
     }
 
@@ -440,12 +440,12 @@ public final class RocksDB: @unchecked Sendable {
 }
 
 /// Operations applied together by `RocksDB.write`.
-public struct WriteBatch: Sendable {
+struct WriteBatch: Sendable {
     fileprivate var operations: [(key: [UInt8], value: [UInt8]?)] = []
-    public init() {}
-    public mutating func put(_ key: [UInt8], _ value: [UInt8]) { operations.append((key, value)) }
-    public mutating func delete(_ key: [UInt8]) { operations.append((key, nil)) }
-    public var isEmpty: Bool { operations.isEmpty }
+    init() {}
+    mutating func put(_ key: [UInt8], _ value: [UInt8]) { operations.append((key, value)) }
+    mutating func delete(_ key: [UInt8]) { operations.append((key, nil)) }
+    var isEmpty: Bool { operations.isEmpty }
     /// The bytes of its keys and values: what it adds to the log, and later to a table.
-    public var byteCount: Int { operations.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) } }
+    var byteCount: Int { operations.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) } }
 }

@@ -3,7 +3,7 @@ import Foundation
 import KalavaraHTTP
 
 /// A storage failure, mapped to an HTTP answer: a full disk is `507`, the rest `500`.
-public enum StorageError: Error, CustomStringConvertible, Sendable {
+enum StorageError: Error, CustomStringConvertible, Sendable {
     case io(String, Int32)
     case corrupt(String)
     /// A copy's bytes did not match the checksum its sender gave.
@@ -11,7 +11,7 @@ public enum StorageError: Error, CustomStringConvertible, Sendable {
     /// This version of the key is already stored: a version is written once.
     case versionExists
 
-    public var description: String {
+    var description: String {
         switch self {
         case .io(let what, let code): return "\(what): \(String(cString: strerror(code)))"
         case .corrupt(let what): return what
@@ -20,7 +20,7 @@ public enum StorageError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    public var httpError: HTTPError {
+    var httpError: HTTPError {
         switch self {
         // EFBIG: the file size limit (RLIMIT_FSIZE) is a disk that is full for this process.
         case .io(_, let code) where code == ENOSPC || code == EDQUOT || code == EFBIG:

@@ -3,17 +3,17 @@ import KalavaraHTTP
 
 /// One version of a value, open for reading; the value starts after its header.
 public struct StoredValue: Sendable {
-    public let file: OpenFile
-    public let key: Key
-    public let version: UInt64
-    public let valueOffset: Int
-    public let size: Int
+    let file: OpenFile
+    let key: Key
+    let version: UInt64
+    let valueOffset: Int
+    let size: Int
     /// Seconds since the epoch.
-    public let modified: Int
+    let modified: Int
     /// CRC-32 of the value from the header; nil for a format 1 (unverified) file.
-    public let checksum: UInt32?
+    let checksum: UInt32?
     /// The size the header says; a file of another size was cut or grown.
-    public let declaredSize: Int?
+    let declaredSize: Int?
     /// The value's bytes, unchecked, when the open read them with the header (a small value
     /// opened for a GET); `readVerified` checks them instead of reading the file again.
     let contents: [UInt8]?
@@ -22,5 +22,5 @@ public struct StoredValue: Sendable {
     /// header records (format 1 files record none). Checked on every read, copy and listing:
     /// it costs nothing (the length comes from the open's fstat) and sendfile never reads
     /// the bytes it sends.
-    public var isWhole: Bool { declaredSize.map { $0 == size } ?? true }
+    var isWhole: Bool { declaredSize.map { $0 == size } ?? true }
 }

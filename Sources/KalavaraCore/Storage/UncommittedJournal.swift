@@ -19,8 +19,8 @@ import Prometheus
 public final class UncommittedJournal: Sendable {
     /// One uncommitted version of one key.
     public struct Entry: Hashable, Sendable {
-        public let key: Key
-        public let version: UInt64
+        let key: Key
+        let version: UInt64
     }
 
     /// What a start-up must make true of a file, recorded since the last checkpoint.
@@ -33,10 +33,10 @@ public final class UncommittedJournal: Sendable {
 
     /// Values up to this size go into the journal; unsettled bytes past `unsettledCap`
     /// (a checkpoint that cannot keep up) send writes back to fsyncing their files.
-    public static let loggedValueBytes = 16 * 1024
+    static let loggedValueBytes = 16 * 1024
     static let unsettledCap = 32 << 20
     /// Seconds between checkpoints while anything is unsettled, by default.
-    public static let checkpointInterval = 1.0
+    static let checkpointInterval = 1.0
 
     let ledger: UncommittedLedger
     let log: JournalLog
@@ -44,20 +44,20 @@ public final class UncommittedJournal: Sendable {
     var reserve: SpaceReserve { log.reserve }
 
     /// `reserveBytes`: the room kept for a full disk; by default sized for the disk.
-    public init(path: String, reserveBytes: Int? = nil) throws {
+    init(path: String, reserveBytes: Int? = nil) throws {
         let contents = JournalFormat.read(path)
         ledger = UncommittedLedger(contents.pending)
         log = try JournalLog(path: path, contents: contents, ledger: ledger, reserveBytes: reserveBytes)
     }
 
-    /// Stops the syncer thread (after a last sync).
-    public func close() { log.close() }
+    /// Stops the syncer thread (after a last sync) and the checkpoints.
+    func close() { log.close() }
 
     // MARK: Changes, through the log
 
     /// Records a version as uncommitted and starts making that durable; returns a
     /// position to pass to `waitUntilDurable`.
-    public func append(_ key: Key, version: UInt64) throws -> Int {
+    func append(_ key: Key, version: UInt64) throws -> Int {
         try log.append(Entry(key: key, version: version))
     }
 
@@ -66,7 +66,7 @@ public final class UncommittedJournal: Sendable {
     /// copy. Nil when the checkpoint has fallen behind (the caller fsyncs as usual). The
     /// caller must pass the position to `applied` once its file is renamed into place (or
     /// the write failed).
-    public func appendLogged(_ key: Key, version: UInt64, value: [UInt8], crc: UInt32) throws -> Int? {
+    func appendLogged(_ key: Key, version: UInt64, value: [UInt8], crc: UInt32) throws -> Int? {
         try log.appendLogged(Entry(key: key, version: version), value: value, crc: crc)
     }
 
@@ -79,57 +79,57 @@ public final class UncommittedJournal: Sendable {
     /// the journal holds no copy of still go, unrecorded: no start-up would put them back
     /// (nor those whose removal records fitted, once they are durable), and `remove` is told (`durably`) to sync their directory itself. Deleting is how a
     /// full disk gets its space back, so it must not need space first.
-    public func removing<T>(_ entries: [Entry], _ remove: (_ durably: Bool) throws -> T) throws -> T {
+    func removing<T>(_ entries: [Entry], _ remove: (_ durably: Bool) throws -> T) throws -> T {
         try log.removing(entries, remove)
     }
 
     /// The file operation recorded at `position` is done (or will not happen).
-    public func applied(_ position: Int) { log.applied(position) }
+    func applied(_ position: Int) { log.applied(position) }
 
     /// A logged write that failed before its file was in place: start-up must not put it
     /// back. Not synced (a file put back for it would only be an orphan the sweep drops).
-    public func cancelLogged(_ key: Key, version: UInt64) { log.cancelLogged(Entry(key: key, version: version)) }
+    func cancelLogged(_ key: Key, version: UInt64) { log.cancelLogged(Entry(key: key, version: version)) }
 
     /// Strikes a version off: its outcome is known (committed, refused, or its file is gone).
-    public func strike(_ key: Key, version: UInt64) { log.strike(Entry(key: key, version: version)) }
+    func strike(_ key: Key, version: UInt64) { log.strike(Entry(key: key, version: version)) }
 
     /// Returns once the record at `position` is on disk (see `JournalLog.waitUntilDurable`).
-    public func waitUntilDurable(_ position: Int) throws { try log.waitUntilDurable(position) }
+    func waitUntilDurable(_ position: Int) throws { try log.waitUntilDurable(position) }
 
     /// Starts checkpointing: every `interval` seconds while records are unsettled, waits
     /// for their file operations, syncs the filesystem holding `directory`, and rewrites
     /// the journal without them. Until this is called, `appendLogged` declines.
-    public func startCheckpoints(syncing directory: String, every interval: Double = checkpointInterval,
+    func startCheckpoints(syncing directory: String, every interval: Double = checkpointInterval,
                                  measuredBy histogram: DurationHistogram? = nil) throws {
         try log.startCheckpoints(syncing: directory, every: interval, measuredBy: histogram)
     }
 
     /// Makes every file operation recorded so far durable by syncing the filesystem, then
     /// drops their records from the journal.
-    public func checkpoint() throws { try log.checkpoint() }
+    func checkpoint() throws { try log.checkpoint() }
 
     // MARK: Questions
 
-    public var count: Int { ledger.count }
+    var count: Int { ledger.count }
 
     /// Whether this version of `key` is still waiting for its commit's outcome.
-    public func isPending(_ key: Key, version: UInt64) -> Bool { ledger.isPending(Entry(key: key, version: version)) }
+    func isPending(_ key: Key, version: UInt64) -> Bool { ledger.isPending(Entry(key: key, version: version)) }
 
     /// Entries recorded before `time` (seconds since 1970), oldest first.
-    public func entries(olderThan time: Double, limit: Int) -> [Entry] { ledger.entries(olderThan: time, limit: limit) }
+    func entries(olderThan time: Double, limit: Int) -> [Entry] { ledger.entries(olderThan: time, limit: limit) }
 
     /// Whether the journal holds the bytes of this version as its durable copy now.
-    public func holdsValue(_ key: Key, version: UInt64) -> Bool {
+    func holdsValue(_ key: Key, version: UInt64) -> Bool {
         log.locked { $0.settlements.holdsValue(Entry(key: key, version: version)) }
     }
 
     /// What start-up must make true of the files, as loaded from the journal.
-    public var unsettledRecords: [(entry: Entry, settlement: Settlement)] {
+    var unsettledRecords: [(entry: Entry, settlement: Settlement)] {
         log.locked { $0.settlements.records.map { ($0.key, $0.value.settlement) } }
     }
 
     /// Bytes of values whose only durable copy is the journal now (for tests and metrics).
-    public var unsettledValueBytes: Int { log.locked { $0.settlements.valueBytes } }
+    var unsettledValueBytes: Int { log.locked { $0.settlements.valueBytes } }
 
     /// Whether every record appended so far is on disk (for tests).
     var isDurable: Bool { log.locked { $0.synced >= $0.appended } }

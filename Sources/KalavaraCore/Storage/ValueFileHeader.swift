@@ -16,14 +16,14 @@ public struct ValueFileHeader: Equatable, Sendable {
     static let magic: [UInt8] = Array("KLVA".utf8)
     public static let currentFormat: UInt8 = 2
 
-    public let key: Key
-    public let version: UInt64
+    let key: Key
+    let version: UInt64
     /// 1 or 2.
-    public let format: UInt8
+    let format: UInt8
     /// CRC-32 (zlib) of the value bytes; nil in a format 1 file.
-    public let checksum: UInt32?
+    let checksum: UInt32?
     /// The value's size as written; nil in a format 1 file.
-    public let size: UInt64?
+    let size: UInt64?
 
     public init(key: Key, version: UInt64, checksum: UInt32? = nil, size: UInt64? = nil, format: UInt8 = ValueFileHeader.currentFormat) {
         self.key = key
@@ -40,7 +40,7 @@ public struct ValueFileHeader: Equatable, Sendable {
     static let checksumOffset = 20
 
     /// Bytes before the value.
-    public var encodedCount: Int { Self.fixedBytes(format: format) + key.bytes.count }
+    var encodedCount: Int { Self.fixedBytes(format: format) + key.bytes.count }
 
     public func encoded() -> [UInt8] {
         var bytes = Self.magic
@@ -60,7 +60,7 @@ public struct ValueFileHeader: Equatable, Sendable {
     }
 
     /// Decodes a header from the first bytes of a file; nil if they are not one.
-    public static func decode(_ bytes: [UInt8]) -> ValueFileHeader? {
+    static func decode(_ bytes: [UInt8]) -> ValueFileHeader? {
         guard bytes.count >= 24, Array(bytes[0..<4]) == magic, bytes[4] == 1 || bytes[4] == 2 else { return nil }
         let format = bytes[4]
         let fixed = fixedBytes(format: format)

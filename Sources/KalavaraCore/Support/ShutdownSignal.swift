@@ -7,7 +7,7 @@ import Synchronization
 /// The signals are ignored at the process level and delivered through Dispatch instead,
 /// so the handler runs as ordinary code (no async-signal-safety limits). A second signal
 /// while shutting down exits at once: an operator pressing Ctrl-C twice means it.
-public enum ShutdownSignal {
+enum ShutdownSignal {
     /// Kept alive for the process's life: a released source stops delivering.
     private static let sources = Mutex<[Kept]>([])
     /// A source held only to keep it alive; nothing touches it again.
@@ -15,7 +15,7 @@ public enum ShutdownSignal {
     /// Signals received so far.
     private static let received = Atomic<Int>(0)
 
-    public static func wait() {
+    static func wait() {
         let first = DispatchSemaphore(value: 0)
         let queue = DispatchQueue(label: "signals")
         for signalNumber in [SIGINT, SIGTERM] {

@@ -11,7 +11,7 @@ import Prometheus
 /// `server` (set once by `start` before the listener admits anyone), and `scrubber` and
 /// `removals` (set once by `init`).
 public final class Volume: @unchecked Sendable {
-    public let configuration: VolumeConfiguration
+    let configuration: VolumeConfiguration
     let store: FileStore
     let journal: UncommittedJournal
     let master: MasterLink
@@ -31,7 +31,7 @@ public final class Volume: @unchecked Sendable {
     private(set) var removals: Removals!
     private(set) var server: HTTPServer!
 
-    public init(configuration: VolumeConfiguration) throws {
+    init(configuration: VolumeConfiguration) throws {
         self.configuration = configuration
         gate = try AccessGate(configuration: configuration.secretFile, authFile: nil)
         replicaClient = HTTPClient(timeout: 10, maxIdlePerHost: 16, signer: gate.secret)
@@ -63,7 +63,7 @@ public final class Volume: @unchecked Sendable {
         removals = Removals(volume: self)
     }
 
-    public func start() throws {
+    func start() throws {
         // Past a file size limit, write(2) must fail with EFBIG (answered 507), not kill us.
         signal(SIGXFSZ, SIG_IGN)
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
@@ -77,7 +77,7 @@ public final class Volume: @unchecked Sendable {
         Log.info("listening on \(configuration.server.host):\(server.boundPort), data in \(configuration.directory)")
     }
 
-    public func stop() {
+    func stop() {
         orphans?.stop()
         scrubber?.stop()
         master.stop()

@@ -4,32 +4,32 @@ import Logging
 
 /// Everything `volume` is started with.
 public struct VolumeConfiguration: Sendable {
-    public var server = HTTPServer.Configuration(host: "0.0.0.0", port: 7000)
-    public var directory = ""
+    var server = HTTPServer.Configuration(host: "0.0.0.0", port: 7000)
+    var directory = ""
     /// The masters to register with and commit to (`-m`, a comma list: any of a group's,
     /// the leader is found from them); without one, the master's URL comes from the tickets
     /// it hands out and from its health checks.
-    public var masterURLs: [String] = []
+    var masterURLs: [String] = []
     /// This volume's URL as the master should know it (`-b`); with `masterURLs`, the volume
     /// registers itself at start-up and keeps re-registering as a heartbeat.
-    public var selfURL: String?
-    public var heartbeatInterval = 5.0
+    var selfURL: String?
+    var heartbeatInterval = 5.0
     /// How old an uncommitted value file must be before the volume asks the master about it
     /// and removes it if it is an orphan.
-    public var orphanGrace = 3600.0
+    var orphanGrace = 3600.0
     /// The background scrub's read rate (bytes/s; 0: unlimited) and how often a pass starts.
-    public var scrubRate = 32.0 * 1024 * 1024
-    public var scrubEvery = 86400.0
+    var scrubRate = 32.0 * 1024 * 1024
+    var scrubEvery = 86400.0
     /// Seconds between journal checkpoints (see `UncommittedJournal`): how long a small
     /// value's journal record may stand for its file's fsync.
-    public var checkpointEvery = UncommittedJournal.checkpointInterval
+    var checkpointEvery = UncommittedJournal.checkpointInterval
     /// `--secret-file`: a signed cluster (nil: open).
-    public var secretFile: String?
+    var secretFile: String?
 
-    public init() {}
+    init() {}
 
     /// Parses a command line (without the program name); throws what argument-parser throws.
-    public static func parse(_ arguments: [String]) throws -> VolumeConfiguration {
+    static func parse(_ arguments: [String]) throws -> VolumeConfiguration {
         let command = try VolumeCommand.parse(arguments)
         try command.checkRequired()
         return command.configuration()
