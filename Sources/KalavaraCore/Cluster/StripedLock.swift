@@ -19,7 +19,7 @@ final class StripedLock {
     }
 
     /// `body` under the key's lock if it is free now; nil (and `body` not run) if it is held.
-    public func ifFree<T>(for key: Key, _ body: () throws -> T) rethrows -> T? {
+    func ifFree<T>(for key: Key, _ body: () throws -> T) rethrows -> T? {
         let lock = self.lock(for: key)
         guard lock.try() else { return nil }
         defer { lock.unlock() }

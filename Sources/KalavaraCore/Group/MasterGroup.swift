@@ -14,13 +14,13 @@ import Synchronization
 /// lease or key is gone exits (status 75, like a leader-elected controller): a fresh process
 /// rejoins as a standby, and whatever it wrote that the group never acknowledged is
 /// discarded when it follows the new leader's history.
-public final class MasterGroup: @unchecked Sendable, WriteGate {
-    public struct Configuration: Sendable {
-        public var endpoints: [String]
-        public var name = "kalavara"
-        public var leaseTTL = 5
-        public var syncTimeout = 2.0
-        public init(endpoints: [String]) { self.endpoints = endpoints }
+final class MasterGroup: @unchecked Sendable, WriteGate {
+    struct Configuration: Sendable {
+        var endpoints: [String]
+        var name = "kalavara"
+        var leaseTTL = 5
+        var syncTimeout = 2.0
+        init(endpoints: [String]) { self.endpoints = endpoints }
     }
 
     let configuration: Configuration
@@ -52,7 +52,7 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
     private let leading = Atomic(false)
     private let loop = BackgroundLoop("group", schedule: .pausing(0.25))
 
-    public init(_ configuration: Configuration, url: String, index: Index, secret: ClusterSecret?,
+    init(_ configuration: Configuration, url: String, index: Index, secret: ClusterSecret?,
                 promoted: @escaping @Sendable () throws -> Void) throws {
         self.configuration = configuration
         self.url = url
@@ -66,12 +66,12 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
         index.db.writeGate = self
     }
 
-    public func start() {
+    func start() {
         loop.start { [weak self] in self?.tick() }
         follower.start()
     }
 
-    public func stop() {
+    func stop() {
         follower.stop()
         loop.stop()
         if let lease = state.withLock({ $0.lease }) { try? etcd.revoke(lease) }
@@ -79,7 +79,7 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
 
     // MARK: Roles
 
-    public var isLeader: Bool { leading.load(ordering: .acquiring) }
+    var isLeader: Bool { leading.load(ordering: .acquiring) }
 
     /// The leader as last read from etcd (nil: none, or this master).
     var leader: LeaderRecord? { state.withLock { $0.leader } }
@@ -96,7 +96,7 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
     /// that it is in the in-sync set of its own epoch. A leader that records a set without
     /// a standby, or takes over, acknowledges nothing for that long after (see `settle`), so
     /// no write that standby lacks is acknowledged while it still answers.
-    public var servesReads: Bool {
+    var servesReads: Bool {
         isLeader || state.withLock { $0.readLeaseUntil } > monotonicSeconds()
     }
 
@@ -106,11 +106,11 @@ public final class MasterGroup: @unchecked Sendable, WriteGate {
 
     // MARK: WriteGate
 
-    public func admit() throws {
+    func admit() throws {
         guard isLeader else { throw HTTPError(503, "this master is a standby: only the leader writes the index") }
     }
 
-    public func settle(through sequence: UInt64, durable: Bool) throws {
+    func settle(through sequence: UInt64, durable: Bool) throws {
         try shipping.settle(through: sequence, durable: durable)
         guard durable else { return }
         let wait = state.withLock { $0.holdUntil } - monotonicSeconds()

@@ -1,7 +1,7 @@
 /// Who may write a database, and what a write waits for before it counts: the seam through
 /// which a master group turns every index write into a replicated one, without the index
 /// knowing there is a group. A single master has none.
-public protocol WriteGate: AnyObject, Sendable {
+protocol WriteGate: AnyObject, Sendable {
     /// Before a write: throws when this database may not be written now (a standby's index:
     /// only the leader's log reaches it).
     func admit() throws

@@ -41,7 +41,7 @@ final class RocksDB: @unchecked Sendable {
     private let heldOffReason = Mutex<String>("")
     /// In a master group: who may write, and what a write waits for (see `WriteGate`). Set
     /// once, before the daemon serves; a single master has none.
-    public var writeGate: (any WriteGate)?
+    var writeGate: (any WriteGate)?
     /// Reopens are tried one at a time, and at most once per `reopenInterval`: see `reopen`.
     private let reopening = Mutex<(running: Bool, last: ContinuousClock.Instant?)>((false, nil))
     /// The least time between two reopen attempts: an open replays the log (seconds), and
