@@ -16,7 +16,7 @@ final class GroupCluster: @unchecked Sendable {
     let leaseTTL: Int
     let syncTimeout: Double
 
-    init(masters count: Int = 2, volumes: Int = 1, leaseTTL: Int = 2, syncTimeout: Double = 1) throws {
+    init(masters count: Int = 2, volumes: Int = 1, leaseTTL: Int = 2, syncTimeout: Double = 1, volumeExtra: [String] = []) throws {
         try require(executableInPath("etcd") != nil, "etcd is needed (scripts/install-deps installs etcd-server)")
         etcd = try EtcdServer()
         cluster = try TestCluster()
@@ -26,7 +26,7 @@ final class GroupCluster: @unchecked Sendable {
         let list = masterPorts.map { "http://127.0.0.1:\($0)" }.joined(separator: ",")
         for _ in 0..<volumes {
             let port = freeLoopbackPort()
-            _ = try cluster.startVolume(port: port, extra: ["-m", list, "-b", cluster.volumeURL(port), "--heartbeat", "1"])
+            _ = try cluster.startVolume(port: port, extra: ["-m", list, "-b", cluster.volumeURL(port), "--heartbeat", "1"] + volumeExtra)
             volumePorts.append(port)
         }
     }

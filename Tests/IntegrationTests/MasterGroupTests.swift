@@ -227,6 +227,65 @@ final class MasterGroupTests: XCTestCase {
         XCTAssertEqual(Linearizability.check(operations), .linearizable)
     }
 
+    /// The S3 gateway and the `kalavara` CLI, given both masters, reach whichever leads, across
+    /// a failover; the status page and `kalavara masters` show the group.
+    func testTheGatewayAndTheCLIFollowTheLeaderAndShowTheGroup() throws {
+        try startPair()
+        let masters = group.url(0) + "," + group.url(1)
+        let port = freeLoopbackPort()
+        _ = try group.cluster.launch("kalavara-s3", ["-p", String(port), "-m", masters, "--bind", "127.0.0.1"], log: "s3")
+        let s3 = "http://127.0.0.1:\(port)"
+        try waitUntil("the gateway", timeout: 10) { (try? HTTP.send("GET", s3 + "/_health"))?.status == 200 }
+        XCTAssertEqual(try HTTP.send("PUT", s3 + "/photos").status, 200)
+        XCTAssertEqual(try HTTP.send("PUT", s3 + "/photos/a", body: Array("first".utf8)).status, 200)
+
+        let cli = TestCluster.binDirectory + "/kalavara"
+        let listing = try runTool(cli, ["-m", masters, "masters"])
+        XCTAssertEqual(listing.status, 0, listing.output)
+        XCTAssertTrue(listing.output.contains("group kalavara"), listing.output)
+        XCTAssertTrue(listing.output.contains(group.url(0) + "  leader"), listing.output)
+        XCTAssertTrue(listing.output.contains(group.url(1) + "  standby   yes"), listing.output)
+        let status = try runTool(cli, ["-m", group.url(1), "status"])
+        XCTAssertTrue(status.output.contains("group kalavara: leader \(group.url(0))"), status.output)
+        let page = try HTTP.send("GET", group.url(0) + "/").text
+        XCTAssertTrue(page.contains("id=\"masters\"") && page.contains("data-role=\"standby\""), "the status page lists the group")
+
+        group.kill9(0)
+        XCTAssertEqual(try group.waitForLeader(among: [1]), 1)
+        // The gateway's next call finds the new leader; so does the CLI, given the dead one first.
+        XCTAssertEqual(try HTTP.send("PUT", s3 + "/photos/b", body: Array("second".utf8), timeout: 30).status, 200)
+        XCTAssertEqual(try HTTP.send("GET", s3 + "/photos/a").text, "first")
+        XCTAssertEqual(try HTTP.send("GET", s3 + "/photos/b").text, "second")
+        let file = group.cluster.root + "/cli-value"
+        try Data("third".utf8).write(to: URL(fileURLWithPath: file))
+        let put = try runTool(cli, ["-m", masters, "put", file, "c"])
+        XCTAssertEqual(put.status, 0, put.output)
+        XCTAssertEqual(try group.get("c", via: 1).text, "third")
+        let after = try runTool(cli, ["-m", masters, "masters"])
+        XCTAssertTrue(after.output.contains(group.url(1) + "  leader"), after.output)
+    }
+
+    /// A signed cluster: the standby's polls and checkpoint copies are signed calls like any other.
+    func testASignedGroupReplicatesAndFailsOver() throws {
+        let secret = NSTemporaryDirectory() + "kalavara-group-secret-" + UUID().uuidString
+        try Data("group-secret-\(UUID().uuidString)".utf8).write(to: URL(fileURLWithPath: secret))
+        defer { try? FileManager.default.removeItem(atPath: secret) }
+        group = try GroupCluster(masters: 2, volumeExtra: ["--secret-file", secret])
+        try group.start(0, extra: ["--secret-file", secret])
+        XCTAssertEqual(try group.waitForLeader(among: [0]), 0)
+        try group.waitForVolumes(on: 0)
+        try group.start(1, extra: ["--secret-file", secret])
+        try group.waitInSync(1, leader: 0)
+        // An unsigned poll of the log is refused.
+        XCTAssertEqual(try HTTP.send("GET", group.url(0) + "/internal/group/log?member=http://127.0.0.1:1&epoch=1&from=1").status, 403)
+        for n in 0..<10 { XCTAssertEqual(try group.put("s\(n)", Array("v\(n)".utf8), via: 0).status, 201) }
+        group.kill9(0)
+        XCTAssertEqual(try group.waitForLeader(among: [1]), 1)
+        try group.waitForVolumes(on: 1)
+        for n in 0..<10 { XCTAssertEqual(try group.get("s\(n)", via: 1).text, "v\(n)") }
+        XCTAssertEqual(try group.put("after", Array("x".utf8), via: 1).status, 201)
+    }
+
     func testGroupViewAndStandbyRedirects() throws {
         try startPair()
         let view = try XCTUnwrap(group.view(1))
