@@ -1,8 +1,9 @@
 """`scripts/bench --group-only`: a master group (leader + one in-sync standby, on etcd) against
 the single master, in one run (issue 23).
 
-- PUT 1 KiB, 16 clients (kalavara-load): rate, and CPU per PUT of every daemon (masters,
-  volume; etcd apart), the single master and the group alternated RUNS times.
+- PUT 1 KiB and PUT→GET→DELETE cycles, 16 clients (kalavara-load): rate, and CPU per
+  operation of every daemon (masters, volume; etcd apart), the single master and the group
+  alternated RUNS times.
 - 302 redirects (wrk -c50 on one key): the leader alone, then the leader and the standby
   answering together (two wrk at once); the sum against the leader alone.
 - Failover: FAILOVERS times (20), kill -9 the leader and time until a PUT through the other
@@ -110,24 +111,28 @@ def run(bench, work):
     targets = {"single master": (single.url, lambda: [single.master, *single.volumes]),
                "group (1 standby)": (group.urls[0], group.daemons)}
 
-    # PUT 1 KiB: rate and CPU per PUT, alternated.
+    # PUT 1 KiB and PUT→GET→DELETE cycles: rate and CPU per operation, alternated.
     rows = {}
     for _ in range(bench.RUNS):
-        for label, (url, daemons) in targets.items():
-            processes = daemons()
-            cpu0 = sum(bench.cpu_seconds(p) for p in processes)
-            out = bench.load("cycles", "-o", "put", "-m", url, "-c", "16", "-t", str(bench.DURATION), "-p", f"b{time.time_ns()}-")
-            cpu = sum(bench.cpu_seconds(p) for p in processes) - cpu0
-            rate, p50, p99 = bench.put_rate(out)
-            rows.setdefault(label, []).append((rate, cpu / (rate * bench.DURATION) * 1e6, p50, p99))
+        for op in ("put", "cycle"):
+            for label, (url, daemons) in targets.items():
+                processes = daemons()
+                cpu0 = sum(bench.cpu_seconds(p) for p in processes)
+                out = bench.load("cycles", "-o", op, "-m", url, "-c", "16", "-t", str(bench.DURATION), "-p", f"b{time.time_ns()}-")
+                cpu = sum(bench.cpu_seconds(p) for p in processes) - cpu0
+                count = int(bench.re.search(r"(?:puts|cycles): (\d+) in", out).group(1))
+                rate = float(bench.re.search(r"= (\d+) (?:PUT|cycles)/s", out).group(1))
+                rows.setdefault((op, label), []).append((rate, cpu / count * 1e6))
     print()
-    print(f"{'PUT 1 KiB, 16 clients':26} {'rate /s':>9} {'µs CPU/PUT':>11} {'p50 ms':>7} {'p99 ms':>7}   runs (rate)")
-    for label, runs in rows.items():
-        med = lambda i: statistics.median(r[i] for r in runs)
-        print(f"{label:26} {med(0):9.0f} {med(1):11.0f} {med(2):7.2f} {med(3):7.2f}   " + ", ".join(f"{r[0]:.0f}" for r in runs))
-    one, two = rows["single master"], rows["group (1 standby)"]
-    print(f"  group / single: rate {statistics.median(r[0] for r in two) / statistics.median(r[0] for r in one):.2f}, "
-          f"CPU per PUT {statistics.median(r[1] for r in two) / statistics.median(r[1] for r in one):.2f}", flush=True)
+    print(f"{'16 clients':40} {'rate /s':>9} {'µs CPU/op':>10}   runs (rate)")
+    for (op, label), runs in rows.items():
+        name = ("PUT 1 KiB, " if op == "put" else "PUT→GET→DELETE cycle, ") + label
+        print(f"{name:40} {statistics.median(r[0] for r in runs):9.0f} {statistics.median(r[1] for r in runs):10.0f}   "
+              + ", ".join(f"{r[0]:.0f}" for r in runs))
+    for op in ("put", "cycle"):
+        one, two = rows[(op, "single master")], rows[(op, "group (1 standby)")]
+        print(f"  {op}: group / single: rate {statistics.median(r[0] for r in two) / statistics.median(r[0] for r in one):.2f}, "
+              f"CPU per operation {statistics.median(r[1] for r in two) / statistics.median(r[1] for r in one):.2f}", flush=True)
 
     # 302 redirects: the leader alone, then leader and standby together.
     data = os.path.join(work, "1k")

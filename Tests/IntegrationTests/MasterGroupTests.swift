@@ -180,6 +180,8 @@ final class MasterGroupTests: XCTestCase {
     func testConcurrentClientsAcrossAFailoverSeeALinearizableHistory() throws {
         try startPair()
         let history = HistoryRecorder()
+        // Which master each operation went to and what it answered, for a violation's story.
+        let notes = Mutex<[Int: String]>([:])
         let keys = (0..<5).map { "lin-\($0)" }
         let running = Atomic(true)
         let done = DispatchGroup()
@@ -191,16 +193,19 @@ final class MasterGroupTests: XCTestCase {
                 while running.load(ordering: .relaxed) {
                     n += 1
                     let key = keys.randomElement()!
-                    let master = group!.url(Int.random(in: 0...1))
+                    let via = Int.random(in: 0...1)
+                    let master = group!.url(via)
                     let roll = Int.random(in: 0..<10)
                     if roll < 5 {
                         let value = Array("c\(client)-\(n)".utf8)
                         let id = history.invoke(key: key, kind: .write(value))
                         let answer = try? HTTP.follow("PUT", master + "/store/" + key, body: value, redirects: 2)
                         history.complete(id, answer?.status == 201 ? .ok(read: nil) : answer.map { (400..<500).contains($0.status) } == true ? .failed : .unknown)
+                        notes.withLock { $0[id] = "via \(via): \(answer.map { "\($0.status) \($0.text.prefix(80))" } ?? "no answer")" }
                     } else if roll < 9 {
                         let id = history.invoke(key: key, kind: .read)
                         let answer = try? HTTP.follow("GET", master + "/store/" + key, redirects: 3)
+                        notes.withLock { $0[id] = "via \(via): \(answer.map { "\($0.status) \($0.headers["Location"] ?? "")" } ?? "no answer")" }
                         switch answer?.status {
                         case 200?: history.complete(id, .ok(read: answer!.body))
                         case 404?: history.complete(id, .ok(read: nil))
@@ -209,6 +214,7 @@ final class MasterGroupTests: XCTestCase {
                     } else {
                         let id = history.invoke(key: key, kind: .delete)
                         let answer = try? HTTP.follow("DELETE", master + "/store/" + key, redirects: 2)
+                        notes.withLock { $0[id] = "via \(via): \(answer.map { "\($0.status) \($0.text.prefix(80))" } ?? "no answer")" }
                         history.complete(id, [204, 404].contains(answer?.status ?? 0) ? .ok(read: nil) : .unknown)
                     }
                 }
@@ -224,7 +230,10 @@ final class MasterGroupTests: XCTestCase {
         let answered = operations.filter { if case .ok = $0.outcome { return true } else { return false } }
         print("linearizability: \(operations.count) operations, \(answered.count) answered, across a failover")
         XCTAssertGreaterThan(answered.count, 100)
-        XCTAssertEqual(Linearizability.check(operations), .linearizable)
+        if case .violation(let violation) = Linearizability.check(operations) {
+            let story = notes.withLock { notes in violation.operations.map { "  #\($0.id): \(notes[$0.id] ?? "?")" } }
+            XCTFail("\(violation)\n" + story.joined(separator: "\n"))
+        }
     }
 
     /// The S3 gateway and the `kalavara` CLI, given both masters, reach whichever leads, across

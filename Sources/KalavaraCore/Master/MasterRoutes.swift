@@ -168,7 +168,8 @@ extension Master {
 
     /// DELETE: send the client to a live holder, with the delete's version and the holders.
     private func redirectDelete(_ key: Key) throws -> HTTPResponse {
-        guard let record = try index.record(for: key), !record.isTombstone else {
+        // Its 404 is a read too: it must not see a delete the group has not acknowledged.
+        guard let record = try currentRecord(key), !record.isTombstone else {
             return isRebuilding ? Self.rebuildingAnswer : .text(404, "no such key")
         }
         // A delete writes too: a tombstone and its expiry entry, the size of a bare record.

@@ -290,13 +290,13 @@ final class MasterLink: @unchecked Sendable {
             loop.report { $0 = Registration(registered: ok, lastSuccess: ok ? monotonicSeconds() : $0.lastSuccess) }
             if ok != registered {
                 if ok {
-                    Log.info("registered with master \(master) as \(selfURL)")
+                    Log.info("registered with master \(masters.preferred ?? master) as \(selfURL)")
                 } else if let answer {
                     // A drained volume's registration is refused (410) until an operator adds it again.
-                    Log.warning("master \(master) refused the registration: \(answer.status) "
+                    Log.warning("master \(masters.preferred ?? master) refused the registration: \(answer.status) "
                                 + answer.text.trimmingCharacters(in: .whitespacesAndNewlines))
                 } else if registered == true {
-                    Log.warning("cannot reach master \(master); retrying")
+                    Log.warning("cannot reach master \(masters.known.joined(separator: ",")); retrying")
                 }
             }
         }
