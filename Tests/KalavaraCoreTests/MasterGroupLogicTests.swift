@@ -84,7 +84,7 @@ final class MasterGroupLogicTests: XCTestCase {
         let written = db.latestSequence
         let settled = Atomic(false)
         let writer = Thread {
-            try? shipping.settle(through: written, durable: true)
+            try? shipping.settle(through: written)
             settled.store(true, ordering: .relaxed)
         }
         writer.start()
@@ -106,14 +106,14 @@ final class MasterGroupLogicTests: XCTestCase {
         _ = try shipping.poll(member: "http://s:1", from: db.latestSequence + 1)
         try db.put(Array("b".utf8), Array("2".utf8), sync: true)
         let started = Date()
-        try shipping.settle(through: db.latestSequence, durable: true)
+        try shipping.settle(through: db.latestSequence)
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 0.3, "the standby is given the sync timeout")
         XCTAssertEqual(recorder.sets.withLock { $0 }, [["http://s:1"], []], "the set without it is recorded before the write counts")
         XCTAssertEqual(shipping.view.first?.inSync, false)
         // Not waited for any more: the next write does not wait.
         try db.put(Array("c".utf8), Array("3".utf8), sync: true)
         let next = Date()
-        try shipping.settle(through: db.latestSequence, durable: true)
+        try shipping.settle(through: db.latestSequence)
         XCTAssertLessThan(Date().timeIntervalSince(next), 0.2)
     }
 
@@ -123,12 +123,12 @@ final class MasterGroupLogicTests: XCTestCase {
         _ = try shipping.poll(member: "http://s:1", from: db.latestSequence + 1)
         recorder.failing.store(true, ordering: .relaxed)
         try db.put(Array("b".utf8), Array("2".utf8), sync: true)
-        XCTAssertThrowsError(try shipping.settle(through: db.latestSequence, durable: true)) { error in
+        XCTAssertThrowsError(try shipping.settle(through: db.latestSequence)) { error in
             XCTAssertEqual((error as? HTTPError)?.status, 503)
         }
         // Still waited for: a standby that comes back confirms and the write counts.
         _ = try shipping.poll(member: "http://s:1", from: db.latestSequence + 1)
-        try shipping.settle(through: db.latestSequence, durable: true)
+        try shipping.settle(through: db.latestSequence)
     }
 
     func testAStandbyFarBehindIsNotWaitedForUntilItCatchesUp() throws {
@@ -139,7 +139,7 @@ final class MasterGroupLogicTests: XCTestCase {
         XCTAssertEqual(recorder.sets.withLock { $0 }, [], "far behind: not recorded")
         let started = Date()
         try db.put(Array("x".utf8), [1], sync: true)
-        try shipping.settle(through: db.latestSequence, durable: true)
+        try shipping.settle(through: db.latestSequence)
         XCTAssertLessThan(Date().timeIntervalSince(started), 1, "a write does not wait for a standby still catching up")
     }
 }

@@ -62,17 +62,18 @@ final class LogShipping: @unchecked Sendable {
 
     // MARK: Writers
 
-    /// Called after every write on the leader: wakes polls waiting for the log to grow, and
-    /// for a durable write returns once every standby waited for holds `sequence`.
-    func settle(through sequence: UInt64, durable: Bool) throws {
-        let deadline = monotonicSeconds() + syncTimeout
+    /// Called as soon as a write is in the leader's log: wakes polls waiting for it to grow.
+    func logged(through sequence: UInt64) {
         condition.lock()
         mark(sequence)
         condition.broadcast()
-        guard durable else {
-            condition.unlock()
-            return
-        }
+        condition.unlock()
+    }
+
+    /// For a durable write: returns once every standby waited for holds `sequence`.
+    func settle(through sequence: UInt64) throws {
+        let deadline = monotonicSeconds() + syncTimeout
+        condition.lock()
         while true {
             let laggards = members.filter { $0.value.waitedFor && $0.value.confirmed < sequence }.map(\.key)
             if laggards.isEmpty { break }

@@ -110,9 +110,10 @@ final class MasterGroup: @unchecked Sendable, WriteGate {
         guard isLeader else { throw HTTPError(503, "this master is a standby: only the leader writes the index") }
     }
 
-    func settle(through sequence: UInt64, durable: Bool) throws {
-        try shipping.settle(through: sequence, durable: durable)
-        guard durable else { return }
+    func logged(through sequence: UInt64) { shipping.logged(through: sequence) }
+
+    func settle(through sequence: UInt64) throws {
+        try shipping.settle(through: sequence)
         let wait = state.withLock { $0.holdUntil } - monotonicSeconds()
         if wait > 0 { usleep(UInt32(wait * 1_000_000)) }
         guard surelyLeads else {

@@ -339,9 +339,27 @@ final class RocksDB: @unchecked Sendable {
                 }
             }
         }
-        try writeGate?.admit()
-        try whileOpen { try unlockedWrite(handle, sync: sync) }
-        if let writeGate { try writeGate.settle(through: latestSequence, durable: sync) }
+        guard let writeGate else { return try whileOpen { try unlockedWrite(handle, sync: sync) } }
+        // In a master group the batch is logged without waiting for the disk, the standbys
+        // are woken to fetch it while this log's own sync runs, and the write counts once
+        // both hold it: the two fsyncs overlap instead of following each other.
+        try writeGate.admit()
+        try whileOpen { try unlockedWrite(handle, sync: false) }
+        let sequence = latestSequence
+        writeGate.logged(through: sequence)
+        guard sync else { return }
+        try whileOpen { try unlockedSyncLog() }
+        try writeGate.settle(through: sequence)
+    }
+
+    /// Makes everything logged so far durable (`SyncWAL`: concurrent callers queue behind
+    /// one sync and the next covers them all, as RocksDB's own group commit does).
+    private func unlockedSyncLog() throws {
+        var error: UnsafeMutablePointer<CChar>?
+        rocksdb_flush_wal(db, 1, &error)
+        guard let message = Self.take(error) else { return }
+        if Failure(description: message).isNoSpace { holdOffWrites(message) }
+        throw Failure(description: message)
     }
 
     /// Writes the batch `handle` (inside `whileOpen`), unless writes are held off; a
