@@ -55,6 +55,41 @@ final class MasterGroupLogicTests: XCTestCase {
         }
     }
 
+    // MARK: A standby's copy
+
+    func testAStandbyTakesTheLeadersCheckpointInPlaceOfItsIndex() throws {
+        let leader = try RocksDB(path: directory + "/leader")
+        for n in 0..<50 { try leader.put(Array("k\(n)".utf8), Array("v\(n)".utf8), sync: false) }
+        let standby = try RocksDB(path: directory + "/standby")
+        try standby.put(Array("stale".utf8), [1], sync: true)
+        let sequence = try leader.checkpoint(into: directory + "/standby/incoming")
+        try standby.replaceContents(with: directory + "/standby/incoming")
+        XCTAssertEqual(standby.latestSequence, sequence)
+        XCTAssertNil(try standby.get(Array("stale".utf8)), "what the standby held is gone")
+        XCTAssertEqual(try standby.get(Array("k49".utf8)), Array("v49".utf8))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/standby/incoming"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/standby/" + RocksDB.replacingMarker))
+        // It goes on from there as the leader's log does.
+        try leader.put(Array("next".utf8), [2], sync: true)
+        let tail = try leader.logTail(from: sequence + 1)
+        try standby.apply(try tail.read(maxBytes: 1 << 20), sync: true)
+        XCTAssertEqual(try standby.get(Array("next".utf8)), [2])
+    }
+
+    func testACopyCutShortByACrashLeavesAnEmptyIndexToCopyAgain() throws {
+        let path = directory + "/standby"
+        do {
+            let standby = try RocksDB(path: path)
+            try standby.put(Array("half".utf8), [1], sync: true)
+            standby.close()
+        }
+        // What a crash between deleting the old files and moving the new ones in leaves.
+        FileManager.default.createFile(atPath: path + "/" + RocksDB.replacingMarker, contents: nil)
+        let reopened = try RocksDB(path: path)
+        XCTAssertNil(try reopened.get(Array("half".utf8)))
+        XCTAssertEqual(reopened.latestSequence, 0, "empty: the follower copies the leader's index again")
+    }
+
     // MARK: The leader's waiting
 
     private final class SetRecorder: @unchecked Sendable {

@@ -223,50 +223,22 @@ final class RocksDB: @unchecked Sendable {
         }
     }
 
-    /// A standby's database becomes a copy of the leader's: the checkpoint's files in
-    /// `incoming` (a folder inside this database's directory, synced) replace this
-    /// database's, which is then opened again. A crash in the middle leaves the marker
-    /// `REPLACING` behind, and the next open starts from an empty database: a standby that
-    /// was taking a copy takes it again.
-    public func replaceContents(with incoming: String) throws {
+    /// Runs `body` with the database closed (no call in flight, none let in), then opens it
+    /// again for writing: `replaceContents` swaps its files meanwhile.
+    func whileClosed(_ body: () throws -> Void) throws {
         pthread_rwlock_wrlock(&lifetime)
         defer { pthread_rwlock_unlock(&lifetime) }
         guard !isClosed else { throw Failure(description: "the index is closed") }
-        let marker = path + "/" + Self.replacingMarker
-        guard FileManager.default.createFile(atPath: marker, contents: nil) else {
-            throw Failure(description: "cannot create \(marker)")
-        }
-        try FileStore.syncDirectory(path)
         if !isLost {
             destroyLogIterators()
             rocksdb_close(db)
             isLost = true
         }
-        try Self.removeContents(of: path, keeping: [Self.replacingMarker, (incoming as NSString).lastPathComponent, "replication"])
-        for name in try FileManager.default.contentsOfDirectory(atPath: incoming) {
-            guard rename(incoming + "/" + name, path + "/" + name) == 0 else {
-                throw Failure(description: "cannot move \(name) into the index: \(String(cString: strerror(errno)))")
-            }
-        }
-        try FileStore.syncDirectory(path)
-        try? FileManager.default.removeItem(atPath: incoming)
+        try body()
         db = try Self.open(options, path, readOnly: false)
         isLost = false
         isReadOnly = false
         heldOffReason.withLock { _ in heldOff.store(false, ordering: .releasing) }
-        unlink(marker)
-        try FileStore.syncDirectory(path)
-    }
-
-    /// Left in the directory while `replaceContents` runs.
-    static let replacingMarker = "REPLACING"
-
-    /// Deletes everything in `directory` but the names in `keeping` (RocksDB's files and
-    /// its `archive/` of old logs).
-    private static func removeContents(of directory: String, keeping: Set<String>) throws {
-        for name in try FileManager.default.contentsOfDirectory(atPath: directory) where !keeping.contains(name) {
-            try FileManager.default.removeItem(atPath: directory + "/" + name)
-        }
     }
 
     /// Closes; later calls fail. Safe to call twice.
