@@ -8,14 +8,21 @@ import KalavaraSupport
 /// `503` (no leader yet, or one that no longer surely leads) the others are tried, again
 /// and again until `patience` runs out. Calls sent again must be idempotent, as commits are.
 ///
-/// With one master known nothing is retried: a single master behaves exactly as before.
+/// Given one master of a group, the others are learnt from its `GET /admin/masters` (at the
+/// first answer, then every `learnEvery` seconds), so a daemon started with one master's URL
+/// still reaches the group when that master dies. With one master known nothing is retried:
+/// a single master behaves exactly as before.
 public final class MasterDirectory: @unchecked Sendable {
     private let lock = NSLock()
     /// Configured first, learnt ones after, each once.
     private var masters: [String]
     private var leader: String?
+    /// When the group was last asked who is in it (monotonic seconds).
+    private var lastLearned = -Double.infinity
     /// Redirects followed in one call at most.
     static let maxHops = 3
+    /// How often a master is asked who else is in its group.
+    static let learnEvery = 30.0
 
     public init(_ masters: [String]) {
         var unique: [String] = []
@@ -55,6 +62,7 @@ public final class MasterDirectory: @unchecked Sendable {
                         continue
                     }
                     lock.withLock { self.leader = answeredBy }
+                    learnGroup(from: answeredBy, client, headers)
                     return answer
                 } catch {
                     lastError = error
@@ -67,6 +75,23 @@ public final class MasterDirectory: @unchecked Sendable {
             }
             usleep(250_000)
         }
+    }
+
+    /// Learns the masters of `master`'s group (`GET /admin/masters`, with the caller's
+    /// credentials), at most every `learnEvery` seconds; quietly nothing when it will not say.
+    private func learnGroup(from master: String, _ client: HTTPClient, _ headers: HTTPHeaders) {
+        let now = monotonicSeconds()
+        let due = lock.withLock { () -> Bool in
+            guard now - lastLearned >= Self.learnEvery else { return false }
+            lastLearned = now
+            return true
+        }
+        guard due, let url = HTTPURL(master + "/admin/masters") else { return }
+        var ask = HTTPHeaders()
+        if let authorization = headers["Authorization"] { ask.add("Authorization", authorization) }
+        guard let answer = try? client.send("GET", url, headers: ask), answer.status == 200,
+              let group = try? JSONDecoder().decode(ClusterStatus.Group.self, from: Data(answer.body)) else { return }
+        for member in group.masters { learn(member.url) }
     }
 
     /// One master's answer, following its `307`s to the leader; returns who answered.
