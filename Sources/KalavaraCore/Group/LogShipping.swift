@@ -35,8 +35,11 @@ final class LogShipping: @unchecked Sendable {
     private let recordSet: @Sendable ([String]) throws -> Void
 
     /// `members`, `marks` and `tails` are behind its mutex; it is broadcast on each
-    /// confirmation and each write.
+    /// confirmation and each drop, which is what writers wait for.
     private let condition = MonotonicCondition()
+    /// Broadcast as the log grows, which is what polls wait for. Apart from `condition`, so
+    /// that each write does not wake every writer waiting for its confirmation for nothing.
+    private let grown = MonotonicCondition()
     private var members: [String: Member] = [:]
     /// (monotonic time, log end) after each write, for the last few seconds: how far behind
     /// each standby is.
@@ -64,10 +67,10 @@ final class LogShipping: @unchecked Sendable {
 
     /// Called as soon as a write is in the leader's log: wakes polls waiting for it to grow.
     func logged(through sequence: UInt64) {
-        condition.lock()
-        mark(sequence)
-        condition.broadcast()
-        condition.unlock()
+        condition.withLock { mark(sequence) }
+        grown.lock()
+        grown.broadcast()
+        grown.unlock()
     }
 
     /// For a durable write: returns once every standby waited for holds `sequence`.
@@ -140,9 +143,9 @@ final class LogShipping: @unchecked Sendable {
         var batches = try tail!.read(maxBytes: Self.answerBytes)
         if batches.isEmpty {
             let until = monotonicSeconds() + Self.pollWait
-            condition.lock()
-            while db.latestSequence < from, monotonicSeconds() < until { condition.wait(until: until) }
-            condition.unlock()
+            grown.lock()
+            while db.latestSequence < from, monotonicSeconds() < until { grown.wait(until: until) }
+            grown.unlock()
             batches = try tail!.read(maxBytes: Self.answerBytes)
         }
         return batches
