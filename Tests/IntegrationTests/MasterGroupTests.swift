@@ -297,6 +297,36 @@ final class MasterGroupTests: XCTestCase {
         XCTAssertEqual(try group.put("after", Array("x".utf8), via: 1).status, 201)
     }
 
+    /// Three masters: two failovers in a row, each standby rejoining the new leader's set.
+    func testAThreeMasterGroupFailsOverTwiceLosingNothing() throws {
+        group = try GroupCluster(masters: 3)
+        try group.start(0)
+        XCTAssertEqual(try group.waitForLeader(among: [0]), 0)
+        try group.waitForVolumes(on: 0)
+        try group.start(1)
+        try group.start(2)
+        try group.waitInSync(1, leader: 0)
+        try group.waitInSync(2, leader: 0)
+        var written: [(String, String)] = []
+        func write(_ prefix: String, via master: Int) throws {
+            for n in 0..<20 {
+                XCTAssertEqual(try group.put("\(prefix)-\(n)", Array("\(prefix)\(n)".utf8), via: master).status, 201)
+                written.append(("\(prefix)-\(n)", "\(prefix)\(n)"))
+            }
+        }
+        try write("one", via: 0)
+        group.kill9(0)
+        let second = try group.waitForLeader(among: [1, 2])
+        let third = 3 - second
+        try group.waitInSync(third, leader: second)
+        try write("two", via: third)
+        group.kill9(second)
+        XCTAssertEqual(try group.waitForLeader(among: [third]), third)
+        try group.waitForVolumes(on: third)
+        try write("three", via: third)
+        for (key, value) in written { XCTAssertEqual(try group.get(key, via: third).text, value, key) }
+    }
+
     func testGroupViewAndStandbyRedirects() throws {
         try startPair()
         let view = try XCTUnwrap(group.view(1))
