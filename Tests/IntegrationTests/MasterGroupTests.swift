@@ -327,6 +327,27 @@ final class MasterGroupTests: XCTestCase {
         for (key, value) in written { XCTAssertEqual(try group.get(key, via: third).text, value, key) }
     }
 
+    /// A leader stopped gracefully (SIGTERM) gives its lease back: the standby takes over at
+    /// once, not a lease later.
+    func testAGracefulStopHandsTheLeadOverAtOnce() throws {
+        group = try GroupCluster(masters: 2, leaseTTL: 10)
+        try group.start(0)
+        XCTAssertEqual(try group.waitForLeader(among: [0]), 0)
+        try group.waitForVolumes(on: 0)
+        try group.start(1)
+        try group.waitInSync(1, leader: 0)
+        XCTAssertEqual(try group.put("k", Array("v".utf8), via: 0).status, 201)
+        let stopped = Date()
+        group.signal(0, SIGTERM)
+        XCTAssertEqual(try group.waitForLeader(among: [1], timeout: 8), 1)
+        XCTAssertLessThan(Date().timeIntervalSince(stopped), 5, "well inside the 10 s lease")
+        let process = try XCTUnwrap(group.process(0))
+        try waitUntil("the stopped master to exit", timeout: 15) { !process.isRunning }
+        XCTAssertEqual(process.terminationStatus, 0)
+        try group.waitForVolumes(on: 1)
+        XCTAssertEqual(try group.get("k", via: 1).text, "v")
+    }
+
     func testGroupViewAndStandbyRedirects() throws {
         try startPair()
         let view = try XCTUnwrap(group.view(1))

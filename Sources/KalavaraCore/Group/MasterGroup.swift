@@ -71,7 +71,10 @@ final class MasterGroup: @unchecked Sendable, WriteGate {
         follower.start()
     }
 
+    /// Stops leading or following; the lease is revoked so a standby takes over at once
+    /// rather than after the TTL. Writes still in flight here are no longer acknowledged.
     func stop() {
+        leading.store(false, ordering: .releasing)
         follower.stop()
         loop.stop()
         if let lease = state.withLock({ $0.lease }) { try? etcd.revoke(lease) }
