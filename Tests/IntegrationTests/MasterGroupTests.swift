@@ -244,7 +244,8 @@ final class MasterGroupTests: XCTestCase {
         let masters = group.url(0) + "," + group.url(1)
         let port = freeLoopbackPort()
         // The gateway is given the leader alone: it learns the standby from the leader's group.
-        _ = try group.cluster.launch("kalavara-s3", ["-p", String(port), "-m", group.url(0), "--bind", "127.0.0.1"], log: "s3")
+        // Stopped with the cluster (`others`), as the gateways `startGateway` starts.
+        group.cluster.others.append(try group.cluster.launch("kalavara-s3", ["-p", String(port), "-m", group.url(0), "--bind", "127.0.0.1"], log: "s3"))
         let s3 = "http://127.0.0.1:\(port)"
         try waitUntil("the gateway", timeout: 10) { (try? HTTP.send("GET", s3 + "/_health"))?.status == 200 }
         XCTAssertEqual(try HTTP.send("PUT", s3 + "/photos").status, 200)
