@@ -27,8 +27,8 @@ public struct ReplicatedBatch: Sendable, Equatable {
     /// exactly its counted puts and deletes.
     public init(data: [UInt8]) throws {
         guard data.count >= Self.headerSize else { throw Malformed(description: "a batch of \(data.count) bytes") }
-        sequence = data.littleEndian(UInt64.self, at: 0)
-        count = data.littleEndian(UInt32.self, at: 8)
+        sequence = data.readLittleEndian(UInt64.self, at: 0)
+        count = data.readLittleEndian(UInt32.self, at: 8)
         var offset = Self.headerSize
         for index in 0..<count {
             guard offset < data.count else { throw Malformed(description: "a batch ends at its record \(index) of \(count)") }
@@ -67,9 +67,9 @@ public struct ReplicatedBatch: Sendable, Equatable {
     public static func encode(_ batches: [ReplicatedBatch]) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(4 + batches.reduce(0) { $0 + 4 + $1.data.count })
-        bytes.appendLittleEndian(UInt32(batches.count))
+        bytes.append(littleEndian: UInt32(batches.count))
         for batch in batches {
-            bytes.appendLittleEndian(UInt32(batch.data.count))
+            bytes.append(littleEndian: UInt32(batch.data.count))
             bytes += batch.data
         }
         return bytes
@@ -78,13 +78,13 @@ public struct ReplicatedBatch: Sendable, Equatable {
     /// The batches `encode` wrote; any other bytes (short, long, or a malformed batch) throw.
     public static func decode(_ bytes: [UInt8]) throws -> [ReplicatedBatch] {
         guard bytes.count >= 4 else { throw Malformed(description: "\(bytes.count) bytes, without a batch count") }
-        let total = Int(bytes.littleEndian(UInt32.self, at: 0))
+        let total = Int(bytes.readLittleEndian(UInt32.self, at: 0))
         var batches: [ReplicatedBatch] = []
         batches.reserveCapacity(min(total, bytes.count / (4 + headerSize)))
         var offset = 4
         for index in 0..<total {
             guard bytes.count - offset >= 4 else { throw Malformed(description: "the encoding ends before batch \(index) of \(total)") }
-            let length = Int(bytes.littleEndian(UInt32.self, at: offset))
+            let length = Int(bytes.readLittleEndian(UInt32.self, at: offset))
             offset += 4
             guard bytes.count - offset >= length else { throw Malformed(description: "the encoding ends inside batch \(index) of \(total)") }
             batches.append(try ReplicatedBatch(data: Array(bytes[offset..<offset + length])))
@@ -324,17 +324,5 @@ public final class LogTail: @unchecked Sendable {
         var size = 0
         let data = rocksdb_writebatch_data(handle, &size)!
         return try ReplicatedBatch(data: Array(UnsafeRawBufferPointer(start: data, count: size)))
-    }
-}
-
-private extension [UInt8] {
-    func littleEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
-        var value: T = 0
-        for index in 0..<MemoryLayout<T>.size { value |= T(self[offset + index]) << (8 * index) }
-        return value
-    }
-
-    mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
-        for index in 0..<MemoryLayout<T>.size { append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
     }
 }
