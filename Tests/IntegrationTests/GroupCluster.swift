@@ -1,4 +1,5 @@
 import Foundation
+import KalavaraCore
 import KalavaraHTTP
 import Synchronization
 import TestSupport
@@ -49,25 +50,10 @@ final class GroupCluster: @unchecked Sendable {
 
     func process(_ master: Int) -> Process? { masters[master] }
 
-    struct View: Decodable {
-        struct Member: Decodable {
-            var url: String
-            var role: String
-            var inSync: Bool
-            var lagMs: Int
-        }
-        var group: String
-        var leader: String?
-        var epoch: UInt64
-        var masters: [Member]
-    }
-
     /// `GET /admin/masters` on `master`, nil if it does not answer.
-    func view(_ master: Int) -> View? {
+    func view(_ master: Int) -> ClusterStatus.Group? {
         guard let answer = try? HTTP.send("GET", url(master) + "/admin/masters", timeout: 2), answer.status == 200 else { return nil }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try? decoder.decode(View.self, from: Data(answer.body))
+        return try? JSONDecoder().decode(ClusterStatus.Group.self, from: Data(answer.body))
     }
 
     /// Waits until one of `among` says it leads, and returns it.
@@ -100,15 +86,8 @@ final class GroupCluster: @unchecked Sendable {
 
     /// Waits until `master` counts every volume up (a master checks their health itself,
     /// standbys too).
-    func waitForVolumes(on master: Int, timeout: Double = 20) throws {
-        do {
-            try waitUntil("\(volumePorts.count) volume(s) up on \(url(master))", timeout: timeout) {
-                let text = (try? HTTP.send("GET", url(master) + "/admin/volumes", timeout: 2))?.text ?? ""
-                return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= volumePorts.count
-            }
-        } catch {
-            throw ClusterError("\(error); logs:\n\(cluster.logText())")
-        }
+    func waitForVolumes(on master: Int) throws {
+        try cluster.waitUntilVolumesUp(volumePorts.count, at: url(master), timeout: 20)
     }
 
     /// A client's PUT through `master`, following the redirects (to the leader, then a volume).

@@ -108,10 +108,11 @@ final class TestCluster {
 
     /// Waits until the master counts `count` volumes up (in a signed cluster, only once each
     /// signed health answer checked out); `headers` for a master with `--auth-file`.
-    func waitUntilVolumesUp(_ count: Int, headers: [(String, String)] = []) throws {
+    /// `at`: another master than this cluster's (one of a group's).
+    func waitUntilVolumesUp(_ count: Int, headers: [(String, String)] = [], at master: String? = nil, timeout: Double = 10) throws {
         do {
-            try waitUntil("\(count) volume(s) up", timeout: 10) {
-                let text = (try? HTTP.send("GET", masterURL + "/admin/volumes", headers: headers))?.text ?? ""
+            try waitUntil("\(count) volume(s) up", timeout: timeout) {
+                let text = (try? HTTP.send("GET", (master ?? masterURL) + "/admin/volumes", headers: headers))?.text ?? ""
                 return text.components(separatedBy: "\"state\":\"up\"").count - 1 >= count
             }
         } catch {

@@ -84,7 +84,7 @@ final class MasterGroupLogicTests: XCTestCase {
             standby.close()
         }
         // What a crash between deleting the old files and moving the new ones in leaves.
-        FileManager.default.createFile(atPath: path + "/" + RocksDB.replacingMarker, contents: nil)
+        _ = FileManager.default.createFile(atPath: path + "/" + RocksDB.replacingMarker, contents: nil)
         let reopened = try RocksDB(path: path)
         XCTAssertNil(try reopened.get(Array("half".utf8)))
         XCTAssertEqual(reopened.latestSequence, 0, "empty: the follower copies the leader's index again")

@@ -115,6 +115,7 @@ struct CheckpointTransfer {
             var offset = 0
             while offset < piece.count {
                 let n = write(fd, piece.baseAddress! + offset, piece.count - offset)
+                if n < 0, errno == EINTR { continue }
                 guard n > 0 else { throw HTTPError(507, "writing \(file.name): \(String(cString: strerror(errno)))") }
                 offset += n
             }

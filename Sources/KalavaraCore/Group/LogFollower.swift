@@ -29,7 +29,8 @@ final class LogFollower: @unchecked Sendable {
     private let needsCheckpoint = Atomic(false)
     /// Called after batches are applied: the master reloads what it derives from the index.
     var applied: @Sendable () -> Void = {}
-    private let failures = Mutex((count: 0, lastLogged: -Double.infinity))
+    /// When a failure to follow was last logged (monotonic seconds): once every 10 s at most.
+    private let lastLoggedFailure = Mutex(-Double.infinity)
 
     init(group: MasterGroup, index: Index, secret: ClusterSecret?) {
         self.group = group
@@ -71,15 +72,13 @@ final class LogFollower: @unchecked Sendable {
                 return
             }
             try poll(leader.url)
-            failures.withLock { $0.count = 0 }
         } catch {
                 let now = monotonicSeconds()
-                let log = failures.withLock { state -> Bool in
-                    state.count += 1
-                    guard now - state.lastLogged > 10 else { return false }
-                    state.lastLogged = now
-                    return true
-                }
+            let log = lastLoggedFailure.withLock { last -> Bool in
+                guard now - last > 10 else { return false }
+                last = now
+                return true
+            }
             if log { Log.warning("following the leader \(leader.url): \(error)") }
             _ = loop.pause(0.2)
         }

@@ -20,7 +20,6 @@ final class LogShipping: @unchecked Sendable {
     struct Member {
         /// The last sequence it holds.
         var confirmed: UInt64 = 0
-        var lastContact = 0.0
         /// Writes wait for it.
         var waitedFor = false
         /// In the in-sync set in etcd.
@@ -158,7 +157,6 @@ final class LogShipping: @unchecked Sendable {
         defer { condition.unlock() }
         var member = members[url] ?? Member()
         member.confirmed = max(member.confirmed, last)
-        member.lastContact = monotonicSeconds()
         if !member.waitedFor, last + Self.joinSlack >= latest {
             member.waitedFor = true
             member.joinTarget = latest
@@ -195,7 +193,6 @@ final class LogShipping: @unchecked Sendable {
         var url: String
         var inSync: Bool
         var lagMilliseconds: Int
-        var lastContact: Double
     }
 
     /// Each standby heard from: whether it is in the in-sync set, and how long ago the
@@ -206,8 +203,7 @@ final class LogShipping: @unchecked Sendable {
             members.map { url, member in
                 let oldestLacking = marks.first(where: { $0.sequence > member.confirmed })?.time
                 return MemberView(url: url, inSync: member.recorded,
-                                  lagMilliseconds: oldestLacking.map { Int((now - $0) * 1000) } ?? 0,
-                                  lastContact: member.lastContact)
+                                  lagMilliseconds: oldestLacking.map { Int((now - $0) * 1000) } ?? 0)
             }.sorted { $0.url < $1.url }
         }
     }
