@@ -125,7 +125,7 @@ final class MasterGroupLogicTests: XCTestCase {
         writer.start()
         usleep(200_000)
         XCTAssertFalse(settled.load(ordering: .relaxed), "acknowledged before the standby held it")
-        let batches = try shipping.poll(member: "http://s:1", from: written)
+        let batches = try shipping.poll(member: "http://s:1", from: written).batches
         XCTAssertEqual(batches.map(\.sequence), [written])
         XCTAssertFalse(settled.load(ordering: .relaxed), "a poll that fetches a write does not confirm it")
         _ = try shipping.poll(member: "http://s:1", from: written + 1)
@@ -169,7 +169,7 @@ final class MasterGroupLogicTests: XCTestCase {
     func testAStandbyFarBehindIsNotWaitedForUntilItCatchesUp() throws {
         let (db, shipping, recorder) = try leader(syncTimeout: 5)
         for n in 0..<(Int(LogShipping.joinSlack) + 50) { try db.put(Array("k\(n)".utf8), [1], sync: false) }
-        let batches = try shipping.poll(member: "http://s:1", from: 1)
+        let batches = try shipping.poll(member: "http://s:1", from: 1).batches
         XCTAssertFalse(batches.isEmpty)
         XCTAssertEqual(recorder.sets.withLock { $0 }, [], "far behind: not recorded")
         let started = Date()

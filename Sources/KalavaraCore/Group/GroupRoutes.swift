@@ -66,15 +66,16 @@ extension Master {
         guard history.holdsPrefix(epoch: epoch, last: from - 1, latest: index.db.latestSequence) else {
             return .text(409, "the standby's index (epoch \(epoch), sequence \(from - 1)) is not a prefix of the leader's history")
         }
-        let batches: [ReplicatedBatch]
+        let batches: [ReplicatedBatch], visibleThrough: UInt64
         do {
-            batches = try group.shipping.poll(member: member, from: from)
+            (batches, visibleThrough) = try group.shipping.poll(member: member, from: from)
         } catch let gap as RocksDB.LogGap {
             return .text(410, "\(gap)")
         }
         var response = HTTPResponse(status: 200, body: .bytes(ReplicatedBatch.encode(batches)))
         response.headers.set("Content-Type", "application/octet-stream")
         response.headers.set("Kalavara-Epoch", String(history.current))
+        response.headers.set(LogShipping.visibleThroughHeader, String(visibleThrough))
         return response
     }
 }

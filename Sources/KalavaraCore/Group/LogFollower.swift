@@ -67,6 +67,7 @@ final class LogFollower: @unchecked Sendable {
         do {
             if needsCheckpoint.load(ordering: .relaxed) || index.db.latestSequence == 0 {
                 try CheckpointTransfer(client: copies, index: index).copy(from: leader.url, member: group.url, install: unlessPaused)
+                group.fence.clear()
                 needsCheckpoint.store(false, ordering: .relaxed)
                 applied()
                 return
@@ -96,7 +97,10 @@ final class LogFollower: @unchecked Sendable {
         switch answer.status {
         case 200:
             let batches = try ReplicatedBatch.decode(answer.body)
+            // A leader that sends no mark counts on no other standby.
+            let visibleThrough = answer.headers[LogShipping.visibleThroughHeader].flatMap(UInt64.init) ?? .max
             if !batches.isEmpty {
+                group.fence.willApply(batches, visibleThrough: visibleThrough)
                 do {
                     try unlessPaused { try index.db.apply(batches, sync: true) }
                 } catch let gap as RocksDB.LogGap {
@@ -105,6 +109,7 @@ final class LogFollower: @unchecked Sendable {
                 }
                 applied()
             }
+            group.fence.advance(to: visibleThrough)
         case 409, 410:
             // Diverged, or the leader's log no longer reaches back here.
             Log.warning("this standby takes a new copy of the leader's index: \(answer.text)")

@@ -26,6 +26,10 @@ final class LogShipping: @unchecked Sendable {
         var recorded = false
         /// It is recorded once it confirms this (the log's end when it started being waited for).
         var joinTarget: UInt64 = 0
+        /// Left the in-sync set: it may still answer reads until then (monotonic seconds).
+        var mayAnswerUntil = 0.0
+        /// The last *visible through* mark its polls were sent.
+        var sentMark: UInt64 = 0
     }
 
     private let db: RocksDB
@@ -48,6 +52,9 @@ final class LogShipping: @unchecked Sendable {
     private var tails: [String: LogTail] = [:]
     /// Serialises changes of the in-sync set (each an etcd transaction).
     private let setChanges = Mutex(())
+    /// No standby shows a write beyond `sequence` before `until`: standbys of the previous
+    /// leader may still answer reads from what they held then (set on taking over).
+    private var visibilityHold: (sequence: UInt64, until: Double) = (.max, 0)
 
     /// How long a poll waits for a write when the standby is caught up.
     static let pollWait = 0.5
@@ -55,6 +62,8 @@ final class LogShipping: @unchecked Sendable {
     static let joinSlack: UInt64 = 1000
     /// The most a poll's answer carries.
     static let answerBytes = 4 << 20
+    /// The answer's header naming the sequence through which the standby may show what it holds.
+    static let visibleThroughHeader = "Kalavara-Visible-Through"
 
     init(db: RocksDB, syncTimeout: Double, recordSet: @escaping @Sendable ([String]) throws -> Void) {
         self.db = db
@@ -107,8 +116,12 @@ final class LogShipping: @unchecked Sendable {
                                     + "no write is acknowledged until it can")
                 }
             }
+            // A recorded one read the set it was in at most half a sync timeout ago, and may
+            // answer reads until half a sync timeout after this record (`MasterGroup.servesReads`).
+            let mayAnswerUntil = monotonicSeconds() + syncTimeout / 2
             condition.lock()
             for url in still {
+                if members[url]?.recorded == true { members[url]?.mayAnswerUntil = mayAnswerUntil }
                 members[url]?.waitedFor = false
                 members[url]?.recorded = false
             }
@@ -129,11 +142,17 @@ final class LogShipping: @unchecked Sendable {
         }
     }
 
+    /// On taking over: no standby shows a write beyond `sequence` for `seconds`.
+    func holdVisibility(at sequence: UInt64, for seconds: Double) {
+        condition.withLock { visibilityHold = (sequence, monotonicSeconds() + seconds) }
+    }
+
     // MARK: Standbys
 
     /// A standby's poll: records that it holds everything before `from`, then returns what
-    /// the log holds from there (waiting a little when there is nothing yet).
-    func poll(member url: String, from: UInt64) throws -> [ReplicatedBatch] {
+    /// the log holds from there (waiting a little when there is nothing yet), and the
+    /// sequence through which it may show what it holds (see `VisibilityFence`).
+    func poll(member url: String, from: UInt64) throws -> (batches: [ReplicatedBatch], visibleThrough: UInt64) {
         let recordNow = confirm(url, holding: from - 1)
         if recordNow { record(url) }
         var tail = condition.withLock { tails.removeValue(forKey: url) }
@@ -141,29 +160,66 @@ final class LogShipping: @unchecked Sendable {
         defer { condition.withLock { tails[url] = tail } }
         var batches = try tail!.read(maxBytes: Self.answerBytes)
         if batches.isEmpty {
+            // Also answered when the mark moves past what it was last sent, while it holds
+            // more than that: its readers of those keys are waiting.
             let until = monotonicSeconds() + Self.pollWait
             grown.lock()
-            while db.latestSequence < from, monotonicSeconds() < until { grown.wait(until: until) }
+            while db.latestSequence < from, !markMoved(for: url, holding: from - 1), monotonicSeconds() < until {
+                grown.wait(until: until)
+            }
             grown.unlock()
             batches = try tail!.read(maxBytes: Self.answerBytes)
         }
-        return batches
+        // Computed after the read: with no other standby it covers every batch sent.
+        let mark = condition.withLock {
+            let mark = visibleThrough(for: url)
+            members[url]?.sentMark = mark
+            return mark
+        }
+        return (batches, mark)
+    }
+
+    /// Through which sequence `url` may show what it holds: every other standby that may
+    /// answer reads holds it. Called under `condition`.
+    private func visibleThrough(for url: String) -> UInt64 {
+        let now = monotonicSeconds()
+        var through = db.latestSequence
+        for (other, member) in members where other != url && (member.waitedFor || member.mayAnswerUntil > now) {
+            through = min(through, member.confirmed)
+        }
+        if visibilityHold.until > now { through = min(through, visibilityHold.sequence) }
+        return through
+    }
+
+    private func markMoved(for url: String, holding last: UInt64) -> Bool {
+        condition.withLock {
+            guard let sent = members[url]?.sentMark, sent < last else { return false }
+            return visibleThrough(for: url) > sent
+        }
     }
 
     /// Notes a standby's confirmation; true when it has just earned its place in the set.
     private func confirm(_ url: String, holding last: UInt64) -> Bool {
         let latest = db.latestSequence
-        condition.lock()
-        defer { condition.unlock() }
-        var member = members[url] ?? Member()
-        member.confirmed = max(member.confirmed, last)
-        if !member.waitedFor, last + Self.joinSlack >= latest {
-            member.waitedFor = true
-            member.joinTarget = latest
+        let (joined, others) = condition.withLock {
+            var member = members[url] ?? Member()
+            member.confirmed = max(member.confirmed, last)
+            if !member.waitedFor, last + Self.joinSlack >= latest {
+                member.waitedFor = true
+                member.joinTarget = latest
+            }
+            members[url] = member
+            condition.broadcast()
+            return (member.waitedFor && !member.recorded && member.confirmed >= member.joinTarget, members.count > 1)
         }
-        members[url] = member
-        condition.broadcast()
-        return member.waitedFor && !member.recorded && member.confirmed >= member.joinTarget
+        // Another standby's mark may have moved, and its poll waits on `grown` (taken
+        // after `condition` is let go: a poll holds `grown` while it looks at the marks).
+        if others {
+            grown.lock()
+            grown.broadcast()
+            grown.unlock()
+        }
+        return joined
     }
 
     /// Adds a caught-up standby to the in-sync set in etcd; until that is recorded it is

@@ -30,6 +30,8 @@ final class MasterGroup: @unchecked Sendable, WriteGate {
     let index: Index
     private(set) var shipping: LogShipping!
     private(set) var follower: LogFollower!
+    /// On a standby, the keys it holds but may not show yet.
+    let fence: VisibilityFence
     /// Becomes leader: the master's part (reload what it derives from the index, start healing).
     private let promoted: @Sendable () throws -> Void
 
@@ -59,6 +61,7 @@ final class MasterGroup: @unchecked Sendable, WriteGate {
         self.index = index
         self.promoted = promoted
         keys = GroupKeys(group: configuration.name)
+        fence = VisibilityFence(patience: configuration.syncTimeout * 2)
         etcd = Etcd(endpoints: configuration.endpoints.compactMap(HTTPURL.init), timeout: 2)
         shipping = LogShipping(db: index.db, syncTimeout: configuration.syncTimeout,
                                recordSet: { [unowned self] in try recordInSync($0) })
@@ -225,7 +228,9 @@ final class MasterGroup: @unchecked Sendable, WriteGate {
     /// acknowledged write while it does.
     private func promote(_ epoch: UInt64) {
         follower.pause() // for good: the follower never applies on a leader
+        fence.clear() // a leader's readers wait for the keys' locks instead
         let now = monotonicSeconds()
+        shipping.holdVisibility(at: index.db.latestSequence, for: configuration.syncTimeout / 2)
         state.withLock {
             $0.epoch = epoch
             $0.leader = nil

@@ -150,12 +150,47 @@ extension Master {
     /// The key's record as a reader may see it. A group's leader writes a commit to its index
     /// before its standbys confirm it, under the key's lock: a reader here waits for that lock,
     /// so it never sees a write the group has not acknowledged, which a read on a standby
-    /// would then not see. (On the event loop, a busy key goes to a worker.)
+    /// would then not see. A standby waits for its key's fence (`VisibilityFence`) for the
+    /// same reason. (On the event loop, a busy key goes to a worker.)
     private func currentRecord(_ key: Key) throws -> IndexRecord? {
-        guard group?.isLeader == true else { return try index.record(for: key) }
-        if let record = try keyLocks.ifFree(for: key, { try index.record(for: key) }) { return record }
-        if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
-        return try keyLocks.withLock(for: key) { try index.record(for: key) }
+        guard let group else { return try index.record(for: key) }
+        if group.isLeader {
+            if let record = try keyLocks.ifFree(for: key, { try index.record(for: key) }) { return record }
+            if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+            return try keyLocks.withLock(for: key) { try index.record(for: key) }
+        }
+        let deadline = monotonicSeconds() + group.fence.patience
+        while true {
+            let record = try index.record(for: key)
+            // Read first, then looked at: a key is fenced before its write is applied.
+            guard let fenced = group.fence.firstFenced(CollectionOfOne(Index.storageKey(key))) else { return record }
+            if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+            guard group.fence.waitForRelease(of: fenced, until: deadline) else { throw VisibilityFence.stillFenced(group.fence.patience) }
+        }
+    }
+
+    /// A page of the index as a lister may see it: like `currentRecord`, it waits for any key
+    /// it read whose write the group has not acknowledged (a delete's tombstone included), then
+    /// reads the page again.
+    private func currentPage(prefix: [UInt8], after: [UInt8]?, limit: Int,
+                             stopAfter: (([UInt8]) -> Bool)?) throws -> [(Key, IndexRecord)] {
+        let deadline = monotonicSeconds() + (group?.fence.patience ?? 0)
+        while true {
+            let page = try index.list(prefix: prefix, after: after, limit: limit, stopAfter: stopAfter)
+            guard let group else { return page }
+            if group.isLeader {
+                let busy = page.filter { keyLocks.ifFree(for: $0.0, { true }) == nil }
+                // Locks are striped: under a steady stream of writes some stripe is always
+                // busy, so after its patience the leader gives the page it has.
+                guard !busy.isEmpty, monotonicSeconds() < deadline else { return page }
+                if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+                for (key, _) in busy { keyLocks.withLock(for: key) {} }
+            } else {
+                guard let fenced = group.fence.firstFenced(page.lazy.map { Index.storageKey($0.0) }) else { return page }
+                if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+                guard group.fence.waitForRelease(of: fenced, until: deadline) else { throw VisibilityFence.stillFenced(group.fence.patience) }
+            }
+        }
     }
 
     /// What a writer asked the index to keep with a value (the S3 gateway's ETag and
@@ -252,7 +287,7 @@ extension Master {
         do {
             page = try Listing.page(prefix: prefix, delimiter: delimiter, after: parameters.bytes("after"), limit: limit,
                                     maxBytes: Listing.pageBytes) {
-                try index.list(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
+                try currentPage(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
             }
         } catch {
             listings.give(reserved)

@@ -90,6 +90,9 @@ public final class Index: Sendable {
 
     // MARK: Reading
 
+    /// The RocksDB key under which `key`'s record is kept.
+    static func storageKey(_ key: Key) -> [UInt8] { keyPrefix + key.bytes }
+
     func record(for key: Key) throws -> IndexRecord? {
         guard let bytes = try db.get(Self.keyPrefix + key.bytes) else { return nil }
         guard let record = IndexRecord(decoding: bytes) else {

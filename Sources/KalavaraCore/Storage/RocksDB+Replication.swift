@@ -35,8 +35,8 @@ public struct ReplicatedBatch: Sendable, Equatable {
             let tag = data[offset]
             offset += 1
             switch tag {
-            case 0x1: try Self.skipSlice(data, &offset); try Self.skipSlice(data, &offset) // put: key, value
-            case 0x0: try Self.skipSlice(data, &offset) // delete: key
+            case 0x1: _ = try Self.slice(data, &offset); _ = try Self.slice(data, &offset) // put: key, value
+            case 0x0: _ = try Self.slice(data, &offset) // delete: key
             default: throw Malformed(description: "a batch record of type \(tag), neither a put nor a delete")
             }
         }
@@ -44,8 +44,23 @@ public struct ReplicatedBatch: Sendable, Equatable {
         self.data = data
     }
 
-    /// Steps over a length-prefixed slice (varint32 length, then the bytes).
-    private static func skipSlice(_ data: [UInt8], _ offset: inout Int) throws {
+    /// The keys its records put or delete (checked well-formed by `init`).
+    var keys: [[UInt8]] {
+        var keys: [[UInt8]] = []
+        keys.reserveCapacity(Int(count))
+        var offset = Self.headerSize
+        for _ in 0..<count {
+            let tag = data[offset]
+            offset += 1
+            guard let key = try? Self.slice(data, &offset) else { break }
+            keys.append(Array(data[key]))
+            if tag == 0x1, (try? Self.slice(data, &offset)) == nil { break }
+        }
+        return keys
+    }
+
+    /// Steps over a length-prefixed slice (varint32 length, then the bytes): where they are.
+    private static func slice(_ data: [UInt8], _ offset: inout Int) throws -> Range<Int> {
         var length = 0
         for shift in stride(from: 0, through: 28, by: 7) {
             guard offset < data.count else { throw Malformed(description: "a batch ends inside a length") }
@@ -56,7 +71,7 @@ public struct ReplicatedBatch: Sendable, Equatable {
             if byte & 0x80 == 0 {
                 guard length <= data.count - offset else { throw Malformed(description: "a batch ends inside a key or value") }
                 offset += length
-                return
+                return offset - length..<offset
             }
         }
         throw Malformed(description: "a length over 32 bits")
