@@ -66,7 +66,7 @@ final class DeploymentTests: XCTestCase {
     }
 
     /// `systemd-analyze security` rates a unit from 0 (locked down) to 10 (exposed); each
-    /// scores 1.5 with the sandbox in kalavara-.service.d (docs/deployment.md), 9.6 without.
+    /// scores 1.4 with the sandbox in kalavara-.service.d (docs/deployment.md), 9.6 without.
     func testEveryUnitGetsTheSharedSandbox() throws {
         for unit in Self.units {
             let result = try runTool("systemd-analyze", ["security", "--offline=yes", "--no-pager", unitDirectory + "/" + unit])
