@@ -59,7 +59,7 @@ public final class Master: @unchecked Sendable {
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })
         health = HealthMonitor(registry: registry, masterURL: configuration.advertisedURL,
-                               interval: configuration.healthInterval, secret: gate.secret)
+                               interval: configuration.healthInterval, secret: gate.secret, replicas: configuration.replicas)
         tombstoneSweep = BackgroundLoop("tombstones", schedule: .every(max(1, min(60, configuration.ticketLifetime / 4))))
         commits = (metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "put")]),
                    metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "delete")]),
