@@ -60,6 +60,7 @@ final class ZoneTests: XCTestCase, @unchecked Sendable {
         let page = try HTTP.send("GET", cluster.masterURL + "/").text
         XCTAssertTrue(page.contains("<td data-label=\"Zone\">b</td>"), page)
         XCTAssertFalse(page.contains("zones-warning"), "three zones are enough for two replicas")
+        XCTAssertTrue(try HTTP.send("GET", cluster.masterURL + "/metrics").text.contains("kalavara_volume_zones 3"))
         let listing = try runTool(TestCluster.binDirectory + "/kalavara", ["-m", cluster.masterURL, "volumes"])
         XCTAssertEqual(listing.status, 0, listing.output)
         XCTAssertTrue(listing.output.contains("ZONE"), listing.output)

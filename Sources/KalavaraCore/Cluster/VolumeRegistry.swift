@@ -288,12 +288,13 @@ extension VolumeRegistry {
         }
     }
 
-    /// How many zones the volumes in service span, once each has answered a health check or
-    /// is down (before, a volume's zone may be the `default` of one not heard from yet).
+    /// How many zones the volumes in service span.
+    var zoneCount: Int { Set(all.filter { $0.mode == .active }.map(\.zone)).count }
+
+    /// The same, once each has answered a health check or is down (before, a volume's zone
+    /// may be the `default` of one not heard from yet).
     var settledZoneCount: Int? {
-        let active = all.filter { $0.mode == .active }
-        guard active.allSatisfy({ $0.hasAnswered || !$0.isLive }) else { return nil }
-        return Set(active.map(\.zone)).count
+        all.allSatisfy { $0.mode != .active || $0.hasAnswered || !$0.isLive } ? zoneCount : nil
     }
 }
 

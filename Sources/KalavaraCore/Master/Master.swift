@@ -70,6 +70,9 @@ public final class Master: @unchecked Sendable {
         metrics.gauge("kalavara_volumes_live", "Volumes answering health checks") { [registry] in
             Double(registry.liveURLs.count)
         }
+        metrics.gauge("kalavara_volume_zones", "Zones the volumes in service span (fewer than --replicas: copies share zones)") {
+            [registry] in Double(registry.zoneCount)
+        }
         for state in [VolumeRegistry.State.up, .down, .out, .draining] {
             metrics.gauge("kalavara_volumes", "Volumes by state", labels: [("state", state.rawValue)]) { [registry] in
                 let now = monotonicSeconds()
