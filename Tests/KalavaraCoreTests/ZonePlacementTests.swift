@@ -36,7 +36,7 @@ final class ZonePlacementTests: XCTestCase {
                 XCTAssertEqual(order.first { zones(of: [$0], in: hosts)[0] == zone }, url)
             }
         }
-        // One pair in five shares a host by chance (the 26 of 120).
+        // One pair in five shares a host by chance (a test cluster had 26 keys of 120 so).
         XCTAssertEqual(Double(sharedBefore) / Double(keys.count), 0.2, accuracy: 0.03)
         // Copies spread evenly: each zone holds about two thirds of the keys.
         for (zone, count) in perZone { XCTAssertEqual(Double(count), Double(keys.count) * 2 / 3, accuracy: 200, zone) }

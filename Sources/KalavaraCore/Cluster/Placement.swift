@@ -8,7 +8,7 @@
 /// Volumes belong to zones (`volume --zone`: whatever fails together), and a key's copies
 /// go to distinct zones: `ranked` turns the rendezvous order into one that takes the best
 /// volume of each zone first. With six volumes on three hosts, two per host, and two copies,
-/// the plain order put 26 of 120 keys with both copies on one host; the ranked one puts none.
+/// the plain order puts one key in five with both copies on one host; the ranked one, none.
 public enum Placement {
     /// The zone of a volume that has not said which (`volume --zone` unset or not reported yet).
     public static let defaultZone = "default"
