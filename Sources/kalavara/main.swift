@@ -67,7 +67,8 @@ struct Status: ParsableCommand {
             print("group \(group.group): " + (group.leader.map { "leader \($0)" } ?? "NO LEADER") + ", epoch \(group.epoch), "
                   + "\(standbys.filter(\.inSync).count) of \(standbys.count) standby(s) in sync")
         }
-        print("volumes: \(up) of \(status.volumes.count) up")
+        print("volumes: \(up) of \(status.volumes.count) up, in \(status.zoneCount) zone(s)"
+              + (status.zoneCount < status.replicas ? ": FEWER ZONES THAN REPLICAS, some keys have two copies in one zone" : ""))
         printVolumes(status.volumes)
         if status.repair.running {
             print("repair: running, \(StatusPage.formatCount(status.repair.scanned)) keys examined, "
@@ -84,12 +85,15 @@ struct Status: ParsableCommand {
 
 func printVolumes(_ volumes: [ClusterStatus.Volume]) {
     let width = max(6, volumes.map(\.url.count).max() ?? 0)
-    print("VOLUME".padding(toLength: width, withPad: " ", startingAt: 0) + "  STATE     KEYS        FREE        USED")
+    let zoneWidth = max(4, volumes.map { ($0.zone ?? Placement.defaultZone).count }.max() ?? 0)
+    print("VOLUME".padding(toLength: width, withPad: " ", startingAt: 0) + "  " + "ZONE".padding(toLength: zoneWidth, withPad: " ", startingAt: 0)
+          + "  STATE     KEYS        FREE        USED")
     for volume in volumes {
         let keys = volume.keys.map(StatusPage.formatCount) ?? "-"
         let free = volume.freeBytes.map(StatusPage.formatBytes) ?? "-"
         let used = volume.usedFraction.map { String(format: "%.0f%%", $0 * 100) } ?? "-"
         print(volume.url.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+              + (volume.zone ?? Placement.defaultZone).padding(toLength: zoneWidth, withPad: " ", startingAt: 0) + "  "
               + volume.state.padding(toLength: 8, withPad: " ", startingAt: 0) + "  "
               + keys.padding(toLength: 10, withPad: " ", startingAt: 0) + "  "
               + free.padding(toLength: 10, withPad: " ", startingAt: 0) + "  " + used)
@@ -115,7 +119,7 @@ struct Masters: ParsableCommand {
 }
 
 struct Volumes: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The volumes and their state.")
+    static let configuration = CommandConfiguration(abstract: "The volumes: zone, state, keys, free space.")
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {

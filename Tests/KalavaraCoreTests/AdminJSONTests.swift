@@ -52,13 +52,13 @@ final class AdminJSONTests: XCTestCase {
 
     func testVolumeList() throws {
         let volumes = VolumeList(volumes: [
-            VolumeList.Entry(url: "http://a:1", state: .up, live: true, keys: nil, freeBytes: nil, unknownFiles: nil, diskFull: false),
-            VolumeList.Entry(url: "http://b:2/x", state: .draining, live: false, keys: 1, freeBytes: 2, unknownFiles: 3, diskFull: true),
+            VolumeList.Entry(url: "http://a:1", state: .up, live: true, zone: "default", keys: nil, freeBytes: nil, unknownFiles: nil, diskFull: false),
+            VolumeList.Entry(url: "http://b:2/x", state: .draining, live: false, zone: "rack-2", keys: 1, freeBytes: 2, unknownFiles: 3, diskFull: true),
         ])
         XCTAssertEqual(try text(volumes), """
             {"volumes":[{"disk_full":false,"free_bytes":null,"keys":null,"live":true,"state":"up","unknown_files":null,\
-            "url":"http://a:1"},{"disk_full":true,"free_bytes":2,"keys":1,"live":false,"state":"draining","unknown_files":3,\
-            "url":"http://b:2/x"}]}
+            "url":"http://a:1","zone":"default"},{"disk_full":true,"free_bytes":2,"keys":1,"live":false,"state":"draining","unknown_files":3,\
+            "url":"http://b:2/x","zone":"rack-2"}]}
 
             """)
     }

@@ -121,6 +121,9 @@ final class KeyAndEncodingTests: XCTestCase {
                                                     "--log-level", "debug"])
         XCTAssertEqual(volume.masterURLs, ["http://m:6000"])
         XCTAssertEqual(volume.selfURL, "http://v:7001")
+        XCTAssertEqual(volume.zone, Placement.defaultZone)
+        XCTAssertEqual(try VolumeConfiguration.parse(["-d", "x", "--zone", "rack-7"]).zone, "rack-7")
+        XCTAssertThrowsError(try VolumeConfiguration.parse(["-d", "x", "--zone", "rack 7"]))
         XCTAssertEqual(try VolumeCommand.parse(["-d", "x", "--log-level", "debug"]).logLevel, .debug)
         // Usage errors become one line in the daemons' style.
         XCTAssertEqual(Daemon.usageMessage("Error: Unknown option '--nope'\nUsage: master ..."),

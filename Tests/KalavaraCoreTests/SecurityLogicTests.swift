@@ -66,6 +66,19 @@ final class SecurityLogicTests: XCTestCase {
         var changed = answer
         changed.set(VolumeHeaders.freeBytes, "999999")
         XCTAssertFalse(SignedCall.verifyHealthAnswer(changed, requestHeaders: check, secret: secret))
+        // The zone is signed: neither changed, nor added to an answer without one, nor stripped.
+        var zoned = HTTPHeaders([(VolumeHeaders.freeBytes, "100"), (VolumeHeaders.zone, "rack1")])
+        SignedCall.signHealthAnswer(&zoned, request: incoming, secret: secret)
+        XCTAssertTrue(SignedCall.verifyHealthAnswer(zoned, requestHeaders: check, secret: secret))
+        var moved = zoned
+        moved.set(VolumeHeaders.zone, "rack2")
+        XCTAssertFalse(SignedCall.verifyHealthAnswer(moved, requestHeaders: check, secret: secret))
+        var added = answer
+        added.set(VolumeHeaders.zone, "rack2")
+        XCTAssertFalse(SignedCall.verifyHealthAnswer(added, requestHeaders: check, secret: secret))
+        var stripped = HTTPHeaders([(VolumeHeaders.freeBytes, "100")])
+        zoned[SignedCall.answerSignatureHeader].map { stripped.set(SignedCall.answerSignatureHeader, $0) }
+        XCTAssertFalse(SignedCall.verifyHealthAnswer(stripped, requestHeaders: check, secret: secret))
         // Replayed to another check: its signature differs.
         var later = HTTPHeaders()
         SignedCall.sign(&later, method: "GET", target: "/health", body: [], length: 0, secret: secret, now: Date().timeIntervalSince1970 + 1)

@@ -32,8 +32,13 @@ final class HealthMonitor: @unchecked Sendable {
     /// The volumes with a check queued or running, and when it started (monotonic seconds;
     /// infinity while queued).
     private var inFlight: [UInt16: Double] = [:]
+    /// `--replicas`: volumes spanning fewer zones than that are logged.
+    private let replicas: Int
+    /// The zone count last logged about (touched only by the loop).
+    private var zonesNoted: Int?
 
-    init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil) {
+    init(registry: VolumeRegistry, masterURL: String, interval: Double = 1, secret: ClusterSecret? = nil, replicas: Int = 1) {
+        self.replicas = replicas
         deadline = Self.deadline(interval: interval)
         client = HTTPClient(timeout: deadline, maxIdlePerHost: 1, signer: secret)
         self.secret = secret
@@ -57,6 +62,7 @@ final class HealthMonitor: @unchecked Sendable {
     func stop() { loop.stop() }
 
     private func checkAll() {
+        noteZones()
         let now = monotonicSeconds()
         for volume in registry.present {
             lock.lock()
@@ -97,6 +103,27 @@ final class HealthMonitor: @unchecked Sendable {
     private func record(_ volume: VolumeRegistry.Volume, succeeded: Bool, report: HealthReport = HealthReport()) {
         if let change = registry.recordCheck(id: volume.id, succeeded: succeeded, report: report) {
             if change { Log.info("volume \(volume.url) is up") } else { Log.warning("volume \(volume.url) is down") }
+        }
+        guard succeeded, registry.volume(volume.id)?.isZoneUnstored == true else { return }
+        // A standby's write is refused: the leader's, once applied, brings the zone here.
+        for changed in (try? registry.storeZones()) ?? [] {
+            Log.info("volume \(changed.url) is in zone \(changed.zone)")
+        }
+    }
+
+    /// Says in the log when the volumes in service span fewer zones than `--replicas` (some
+    /// keys then have two copies in one zone), and when that is over. A cluster that never
+    /// named a zone hears it once, as information: its placement is as it always was.
+    private func noteZones() {
+        guard let zones = registry.settledZoneCount, zones != zonesNoted else { return }
+        let before = zonesNoted
+        zonesNoted = zones
+        if zones < replicas {
+            let named = registry.all.contains { $0.zone != Placement.defaultZone }
+            let message = "volumes span \(zones) zone(s), fewer than --replicas \(replicas): some copies of a key share a zone"
+            if named { Log.warning(message) } else { Log.info(message + " (no volume names a zone: see volume --zone)") }
+        } else if let before, before < replicas {
+            Log.info("volumes span \(zones) zones: every key's copies can be in distinct zones")
         }
     }
 

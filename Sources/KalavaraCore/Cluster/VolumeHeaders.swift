@@ -17,6 +17,9 @@ public enum VolumeHeaders {
     /// Answered by a volume's health check while its disk is full (`read-and-delete`): it
     /// serves reads and deletes and refuses new values with `507`.
     static let diskFull = "Kalavara-Disk-Full"
+    /// Answered by a volume's health check: its zone (`volume --zone`), the failure domain
+    /// the master's placement keeps a key's copies apart by.
+    static let zone = "Kalavara-Zone"
     /// Sent with a volume's own registration (heartbeat), which must not bring back a
     /// volume an operator drained or removed.
     public static let heartbeat = "Kalavara-Heartbeat"

@@ -7,8 +7,12 @@ import Synchronization
 ///
 /// The list is persisted in the index whenever it grows, so a restarted master still knows
 /// volumes that were added at run time; so is each volume's mode (active, draining,
-/// removed). Health is memory only: after a restart every volume counts as up until its
-/// health checks say otherwise.
+/// removed), and its zone, once its health answer has named one. Health is memory only:
+/// after a restart every volume counts as up until its health checks say otherwise.
+///
+/// Zones are kept because placement depends on them: a restarted master, or a standby of
+/// its group, places keys by the zones the volumes last reported, not by `default` until
+/// each has answered a check again (which would move keys for nothing meanwhile).
 ///
 /// Readers (every redirect, on the event loop) copy the table out of a mutex that is only
 /// ever held for an in-memory change; adding a volume or changing its mode writes the
@@ -42,6 +46,14 @@ public final class VolumeRegistry: Sendable {
         /// When it last went down (monotonic seconds), while it is down.
         fileprivate(set) var downSince: Double?
         fileprivate(set) var mode = Mode.active
+        /// Its failure domain (`volume --zone`), as its last health answer or the index said.
+        fileprivate(set) var zone = Placement.defaultZone
+        /// The zone the index holds for it (what a restarted master would start from).
+        fileprivate var storedZone = Placement.defaultZone
+        /// It has answered a health check since this master started: its zone is its own word.
+        fileprivate(set) var hasAnswered = false
+        /// Its zone changed and the index does not hold the new one yet.
+        var isZoneUnstored: Bool { zone != storedZone }
         /// From the volume's last health answer.
         fileprivate(set) var freeBytes: Int?
         fileprivate(set) var valueCount: Int?
@@ -81,11 +93,13 @@ public final class VolumeRegistry: Sendable {
         self.index = index
         self.outAfter = outAfter
         var loaded: [Volume] = []
-        let modes = try index.volumeModes()
+        let modes = try index.volumeModes(), zones = try index.volumeZones()
         for url in try index.volumeURLs() {
             guard let address = HTTPURL(url) else { continue }
             var volume = Volume(id: UInt16(loaded.count), url: url, address: address)
             volume.mode = modes[url].flatMap(Mode.init(rawValue:)) ?? .active
+            volume.zone = zones[url] ?? Placement.defaultZone
+            volume.storedZone = volume.zone
             loaded.append(volume)
         }
         volumes = Mutex(loaded)
@@ -93,12 +107,12 @@ public final class VolumeRegistry: Sendable {
     }
 
     /// Reads the table again from the index (a group's standby applied the leader's log):
-    /// volumes added there are appended, modes follow the index; health stays what this
-    /// master's own checks say. Ids never change: the table only grows.
+    /// volumes added there are appended, modes and zones follow the index; health stays what
+    /// this master's own checks say. Ids never change: the table only grows.
     public func reload() throws {
         try additions.withLock { _ in
             let urls = try index.volumeURLs()
-            let modes = try index.volumeModes()
+            let modes = try index.volumeModes(), zones = try index.volumeZones()
             volumes.withLock { volumes in
                 for url in urls.dropFirst(volumes.count) {
                     guard let address = HTTPURL(url) else { continue }
@@ -106,6 +120,8 @@ public final class VolumeRegistry: Sendable {
                 }
                 for position in volumes.indices {
                     volumes[position].mode = modes[volumes[position].url].flatMap(Mode.init(rawValue:)) ?? .active
+                    volumes[position].storedZone = zones[volumes[position].url] ?? Placement.defaultZone
+                    volumes[position].zone = volumes[position].storedZone
                 }
             }
         }
@@ -175,12 +191,13 @@ public final class VolumeRegistry: Sendable {
     /// Where new writes go: live volumes that are not draining, split by whether their last
     /// health answer said the disk is full (read-and-delete mode). A PUT is placed on the
     /// ones with room, as a down volume's keys are; full ones make up the number only when
-    /// too few others remain (their `507` then says why). One pass, one lock: every PUT asks.
-    var writableURLs: (roomy: [String], full: [String]) {
+    /// too few others remain (their `507` then says why). Each with its zone, which the
+    /// placement needs. One pass, one lock: every PUT asks.
+    var writable: (roomy: [(url: String, zone: String)], full: [(url: String, zone: String)]) {
         volumes.withLock { volumes in
-            var roomy: [String] = [], full: [String] = []
+            var roomy: [(url: String, zone: String)] = [], full: [(url: String, zone: String)] = []
             for volume in volumes where volume.isLive && volume.mode == .active {
-                if volume.isDiskFull { full.append(volume.url) } else { roomy.append(volume.url) }
+                if volume.isDiskFull { full.append((volume.url, volume.zone)) } else { roomy.append((volume.url, volume.zone)) }
             }
             return (roomy, full)
         }
@@ -229,6 +246,8 @@ public final class VolumeRegistry: Sendable {
                 if let unknownFiles = report.unknownFiles { volumes[Int(id)].unknownFiles = unknownFiles }
                 if let totalBytes = report.totalBytes { volumes[Int(id)].totalBytes = totalBytes }
                 volumes[Int(id)].isDiskFull = report.isDiskFull
+                volumes[Int(id)].zone = report.zone ?? Placement.defaultZone
+                volumes[Int(id)].hasAnswered = true
                 if let requests = report.requests {
                     let now = monotonicSeconds()
                     if let last = volumes[Int(id)].lastRequests, now > last.at, requests >= last.count {
@@ -249,6 +268,36 @@ public final class VolumeRegistry: Sendable {
     }
 }
 
+extension VolumeRegistry {
+    /// Writes the zones the volumes reported to the index where it holds others, so that
+    /// a restarted master or a standby places keys as this one does. Returns the volumes
+    /// whose zone it wrote. On a group's standby the write is refused (only the leader
+    /// writes the index), and the leader's, once applied, is what `reload` reads.
+    func storeZones() throws -> [Volume] {
+        try additions.withLock { _ in
+            let table = volumes.withLock { $0 }
+            let changed = table.filter { $0.zone != $0.storedZone }
+            guard !changed.isEmpty else { return [] }
+            var zones: [String: String] = [:]
+            for volume in table where volume.zone != Placement.defaultZone { zones[volume.url] = volume.zone }
+            try index.setVolumeZones(zones)
+            volumes.withLock { volumes in
+                for volume in table { volumes[Int(volume.id)].storedZone = volume.zone }
+            }
+            return changed
+        }
+    }
+
+    /// How many zones the volumes in service span.
+    var zoneCount: Int { Set(all.filter { $0.mode == .active }.map(\.zone)).count }
+
+    /// The same, once each has answered a health check or is down (before, a volume's zone
+    /// may be the `default` of one not heard from yet).
+    var settledZoneCount: Int? {
+        all.allSatisfy { $0.mode != .active || $0.hasAnswered || !$0.isLive } ? zoneCount : nil
+    }
+}
+
 /// What a volume's health answer says about it.
 struct HealthReport: Sendable, Equatable {
     var freeBytes: Int?
@@ -258,6 +307,8 @@ struct HealthReport: Sendable, Equatable {
     var requests: Int?
     /// The volume is in read-and-delete mode (see `SpaceReserve`).
     var isDiskFull = false
+    /// The zone it names (`volume --zone`); nil when it names none or an invalid one.
+    var zone: String?
 
     init(freeBytes: Int? = nil, totalBytes: Int? = nil, valueCount: Int? = nil, unknownFiles: Int? = nil,
                 requests: Int? = nil) {
@@ -274,5 +325,6 @@ struct HealthReport: Sendable, Equatable {
                   valueCount: number(VolumeHeaders.valueCount), unknownFiles: number(VolumeHeaders.unknownFiles),
                   requests: number(VolumeHeaders.requests))
         isDiskFull = headers[VolumeHeaders.diskFull] != nil
+        zone = headers[VolumeHeaders.zone].flatMap { Placement.isValidZone($0) ? $0 : nil }
     }
 }

@@ -4,14 +4,17 @@ import KalavaraSupport
 /// placement (`up` or `down`), which are live (can send or receive a copy), and each key's
 /// placement among them.
 ///
-/// A key's placement is the first `replicas` volumes, in its rendezvous order, among the
-/// volumes that count. The same scores decide where a PUT goes (`Placement.order`), so a
-/// key written while every volume is up is in place from the start.
+/// A key's placement is the first `replicas` volumes of its zone-aware rendezvous order
+/// (`Placement.ranked`: the best volume of each of the best zones) among the volumes that
+/// count. The same ranking decides where a PUT goes (`Placement.placement`), so a key
+/// written while every volume is up is in place from the start. Copies that share a zone
+/// while another zone could take one are therefore misplaced, and move.
 struct PlacementView {
     struct Candidate {
         let id: UInt16
         let url: String
         let urlHash: UInt64
+        let zone: String
     }
 
     let replicas: Int
@@ -26,17 +29,20 @@ struct PlacementView {
     /// (see `MasterRoutes.redirectWrite`) until the volume has room and a pass moves it.
     let full: Set<UInt16>
     let states: [UInt16: VolumeRegistry.State]
+    /// Every volume's zone, by id.
+    let zones: [UInt16: String]
 
     init(registry: VolumeRegistry, replicas: Int, now: Double = monotonicSeconds()) {
         self.replicas = replicas
         var counting: [Candidate] = []
         var live: Set<UInt16> = [], full: Set<UInt16> = []
-        var states: [UInt16: VolumeRegistry.State] = [:]
+        var states: [UInt16: VolumeRegistry.State] = [:], zones: [UInt16: String] = [:]
         for volume in registry.all {
             let state = volume.state(now: now, outAfter: registry.outAfter)
             states[volume.id] = state
+            zones[volume.id] = volume.zone
             if state == .up || state == .down {
-                counting.append(Candidate(id: volume.id, url: volume.url, urlHash: StableHash.hash(volume.url.utf8)))
+                counting.append(Candidate(id: volume.id, url: volume.url, urlHash: StableHash.hash(volume.url.utf8), zone: volume.zone))
             }
             if volume.isLive, volume.mode != .removed { live.insert(volume.id) }
             if volume.isLive, volume.isDiskFull { full.insert(volume.id) }
@@ -46,16 +52,24 @@ struct PlacementView {
         self.live = live
         self.full = full
         self.states = states
+        self.zones = zones
     }
 
-    /// The counting volumes, most preferred first, for `key`.
+    /// The counting volumes, most preferred first, for `key`: its rendezvous order, ranked
+    /// zone by zone (`Placement.ranked`).
     func order(_ key: Key) -> [UInt16] {
         let keyHash = StableHash.hash(key.bytes)
-        return counting
+        let ordered = counting
             .map { (candidate: $0, score: Placement.score(keyHash: keyHash, volumeHash: $0.urlHash)) }
             .sorted { $0.score != $1.score ? $0.score > $1.score : $0.candidate.url < $1.candidate.url }
-            .map(\.candidate.id)
+            .map(\.candidate)
+        return Placement.ranked(ordered, zone: \.zone).map(\.id)
     }
+
+    func zone(_ id: UInt16) -> String { zones[id] ?? Placement.defaultZone }
+
+    /// How many zones the volumes that count span.
+    var zoneCount: Int { Set(counting.map(\.zone)).count }
 
     /// What a pass makes of a key's record, without asking any volume.
     enum Assessment: Equatable {
@@ -87,8 +101,9 @@ struct PlacementView {
 
     /// Plans a key's repair. Copies go to placement volumes that lack it and accept copies;
     /// when the key is short and some of its placement is down or full, to the next such
-    /// volumes in its order (substitutes, handed back later). Holders beyond the placement are dropped only
-    /// once `replicas` copies on counting volumes remain.
+    /// volumes in its order, in zones its copies are not in while there are such (substitutes,
+    /// handed back later). Holders beyond the placement are dropped only once `replicas`
+    /// copies on counting volumes remain; the ones kept are spread over as many zones as can be.
     func plan(_ key: Key, _ record: IndexRecord, copiable: (UInt16) -> Bool = { _ in true }) -> Plan {
         let order = order(key)
         let holders = record.holders
@@ -98,16 +113,16 @@ struct PlacementView {
             targets.append(id)
             present.insert(id)
         }
-        for id in order.dropFirst(replicas) where present.count < replicas {
-            if !holders.contains(id), accepts(id), copiable(id) {
-                targets.append(id)
-                present.insert(id)
-            }
+        let substitutes = Placement.pick(replicas - present.count, from: Array(order.dropFirst(replicas)),
+                                         besides: order.filter(present.contains), zone: zone) {
+            !holders.contains($0) && accepts($0) && copiable($0)
         }
-        // Keep the first `replicas` copies in placement order, then, while still short,
-        // copies on volumes that no longer count (live ones first): better an extra copy on
-        // a draining or out volume than one copy too few.
-        var keep = order.filter { present.contains($0) || targets.contains($0) }.prefix(replicas).map { $0 }
+        targets += substitutes
+        present.formUnion(substitutes)
+        // Keep `replicas` copies, placement order and distinct zones first, then, while still
+        // short, copies on volumes that no longer count (live ones first): better an extra
+        // copy on a draining or out volume than one copy too few.
+        var keep = Placement.pick(replicas, from: order, zone: zone, where: present.contains)
         let others = holders.filter { !keep.contains($0) && !countingIDs.contains($0) }
         for id in others.filter(live.contains) + others.filter({ !live.contains($0) }) where keep.count < replicas {
             keep.append(id)

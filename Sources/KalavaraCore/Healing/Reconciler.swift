@@ -62,7 +62,7 @@ final class Reconciler: @unchecked Sendable {
     private let interval: Double
     /// When the last pass started, and the placement the loop last saw.
     private var lastPassStart = 0.0
-    private var lastSeen: (counting: Set<UInt16>, live: Set<UInt16>, full: Set<UInt16>) = ([], [], [])
+    private var lastSeen = Signature()
     /// Set when a fix waited for a queued removal on its target: another pass once the
     /// removal worker has had time to do it.
     let retrySoon = Atomic(false)
@@ -152,10 +152,12 @@ final class Reconciler: @unchecked Sendable {
         let last = lastSeen
         let view = PlacementView(registry: master.registry, replicas: replicas)
         let now = signature(view)
-        // Which volumes count changed (out, added, drained), or one came back or has
-        // disk space again (keys placed around it while it was full go back): a pass.
-        if now.counting != last.counting || !now.live.isSubset(of: last.live) || !last.full.isSubset(of: now.full) {
-            Log.info("placement changed (volumes counting: \(now.counting.count), live: \(now.live.count)): repair pass")
+        // Which volumes count changed (out, added, drained), or a volume's zone, or one came
+        // back or has disk space again (keys placed around it while it was full go back): a pass.
+        if now.counting != last.counting || now.zones != last.zones || !now.live.isSubset(of: last.live)
+            || !last.full.isSubset(of: now.full) {
+            Log.info("placement changed (volumes counting: \(now.counting.count) in \(view.zoneCount) zone(s), "
+                     + "live: \(now.live.count)): repair pass")
             requestPass()
         }
         lastSeen = now
@@ -180,8 +182,15 @@ final class Reconciler: @unchecked Sendable {
         }
     }
 
-    private func signature(_ view: PlacementView) -> (counting: Set<UInt16>, live: Set<UInt16>, full: Set<UInt16>) {
-        (view.countingIDs, view.live, view.full)
+    /// What of the placement the loop watches for changes.
+    private struct Signature {
+        var counting: Set<UInt16> = [], live: Set<UInt16> = [], full: Set<UInt16> = []
+        var zones: [UInt16: String] = [:]
+    }
+
+    private func signature(_ view: PlacementView) -> Signature {
+        Signature(counting: view.countingIDs, live: view.live, full: view.full,
+                  zones: view.zones.filter { view.countingIDs.contains($0.key) })
     }
 
     private func fixUrgent() {

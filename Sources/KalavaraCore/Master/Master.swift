@@ -59,7 +59,7 @@ public final class Master: @unchecked Sendable {
         let index = self.index
         clock = try VersionClock(storedCeiling: index.versionCeiling(), persistCeiling: { try index.setVersionCeiling($0) })
         health = HealthMonitor(registry: registry, masterURL: configuration.advertisedURL,
-                               interval: configuration.healthInterval, secret: gate.secret)
+                               interval: configuration.healthInterval, secret: gate.secret, replicas: configuration.replicas)
         tombstoneSweep = BackgroundLoop("tombstones", schedule: .every(max(1, min(60, configuration.ticketLifetime / 4))))
         commits = (metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "put")]),
                    metrics.counter("kalavara_commits_total", "Commits recorded in the index", labels: [("op", "delete")]),
@@ -69,6 +69,9 @@ public final class Master: @unchecked Sendable {
         }
         metrics.gauge("kalavara_volumes_live", "Volumes answering health checks") { [registry] in
             Double(registry.liveURLs.count)
+        }
+        metrics.gauge("kalavara_volume_zones", "Zones the volumes in service span (fewer than --replicas: copies share zones)") {
+            [registry] in Double(registry.zoneCount)
         }
         for state in [VolumeRegistry.State.up, .down, .out, .draining] {
             metrics.gauge("kalavara_volumes", "Volumes by state", labels: [("state", state.rawValue)]) { [registry] in

@@ -100,16 +100,18 @@ extension Master {
     /// naming the new version and all the volumes. The index is not touched: it changes
     /// only when the volume commits.
     private func redirectWrite(_ key: Key, _ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
-        let (roomy, full) = registry.writableURLs
+        let (roomy, full) = registry.writable
         let replicas = configuration.replicas
         guard roomy.count + full.count >= replicas else {
             return .text(503, "only \(roomy.count + full.count) live volume(s), \(replicas) needed")
         }
         try checkIndexSpace(forRecordOf: key, attributes: request.headers[VolumeHeaders.attributes])
         // Volumes with a full disk are passed over while enough others remain; the
-        // reconciler moves the key to its placement once they have room again.
-        var placement = Array(Placement.order(roomy, for: key).prefix(replicas))
-        if placement.count < replicas { placement += Placement.order(full, for: key).prefix(replicas - placement.count) }
+        // reconciler moves the key to its placement once they have room again. A volume
+        // down is passed over too: the zone-aware ranking of the others takes a substitute
+        // in a zone the key's other copies are not in, while there is one.
+        var placement = Placement.placement(roomy, replicas: replicas, for: key)
+        if placement.count < replicas { placement += Placement.placement(full, replicas: replicas - placement.count, for: key) }
         let requestID = RequestID.from(request.headers)
         let version = try issueVersion()
         var ticket = PlacementTicket(version: version, master: configuration.advertisedURL, holders: placement,
@@ -375,7 +377,7 @@ extension Master {
     private func listVolumes() throws -> HTTPResponse {
         let now = monotonicSeconds()
         return try .snakeCaseJSON(200, VolumeList(volumes: registry.present.map {
-            VolumeList.Entry(url: $0.url, state: $0.state(now: now, outAfter: registry.outAfter), live: $0.isLive,
+            VolumeList.Entry(url: $0.url, state: $0.state(now: now, outAfter: registry.outAfter), live: $0.isLive, zone: $0.zone,
                              keys: $0.valueCount, freeBytes: $0.freeBytes, unknownFiles: $0.unknownFiles, diskFull: $0.isDiskFull)
         }))
     }
@@ -387,6 +389,8 @@ struct VolumeList: Encodable {
         let url: String
         let state: VolumeRegistry.State
         let live: Bool
+        /// Its failure domain (`volume --zone`; `default` until it says otherwise).
+        let zone: String
         /// Null while not known: the key count until the volume has counted its files, the
         /// free bytes until it has reported them, the unknown files until a scrub pass asked.
         @NullWhenAbsent var keys: Int?

@@ -96,10 +96,13 @@ public enum SignedCall {
     /// so that an old answer cannot be replayed.
     static let answerSignatureHeader = "Kalavara-Answer-Signature"
 
+    /// The zone is signed too (it decides where copies go), as a last line only when the
+    /// answer names one: an answer that does not (an older volume's) signs as before.
     static func healthText(requestSignature: String, headers: HTTPHeaders) -> String {
         "KALAVARA-HEALTH-1\n\(requestSignature)\n" + [VolumeHeaders.freeBytes, VolumeHeaders.valueCount, VolumeHeaders.unknownFiles,
                                                                  VolumeHeaders.totalBytes, VolumeHeaders.requests]
             .map { headers[$0] ?? "" }.joined(separator: "\n")
+            + (headers[VolumeHeaders.zone].map { "\nzone \($0)" } ?? "")
     }
 
     static func signHealthAnswer(_ answer: inout HTTPHeaders, request: HTTPRequest, secret: ClusterSecret) {

@@ -8,6 +8,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public struct Volume: Codable, Sendable, Equatable {
         public var url: String
         public var state: String
+        /// Absent from an older master's answer.
+        public var zone: String?
         public var freeBytes: Int?
         var totalBytes: Int?
         public var keys: Int?
@@ -22,7 +24,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case url, state, keys
+            case url, state, keys, zone
             case freeBytes = "free_bytes", totalBytes = "total_bytes", requestRate = "request_rate", unknownFiles = "unknown_files"
         }
     }
@@ -99,6 +101,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         case indexKeys = "index_keys", indexDiskFreeBytes = "index_disk_free_bytes", recentEvents = "recent_events"
     }
 
+    /// How many zones the volumes in service (not draining) span.
+    public var zoneCount: Int { Set(volumes.filter { $0.state != "draining" }.map { $0.zone ?? Placement.defaultZone }).count }
+
     /// Whether healing has visible work: a pass or a rebuild running, or a volume draining.
     var isHealing: Bool {
         repair.running || rebuild.running || volumes.contains { $0.state == "draining" }
@@ -116,7 +121,7 @@ extension Master {
             indexDiskFreeBytes: FileStore.freeBytes(at: configuration.databasePath),
             volumes: registry.present.map { volume in
                 ClusterStatus.Volume(url: volume.url, state: volume.state(now: now, outAfter: registry.outAfter).rawValue,
-                                     freeBytes: volume.freeBytes, totalBytes: volume.totalBytes, keys: volume.valueCount,
+                                     zone: volume.zone, freeBytes: volume.freeBytes, totalBytes: volume.totalBytes, keys: volume.valueCount,
                                      requestRate: volume.requestRate, unknownFiles: volume.unknownFiles)
             },
             repair: ClusterStatus.Repair(running: repair.running, scanned: repair.scanned, underReplicated: repair.underReplicated,

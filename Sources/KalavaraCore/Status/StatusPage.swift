@@ -22,11 +22,17 @@ public enum StatusPage {
         \(card("Index keys", formatCount(status.indexKeys), nil, id: "index-keys"))
         \(card("Index disk free", formatBytes(status.indexDiskFreeBytes), nil, id: "index-free"))
         \(card("Replicas", String(status.replicas), nil, id: "replicas"))
+        \(card("Zones", String(status.zoneCount), status.zoneCount < status.replicas ? "warn" : "ok", id: "zones"))
         </section>
         """
+        if status.zoneCount < status.replicas, !status.volumes.isEmpty {
+            page += "<p class=\"warn\" id=\"zones-warning\">The volumes span \(status.zoneCount) zone(s), fewer than the "
+                + "\(status.replicas) replicas: some keys have two copies in one zone, and losing that zone loses both "
+                + "(start volumes with <code>--zone</code>).</p>\n"
+        }
         page += healing(status)
         if let group = status.group, !group.group.isEmpty { page += masters(group) }
-        page += "<h2>Volumes</h2>\n<table id=\"volumes\"><thead><tr><th>Volume</th><th>State</th><th>Disk</th><th>Keys</th>"
+        page += "<h2>Volumes</h2>\n<table id=\"volumes\"><thead><tr><th>Volume</th><th>Zone</th><th>State</th><th>Disk</th><th>Keys</th>"
             + "<th>Requests</th></tr></thead><tbody>\n"
         for volume in status.volumes {
             let used = volume.usedFraction
@@ -37,6 +43,7 @@ public enum StatusPage {
             let free = volume.freeBytes.map { "\(formatBytes($0)) free" + (volume.totalBytes.map { " of \(formatBytes($0))" } ?? "") } ?? "unknown"
             page += "<tr class=\"volume\" data-state=\"\(escape(volume.state))\">"
                 + "<td data-label=\"Volume\" class=\"url\">\(escape(volume.url))</td>"
+                + "<td data-label=\"Zone\">\(escape(volume.zone ?? Placement.defaultZone))</td>"
                 + "<td data-label=\"State\"><span class=\"state \(escape(volume.state))\">\(escape(volume.state))</span></td>"
                 + "<td data-label=\"Disk\">\(bar)<small>\(free)</small></td>"
                 + "<td data-label=\"Keys\">\(volume.keys.map(formatCount) ?? "–")</td>"
@@ -159,7 +166,7 @@ public enum StatusPage {
     .bar{height:8px;background:#e6e8eb;border-radius:4px;overflow:hidden;margin:3px 0;min-width:90px}.bar span{display:block;height:100%;background:#3a7bd5}
     .bar span.full{background:#b3261e}.bar.wide{max-width:none}.healing{background:#fff;border-radius:8px;padding:6px 10px;box-shadow:0 1px 2px #0002}
     ul{background:#fff;border-radius:8px;padding:6px 10px 6px 28px;box-shadow:0 1px 2px #0002}li{margin:3px 0;word-break:break-word}
-    li.error b,li.critical b{color:#b3261e}li.warning b{color:#7a5300}time{color:#66707a;font-size:13px}footer{margin-top:16px;font-size:13px}
+    li.error b,li.critical b{color:#b3261e}li.warning b{color:#7a5300}p.warn{color:#7a5300}time{color:#66707a;font-size:13px}footer{margin-top:16px;font-size:13px}
     @media (max-width:600px){thead{display:none}table,tbody,tr,td{display:block;width:auto}tr{border-bottom:6px solid #f6f7f9}
     td{border:0;padding:4px 10px}td::before{content:attr(data-label);display:block;font-size:12px;color:#66707a}}
     """

@@ -30,6 +30,7 @@ public final class Index: Sendable {
     private static let volumesKey = Array("m/volumes".utf8)
     private static let versionCeilingKey = Array("m/version-ceiling".utf8)
     private static let volumeModesKey = Array("m/volume-modes".utf8)
+    private static let volumeZonesKey = Array("m/volume-zones".utf8)
     private static let repairCursorKey = Array("m/repair-cursor".utf8)
     private static let rebuildKey = Array("m/rebuild".utf8)
     private static let tombstonePrefix = Array("t/".utf8)
@@ -281,19 +282,29 @@ public final class Index: Sendable {
     }
 
     /// Volumes being drained or removed: `URL MODE` lines.
-    func volumeModes() throws -> [String: String] {
-        guard let bytes = try db.get(Self.volumeModesKey) else { return [:] }
-        var modes: [String: String] = [:]
+    func volumeModes() throws -> [String: String] { try urlTable(Self.volumeModesKey) }
+
+    func setVolumeModes(_ modes: [String: String]) throws { try setURLTable(Self.volumeModesKey, modes) }
+
+    /// Volumes outside the default zone: `URL ZONE` lines.
+    func volumeZones() throws -> [String: String] { try urlTable(Self.volumeZonesKey) }
+
+    func setVolumeZones(_ zones: [String: String]) throws { try setURLTable(Self.volumeZonesKey, zones) }
+
+    /// A table of one word per volume URL, kept as `URL WORD` lines under `key`.
+    private func urlTable(_ key: [UInt8]) throws -> [String: String] {
+        guard let bytes = try db.get(key) else { return [:] }
+        var table: [String: String] = [:]
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
             let parts = line.split(separator: " ")
-            if parts.count == 2 { modes[String(parts[0])] = String(parts[1]) }
+            if parts.count == 2 { table[String(parts[0])] = String(parts[1]) }
         }
-        return modes
+        return table
     }
 
-    func setVolumeModes(_ modes: [String: String]) throws {
-        let text = modes.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: "\n")
-        try change(Self.volumeModesKey, to: Array(text.utf8), sync: true)
+    private func setURLTable(_ key: [UInt8], _ table: [String: String]) throws {
+        let text = table.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: "\n")
+        try change(key, to: Array(text.utf8), sync: true)
     }
 
     /// Where the placement reconciler's pass stands: the last key it finished, so a

@@ -74,7 +74,8 @@ public final class Volume: @unchecked Sendable {
         orphans = OrphanSweeper(volume: self, grace: configuration.orphanGrace)
         orphans.start()
         scrubber.start()
-        Log.info("listening on \(configuration.server.host):\(server.boundPort), data in \(configuration.directory)")
+        Log.info("listening on \(configuration.server.host):\(server.boundPort), data in \(configuration.directory), "
+                 + "zone \(configuration.zone)")
     }
 
     func stop() {

@@ -25,6 +25,9 @@ public struct VolumeConfiguration: Sendable {
     var checkpointEvery = UncommittedJournal.checkpointInterval
     /// `--secret-file`: a signed cluster (nil: open).
     var secretFile: String?
+    /// `--zone`: what fails together with this volume (a host, a rack, a room). The master
+    /// learns it from the health answers and keeps a key's copies in distinct zones.
+    var zone = Placement.defaultZone
 
     init() {}
 
@@ -79,6 +82,11 @@ public struct VolumeCommand: DaemonCommand {
                                valueName: "seconds"))
     var checkpointEvery = UncommittedJournal.checkpointInterval
 
+    @Option(name: .customLong("zone"),
+            help: ArgumentHelp("This volume's failure domain (host, rack, room): a key's copies go to distinct zones. "
+                               + "Letters, digits, '.', '_', '-', ':'; at most 64.", valueName: "name"))
+    var zone = Placement.defaultZone
+
     @OptionGroup var server: ServerOptions
 
     public init() {}
@@ -89,6 +97,9 @@ public struct VolumeCommand: DaemonCommand {
         try ServerOptions.checkSeconds("--orphan-grace", orphanGrace)
         try ServerOptions.checkSeconds("--scrub-every", scrubEvery)
         try ServerOptions.checkSeconds("--checkpoint-every", checkpointEvery)
+        guard Placement.isValidZone(zone) else {
+            throw ValidationError("--zone wants 1 to 64 letters, digits, '.', '_', '-' or ':', not \(zone.prefix(80))")
+        }
         guard scrubRate >= 0, scrubRate.isFinite else { throw ValidationError("--scrub-rate wants MiB/s (0 for no limit)") }
         let masters = master.map { $0.split(separator: ",").map(String.init) } ?? []
         for (flag, value) in masters.map({ ("--master", $0) }) + [("--base", base)] {
@@ -115,6 +126,7 @@ public struct VolumeCommand: DaemonCommand {
         configuration.scrubEvery = scrubEvery
         configuration.checkpointEvery = checkpointEvery
         configuration.secretFile = server.secretFile
+        configuration.zone = zone
         return configuration
     }
 }

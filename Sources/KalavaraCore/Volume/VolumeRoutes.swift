@@ -95,7 +95,7 @@ extension Volume {
         }
     }
 
-    /// `GET /health`: alive, with free space. The master's checks also say who it is and
+    /// `GET /health`: alive, with free space and its zone. The master's checks also say who it is and
     /// which URL it knows this volume by, which is how a volume without -m/-b learns both.
     /// In a signed cluster it learns them only from a signed check, and signs its answer
     /// (bound to the check's signature), which is how the master knows it is talking to a
@@ -107,6 +107,7 @@ extension Volume {
         var response = HTTPResponse.text(200, "ok")
         response.headers.set(VolumeHeaders.freeBytes, String(store.freeBytes()))
         response.headers.set(VolumeHeaders.totalBytes, String(store.totalBytes()))
+        response.headers.set(VolumeHeaders.zone, configuration.zone)
         if let server { response.headers.set(VolumeHeaders.requests, String(server.requestsAnswered)) }
         if let count = store.valueFileCount { response.headers.set(VolumeHeaders.valueCount, String(count)) }
         if let unknown = scrubber.snapshot.unknownFiles { response.headers.set(VolumeHeaders.unknownFiles, String(unknown)) }
