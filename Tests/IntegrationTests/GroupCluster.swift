@@ -17,7 +17,9 @@ final class GroupCluster: @unchecked Sendable {
     let leaseTTL: Int
     let syncTimeout: Double
 
-    init(masters count: Int = 2, volumes: Int = 1, leaseTTL: Int = 2, syncTimeout: Double = 1, volumeExtra: [String] = []) throws {
+    /// With `zones`, one volume per entry, in that zone (`volumes` is then ignored).
+    init(masters count: Int = 2, volumes: Int = 1, zones: [String] = [], leaseTTL: Int = 2, syncTimeout: Double = 1,
+         volumeExtra: [String] = []) throws {
         try require(executableInPath("etcd") != nil, "etcd is needed (scripts/install-deps installs etcd-server)")
         etcd = try EtcdServer()
         cluster = try TestCluster()
@@ -25,9 +27,10 @@ final class GroupCluster: @unchecked Sendable {
         self.syncTimeout = syncTimeout
         masterPorts = (0..<count).map { _ in freeLoopbackPort() }
         let list = masterPorts.map { "http://127.0.0.1:\($0)" }.joined(separator: ",")
-        for _ in 0..<volumes {
+        for index in 0..<(zones.isEmpty ? volumes : zones.count) {
             let port = freeLoopbackPort()
-            _ = try cluster.startVolume(port: port, extra: ["-m", list, "-b", cluster.volumeURL(port), "--heartbeat", "1"] + volumeExtra)
+            let zone = zones.isEmpty ? [] : ["--zone", zones[index]]
+            _ = try cluster.startVolume(port: port, extra: ["-m", list, "-b", cluster.volumeURL(port), "--heartbeat", "1"] + zone + volumeExtra)
             volumePorts.append(port)
         }
     }

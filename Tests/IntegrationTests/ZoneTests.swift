@@ -143,4 +143,29 @@ final class ZoneTests: XCTestCase, @unchecked Sendable {
         XCTAssertTrue(cluster.logText().contains("volumes span 2 zones"), "the log says the warning is over")
         for (key, value) in expected { XCTAssertEqual(try cluster.get(key, redirects: 3).text, value, key) }
     }
+
+    /// A master group knows the volumes' zones on the standby too: after the leader is
+    /// killed, the new leader places every key on two zones and shows each volume's zone.
+    func testANewLeaderOfAMasterGroupKeepsPlacingByZone() throws {
+        let group = try GroupCluster(masters: 2, zones: ["a", "a", "b", "b"])
+        defer { group.shutdown() }
+        let zoneOf = Dictionary(uniqueKeysWithValues: zip(group.volumePorts, ["a", "a", "b", "b"]))
+        try group.start(0, extra: ["--replicas", "2"])
+        XCTAssertEqual(try group.waitForLeader(among: [0]), 0)
+        try group.waitForVolumes(on: 0)
+        try group.start(1, extra: ["--replicas", "2"])
+        try group.waitInSync(1, leader: 0)
+        for index in 0..<20 { XCTAssertEqual(try group.put("one/\(index)", Array("v\(index)".utf8), via: 0).status, 201) }
+        group.kill9(0)
+        XCTAssertEqual(try group.waitForLeader(among: [1]), 1)
+        try group.waitForVolumes(on: 1)
+        let answer = try HTTP.send("GET", group.url(1) + "/admin/volumes")
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any])
+        let shown = (object["volumes"] as? [[String: Any]] ?? []).compactMap { $0["zone"] as? String }
+        XCTAssertEqual(shown.sorted(), ["a", "a", "b", "b"], "the new leader shows each volume's zone")
+        for index in 0..<20 { XCTAssertEqual(try group.put("two/\(index)", Array("w\(index)".utf8), via: 1).status, 201) }
+        for key in (0..<20).flatMap({ ["one/\($0)", "two/\($0)"] }) {
+            XCTAssertEqual(group.cluster.copies(of: key).keys.map { zoneOf[$0] ?? "?" }.sorted(), ["a", "b"], key)
+        }
+    }
 }
