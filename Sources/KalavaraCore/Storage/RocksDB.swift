@@ -42,6 +42,8 @@ final class RocksDB: @unchecked Sendable {
     /// In a master group: who may write, and what a write waits for (see `WriteGate`). Set
     /// once, before the daemon serves; a single master has none.
     var writeGate: (any WriteGate)?
+    /// A group's leader's log syncs, grouped (see `SyncGroup`).
+    private let logSyncs = SyncGroup()
     /// Reopens are tried one at a time, and at most once per `reopenInterval`: see `reopen`.
     private let reopening = Mutex<(running: Bool, last: ContinuousClock.Instant?)>((false, nil))
     /// The least time between two reopen attempts: an open replays the log (seconds), and
@@ -320,12 +322,12 @@ final class RocksDB: @unchecked Sendable {
         let sequence = latestSequence
         writeGate.logged(through: sequence)
         guard sync else { return }
-        try whileOpen { try unlockedSyncLog() }
+        try logSyncs.sync(through: sequence, latest: { latestSequence }) { try whileOpen { try unlockedSyncLog() } }
         try writeGate.settle(through: sequence)
     }
 
-    /// Makes everything logged so far durable (`SyncWAL`: concurrent callers queue behind
-    /// one sync and the next covers them all, as RocksDB's own group commit does).
+    /// Makes everything logged so far durable (`SyncWAL`; each call runs an fsync, so
+    /// concurrent writers go through `logSyncs`).
     private func unlockedSyncLog() throws {
         var error: UnsafeMutablePointer<CChar>?
         rocksdb_flush_wal(db, 1, &error)
