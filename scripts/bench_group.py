@@ -5,7 +5,8 @@ the single master, in one run (issue 23).
   operation of every daemon (masters, volume; etcd apart), the single master and the group
   alternated RUNS times.
 - 302 redirects (wrk -c50 on one key): the leader alone, then the leader and the standby
-  answering together (two wrk at once); the sum against the leader alone.
+  answering together (two wrk at once); the sum against the leader alone. Then the same with
+  each master held to READ_CAP (0.4) of a core by a CPU cgroup, as on hosts of their own.
 - Failover: FAILOVERS times (20), kill -9 the leader and time until a PUT through the other
   master gets its 201; the killed master is restarted, rejoins and is in sync before the next.
 
@@ -104,6 +105,55 @@ class Group:
         return [p for p in self.masters + [self.volume] if p and p.poll() is None]
 
 
+CPU_CGROUPS = "/sys/fs/cgroup/cpu"
+
+
+def redirect_rates(bench, urls):
+    """302s a second from `urls` at once (one wrk each, the connections split between them)."""
+    procs = [subprocess.Popen(["wrk", "-t1", f"-c{bench.CONNECTIONS // len(urls)}", f"-d{bench.DURATION}s", url + "/store/static-1k"],
+                              stdout=subprocess.PIPE, text=True) for url in urls]
+    return sum(float(bench.re.search(r"Requests/sec:\s+([\d.]+)", p.communicate()[0]).group(1)) for p in procs)
+
+
+def capped_redirects(bench, group):
+    """The same 302s with each master held to READ_CAP of a core (0.4) by a CPU cgroup, as
+    on a small host of its own, and wrk given the rest: what a standby adds once it does not
+    share the leader's cores. Skipped where the cgroup (v1) CPU controller is not writable."""
+    cap = float(os.environ.get("READ_CAP", "0.4"))
+    groups = [f"{CPU_CGROUPS}/kalavara-bench-master-{n}" for n in (0, 1)]
+    try:
+        for path in groups:
+            os.makedirs(path, exist_ok=True)
+            with open(f"{path}/cpu.cfs_period_us", "w") as f:
+                f.write("100000")
+            with open(f"{path}/cpu.cfs_quota_us", "w") as f:
+                f.write(str(int(cap * 100000)))
+    except OSError as error:
+        print(f"302 redirects with each master held to {cap} of a core: skipped ({error})", flush=True)
+        return
+    try:
+        for path, process in zip(groups, group.masters):
+            with open(f"{path}/cgroup.procs", "w") as f:
+                f.write(str(process.pid))
+        alone, together = [], []
+        for _ in range(bench.RUNS):
+            alone.append(redirect_rates(bench, group.urls[:1]))
+            together.append(redirect_rates(bench, group.urls))
+        print(f"302 redirects, each master held to {cap} of a core: leader alone {statistics.median(alone):.0f}/s, "
+              f"leader + standby {statistics.median(together):.0f}/s: {statistics.median(together) / statistics.median(alone):.2f}×",
+              flush=True)
+    finally:
+        for process in group.masters:
+            if process and process.poll() is None:
+                with open(f"{CPU_CGROUPS}/cgroup.procs", "w") as f:
+                    f.write(str(process.pid))
+        for path in groups:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
 def run(bench, work):
     etcd = Etcd(bench, work)
     single = bench.Cluster(work, name="single")
@@ -143,14 +193,12 @@ def run(bench, work):
     alone, together = [], []
     for _ in range(bench.RUNS):
         alone.append(bench.wrk(group.urls[0] + "/store/static-1k")[0])
-        procs = [subprocess.Popen(["wrk", "-t1", f"-c{bench.CONNECTIONS // 2}", f"-d{bench.DURATION}s", url + "/store/static-1k"],
-                                  stdout=subprocess.PIPE, text=True) for url in group.urls]
-        rates = [float(bench.re.search(r"Requests/sec:\s+([\d.]+)", p.communicate()[0]).group(1)) for p in procs]
-        together.append(sum(rates))
+        together.append(redirect_rates(bench, group.urls))
     print()
     print(f"302 redirects: leader alone {statistics.median(alone):.0f}/s, leader + standby {statistics.median(together):.0f}/s: "
           f"{statistics.median(together) / statistics.median(alone):.2f}× (both masters, wrk and the machine's 2 cores shared)",
           flush=True)
+    capped_redirects(bench, group)
 
     # Failover: time from kill -9 of the leader to the first 201 through the other master.
     kills = int(os.environ.get("FAILOVERS", "20"))
