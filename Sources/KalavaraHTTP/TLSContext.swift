@@ -28,6 +28,7 @@ final class TLSContext: @unchecked Sendable {
     let pointer: OpaquePointer
 
     private init(server: Bool) throws {
+        _ = Self.brokenPipesIgnored
         guard let pointer = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()) else {
             throw TLSError.openSSL("SSL_CTX_new")
         }
@@ -37,6 +38,11 @@ final class TLSContext: @unchecked Sendable {
     }
 
     deinit { SSL_CTX_free(pointer) }
+
+    /// OpenSSL writes to the socket with plain write(2), which raises SIGPIPE when the peer
+    /// has gone (the process's end, by default); the writes must fail with EPIPE instead, as
+    /// our own sends do with MSG_NOSIGNAL. Set once, before any session exists.
+    private static let brokenPipesIgnored: Void = { signal(SIGPIPE, SIG_IGN) }()
 
     /// A server's context: the chain in `certificate` (PEM, leaf first) and `key`, which
     /// must match.
@@ -134,7 +140,7 @@ public struct TLSError: Error, CustomStringConvertible, Sendable {
         while case let code = ERR_get_error(), code != 0 {
             var text = [CChar](repeating: 0, count: 256)
             ERR_error_string_n(code, &text, text.count)
-            reasons.append(String(cString: text))
+            reasons.append(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         return TLSError(description: reasons.isEmpty ? what : "\(what): \(reasons.joined(separator: "; "))")
     }

@@ -141,6 +141,29 @@ final class TLSTests: XCTestCase {
         return String(decoding: head, as: UTF8.self)
     }
 
+    /// boto3 and the aws CLI against a gateway that speaks HTTPS, over a cluster that
+    /// does too (the gateway verifies the master and volumes against the same CA).
+    func testBoto3AndTheAwsCLIUseTheGatewayOverTLS() throws {
+        try require((try? runTool("python3", ["-c", "import boto3, requests"]))?.status == 0
+                        && (try? runTool("aws", ["--version"]))?.status == 0,
+                    "boto3, requests and the aws CLI are needed (scripts/install-deps --test installs them)")
+        let (cluster, certificates) = try tlsCluster()
+        let gateway = try cluster.startGateway()
+        let users = ["s3user secret-one read,write", "s3reader secret-two read", "s3writer secret-three write"]
+        let work = cluster.root + "/work"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let environment = ["S3_ENDPOINT": "https://127.0.0.1:\(gateway)", "MASTER_URL": cluster.masterURL, "WORKDIR": work,
+                           "AWS_CA_BUNDLE": certificates.authority, "REQUESTS_CA_BUNDLE": certificates.authority]
+            .merging(zip(["ACCESS_KEY", "RO_ACCESS_KEY", "WO_ACCESS_KEY"], users.map { String($0.split(separator: " ")[0]) })) { $1 }
+            .merging(zip(["SECRET_KEY", "RO_SECRET_KEY", "WO_SECRET_KEY"], users.map { String($0.split(separator: " ")[1]) })) { $1 }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("S3/clients.py").path
+        let checks = ["buckets", "objects", "ranges_and_conditions", "multipart", "aws_cli", "delete_buckets"]
+        let (status, output) = try runTool("env", environment.map { "\($0.key)=\($0.value)" } + ["python3", script] + checks)
+        XCTAssertEqual(status, 0, "clients.py failed:\n\(output)\nlogs:\n\(cluster.logText().suffix(6000))")
+        for check in checks { XCTAssertTrue(output.contains("ok \(check)\n"), "check \(check) did not pass:\n\(output)") }
+    }
+
     /// A connection that never completes its handshake (nothing sent, or half a
     /// ClientHello) is closed after the head timeout, like a head that does not arrive.
     func testStalledHandshakeIsClosedAfterHeadTimeout() throws {
