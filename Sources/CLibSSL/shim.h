@@ -22,6 +22,18 @@ static inline void kalavara_ssl_ctx_options(SSL_CTX *context) {
     // A write may be partial (non-blocking sends on the event loop) and retried from another
     // buffer holding the same bytes (what was not sent is copied out for a worker).
     SSL_CTX_set_mode(context, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // Read what the socket has in one recv, not a record's header and then its body in two
+    // (SSL_has_pending then covers the bytes OpenSSL holds).
+    SSL_CTX_set_read_ahead(context, 1);
+}
+
+// A server keeps no sessions and issues no tickets: the daemons' own clients keep their
+// connections instead of resuming sessions, and a TLS 1.3 handshake that sends two tickets
+// costs two more encryptions and a write each time.
+static inline void kalavara_ssl_ctx_no_resumption(SSL_CTX *context) {
+    SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(context, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(context, 0);
 }
 
 // Whether the kernel encrypts what is written to the socket (kTLS): then sendfile and splice

@@ -48,6 +48,7 @@ final class TLSContext: @unchecked Sendable {
     /// must match.
     static func server(certificate: String, key: String) throws -> TLSContext {
         let context = try TLSContext(server: true)
+        kalavara_ssl_ctx_no_resumption(context.pointer)
         guard SSL_CTX_use_certificate_chain_file(context.pointer, certificate) == 1 else {
             throw TLSError.openSSL("cannot load the certificate \(certificate)")
         }

@@ -74,8 +74,9 @@ final class TLSSession {
         return result > 0 ? .done(Int(result)) : progress(result)
     }
 
-    /// Decrypted bytes OpenSSL holds that the socket no longer shows as readable.
-    var pending: Int { Int(SSL_pending(ssl)) }
+    /// Whether OpenSSL holds bytes (decrypted, or read ahead from the socket) that the
+    /// socket no longer shows as readable.
+    var hasPending: Bool { SSL_has_pending(ssl) == 1 }
 
     /// Sends close_notify, once, without waiting for the peer's (the socket closes next).
     func close() {
