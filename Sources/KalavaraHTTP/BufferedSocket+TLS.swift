@@ -78,7 +78,9 @@ extension BufferedSocket {
             case .done: return
             case .wantRead: try awaitReady(Int16(POLLIN), seconds: receiveTimeout)
             case .wantWrite: try awaitReady(Int16(POLLOUT), seconds: sendTimeout)
-            case .closed, .failed: throw TLSError(description: "TLS handshake failed: \(tls.verification)")
+            case .closed, .failed:
+                let reason = tls.verificationFailure.map { "certificate: \($0)" } ?? "the server closed it or speaks no TLS"
+                throw TLSError(description: "TLS handshake failed: \(reason)")
             }
         }
     }

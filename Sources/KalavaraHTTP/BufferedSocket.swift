@@ -228,7 +228,7 @@ public final class BufferedSocket: @unchecked Sendable {
         }
     }
 
-    static func writeError(_ code: Int32) -> ConnectionError {
+    private static func writeError(_ code: Int32) -> ConnectionError {
         switch code {
         case EAGAIN, EWOULDBLOCK: return .timedOut
         case EPIPE, ECONNRESET, ENOTCONN: return .closedByPeer

@@ -86,9 +86,12 @@ final class TLSSession {
         _ = SSL_shutdown(ssl)
     }
 
-    /// The verification outcome of the peer's certificate, for a client's error message.
-    var verification: String {
-        String(cString: X509_verify_cert_error_string(Int(SSL_get_verify_result(ssl))))
+    /// Why the peer's certificate did not verify, for a client's error message; nil if it
+    /// did (or was not checked yet).
+    var verificationFailure: String? {
+        let result = SSL_get_verify_result(ssl)
+        guard result != X509_V_OK else { return nil }
+        return String(cString: X509_verify_cert_error_string(Int(result)))
     }
 
     private func progress(_ result: Int32) -> Progress {
