@@ -31,6 +31,8 @@ let package = Package(
         .systemLibrary(name: "CEpoll"),
         // The system's OpenSSL libcrypto (libssl-dev): SHA-256, HMAC-SHA256, MD5.
         .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // The system's OpenSSL libssl (libssl-dev): TLS for the HTTP server and client.
+        .systemLibrary(name: "CLibSSL", pkgConfig: "libssl", providers: [.apt(["libssl-dev"])]),
         // zlib (zlib1g-dev): CRC-32.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The modules, each depending only on those below it:
@@ -50,7 +52,7 @@ let package = Package(
         ),
         .target(
             name: "KalavaraHTTP",
-            dependencies: ["KalavaraSupport", "CEpoll", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["KalavaraSupport", "CEpoll", "CLibSSL", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(

@@ -7,6 +7,9 @@ import Foundation
 /// poll per read: one system call per read on the hot path, and a stalled peer turns into
 /// `ConnectionError.timedOut` rather than a thread stuck forever.
 ///
+/// With TLS (`tls`), the same calls go through OpenSSL on a non-blocking descriptor, and
+/// the timeouts are poll(2)'s (see `BufferedSocket+TLS`).
+///
 /// Sendable by hand: a socket is used by one thread at a time (its connection's owner),
 /// and handed between threads only with its connection; `shutdown` alone may come from
 /// another thread, and is a single system call on an immutable descriptor.
@@ -16,8 +19,14 @@ public final class BufferedSocket: @unchecked Sendable {
     private let capacity: Int
     private var start = 0
     private var end = 0
-    private var receiveTimeout: Double = -1
+    private(set) var receiveTimeout: Double = -1
+    private(set) var sendTimeout: Double = -1
     private var closed = false
+    /// The TLS session, when the connection speaks HTTPS.
+    private(set) var tls: TLSSession?
+    /// Event loop: the TLS session waits to write (a handshake's flight the socket would
+    /// not take), so the loop must watch for the socket becoming writable, not readable.
+    var waitsToWrite = false
     /// Client side: whether bytes of the current answer have arrived (a pooled connection
     /// that fails before any did was closed by the server while idle, and may be retried).
     var answerBytesSeen = false
@@ -60,6 +69,7 @@ public final class BufferedSocket: @unchecked Sendable {
     }
 
     func setSendTimeout(_ seconds: Double) {
+        sendTimeout = seconds
         var value = Self.timeval(seconds)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
@@ -79,6 +89,11 @@ public final class BufferedSocket: @unchecked Sendable {
         return count > 0
     }
 
+    /// Free space after the buffered bytes, where reads land, for `fillFromTLSWithoutBlocking`.
+    var spaceAtEnd: Int { capacity - end }
+    var writablePointer: UnsafeMutableRawPointer { UnsafeMutableRawPointer(storage + end) }
+    func appended(_ count: Int) { end += count }
+
     /// What a read that must not block found.
     enum Availability { case data, nothingYet, closed }
 
@@ -90,6 +105,7 @@ public final class BufferedSocket: @unchecked Sendable {
             start = 0
         }
         guard end < capacity else { return .data }
+        if tls != nil { return fillFromTLSWithoutBlocking() }
         while true {
             let result = recv(fd, storage + end, capacity - end, Int32(MSG_DONTWAIT))
             if result > 0 { end += result; return .data }
@@ -105,6 +121,7 @@ public final class BufferedSocket: @unchecked Sendable {
     /// Sends as much of `bytes` as the socket takes now. Returns the count sent, or nil if
     /// the connection failed.
     func sendWithoutBlocking(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        if let tls { return sendWithoutBlocking(bytes, through: tls) }
         var offset = 0
         while offset < bytes.count {
             let result = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
@@ -130,6 +147,7 @@ public final class BufferedSocket: @unchecked Sendable {
     }
 
     private func receive(into pointer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        if let tls { return try receive(into: pointer, count: count, through: tls) }
         while true {
             let result = recv(fd, pointer, count, 0)
             if result >= 0 { return result }
@@ -147,6 +165,7 @@ public final class BufferedSocket: @unchecked Sendable {
     /// Writes all of `bytes`. `more` tells the kernel further data follows at once
     /// (a file after its head), so both can share a packet.
     func write(_ bytes: UnsafeRawBufferPointer, more: Bool = false) throws {
+        if let tls { return try write(bytes, through: tls) }
         var offset = 0
         let flags = Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0)
         while offset < bytes.count {
@@ -164,6 +183,7 @@ public final class BufferedSocket: @unchecked Sendable {
     /// Sends `count` bytes of an open file from `offset` with sendfile(2): the bytes go from
     /// the page cache to the socket without passing through user space.
     func sendFile(_ fileFD: Int32, offset: Int, count: Int) throws {
+        if let tls, !tls.kernelSends { return try copyFile(fileFD, offset: offset, count: count, through: tls) }
         var position = off_t(offset)
         var left = count
         while left > 0 {
@@ -171,6 +191,7 @@ public final class BufferedSocket: @unchecked Sendable {
             if result > 0 { left -= result; continue }
             if result == 0 { throw ConnectionError.failed(errno: EIO) } // file shrank under us
             if errno == EINTR { continue }
+            if tls != nil, errno == EAGAIN { try awaitReady(Int16(POLLOUT), seconds: sendTimeout); continue }
             throw Self.writeError(errno)
         }
     }
@@ -179,6 +200,7 @@ public final class BufferedSocket: @unchecked Sendable {
     /// user space: splice(2) into a pipe, and from it into this socket. Both sockets' timeouts
     /// hold (a stalled source is `timedOut`).
     func spliceIn(from source: Int32, count: Int) throws {
+        if let tls, !tls.kernelSends { return try copyStream(from: source, count: count, through: tls) }
         var ends: [Int32] = [-1, -1]
         guard Glibc.pipe(&ends) == 0 else { throw ConnectionError.failed(errno: errno) }
         defer {
@@ -199,6 +221,7 @@ public final class BufferedSocket: @unchecked Sendable {
                 let out = kalavara_splice(ends[0], fd, UInt(inPipe), left - moved > 0 ? 1 : 0)
                 if out > 0 { inPipe -= out; continue }
                 if out < 0, errno == EINTR { continue }
+                if out < 0, tls != nil, errno == EAGAIN { try awaitReady(Int16(POLLOUT), seconds: sendTimeout); continue }
                 throw Self.writeError(out == 0 ? EPIPE : errno)
             }
             left -= moved
@@ -221,10 +244,27 @@ public final class BufferedSocket: @unchecked Sendable {
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
     }
 
+    /// Ends what this side sends (close_notify first with TLS), still reading.
+    func shutdownWrites() {
+        tls?.close()
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
     public func close() {
         guard !closed else { return }
         closed = true
+        tls?.close()
         _ = Glibc.close(fd)
+    }
+
+    /// Makes this an HTTPS connection: a server's (the handshake comes with the client's
+    /// first bytes) or a client's expecting `host` in the server's certificate. The
+    /// descriptor becomes non-blocking. False if OpenSSL could not make a session.
+    func startTLS(_ context: TLSContext, server: Bool, host: String? = nil) -> Bool {
+        guard let session = TLSSession(context: context, fd: fd, server: server, host: host) else { return false }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        tls = session
+        return true
     }
 
     static func timeval(_ seconds: Double) -> Glibc.timeval {

@@ -50,6 +50,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Starts (or resumes) watching a connection that has no request in progress.
     func watch(_ connection: ServerConnection) {
         connection.watched(now: server.configuration.clock.now())
+        connection.watchesWritable = false
         var event = epoll_event()
         event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
         event.data.fd = connection.socket.fd
@@ -127,7 +128,14 @@ public final class EventLoop: @unchecked Sendable {
     private func handleReadable(_ connection: ServerConnection) {
         switch connection.serveOnLoop() {
         case .wait:
-            break
+            // A TLS handshake whose flight the socket would not take waits for it to drain.
+            let wantsWritable = connection.socket.waitsToWrite
+            guard wantsWritable != connection.watchesWritable else { break }
+            connection.watchesWritable = wantsWritable
+            var event = epoll_event()
+            event.events = (wantsWritable ? EPOLLOUT.rawValue : EPOLLIN.rawValue) | EPOLLRDHUP.rawValue
+            event.data.fd = connection.socket.fd
+            epoll_ctl(epoll, EPOLL_CTL_MOD, connection.socket.fd, &event)
         case .handOff:
             forget(connection)
             // Out of epoll altogether (a disabled entry would still report hang-ups).

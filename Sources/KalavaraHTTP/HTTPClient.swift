@@ -36,8 +36,9 @@ public final class OpenAnswer {
     /// For a body of known length: the bytes of it already read with the head, and the
     /// socket the rest will arrive on, for a proxy to splice (see `BodyStream`). The body must
     /// not be read any other way afterwards. Nil for a chunked or close-delimited body.
+    /// Nil too over TLS: the bytes on the socket are encrypted.
     public func spliceSource() -> (prefix: [UInt8], fd: Int32)? {
-        guard let remaining = body.knownRemaining else { return nil }
+        guard socket.tls == nil, let remaining = body.knownRemaining else { return nil }
         let count = min(socket.bufferedCount, remaining)
         let prefix = Array(socket.buffered.prefix(count))
         socket.consume(count)
@@ -59,7 +60,8 @@ public protocol RequestSigner: Sendable {
 
 /// A small blocking HTTP/1.1 client for calls between daemons: commits, registration,
 /// health checks. It keeps idle keep-alive connections per host so a commit per PUT does
-/// not pay a TCP handshake, and it parses answers with the server's own parser.
+/// not pay a TCP (or TLS) handshake, and it parses answers with the server's own parser.
+/// `https://` URLs speak TLS, the server's certificate verified against `TLSTrust`.
 public final class HTTPClient: @unchecked Sendable {
     let timeout: Double
     /// In a signed cluster: signs every request this client sends.
@@ -86,7 +88,7 @@ public final class HTTPClient: @unchecked Sendable {
 
         // A pooled connection may have been closed by the server while idle; if it fails
         // before any answer byte arrives, the request was not processed: retry once, fresh.
-        if let socket = takeIdle(url.authority) {
+        if let socket = takeIdle(url.origin) {
             do {
                 return try exchange(socket, message, method: method, url: url)
             } catch let failure as StaleConnection {
@@ -138,7 +140,7 @@ public final class HTTPClient: @unchecked Sendable {
         let closes = response.headers.listValues("Connection").contains { $0.caseInsensitiveEquals("close") }
         if !closes, response.headers["Content-Length"] != nil || response.headers["Transfer-Encoding"] != nil
             || method == "HEAD" || response.status == 204 || response.status == 304 {
-            putIdle(url.authority, socket)
+            putIdle(url.origin, socket)
         }
         return response
     }
@@ -254,8 +256,28 @@ public final class HTTPClient: @unchecked Sendable {
 
     // MARK: Connecting
 
-    /// Opens a TCP connection with a bounded connect time, then blocking I/O with timeouts.
+    /// Opens a TCP connection with a bounded connect time, then blocking I/O with timeouts;
+    /// for `https`, completes a TLS handshake that verifies the server's certificate
+    /// (chain to the trusted CA, and the URL's host named in it).
     public static func connect(_ url: HTTPURL, timeout: Double) throws -> BufferedSocket {
+        let socket = try connectTCP(url, timeout: timeout)
+        guard url.isSecure else { return socket }
+        do {
+            guard socket.startTLS(try TLSTrust.clientContext(), server: false, host: url.host) else {
+                throw TLSError.openSSL("cannot start TLS to \(url.authority)")
+            }
+            try socket.handshake()
+        } catch let error as TLSError {
+            socket.close()
+            throw ConnectionError.tls(error.description)
+        } catch {
+            socket.close()
+            throw error
+        }
+        return socket
+    }
+
+    private static func connectTCP(_ url: HTTPURL, timeout: Double) throws -> BufferedSocket {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

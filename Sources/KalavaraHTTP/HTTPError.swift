@@ -36,4 +36,6 @@ public enum ConnectionError: Error, Equatable, Sendable {
     case closedByPeer
     case timedOut
     case failed(errno: Int32)
+    /// A TLS handshake failed: the server's certificate did not verify, or it spoke no TLS.
+    case tls(String)
 }

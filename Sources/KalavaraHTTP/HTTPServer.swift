@@ -51,6 +51,9 @@ public final class HTTPServer: @unchecked Sendable {
         /// from there (one page-cache read is cheaper than waking a thread); larger ones go
         /// out with sendfile from a worker.
         public var inlineFileBytes = 64 * 1024
+        /// `--tls-cert`/`--tls-key`: the port speaks HTTPS only; `--tls-ca`: what this
+        /// process's own calls trust (see `TLSTrust`).
+        public var tls = TLSFiles()
         /// What the timeouts are measured on; tests drive a `ManualClock`.
         var clock: any ServerClock = MonotonicClock()
 
@@ -72,6 +75,8 @@ public final class HTTPServer: @unchecked Sendable {
     private var nextLoop = 0
     private var listenFD: Int32 = -1
     public private(set) var boundPort = 0
+    /// The certificate served, when the port speaks HTTPS (set by `start`).
+    private var identity: TLSIdentity?
 
     /// Connections that have not delivered a first request head may hold this many slots
     /// at most: past it, a new connection evicts the oldest of them, so sockets that
@@ -134,6 +139,7 @@ public final class HTTPServer: @unchecked Sendable {
     public func start() throws {
         // A client that disconnects while we write must be an error return, not a signal.
         signal(SIGPIPE, SIG_IGN)
+        try loadTLS()
         listenFD = try Self.listen(host: configuration.host, port: configuration.port)
         boundPort = Self.localPort(listenFD)
         for index in 0..<configuration.eventLoops {
@@ -148,6 +154,30 @@ public final class HTTPServer: @unchecked Sendable {
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "accept"
         thread.start()
+    }
+
+    /// Loads the TLS files: the CA this process's calls trust, and the certificate served.
+    /// Either failing is a start-up error, with OpenSSL's reasons.
+    private func loadTLS() throws {
+        let files = configuration.tls
+        do {
+            if let authority = files.authority { try TLSTrust.use(authority: authority) }
+            if let certificate = files.certificate, let key = files.key {
+                identity = try TLSIdentity(certificate: certificate, key: key)
+            }
+        } catch let error as TLSError {
+            throw ServerError(error.description)
+        }
+    }
+
+    /// Whether the port speaks HTTPS.
+    public var servesTLS: Bool { identity != nil }
+
+    /// Loads renewed certificate files (`SIGHUP`): connections accepted from now on get
+    /// them, those open keep what they started with. On a problem the certificate in force
+    /// stays and the error says why. Returns the new certificate's serial number (hex).
+    public func reloadTLS() throws -> String? {
+        try identity?.reload()
     }
 
     var isStopping: Bool { stopping.load(ordering: .acquiring) }
@@ -243,6 +273,12 @@ public final class HTTPServer: @unchecked Sendable {
     /// cap and keep `peerReserve` slots beyond the table even then.
     private func admit(_ fd: Int32, peer: String) {
         let socket = BufferedSocket(fd: fd, bufferSize: HTTPLimits.readBufferBytes)
+        // With TLS the handshake comes with the client's first bytes, on the event loop,
+        // bounded like a head that does not arrive (the head timeout, the fresh cap).
+        if let identity, !socket.startTLS(identity.context, server: true) {
+            socket.close()
+            return
+        }
         lock.lock()
         var room = !isStopping
         if room, fresh.count >= freshCap {
@@ -328,6 +364,12 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Answers a connection over the cap without giving it a thread.
     private func refuse(_ socket: BufferedSocket, peer: String) {
+        // Over TLS an answer needs a handshake first, which is what the refusal saves: the
+        // client sees the connection closed.
+        guard socket.tls == nil else {
+            socket.close()
+            return
+        }
         socket.setSendTimeout(1)
         var response = HTTPResponse.text(503, "too many open connections, try again")
         response.headers.set("Retry-After", "1")

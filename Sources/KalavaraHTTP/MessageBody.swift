@@ -120,8 +120,7 @@ public final class MessageBody: ByteSource {
             }
             let left = deadline - monotonicSeconds()
             guard left > 0, bytes.count < HTTPLimits.maxChunkLineBytes else { return nil }
-            var poller = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&poller, 1, Int32(max(1, left * 1000))) == 1, (try? socket.fill()) == true else { return nil }
+            guard socket.awaitInput(seconds: max(0.001, left)), (try? socket.fill()) == true else { return nil }
         }
     }
 

@@ -29,6 +29,10 @@ final class ServerConnection: @unchecked Sendable {
     /// to evict, with the handshake that makes an eviction and a request exclusive.
     let mark: IdleMark
 
+    /// Whether its loop watches it for writability rather than input (a TLS handshake
+    /// waiting to send; see `BufferedSocket.waitsToWrite`). The loop's alone.
+    var watchesWritable = false
+
     /// The context of the request being served (see `RequestContext`).
     private let context = RequestContext()
     /// Evicted to make room (see `HTTPServer.admit`): shut down at once, closed by its loop,
@@ -93,6 +97,7 @@ final class ServerConnection: @unchecked Sendable {
         let now = configuration.clock.now()
         while true {
             if skipLeadingLineBreaks() { state.lineBreaksSkipped() }
+            if socket.bufferedCount == 0, socket.hasPendingTLSInput, socket.fillWithoutBlocking() == .data { continue }
             if socket.bufferedCount == 0 { return transition { $0.nothingPending(now: now) } }
             guard case .scan(let scanned) = transition({ $0.bytesPending(now: now) }) else { return transition { $0.lost() } }
             let bytes = socket.buffered
@@ -213,7 +218,8 @@ final class ServerConnection: @unchecked Sendable {
         }
         while true {
             skipLeadingLineBreaks()
-            if socket.bufferedCount == 0 { return state.workerIdle(stopping: server.isStopping) }
+            // Decrypted bytes inside OpenSSL are not seen by epoll: read them here.
+            if socket.bufferedCount == 0, !socket.hasPendingTLSInput { return state.workerIdle(stopping: server.isStopping) }
             let request: HTTPRequest, exchange: Exchange
             do {
                 (request, exchange) = try readHead()
@@ -387,7 +393,7 @@ final class ServerConnection: @unchecked Sendable {
     /// the answer we just wrote before the client reads it. So: stop sending, then read and
     /// discard for a short while, as nginx's lingering close does.
     private func lingeringClose() {
-        _ = Glibc.shutdown(socket.fd, Int32(SHUT_WR))
+        socket.shutdownWrites()
         socket.setReceiveTimeout(0.5)
         var scratch = [UInt8](repeating: 0, count: 16 * 1024)
         let clock = configuration.clock

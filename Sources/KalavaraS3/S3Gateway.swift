@@ -43,6 +43,7 @@ public final class S3Gateway: @unchecked Sendable {
         signal(SIGPIPE, SIG_IGN)
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
+        server.reloadTLSOnHangup()
         if authenticator.credentials == nil {
             Log.warning("no --auth-file: the gateway accepts any S3 credentials (and anonymous requests)")
         }

@@ -18,12 +18,15 @@ struct MasterConnection {
     /// How long a call keeps trying a group's other masters: past a failover.
     static let patience = 15.0
 
-    init(master: String?, user: String?) throws {
+    init(master: String?, user: String?, tlsAuthority: String?) throws {
         let environment = ProcessInfo.processInfo.environment
+        if let authority = tlsAuthority ?? environment["KALAVARA_TLS_CA"] {
+            do { try TLSTrust.use(authority: authority) } catch { throw Failure("--tls-ca: \(error)") }
+        }
         let list = master ?? environment["KALAVARA_MASTER"] ?? "http://127.0.0.1:6000"
         var urls: [String] = []
         for url in list.split(separator: ",").map(String.init) {
-            guard let normalized = VolumeRegistry.normalize(url) else { throw Failure("not a master URL (want http://host:port): \(url)") }
+            guard let normalized = VolumeRegistry.normalize(url) else { throw Failure("not a master URL (want http://host:port or https://host:port): \(url)") }
             urls.append(normalized)
         }
         guard !urls.isEmpty else { throw Failure("no master URL given") }

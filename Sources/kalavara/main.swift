@@ -10,7 +10,8 @@ struct AdminCommand: ParsableCommand {
         commandName: "kalavara",
         abstract: "Operate a Kalavara cluster: look at it, move values in and out, drive healing.",
         discussion: "The master is -m URL, else $KALAVARA_MASTER, else http://127.0.0.1:6000. Credentials (when the "
-            + "master asks for them) are --user NAME:SECRET or $KALAVARA_USER. Errors are one line on standard error, exit 2.",
+            + "master asks for them) are --user NAME:SECRET or $KALAVARA_USER. An https:// cluster's CA is --tls-ca PATH "
+            + "or $KALAVARA_TLS_CA. Errors are one line on standard error, exit 2.",
         version: Kalavara.version,
         subcommands: [Status.self, Masters.self, Volumes.self, List.self, Put.self, Get.self, Remove.self, AddVolume.self,
                       RemoveVolume.self, Repair.self, Rebuild.self, Scrub.self])
@@ -23,7 +24,11 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .customLong("user"), help: ArgumentHelp("Credentials, NAME:SECRET.", valueName: "name:secret"))
     var user: String?
 
-    func connect() throws -> MasterConnection { try MasterConnection(master: master, user: user) }
+    /// Without it, `KALAVARA_TLS_CA`, else the system's trust store.
+    @Option(name: .customLong("tls-ca"), help: ArgumentHelp("CA certificates (PEM) to verify https:// daemons against.", valueName: "path"))
+    var tlsAuthority: String?
+
+    func connect() throws -> MasterConnection { try MasterConnection(master: master, user: user, tlsAuthority: tlsAuthority) }
 }
 
 struct WaitOptions: ParsableArguments {

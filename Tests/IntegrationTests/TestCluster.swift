@@ -15,6 +15,9 @@ final class TestCluster {
     var masterArguments: [String] = []
     /// Flags every volume this cluster starts gets.
     var volumeExtra: [String] = []
+    /// `https` once `useTLS` gave the daemons a certificate, with the flags that do it.
+    private(set) var scheme = "http"
+    private(set) var tlsFlags: [String] = []
     private var logs: [String] = []
 
     static let binDirectory: String = {
@@ -38,8 +41,17 @@ final class TestCluster {
 
     deinit { shutdown() }
 
-    var masterURL: String { "http://127.0.0.1:\(masterPort)" }
-    func volumeURL(_ port: Int) -> String { "http://127.0.0.1:\(port)" }
+    var masterURL: String { "\(scheme)://127.0.0.1:\(masterPort)" }
+    func volumeURL(_ port: Int) -> String { "\(scheme)://127.0.0.1:\(port)" }
+
+    /// Daemons started from now on speak HTTPS with a certificate from `certificates` (and
+    /// trust its CA), and so does this test process's client.
+    func useTLS(_ certificates: TestCertificates) throws {
+        let (certificate, key) = try certificates.leaf("daemon", serial: 1)
+        tlsFlags = ["--tls-cert", certificate, "--tls-key", key, "--tls-ca", certificates.authority]
+        scheme = "https"
+        try TLSTrust.use(authority: certificates.authority)
+    }
     func volumeDirectory(_ port: Int) -> String { root + "/volume-\(port)" }
     var databasePath: String { root + "/db" }
 
@@ -49,7 +61,7 @@ final class TestCluster {
         if masterPort == 0 { masterPort = freeLoopbackPort() }
         var arguments = ["-p", String(masterPort), "-d", databasePath, "--bind", "127.0.0.1"]
         if !volumePorts.isEmpty { arguments += ["-v"] + volumePorts.map(volumeURL) }
-        arguments += extra
+        arguments += tlsFlags + extra
         masterArguments = arguments
         let process = try launch("master", arguments, log: "master")
         master = process
@@ -73,7 +85,7 @@ final class TestCluster {
             if masterPort == 0 { masterPort = freeLoopbackPort() }
             arguments += ["-m", masterURL, "-b", volumeURL(port), "--heartbeat", "0.5"]
         }
-        arguments += volumeExtra + extra
+        arguments += tlsFlags + volumeExtra + extra
         volumes[port] = try launch("volume", arguments, log: "volume-\(port)")
         try waitForHealth(volumeURL(port))
         return port
@@ -177,12 +189,12 @@ final class TestCluster {
     /// Starts an S3 gateway for this cluster's master; returns its port once it answers.
     func startGateway(extra: [String] = []) throws -> Int {
         let port = freeLoopbackPort()
-        let process = try launch("kalavara-s3", ["-p", String(port), "-m", masterURL, "--bind", "127.0.0.1"] + extra,
+        let process = try launch("kalavara-s3", ["-p", String(port), "-m", masterURL, "--bind", "127.0.0.1"] + tlsFlags + extra,
                                  log: "s3-\(port)")
         others.append(process)
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if let response = try? HTTP.send("GET", "http://127.0.0.1:\(port)/_health"), response.status == 200 { return port }
+            if let response = try? HTTP.send("GET", "\(scheme)://127.0.0.1:\(port)/_health"), response.status == 200 { return port }
             usleep(20_000)
         }
         throw ClusterError("gateway on \(port) did not start; logs:\n\(logText())")

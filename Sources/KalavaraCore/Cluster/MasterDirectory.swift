@@ -104,7 +104,7 @@ public final class MasterDirectory: @unchecked Sendable {
             // A standby's redirect names the same target on the leader; any other (a PUT's
             // to a volume) is the answer.
             guard answer.status == 307, let location = answer.headers["Location"], let next = HTTPURL(location),
-                  next.pathAndQuery == pathAndQuery, let origin = VolumeRegistry.normalize("http://\(next.authority)") else {
+                  next.pathAndQuery == pathAndQuery, let origin = VolumeRegistry.normalize(next.origin) else {
                 return (answer, answeredBy)
             }
             learn(origin)

@@ -127,12 +127,13 @@ public final class VolumeRegistry: Sendable {
         }
     }
 
-    /// The canonical form of a volume base URL (`http://host:port`), or nil if `text` is not one.
+    /// The canonical form of a volume base URL (`http://host:port` or `https://host:port`),
+    /// or nil if `text` is not one.
     public static func normalize(_ text: String) -> String? {
         var trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         while trimmed.hasSuffix("/") { trimmed.removeLast() }
         guard let url = HTTPURL(trimmed), url.pathAndQuery == "/" else { return nil }
-        return "http://\(url.authority)"
+        return url.origin
     }
 
     /// Adds a volume (idempotent) and marks it alive. Returns its id and whether it is new
@@ -141,7 +142,7 @@ public final class VolumeRegistry: Sendable {
     @discardableResult
     func add(_ text: String, explicit: Bool = true) throws -> (id: UInt16, isNew: Bool) {
         guard let url = Self.normalize(text), let address = HTTPURL(url) else {
-            throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
+            throw HTTPError(400, "not a volume base URL (want http://host:port or https://host:port): \(text.prefix(200))")
         }
         return try additions.withLock { _ in
             let known = volumes.withLock { volumes -> (UInt16, Mode)? in

@@ -38,7 +38,7 @@ extension Etcd {
             let index = (first + step) % endpoints.count
             let endpoint = endpoints[index]
             let remaining = deadline - monotonicSeconds()
-            guard remaining > 0.001, let url = HTTPURL("http://\(endpoint.authority)\(path)") else {
+            guard remaining > 0.001, let url = HTTPURL(endpoint.origin + path) else {
                 failures.append("\(endpoint): no time left")
                 continue
             }

@@ -103,6 +103,7 @@ public final class Master: @unchecked Sendable {
     func start() throws {
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
+        server.reloadTLSOnHangup()
         registry.all.forEach { server.trustPeer(url: $0.url) }
         gate.announce()
         health.start()

@@ -213,7 +213,7 @@ public struct MasterCommand: DaemonCommand {
         } else {
             let bind = configuration.server.host
             let host = ["0.0.0.0", "::", "127.0.0.1"].contains(bind) ? "127.0.0.1" : bind
-            configuration.advertisedURL = "http://\(host):\(port)"
+            configuration.advertisedURL = "\(server.tlsCertificate == nil ? "http" : "https")://\(host):\(port)"
         }
         return configuration
     }

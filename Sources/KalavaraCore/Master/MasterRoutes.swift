@@ -303,25 +303,38 @@ extension Master {
 
     // MARK: Admin
 
+    /// Whether the volume at `url` answers a health check (signed and verified in a signed
+    /// cluster; over TLS its certificate verified).
+    private func answersHealth(_ url: String) -> Bool {
+        let client = HTTPClient(timeout: 2, maxIdlePerHost: 0, signer: gate.secret)
+        return (try? HealthMonitor.ask(url, masterURL: configuration.advertisedURL, client: client, secret: gate.secret)) ?? nil != nil
+    }
+
     /// `POST /admin/add-volume`: an operator's add (which also brings back a drained or
     /// removed volume) or a volume's heartbeat (header `Kalavara-Heartbeat`, which does not).
     private func addVolume(_ request: HTTPRequest, _ body: MessageBody) throws -> HTTPResponse {
         let bytes = try body.readAll(limit: 4096)
         let text = String(decoding: bytes, as: UTF8.self)
         let explicit = request.headers[VolumeHeaders.heartbeat] == nil
-        if explicit, let secret = gate.secret {
+        let normalized = VolumeRegistry.normalize(text)
+        if explicit, gate.secret != nil {
             // An operator's add in a signed cluster: the volume must prove it holds the
             // cluster secret, so the registry never grows from an unauthenticated URL.
-            guard let url = VolumeRegistry.normalize(text) else {
-                throw HTTPError(400, "not a volume base URL (want http://host:port): \(text.prefix(200))")
+            guard let url = normalized else {
+                throw HTTPError(400, "not a volume base URL (want http://host:port or https://host:port): \(text.prefix(200))")
             }
-            let client = HTTPClient(timeout: 2, maxIdlePerHost: 0, signer: secret)
-            guard (try? HealthMonitor.ask(url, masterURL: configuration.advertisedURL, client: client, secret: secret)) ?? nil != nil else {
+            guard answersHealth(url) else {
                 return .text(403, "volume \(url) did not prove it holds this cluster's secret "
                              + "(is it running, with the same --secret-file?)")
             }
         } else {
             try SignedCall.verifyBody(request, bytes, secret: gate.secret)
+            // A new https volume must first present a certificate that verifies (the --tls-ca's,
+            // for its URL's host): the registry never holds one the master could not call.
+            if let url = normalized, HTTPURL(url)?.isSecure == true, !registry.all.contains(where: { $0.url == url }),
+               !answersHealth(url) {
+                return .text(403, "volume \(url) did not answer a health check over TLS (does --tls-ca sign its certificate?)")
+            }
         }
         let (id, isNew) = try registry.add(text, explicit: explicit)
         let url = VolumeRegistry.normalize(text)!

@@ -51,6 +51,19 @@ public struct ServerOptions: ParsableArguments {
                                valueName: "path"))
     public var secretFile: String?
 
+    @Option(name: .customLong("tls-cert"),
+            help: ArgumentHelp("Certificate chain (PEM, leaf first): the port speaks HTTPS only. Needs --tls-key; SIGHUP reloads both.",
+                               valueName: "path"))
+    public var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("The private key of --tls-cert (PEM).", valueName: "path"))
+    var tlsKey: String?
+
+    @Option(name: .customLong("tls-ca"),
+            help: ArgumentHelp("CA certificates (PEM) that other daemons' certificates are verified against (default: the system's trust store).",
+                               valueName: "path"))
+    var tlsAuthority: String?
+
     @Option(name: .customLong("log-level"),
             help: ArgumentHelp("Lowest level logged (KALAVARA_LOG=debug also lowers it).", valueName: "level"))
     public var logLevel: Logger.Level = ProcessInfo.processInfo.environment["KALAVARA_LOG"] == "debug" ? .debug : .info
@@ -60,6 +73,10 @@ public struct ServerOptions: ParsableArguments {
     public mutating func validate() throws {
         for (flag, value) in [("--read-timeout", readTimeout), ("--idle-timeout", idleTimeout), ("--head-timeout", headTimeout)] {
             try Self.checkSeconds(flag, value)
+        }
+        guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        for (flag, path) in [("--tls-cert", tlsCertificate), ("--tls-key", tlsKey), ("--tls-ca", tlsAuthority)] {
+            if let path, !FileManager.default.isReadableFile(atPath: path) { throw ValidationError("\(flag): cannot read \(path)") }
         }
         guard minBodyRate >= 0, minBodyRate.isFinite else { throw ValidationError("--min-body-rate wants bytes per second (0: no floor)") }
         guard (1...1_000_000).contains(maxConnections) else {
@@ -89,6 +106,7 @@ public struct ServerOptions: ParsableArguments {
         configuration.maxConnectionsPerAddress = maxConnectionsPerAddress
         configuration.accessLog = accessLog
         configuration.minBodyRate = minBodyRate
+        configuration.tls = TLSFiles(certificate: tlsCertificate, key: tlsKey, authority: tlsAuthority)
         return configuration
     }
 }

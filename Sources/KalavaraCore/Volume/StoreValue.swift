@@ -53,7 +53,7 @@ extension Volume {
         for upload in uploads {
             let answer = try? upload.finish()
             if answer?.status == 200 {
-                durable.append("http://\(upload.url.authority)")
+                durable.append(upload.url.origin)
             } else if failure == nil {
                 failure = (answer?.status == 507 ? 507 : 503, "replica \(upload.url.authority) failed: "
                            + (answer.map { "\($0.status) \($0.text)" } ?? "no answer"))

@@ -68,6 +68,7 @@ public final class Volume: @unchecked Sendable {
         signal(SIGXFSZ, SIG_IGN)
         server = HTTPServer(configuration: configuration.server, router: router, metrics: metrics)
         try server.start()
+        server.reloadTLSOnHangup()
         configuration.masterURLs.forEach { server.trustPeer(url: $0) }
         gate.announce()
         master.startHeartbeat(interval: configuration.heartbeatInterval)
