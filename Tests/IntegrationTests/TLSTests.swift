@@ -129,6 +129,22 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/health").status, 200)
     }
 
+    /// Without TLS or `--auth-file` a daemon has nothing to reload, and `SIGHUP` (what the
+    /// systemd units' `ExecReload` sends) leaves it running rather than ending it.
+    func testHangupWithNothingToReloadLeavesDaemonsRunning() throws {
+        let cluster = try TestCluster.started(volumes: 1)
+        defer { cluster.shutdown() }
+        let master = try XCTUnwrap(cluster.master)
+        let volume = try XCTUnwrap(cluster.volumes.values.first)
+        kill(master.processIdentifier, SIGHUP)
+        kill(volume.processIdentifier, SIGHUP)
+        try waitUntil("both said so in their logs", timeout: 5) {
+            cluster.logText().components(separatedBy: "SIGHUP: no TLS certificate to reload").count == 3
+        }
+        XCTAssertTrue(master.isRunning && volume.isRunning)
+        XCTAssertEqual(try HTTP.send("GET", cluster.masterURL + "/health").status, 200)
+    }
+
     /// Sends `HEAD /health` on `socket` and returns the answer's head.
     private static func headHealth(on socket: BufferedSocket) throws -> String {
         try socket.write(Array("HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
