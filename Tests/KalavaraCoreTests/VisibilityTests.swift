@@ -60,6 +60,24 @@ final class VisibilityTests: XCTestCase {
         XCTAssertEqual(fence.count, 0)
     }
 
+    /// A checkpoint holds the leader's latest writes: every key waits for a mark that
+    /// reaches the checkpoint's sequence.
+    func testEveryKeyWaitsAfterACheckpointUntilAMarkReachesIt() throws {
+        let fence = VisibilityFence(patience: 5)
+        fence.fenceEveryKey(through: .max)
+        XCTAssertEqual(fence.firstFenced([Array("any".utf8)]), Array("any".utf8), "fenced while the copy is made")
+        fence.fenceEveryKey(through: 40)
+        fence.advance(to: 39)
+        XCTAssertNotNil(fence.firstFenced([Array("any".utf8)]))
+        XCTAssertFalse(fence.waitForRelease(of: Array("any".utf8), until: monotonicSeconds() + 0.05))
+        fence.advance(to: 40)
+        XCTAssertNil(fence.firstFenced([Array("any".utf8)]))
+        XCTAssertEqual(fence.lastMark, 40)
+        // A new leader's mark may be lower: it is taken as it is.
+        fence.advance(to: 12)
+        XCTAssertEqual(fence.lastMark, 12)
+    }
+
     func testWithOneStandbyNothingIsFenced() throws {
         let log = try batches([("a", false)])
         let fence = VisibilityFence(patience: 5)
@@ -123,8 +141,10 @@ final class VisibilityTests: XCTestCase {
         try shipping.settle(through: written)
         XCTAssertEqual(try shipping.poll(member: "http://s:1", from: written).visibleThrough, written - 1,
                        "shown while the dropped standby may still answer reads")
-        usleep(250_000)
-        XCTAssertEqual(try shipping.poll(member: "http://s:1", from: written).visibleThrough, written)
+        // A poll with nothing new is answered when that hold ends (0.2 s), not after its wait.
+        let asked = monotonicSeconds()
+        XCTAssertEqual(try shipping.poll(member: "http://s:1", from: written + 1).visibleThrough, written)
+        XCTAssertLessThan(monotonicSeconds() - asked, LogShipping.pollWait - 0.1)
 
         shipping.holdVisibility(at: written, for: 0.3)
         try db.put(Array("c".utf8), [3], sync: true)

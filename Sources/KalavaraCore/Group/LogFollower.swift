@@ -66,8 +66,11 @@ final class LogFollower: @unchecked Sendable {
         }
         do {
             if needsCheckpoint.load(ordering: .relaxed) || index.db.latestSequence == 0 {
+                // The copy holds the leader's latest writes, which another standby may lack:
+                // nothing is shown until a mark reaches them.
+                group.fence.fenceEveryKey(through: .max)
                 try CheckpointTransfer(client: copies, index: index).copy(from: leader.url, member: group.url, install: unlessPaused)
-                group.fence.clear()
+                group.fence.fenceEveryKey(through: index.db.latestSequence)
                 needsCheckpoint.store(false, ordering: .relaxed)
                 applied()
                 return

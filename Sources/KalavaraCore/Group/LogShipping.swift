@@ -76,9 +76,7 @@ final class LogShipping: @unchecked Sendable {
     /// Called as soon as a write is in the leader's log: wakes polls waiting for it to grow.
     func logged(through sequence: UInt64) {
         condition.withLock { mark(sequence) }
-        grown.lock()
-        grown.broadcast()
-        grown.unlock()
+        wakePolls()
     }
 
     /// For a durable write: returns once every standby waited for holds `sequence`.
@@ -116,17 +114,19 @@ final class LogShipping: @unchecked Sendable {
                                     + "no write is acknowledged until it can")
                 }
             }
-            // A recorded one read the set it was in at most half a sync timeout ago, and may
-            // answer reads until half a sync timeout after this record (`MasterGroup.servesReads`).
+            // One in the set read it at most half a sync timeout ago, and may answer reads
+            // until half a sync timeout after this record (`MasterGroup.servesReads`). Counted
+            // for every one dropped: a record whose answer was lost put it in the set too.
             let mayAnswerUntil = monotonicSeconds() + syncTimeout / 2
             condition.lock()
             for url in still {
-                if members[url]?.recorded == true { members[url]?.mayAnswerUntil = mayAnswerUntil }
+                members[url]?.mayAnswerUntil = mayAnswerUntil
                 members[url]?.waitedFor = false
                 members[url]?.recorded = false
             }
             condition.broadcast()
             condition.unlock()
+            wakePolls()
             if !still.isEmpty { Log.warning("standby left the in-sync set: it did not confirm a write within \(syncTimeout) s", ["standbys": "\(still)"]) }
         }
     }
@@ -165,7 +165,8 @@ final class LogShipping: @unchecked Sendable {
             let until = monotonicSeconds() + Self.pollWait
             grown.lock()
             while db.latestSequence < from, !markMoved(for: url, holding: from - 1), monotonicSeconds() < until {
-                grown.wait(until: until)
+                // A hold that ends moves the mark with nothing to wake the poll: wait no longer.
+                grown.wait(until: min(until, nextHoldEnd()))
             }
             grown.unlock()
             batches = try tail!.read(maxBytes: Self.answerBytes)
@@ -191,6 +192,15 @@ final class LogShipping: @unchecked Sendable {
         return through
     }
 
+    /// When the next hold on the marks ends (a dropped standby's or a takeover's), if any.
+    private func nextHoldEnd() -> Double {
+        condition.withLock {
+            let now = monotonicSeconds()
+            let ends = members.values.map(\.mayAnswerUntil) + [visibilityHold.until]
+            return ends.filter { $0 > now }.min() ?? .infinity
+        }
+    }
+
     private func markMoved(for url: String, holding last: UInt64) -> Bool {
         condition.withLock {
             guard let sent = members[url]?.sentMark, sent < last else { return false }
@@ -200,8 +210,10 @@ final class LogShipping: @unchecked Sendable {
 
     /// Notes a standby's confirmation; true when it has just earned its place in the set.
     private func confirm(_ url: String, holding last: UInt64) -> Bool {
-        let latest = db.latestSequence
         let (joined, others) = condition.withLock {
+            // Read under the lock: a mark computed before this member counts is at most
+            // its join target, so it is recorded only once it holds what was shown.
+            let latest = db.latestSequence
             var member = members[url] ?? Member()
             member.confirmed = max(member.confirmed, last)
             if !member.waitedFor, last + Self.joinSlack >= latest {
@@ -212,14 +224,17 @@ final class LogShipping: @unchecked Sendable {
             condition.broadcast()
             return (member.waitedFor && !member.recorded && member.confirmed >= member.joinTarget, members.count > 1)
         }
-        // Another standby's mark may have moved, and its poll waits on `grown` (taken
-        // after `condition` is let go: a poll holds `grown` while it looks at the marks).
-        if others {
-            grown.lock()
-            grown.broadcast()
-            grown.unlock()
-        }
+        // Another standby's mark may have moved.
+        if others { wakePolls() }
         return joined
+    }
+
+    /// Wakes the polls waiting for the log to grow or their mark to move. Never called with
+    /// `condition` held: a poll holds `grown` while it looks at the marks.
+    private func wakePolls() {
+        grown.lock()
+        grown.broadcast()
+        grown.unlock()
     }
 
     /// Adds a caught-up standby to the in-sync set in etcd; until that is recorded it is

@@ -137,6 +137,9 @@ final class MasterGroup: @unchecked Sendable, WriteGate {
             let leader = try etcd.get(keys.leader).flatMap { try? JSONDecoder().decode(LeaderRecord.self, from: Data($0.value)) }
             if isLeader {
                 if leader?.url != url || leader?.lease != lease { loseLead("etcd names another leader, or none") }
+                // No standby of the previous leader answers reads any more: what this master
+                // held but could not show as a standby may be shown now.
+                if state.withLock({ $0.holdUntil }) <= monotonicSeconds(), fence.count > 0 { fence.clear() }
                 return
             }
             state.withLock { $0.leader = leader?.url == url ? nil : leader }
@@ -228,9 +231,11 @@ final class MasterGroup: @unchecked Sendable, WriteGate {
     /// acknowledged write while it does.
     private func promote(_ epoch: UInt64) {
         follower.pause() // for good: the follower never applies on a leader
-        fence.clear() // a leader's readers wait for the keys' locks instead
         let now = monotonicSeconds()
-        shipping.holdVisibility(at: index.db.latestSequence, for: configuration.syncTimeout / 2)
+        // Standbys of the previous leader may answer reads for half a sync timeout more, and
+        // they held what it last marked visible to this one: nothing beyond is shown before
+        // then, here (the fence stays until `tick` clears it) or on the standbys.
+        shipping.holdVisibility(at: min(index.db.latestSequence, fence.lastMark), for: configuration.syncTimeout / 2)
         state.withLock {
             $0.epoch = epoch
             $0.leader = nil

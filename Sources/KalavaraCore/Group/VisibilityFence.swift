@@ -15,11 +15,17 @@ import KalavaraSupport
 /// A key is fenced before its batch is applied and released only by a mark, so a read that
 /// finds its key unfenced *after* reading saw no write beyond the mark.
 final class VisibilityFence: @unchecked Sendable {
-    /// `fenced` and `mark` are behind its mutex; it is broadcast when a mark releases keys.
+    /// `fenced`, `everyKeyThrough` and `lastMark` are behind its mutex; it is broadcast
+    /// when keys are released.
     private let condition = MonotonicCondition()
     /// Raw index key → the last sequence of the newest batch beyond the mark that wrote it.
     private var fenced: [[UInt8]: UInt64] = [:]
-    private var mark: UInt64 = 0
+    /// Every key is fenced until a mark reaches this: while a checkpoint is copied (`.max`)
+    /// and after it is installed (its sequence), for it holds the leader's latest writes.
+    private var everyKeyThrough: UInt64?
+    /// The last mark the leader sent: what every standby that answered reads then held.
+    var lastMark: UInt64 { condition.withLock { storedMark } }
+    private var storedMark: UInt64 = 0
     /// How long a read waits for its key to be released before answering `503`.
     let patience: Double
 
@@ -29,30 +35,49 @@ final class VisibilityFence: @unchecked Sendable {
 
     /// Before `batches` are applied: fences the keys of those beyond `visibleThrough`.
     func willApply(_ batches: [ReplicatedBatch], visibleThrough: UInt64) {
-        let beyond = batches.filter { $0.next - 1 > visibleThrough }
+        // The keys are read from the batches before the lock: readers wait on it.
+        let beyond = batches.filter { $0.next - 1 > visibleThrough }.map { (keys: $0.keys, last: $0.next - 1) }
         guard !beyond.isEmpty else { return }
         condition.withLock {
             for batch in beyond {
-                for key in batch.keys { fenced[key] = max(fenced[key] ?? 0, batch.next - 1) }
+                for key in batch.keys { fenced[key] = max(fenced[key] ?? 0, batch.last) }
             }
         }
     }
 
-    /// A new mark from the leader: releases every key written at or before it.
+    /// A mark from the leader: releases every key written at or before it. Marks are not
+    /// taken as only growing: a new leader's may be lower than its predecessor's.
     func advance(to visibleThrough: UInt64) {
         condition.withLock {
-            mark = max(mark, visibleThrough)
-            guard !fenced.isEmpty else { return }
-            fenced = fenced.filter { $0.value > mark }
-            condition.broadcast()
+            storedMark = visibleThrough
+            var released = false
+            if let through = everyKeyThrough, visibleThrough >= through {
+                everyKeyThrough = nil
+                released = true
+            }
+            if !fenced.isEmpty, fenced.values.contains(where: { $0 <= visibleThrough }) {
+                fenced = fenced.filter { $0.value > visibleThrough }
+                released = true
+            }
+            if released { condition.broadcast() }
         }
     }
 
-    /// Forgets every fence: the index was replaced by a checkpoint, or this master leads.
+    /// Fences every key until a mark reaches `sequence` (`.max`: until told otherwise):
+    /// the index is being replaced by a checkpoint, or was, at `sequence`.
+    func fenceEveryKey(through sequence: UInt64) {
+        condition.withLock {
+            fenced.removeAll()
+            everyKeyThrough = sequence
+        }
+    }
+
+    /// Forgets every fence: this master has led long enough that no standby of the
+    /// previous leader still answers reads (see `MasterGroup.tick`).
     func clear() {
         condition.withLock {
             fenced.removeAll()
-            mark = 0
+            everyKeyThrough = nil
             condition.broadcast()
         }
     }
@@ -60,6 +85,7 @@ final class VisibilityFence: @unchecked Sendable {
     /// The first of `keys` (raw index keys) that is fenced.
     func firstFenced(_ keys: some Sequence<[UInt8]>) -> [UInt8]? {
         condition.withLock {
+            if everyKeyThrough != nil { return keys.first { _ in true } }
             guard !fenced.isEmpty else { return nil }
             return keys.first { fenced[$0] != nil }
         }
@@ -68,7 +94,7 @@ final class VisibilityFence: @unchecked Sendable {
     /// Waits until `key` is released; false at `deadline` (monotonic seconds).
     func waitForRelease(of key: [UInt8], until deadline: Double) -> Bool {
         condition.withLock {
-            while fenced[key] != nil {
+            while everyKeyThrough != nil || fenced[key] != nil {
                 if monotonicSeconds() >= deadline { return false }
                 condition.wait(until: deadline)
             }
@@ -76,8 +102,8 @@ final class VisibilityFence: @unchecked Sendable {
         }
     }
 
-    /// How many keys are fenced now (the status of replication, and tests).
-    var count: Int { condition.withLock { fenced.count } }
+    /// How many keys are fenced now, plus one while every key is (tests).
+    var count: Int { condition.withLock { fenced.count + (everyKeyThrough == nil ? 0 : 1) } }
 
     /// The answer to a read whose key stayed fenced for `patience`.
     static func stillFenced(_ patience: Double) -> HTTPError {

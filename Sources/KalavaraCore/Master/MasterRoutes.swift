@@ -156,42 +156,51 @@ extension Master {
     /// same reason. (On the event loop, a busy key goes to a worker.)
     private func currentRecord(_ key: Key) throws -> IndexRecord? {
         guard let group else { return try index.record(for: key) }
-        if group.isLeader {
-            if let record = try keyLocks.ifFree(for: key, { try index.record(for: key) }) { return record }
-            if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
-            return try keyLocks.withLock(for: key) { try index.record(for: key) }
-        }
         let deadline = monotonicSeconds() + group.fence.patience
         while true {
-            let record = try index.record(for: key)
-            // Read first, then looked at: a key is fenced before its write is applied.
-            guard let fenced = group.fence.firstFenced(CollectionOfOne(Index.storageKey(key))) else { return record }
-            if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
-            guard group.fence.waitForRelease(of: fenced, until: deadline) else { throw VisibilityFence.stillFenced(group.fence.patience) }
+            let record: IndexRecord?
+            if group.isLeader, let free = try keyLocks.ifFree(for: key, { try index.record(for: key) }) {
+                record = free
+            } else if group.isLeader {
+                if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+                record = try keyLocks.withLock(for: key) { try index.record(for: key) }
+            } else {
+                record = try index.record(for: key)
+            }
+            // Read first, then looked at: a key is fenced before its write is applied. (A
+            // new leader keeps its fence until no standby of its predecessor answers reads.)
+            guard let fenced = group.fence.firstFenced(CollectionOfOne(key).lazy.map(Index.storageKey)) else { return record }
+            try awaitRelease(of: fenced, in: group, until: deadline)
         }
+    }
+
+    /// Waits (on a worker) until `key` leaves `group`'s fence; `503` after its patience, or
+    /// if this master may no longer answer reads when it does.
+    private func awaitRelease(of key: [UInt8], in group: MasterGroup, until deadline: Double) throws {
+        if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+        guard group.fence.waitForRelease(of: key, until: deadline) else { throw VisibilityFence.stillFenced(group.fence.patience) }
+        guard group.servesReads else { throw VisibilityFence.stillFenced(group.fence.patience) }
     }
 
     /// A page of the index as a lister may see it: like `currentRecord`, it waits for any key
     /// it read whose write the group has not acknowledged (a delete's tombstone included), then
-    /// reads the page again.
-    private func currentPage(prefix: [UInt8], after: [UInt8]?, limit: Int,
-                             stopAfter: (([UInt8]) -> Bool)?) throws -> [(Key, IndexRecord)] {
-        let deadline = monotonicSeconds() + (group?.fence.patience ?? 0)
+    /// reads the page again, until `deadline`.
+    private func currentPage(prefix: [UInt8], after: [UInt8]?, limit: Int, stopAfter: (([UInt8]) -> Bool)?,
+                             deadline: Double) throws -> [(Key, IndexRecord)] {
         while true {
             let page = try index.list(prefix: prefix, after: after, limit: limit, stopAfter: stopAfter)
             guard let group else { return page }
-            if group.isLeader {
-                let busy = page.filter { keyLocks.ifFree(for: $0.0, { true }) == nil }
-                // Locks are striped: under a steady stream of writes some stripe is always
-                // busy, so after its patience the leader gives the page it has.
-                guard !busy.isEmpty, monotonicSeconds() < deadline else { return page }
-                if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
-                for (key, _) in busy { keyLocks.withLock(for: key) {} }
-            } else {
-                guard let fenced = group.fence.firstFenced(page.lazy.map { Index.storageKey($0.0) }) else { return page }
-                if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
-                guard group.fence.waitForRelease(of: fenced, until: deadline) else { throw VisibilityFence.stillFenced(group.fence.patience) }
+            if let fenced = group.fence.firstFenced(page.lazy.map { Index.storageKey($0.0) }) {
+                try awaitRelease(of: fenced, in: group, until: deadline)
+                continue
             }
+            guard group.isLeader else { return page }
+            let busy = page.filter { keyLocks.ifFree(for: $0.0, { true }) == nil }
+            // Locks are striped: under a steady stream of writes some stripe is always
+            // busy, so after its patience the leader gives the page it has.
+            guard !busy.isEmpty, monotonicSeconds() < deadline else { return page }
+            if EventLoop.onLoopThread { throw EventLoop.MustHandOff() }
+            for (key, _) in busy { keyLocks.withLock(for: key) {} }
         }
     }
 
@@ -286,10 +295,11 @@ extension Master {
             throw busy
         }
         let page: Listing
+        let deadline = monotonicSeconds() + (group?.fence.patience ?? 0)
         do {
             page = try Listing.page(prefix: prefix, delimiter: delimiter, after: parameters.bytes("after"), limit: limit,
                                     maxBytes: Listing.pageBytes) {
-                try currentPage(prefix: prefix, after: $0, limit: $1, stopAfter: $2)
+                try currentPage(prefix: prefix, after: $0, limit: $1, stopAfter: $2, deadline: deadline)
             }
         } catch {
             listings.give(reserved)

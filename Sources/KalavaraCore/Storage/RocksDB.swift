@@ -318,8 +318,10 @@ final class RocksDB: @unchecked Sendable {
         // are woken to fetch it while this log's own sync runs, and the write counts once
         // both hold it: the two fsyncs overlap instead of following each other.
         try writeGate.admit()
-        try whileOpen { try unlockedWrite(handle, sync: false) }
-        let sequence = latestSequence
+        let sequence = try whileOpen {
+            try unlockedWrite(handle, sync: false)
+            return rocksdb_get_latest_sequence_number(db)
+        }
         writeGate.logged(through: sequence)
         guard sync else { return }
         try logSyncs.sync(through: sequence, latest: { latestSequence }) { try whileOpen { try unlockedSyncLog() } }

@@ -10,19 +10,31 @@ import KalavaraSupport
 /// single master's synced writes ran 0.07: measured with `perf stat -e
 /// syscalls:sys_enter_fdatasync` on each.
 final class SyncGroup: @unchecked Sendable {
-    /// `syncedThrough` and `syncing` are behind its mutex.
+    /// The fields below are behind its mutex.
     private let condition = MonotonicCondition()
     private var syncedThrough: UInt64 = 0
     private var syncing = false
+    /// The last sync that failed: what it was to cover, and why.
+    private var lastFailure: (covering: UInt64, error: any Error)?
 
-    /// Returns once everything logged through `sequence` is durable. `latest` is the log's
-    /// end now; `sync` makes everything logged so far durable.
+    /// Returns once everything logged through `sequence` (from 1) is durable. `latest` is the
+    /// log's end now; `sync` makes everything logged so far durable. Throws the failure of
+    /// a sync that was to cover it and did not (nor any before): after a failed fsync, a
+    /// later one that succeeds says nothing of the pages the failed one lost.
     func sync(through sequence: UInt64, latest: () -> UInt64, _ sync: () throws -> Void) throws {
+        precondition(sequence > 0, "a write's sequence starts at 1")
         condition.lock()
-        while syncedThrough < sequence && syncing { condition.wait() }
-        if syncedThrough >= sequence {
-            condition.unlock()
-            return
+        while true {
+            if syncedThrough >= sequence {
+                condition.unlock()
+                return
+            }
+            if let failure = lastFailure, failure.covering >= sequence {
+                condition.unlock()
+                throw failure.error
+            }
+            if !syncing { break }
+            condition.wait()
         }
         syncing = true
         // Read before the sync starts: every write logged by now is covered by it.
@@ -31,7 +43,11 @@ final class SyncGroup: @unchecked Sendable {
         var failure: (any Error)?
         do { try sync() } catch { failure = error }
         condition.lock()
-        if failure == nil { syncedThrough = max(syncedThrough, covered) }
+        if let failure {
+            lastFailure = (covered, failure)
+        } else {
+            syncedThrough = max(syncedThrough, covered)
+        }
         syncing = false
         condition.broadcast()
         condition.unlock()
