@@ -30,7 +30,15 @@ static inline void kalavara_ssl_ctx_options(SSL_CTX *context) {
 // A server keeps no sessions and issues no tickets: the daemons' own clients keep their
 // connections instead of resuming sessions, and a TLS 1.3 handshake that sends two tickets
 // costs two more encryptions and a write each time.
+static inline int kalavara_no_passphrase(char *buffer, int size, int writing, void *data) {
+    (void)buffer; (void)size; (void)writing; (void)data;
+    return 0;
+}
+
 static inline void kalavara_ssl_ctx_no_resumption(SSL_CTX *context) {
+    // An encrypted key is refused, never prompted for on a terminal (a SIGHUP reload
+    // would wait there for good).
+    SSL_CTX_set_default_passwd_cb(context, kalavara_no_passphrase);
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(context, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(context, 0);
@@ -49,6 +57,8 @@ static inline int kalavara_ssl_expect_host(SSL *ssl, const char *host, int isAdd
     if (isAddress) {
         return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
     }
+    // Only the certificate's DNS names count, never its subject's common name.
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     return SSL_set1_host(ssl, host) == 1 && SSL_set_tlsext_host_name(ssl, host) == 1;
 }
 

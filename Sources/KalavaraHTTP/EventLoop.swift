@@ -133,7 +133,10 @@ public final class EventLoop: @unchecked Sendable {
             guard wantsWritable != connection.watchesWritable else { break }
             connection.watchesWritable = wantsWritable
             var event = epoll_event()
-            event.events = (wantsWritable ? EPOLLOUT.rawValue : EPOLLIN.rawValue) | EPOLLRDHUP.rawValue
+            // Not EPOLLRDHUP while waiting to write: a peer's FIN would wake the loop on every
+            // wait (level-triggered) while OpenSSL only retries its blocked write. A full close
+            // still comes as EPOLLHUP or EPOLLERR, and the write then fails.
+            event.events = wantsWritable ? EPOLLOUT.rawValue : EPOLLIN.rawValue | EPOLLRDHUP.rawValue
             event.data.fd = connection.socket.fd
             epoll_ctl(epoll, EPOLL_CTL_MOD, connection.socket.fd, &event)
         case .handOff:

@@ -97,7 +97,13 @@ final class ServerConnection: @unchecked Sendable {
         let now = configuration.clock.now()
         while true {
             if skipLeadingLineBreaks() { state.lineBreaksSkipped() }
-            if socket.bufferedCount == 0, socket.hasPendingTLSInput, socket.fillWithoutBlocking() == .data { continue }
+            if socket.bufferedCount == 0, socket.hasPendingTLSInput {
+                switch socket.fillWithoutBlocking() {
+                case .data: continue
+                case .closed: return transition { $0.lost() } // the peer's close_notify
+                case .nothingYet: break
+                }
+            }
             if socket.bufferedCount == 0 { return transition { $0.nothingPending(now: now) } }
             guard case .scan(let scanned) = transition({ $0.bytesPending(now: now) }) else { return transition { $0.lost() } }
             let bytes = socket.buffered
@@ -105,7 +111,11 @@ final class ServerConnection: @unchecked Sendable {
                 if bytes.count >= HTTPLimits.maxHeadBytes {
                     return state.headRefused(Self.headTooLarge, claimed: mark.publish(idleSince: nil))
                 }
-                return transition { $0.headIncomplete(scanned: bytes.count) }
+                let incomplete = transition { $0.headIncomplete(scanned: bytes.count) }
+                // A full buffer may have left the rest of the head decrypted inside OpenSSL,
+                // where epoll does not see it: read it now (the buffer compacts to take it).
+                if socket.hasPendingTLSInput, socket.fillWithoutBlocking() == .data { continue }
+                return incomplete
             }
             // A whole head: from here the request is served, unless an eviction came first.
             guard case .serve(let firstHead) = state.headComplete(claimed: mark.publish(idleSince: nil)) else { return .close }
@@ -218,8 +228,16 @@ final class ServerConnection: @unchecked Sendable {
         }
         while true {
             skipLeadingLineBreaks()
-            // Decrypted bytes inside OpenSSL are not seen by epoll: read them here.
-            if socket.bufferedCount == 0, !socket.hasPendingTLSInput { return state.workerIdle(stopping: server.isStopping) }
+            // Decrypted bytes inside OpenSSL are not seen by epoll: read them here. What OpenSSL
+            // holds may be no request at all (a key update, an alert): the loop waits for one.
+            if socket.bufferedCount == 0 {
+                guard socket.hasPendingTLSInput else { return state.workerIdle(stopping: server.isStopping) }
+                switch socket.fillWithoutBlocking() {
+                case .data: break
+                case .closed: return transition { $0.lost() }
+                case .nothingYet: return state.workerIdle(stopping: server.isStopping)
+                }
+            }
             let request: HTTPRequest, exchange: Exchange
             do {
                 (request, exchange) = try readHead()

@@ -180,6 +180,31 @@ final class TLSTests: XCTestCase {
         for check in checks { XCTAssertTrue(output.contains("ok \(check)\n"), "check \(check) did not pass:\n\(output)") }
     }
 
+    /// More pipelined requests than the server's read buffer holds: what OpenSSL decrypted
+    /// beyond the buffer is read when the buffer drains, though epoll never reports it.
+    func testPipelinedRequestsBeyondTheReadBufferAreAllAnswered() throws {
+        let (cluster, _) = try tlsCluster(volumes: 1)
+        defer { cluster.shutdown() }
+        // Bursts of 70 to 100 KiB, each on a connection of its own: where the buffer fills
+        // in the last record read varies with the size.
+        for count in stride(from: 330, through: 480, by: 10) {
+            let socket = try HTTPClient.connect(try XCTUnwrap(HTTPURL(cluster.masterURL)), timeout: 10)
+            defer { socket.close() }
+            let request = "HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: \(String(repeating: "p", count: 160))\r\n\r\n"
+            try socket.write(Array(String(repeating: request, count: count).utf8))
+            var answered = 0
+            var text = ""
+            let deadline = Date().addingTimeInterval(5)
+            while answered < count, Date() < deadline {
+                guard (try? socket.fill()) == true else { break }
+                text += String(decoding: socket.buffered, as: UTF8.self)
+                socket.consume(socket.bufferedCount)
+                answered = text.components(separatedBy: "HTTP/1.1 200").count - 1
+            }
+            XCTAssertEqual(answered, count, "a burst of \(count) requests")
+        }
+    }
+
     /// A connection that never completes its handshake (nothing sent, or half a
     /// ClientHello) is closed after the head timeout, like a head that does not arrive.
     func testStalledHandshakeIsClosedAfterHeadTimeout() throws {

@@ -63,7 +63,9 @@ final class KeyAndEncodingTests: XCTestCase {
         XCTAssertEqual(url?.pathAndQuery, "/store/k?x=1")
         XCTAssertEqual(HTTPURL("http://h")?.port, 80)
         XCTAssertEqual(HTTPURL("http://[::1]:9")?.authority, "[::1]:9")
-        for bad in ["", "https://h:1", "http://", "http://h:0", "http://h:70000", "http://u@h:1", "http://h h:1", "h:1"] {
+        XCTAssertEqual(HTTPURL("https://h:1")?.isSecure, true)
+        XCTAssertEqual(HTTPURL("https://h")?.port, 443)
+        for bad in ["", "ftp://h:1", "http://", "http://h:0", "http://h:70000", "http://u@h:1", "http://h h:1", "h:1"] {
             XCTAssertNil(HTTPURL(bad), bad)
         }
         XCTAssertEqual(VolumeRegistry.normalize(" http://h:1/ \n"), "http://h:1")

@@ -103,8 +103,10 @@ public final class MasterDirectory: @unchecked Sendable {
             let answer = try client.send(method, url, headers: headers, body: body)
             // A standby's redirect names the same target on the leader; any other (a PUT's
             // to a volume) is the answer.
+            // Never from https to http: a signed request would then go out in the clear.
             guard answer.status == 307, let location = answer.headers["Location"], let next = HTTPURL(location),
-                  next.pathAndQuery == pathAndQuery, let origin = VolumeRegistry.normalize(next.origin) else {
+                  next.pathAndQuery == pathAndQuery, next.isSecure || !url.isSecure,
+                  let origin = VolumeRegistry.normalize(next.origin) else {
                 return (answer, answeredBy)
             }
             learn(origin)

@@ -151,17 +151,22 @@ extension Credentials {
     }
 }
 
-/// `SIGHUP`, delivered through Dispatch like the shutdown signals.
+/// `SIGHUP`, delivered through Dispatch like the shutdown signals: one signal source, which
+/// runs every handler registered (a second source for the same signal was not reliably
+/// delivered to: the credentials' reload stopped when the TLS one was added).
 enum Hangup {
-    private static let sources = Mutex<[Kept]>([])
+    private static let handlers = Mutex<[@Sendable () -> Void]>([])
     private struct Kept: @unchecked Sendable { let source: any DispatchSourceSignal }
-
-    static func onSignal(_ handler: @escaping @Sendable () -> Void) {
+    private static let source: Kept = {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "sighup"))
-        source.setEventHandler(handler: handler)
+        source.setEventHandler { for handler in handlers.withLock({ $0 }) { handler() } }
         source.resume()
-        let kept = Kept(source: source)
-        sources.withLock { $0.append(kept) }
+        return Kept(source: source)
+    }()
+
+    static func onSignal(_ handler: @escaping @Sendable () -> Void) {
+        handlers.withLock { $0.append(handler) }
+        _ = source
     }
 }
