@@ -24,19 +24,22 @@ public enum Placement {
 
     /// `volumes` ordered from most to least preferred for `key`, zones aside.
     public static func order(_ volumes: [String], for key: Key) -> [String] {
-        let keyHash = StableHash.hash(key.bytes)
-        return volumes
-            .map { (url: $0, score: score(keyHash: keyHash, volume: $0)) }
-            .sorted { $0.score != $1.score ? $0.score > $1.score : $0.url < $1.url }
-            .map(\.url)
+        byScore(volumes, url: { $0 }, for: key)
     }
 
     /// The first `replicas` volumes for `key`: the best volume of each of the best zones
     /// (see `ranked`). A pure function of the key and the volumes with their zones.
     public static func placement(_ volumes: [(url: String, zone: String)], replicas: Int, for key: Key) -> [String] {
-        var zones: [String: String] = [:]
-        for volume in volumes { zones[volume.url] = volume.zone }
-        return Array(ranked(order(volumes.map(\.url), for: key), zone: { zones[$0] ?? defaultZone }).prefix(replicas))
+        ranked(byScore(volumes, url: \.url, for: key), zone: \.zone).prefix(replicas).map(\.url)
+    }
+
+    /// `volumes` by their rendezvous score for `key`, best first (ties by URL).
+    private static func byScore<Volume>(_ volumes: [Volume], url: (Volume) -> String, for key: Key) -> [Volume] {
+        let keyHash = StableHash.hash(key.bytes)
+        return volumes
+            .map { (volume: $0, url: url($0), score: score(keyHash: keyHash, volume: url($0))) }
+            .sorted { $0.score != $1.score ? $0.score > $1.score : $0.url < $1.url }
+            .map(\.volume)
     }
 
     /// A rendezvous order made zone-aware, in rounds: first the best volume of each zone,

@@ -1,6 +1,7 @@
 import Foundation
 import KalavaraHTTP
 import KalavaraSupport
+import Synchronization
 
 /// On a standby: the keys written by batches it holds but may not show yet.
 ///
@@ -26,6 +27,9 @@ final class VisibilityFence: @unchecked Sendable {
     /// The last mark the leader sent: what every standby that answered reads then held.
     var lastMark: UInt64 { condition.withLock { storedMark } }
     private var storedMark: UInt64 = 0
+    /// Whether anything is fenced, read without the lock: every redirect of a group's
+    /// master asks, and nearly always nothing is. Changed only under the lock.
+    private let anyFenced = Atomic(false)
     /// How long a read waits for its key to be released before answering `503`.
     let patience: Double
 
@@ -42,6 +46,7 @@ final class VisibilityFence: @unchecked Sendable {
             for batch in beyond {
                 for key in batch.keys { fenced[key] = max(fenced[key] ?? 0, batch.last) }
             }
+            noteFenced()
         }
     }
 
@@ -59,7 +64,10 @@ final class VisibilityFence: @unchecked Sendable {
                 fenced = fenced.filter { $0.value > visibleThrough }
                 released = true
             }
-            if released { condition.broadcast() }
+            if released {
+                noteFenced()
+                condition.broadcast()
+            }
         }
     }
 
@@ -69,6 +77,7 @@ final class VisibilityFence: @unchecked Sendable {
         condition.withLock {
             fenced.removeAll()
             everyKeyThrough = sequence
+            noteFenced()
         }
     }
 
@@ -78,13 +87,22 @@ final class VisibilityFence: @unchecked Sendable {
         condition.withLock {
             fenced.removeAll()
             everyKeyThrough = nil
+            noteFenced()
             condition.broadcast()
         }
     }
 
-    /// The first of `keys` (raw index keys) that is fenced.
+    /// Called under the lock after `fenced` or `everyKeyThrough` changed.
+    private func noteFenced() {
+        anyFenced.store(everyKeyThrough != nil || !fenced.isEmpty, ordering: .releasing)
+    }
+
+    /// The first of `keys` (raw index keys) that is fenced. Without the lock when nothing
+    /// is: a key fenced after this looked was fenced before its write was applied, so
+    /// before whatever the caller read (see the type's comment).
     func firstFenced(_ keys: some Sequence<[UInt8]>) -> [UInt8]? {
-        condition.withLock {
+        guard anyFenced.load(ordering: .acquiring) else { return nil }
+        return condition.withLock {
             if everyKeyThrough != nil { return keys.first { _ in true } }
             guard !fenced.isEmpty else { return nil }
             return keys.first { fenced[$0] != nil }
